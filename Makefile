@@ -1,0 +1,31 @@
+# rtrl_rl: `make train` and `make test` work on a fresh machine (they run `setup` first).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+APT_PKGS := libqt5gui5
+
+.PHONY: setup test test-long train bench-cells clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "note: not root; make sure these Debian packages are installed: $(APT_PKGS)"; fi
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-long: setup
+	$(PY) -m pytest -q -m long
+
+bench-cells: setup
+	$(PY) -m bench.bench_cells
+
+clean:
+	rm -rf .venv .pytest_cache
