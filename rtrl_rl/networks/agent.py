@@ -1,0 +1,129 @@
+"""The agent network: torso -> recurrent core -> policy and value heads.
+
+    features_t = torso(o_t)                                        [T, B, F]
+    core_in_t  = [features_t ; clip(r_{t-1}) ; onehot(a_{t-1})]    [T, B, D]   (last action optional)
+    h_t, carry = core(core_in_t, first_t)                          [T, B, H]   (a cell, or identity)
+    pi_t, v_t  = heads(h_t)
+
+`first[t, b]` (the environment's first-step flag) resets the core's state and traces before step t.
+How the torso ("stem") learns (Irie et al. 2024; Elelimy et al. 2024):
+  "unroll"    gradients reach the torso through the core, backpropagated within the unroll;
+  "immediate" only the same-step gradient reaches the torso (the RTU paper);
+  "frozen"    no gradient reaches the torso (its parameters come from another run's checkpoint).
+The core learns by `core_mode` ("rtrl": exact, untruncated; "tbptt": truncated to the unroll).
+Parameters: `{"torso": ..., "core": ..., "heads": ...}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rtrl_rl import cells
+from rtrl_rl.networks.heads import ActorCriticHeads
+
+STEM_GRADS = ("unroll", "immediate", "frozen")
+
+
+@dataclasses.dataclass(eq=False)
+class Agent:
+  """An actor-critic with a recurrent core (`cell=None`: feed-forward).
+
+  Attributes:
+    torso: flax module mapping observations `[..., *obs]` to features `[..., F]`.
+    heads: `ActorCriticHeads` producing (distribution, value).
+    cell: a cell from `rtrl_rl.cells.make`, or None for a feed-forward agent.
+    num_actions: discrete actions (for the last-action one-hot), or the action dimension.
+    core_mode: "rtrl" | "tbptt" | "bptt" (see `cells.unroll`).
+    stem_grad: "unroll" | "immediate" | "frozen".
+    use_last_action: append onehot(a_{t-1}) to the core input (discrete actions only).
+    reward_clip: the last reward is clipped to [-reward_clip, reward_clip] in the core input.
+  """
+  torso: nn.Module
+  heads: ActorCriticHeads
+  cell: cells.Cell | None
+  num_actions: int
+  core_mode: str = "rtrl"
+  stem_grad: str = "unroll"
+  use_last_action: bool = False
+  reward_clip: float = 1.0
+  _feature_size: int | None = dataclasses.field(default=None, init=False, repr=False)
+
+  def __post_init__(self):
+    if self.stem_grad not in STEM_GRADS:
+      raise ValueError(f"stem_grad must be one of {STEM_GRADS}, got {self.stem_grad!r}")
+    if self.cell is not None:
+      if self.core_mode not in cells.MODES:
+        raise ValueError(f"core_mode must be one of {cells.MODES}, got {self.core_mode!r}")
+      if self.core_mode == "rtrl" and not self.cell.supports_rtrl:
+        raise ValueError(
+            f"core_mode='rtrl' with cell {self.cell.name!r}: exact RTRL is supported by "
+            f"{cells.RTRL_CELLS}; use core_mode='tbptt' for {self.cell.name!r}")
+    if self.use_last_action and self.heads.policy != "categorical":
+      raise ValueError("use_last_action needs a categorical policy (a one-hot of the last action)")
+
+  # -- parameters and carry ----------------------------------------------------------------------
+  @property
+  def core_input_size(self) -> int:
+    if self._feature_size is None:
+      raise ValueError("the agent's input sizes are unknown: call agent.init(key, observation) first")
+    return self._feature_size + 1 + (self.num_actions if self.use_last_action else 0)
+
+  def init(self, key: jax.Array, observation: jax.Array) -> dict[str, Any]:
+    """Parameters from one example observation `[*obs]` (no batch dimension)."""
+    k_torso, k_core, k_heads = jax.random.split(key, 3)
+    torso = self.torso.init(k_torso, observation[None])
+    self._feature_size = jax.eval_shape(self.torso.apply, torso, observation[None]).shape[-1]
+    core = {}
+    h = self.core_input_size
+    if self.cell is not None:
+      core = self.cell.init(k_core, self.core_input_size)
+      h = self.cell.output_size
+    heads = self.heads.init(k_heads, jnp.zeros((1, h)))
+    return {"torso": torso, "core": core, "heads": heads}
+
+  def initial_carry(self, batch_size: int) -> cells.Carry:
+    """The core's carry for `batch_size` envs (an empty Carry for a feed-forward agent)."""
+    if self.cell is None:
+      return cells.Carry({}, None)
+    return self.cell.initial_carry(batch_size, traces=self.core_mode == "rtrl")
+
+  # -- forward -----------------------------------------------------------------------------------
+  def _core_inputs(self, params, obs, prev_reward, prev_action):
+    features = self.torso.apply(params["torso"], obs)
+    if self.stem_grad == "frozen":
+      features = jax.lax.stop_gradient(features)
+    parts = [features, jnp.clip(prev_reward, -self.reward_clip, self.reward_clip)[..., None]]
+    if self.use_last_action:
+      parts.append(jax.nn.one_hot(prev_action, self.num_actions, dtype=features.dtype))
+    return jnp.concatenate([p.astype(features.dtype) for p in parts], axis=-1)
+
+  def unroll(self, params, carry: cells.Carry, obs, prev_reward, prev_action, first, *,
+             outgoing_traces: bool = False):
+    """The learner's forward pass over a rollout.
+
+    obs `[T, B, *obs]`, prev_reward `[T, B]`, prev_action `[T, B]`, first `[T, B] bool`, carry: the
+    core's carry before step 0. Returns `((dist, values [T, B]), carry)`; the outgoing traces are
+    computed only when `outgoing_traces` (the learner does not need them).
+    """
+    xs = self._core_inputs(params, obs, prev_reward, prev_action)
+    if self.cell is None:
+      hs, carry_out = xs, carry
+    else:
+      input_grad = "immediate" if self.stem_grad == "immediate" else "unroll"
+      hs, carry_out = cells.unroll(self.cell, params["core"], carry, xs, first, mode=self.core_mode,
+                                   input_grad=input_grad, outgoing_traces=outgoing_traces)
+    return self.heads.apply(params["heads"], hs), carry_out
+
+  def step(self, params, carry: cells.Carry, obs, prev_reward, prev_action, first):
+    """One acting step for B envs: obs `[B, *obs]`, first `[B]` -> `((dist, value [B]), carry)`."""
+    xs = self._core_inputs(params, obs, prev_reward, prev_action)
+    if self.cell is None:
+      hs, carry_out = xs, carry
+    else:
+      hs, carry_out = cells.step(self.cell, params["core"], carry, xs, first, mode=self.core_mode)
+    return self.heads.apply(params["heads"], hs), carry_out
