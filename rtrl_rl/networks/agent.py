@@ -90,6 +90,7 @@ class Agent:
     """The core's carry for `batch_size` envs (an empty Carry for a feed-forward agent)."""
     if self.cell is None:
       return cells.Carry({}, None)
+    self.core_input_size  # pylint: disable=pointless-statement  (raises before agent.init)
     return self.cell.initial_carry(batch_size, traces=self.core_mode == "rtrl")
 
   # -- forward -----------------------------------------------------------------------------------
