@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long train bench-cells clean
+.PHONY: setup test test-long train bench-cells bench-learner bench-envs clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ test-long: setup
 
 bench-cells: setup
 	$(PY) -m bench.bench_cells
+
+bench-learner: setup
+	$(PY) -m bench.bench_learner
+
+bench-envs: setup
+	$(PY) -m bench.bench_envs
 
 clean:
 	rm -rf .venv .pytest_cache
