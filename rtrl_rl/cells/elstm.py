@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rtrl_rl.cells.base import Carry, Cell
+from rtrl_rl.cells.base import Carry, Cell, materialize
 
 _RECURRENT = ("W_z", "W_f", "w_z", "w_f", "b_z", "b_f")
 
@@ -69,6 +69,7 @@ class ELSTM(Cell):
     zh = (1 - f) * (1 - z * z)
     fh = (c_prev - z) * f * (1 - f)
     j = f + params["w_z"] * zh + params["w_f"] * fh
+    j, zh, fh = materialize((j, zh, fh))  # per unit, computed once, not once per trace element
     new = {
         "W_z": j * traces["W_z"] + x[:, None] * zh, "W_f": j * traces["W_f"] + x[:, None] * fh,
         "w_z": j * traces["w_z"] + c_prev * zh, "w_f": j * traces["w_f"] + c_prev * fh,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rtrl_rl.cells.base import Carry, Cell
+from rtrl_rl.cells.base import Carry, Cell, materialize
 
 ACTIVATIONS = {
     "relu": (jax.nn.relu, lambda c: (c > 0).astype(c.dtype)),
@@ -120,7 +120,8 @@ class RTU(Cell):
     return out if self.nonlinear else self._f(out)
 
   def trace_step(self, params, s_prev, traces, x, a):
-    (g, phi, norm), d_nu, d_theta = self._coefficients(params)
+    # Per-unit coefficients are computed once, not once per element of the [D, N] traces.
+    (g, phi, norm), d_nu, d_theta = materialize(self._coefficients(params))
     k1, k2 = self._s
     p1, p2 = s_prev[k1], s_prev[k2]
     c1 = g * p1 - phi * p2 + norm * a[0]
@@ -138,7 +139,7 @@ class RTU(Cell):
     if self.nonlinear:
       new["W1"] = rotate(traces["W1"], nx, 0.0)
       new["W2"] = rotate(traces["W2"], 0.0, nx)
-      f1, f2 = self._df(c1), self._df(c2)
+      f1, f2 = materialize((self._df(c1), self._df(c2)))
       new = {p: {k1: f1 * t[k1], k2: f2 * t[k2]} for p, t in new.items()}
       return {k1: self._f(c1), k2: self._f(c2)}, new
     new["W1"] = rotate(traces["W1"], nx, 0.0)
