@@ -144,6 +144,13 @@ TRACE_OPTIONS = (
            check=lambda v: isinstance(v, float) and 0.0 <= v < 1.0, expect="a float in [0, 1)"),
 )
 
+CUE_MEMORY_OPTIONS = (
+    Option("num_cues", 2, "number of cues K (= actions)", check=_is_int(2), expect="an int >= 2"),
+    Option("length", 5, "steps L from the cue to the query", check=_is_int(1), expect="an int >= 1"),
+    Option("reward_wrong", 0.0, "reward of a wrong answer",
+           check=lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), expect="a number"),
+)
+
 GYMNAX_OPTIONS = (
     Option("max_episode_steps", None, "override params.max_steps_in_episode (truncation)",
            check=lambda v: v is None or _is_int(1)(v), expect="None or an int >= 1"),
@@ -272,6 +279,9 @@ def _popgym_specs() -> list[EnvSpec]:
 def _jax_specs() -> list[EnvSpec]:
     return [EnvSpec("jax/trace-conditioning", "jax", "rtrl_rl.envs._jax:make_trace_conditioning",
                     {}, TRACE_OPTIONS, "trace conditioning prediction (Rafiee et al.)",
+                    functional=True),
+            EnvSpec("jax/cue-memory", "jax", "rtrl_rl.envs.cue_memory:make_cue_memory", {},
+                    CUE_MEMORY_OPTIONS, "cue memory: report the first-step cue after L masked steps",
                     functional=True)]
 
 

@@ -1,0 +1,537 @@
+"""A small supervisor for K worker (actor) processes, started with the `spawn` method.
+
+    sup = Supervisor(max_restarts=3)
+    for k in range(K):
+      sup.add(f"actor{k}", actor_main, args=(queue, params, config, k))
+    restore = install_shutdown_handlers(sup.request_stop)   # SIGINT / SIGTERM -> stop, once
+    sup.start(); sup.start_monitor()                        # deaths handled in a background thread
+    try:
+      while not sup.stop_requested:
+        learner_step(); sup.check()                         # raises WorkerFailed when exhausted
+    finally:
+      sup.shutdown(); restore()
+
+Workers. `target(info, *args, **kwargs)` runs in a fresh spawned process; `info` is a `WorkerInfo`
+(name, index, attempt = number of restarts so far, and `stop_event`, a `StopEvent` the worker must poll
+to stop). A worker that returns normally is finished (not restarted unless
+`restart_on_clean_exit`). A worker that dies (exception -> exit code 1, `sys.exit(n)`, a signal)
+while no stop was requested is restarted, at most `max_restarts` times per worker; then
+`WorkerFailed` names the worker, its pid, how it died (exit code or signal name) and the restart
+count, with the tail of the worker's traceback when it raised. Deaths are seen at once:
+`wait()` / the monitor thread block in `multiprocessing.connection.wait` on the process sentinels.
+`on_death(name, exitcode)` is called for every death (e.g. `queue.reclaim` to return the slots of
+an actor killed mid-write at once).
+
+Signals. Workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and only the
+parent should react, once, by requesting a stop (`install_shutdown_handlers`). SIGINT is blocked in
+the starting thread while a worker is spawned and set to SIG_IGN before the worker's Python starts
+running user code, so no worker sees a KeyboardInterrupt even during start-up. SIGTERM keeps its
+default action in workers (the supervisor's last-resort `terminate`). A second Ctrl-C in the
+parent raises KeyboardInterrupt (force quit).
+
+Shutdown (`shutdown(timeout)`): stop the monitor, set `stop_event`, join every worker for up to
+`timeout` s in total, then SIGTERM the stragglers, join `term_timeout` s, then SIGKILL and reap.
+No worker outlives it. Workers also watch their parent: if it disappears (SIGKILL, crash) they set
+`stop_event` and exit after `orphan_grace` s at the latest, so they never linger as orphans.
+
+Note: with the spawn method, Python starts a `multiprocessing` resource-tracker helper process the
+first time a process is spawned; it belongs to multiprocessing, outlives the workers and exits with
+the parent. `live_children()` lists the parent's descendants excluding it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, NamedTuple
+
+__all__ = ["StopEvent", "WorkerInfo", "WorkerFailed", "Supervisor", "install_shutdown_handlers",
+           "describe_exitcode", "live_children"]
+
+log = logging.getLogger(__name__)
+
+
+class StopEvent:
+  """A process-shared stop flag with `multiprocessing.Event`'s interface (`set`, `is_set`, `clear`,
+  `wait(timeout) -> bool`), built on one shared integer; `wait` polls every `poll` seconds.
+
+  Why not `ctx.Event()`: it is a Condition underneath, and a worker SIGKILLed while inside
+  `event.wait()` (where an actor spends its idle time) leaves the Condition's sleeper count raised,
+  so the next `event.set()` in the parent blocks forever waiting for that sleeper to wake. A shared
+  integer has no such failure mode, and `set()` is a single store, safe in a signal handler. Share
+  it with a child by passing it in the child's start arguments (like any multiprocessing object).
+  """
+
+  def __init__(self, ctx=None, poll: float = 0.02):
+    ctx = ctx or multiprocessing.get_context("spawn")
+    self._flag = ctx.RawValue("i", 0)
+    self._poll = float(poll)
+
+  def set(self) -> None:
+    self._flag.value = 1
+
+  def clear(self) -> None:
+    self._flag.value = 0
+
+  def is_set(self) -> bool:
+    return bool(self._flag.value)
+
+  def wait(self, timeout: float | None = None) -> bool:
+    if self._flag.value:
+      return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not self._flag.value:
+      left = self._poll if deadline is None else min(self._poll, deadline - time.monotonic())
+      if left <= 0:
+        return False
+      time.sleep(left)
+    return True
+
+
+class WorkerInfo(NamedTuple):
+  """Passed as the first argument of a worker's target."""
+  name: str
+  index: int             # position in the order of `add`
+  attempt: int           # 0 for the first start, k after k restarts
+  stop_event: StopEvent  # return promptly once it is set (poll `is_set()` or `wait(timeout)`)
+
+
+class WorkerFailed(RuntimeError):
+  """A worker died more often than its restart budget allows."""
+
+  def __init__(self, name: str, pid: int | None, exitcode: int | None, restarts: int,
+               max_restarts: int, error: str | None = None):
+    self.name, self.pid, self.exitcode = name, pid, exitcode
+    self.restarts, self.max_restarts, self.error = restarts, max_restarts, error
+    msg = (f"worker {name!r} (pid {pid}) {describe_exitcode(exitcode)}; it was restarted "
+           f"{restarts} time(s) and max_restarts={max_restarts} is exhausted")
+    if error:
+      msg += "\n--- worker traceback (tail) ---\n" + error.rstrip()
+    super().__init__(msg)
+
+
+def describe_exitcode(exitcode: int | None) -> str:
+  """'is running', 'exited cleanly (exit code 0)', 'exited with exit code 3', 'was killed by signal
+  SIGKILL (9)'."""
+  if exitcode is None:
+    return "is running"
+  if exitcode == 0:
+    return "exited cleanly (exit code 0)"
+  if exitcode > 0:
+    return f"exited with exit code {exitcode}"
+  try:
+    name = signal.Signals(-exitcode).name
+  except ValueError:
+    name = "signal"
+  return f"was killed by signal {name} ({-exitcode})"
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker side.
+# ----------------------------------------------------------------------------------------------
+
+
+def _watch_parent(ppid: int, stop_event, grace: float) -> None:
+  while os.getppid() == ppid:
+    time.sleep(0.5)
+  try:  # the parent is gone: ask everybody to stop, then make sure we exit
+    stop_event.set()
+  except Exception:  # noqa: BLE001
+    pass
+  time.sleep(grace)
+  os._exit(70)
+
+
+def _worker_main(target, info: WorkerInfo, args, kwargs, err_conn, ppid: int, orphan_grace: float):
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  threading.Thread(target=_watch_parent, args=(ppid, info.stop_event, orphan_grace),
+                   name="parent-watch", daemon=True).start()
+  try:
+    target(info, *args, **kwargs)
+  except SystemExit:
+    raise
+  except BaseException:
+    try:
+      err_conn.send(traceback.format_exc()[-4000:])
+    except Exception:  # noqa: BLE001
+      pass
+    raise  # multiprocessing prints the traceback to stderr and exits with code 1
+  finally:
+    err_conn.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent side.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+  name: str
+  index: int
+  target: Callable
+  args: tuple
+  kwargs: dict
+  max_restarts: int
+  process: Any = None
+  err_conn: Any = None
+  restarts: int = 0
+  finished: bool = False
+  last_exitcode: int | None = None
+  last_error: str | None = None
+  started_at: float = 0.0
+
+
+class Supervisor:
+  """Starts, watches, restarts and stops named worker processes (see the module docstring).
+
+  Args:
+    ctx: multiprocessing context (default: spawn; JAX is not fork-safe).
+    max_restarts: restarts allowed per worker (override per worker in `add`).
+    restart_delay: seconds to wait before a restart.
+    join_timeout: default total seconds `shutdown` waits for workers to stop by themselves.
+    term_timeout: seconds between SIGTERM and SIGKILL for stragglers.
+    daemon: start workers as daemon processes (terminated at interpreter exit; they may not
+      start processes themselves).
+    restart_on_clean_exit: also restart workers that return normally.
+    orphan_grace: a worker whose parent died exits after at most this many seconds.
+    on_death: `callback(name, exitcode)` after every unexpected death (before a restart).
+  """
+
+  def __init__(self, ctx=None, *, max_restarts: int = 3, restart_delay: float = 0.0,
+               join_timeout: float = 10.0, term_timeout: float = 2.0, daemon: bool = True,
+               restart_on_clean_exit: bool = False, orphan_grace: float = 5.0,
+               on_death: Callable[[str, int | None], None] | None = None):
+    self._ctx = ctx or multiprocessing.get_context("spawn")
+    self._max_restarts = int(max_restarts)
+    self._restart_delay = float(restart_delay)
+    self._join_timeout = float(join_timeout)
+    self._term_timeout = float(term_timeout)
+    self._daemon = daemon
+    self._restart_on_clean_exit = restart_on_clean_exit
+    self._orphan_grace = float(orphan_grace)
+    self._on_death = on_death
+    self.stop_event = StopEvent(self._ctx)
+    self._workers: dict[str, _Worker] = {}
+    self._lock = threading.RLock()
+    self._started = False
+    self._shut = False
+    self._failure: WorkerFailed | None = None
+    self._monitor: threading.Thread | None = None
+    self._monitor_stop = threading.Event()
+    self._wake_r, self._wake_w = multiprocessing.connection.Pipe(duplex=False)
+
+  # -- set up ----------------------------------------------------------------------------------
+
+  def add(self, name: str, target: Callable, args: tuple = (), kwargs: dict | None = None,
+          max_restarts: int | None = None) -> None:
+    """Register a worker `target(info, *args, **kwargs)` (picklable: a module-level function);
+    started by `start()` (or at once, if the supervisor is already running)."""
+    with self._lock:
+      if name in self._workers:
+        raise ValueError(f"duplicate worker name {name!r}")
+      if self._shut:
+        raise RuntimeError("supervisor is shut down")
+      w = _Worker(name, len(self._workers), target, tuple(args), dict(kwargs or {}),
+                  self._max_restarts if max_restarts is None else int(max_restarts))
+      self._workers[name] = w
+      if self._started:
+        self._spawn(w)
+
+  def _spawn(self, w: _Worker) -> None:
+    r, wconn = self._ctx.Pipe(duplex=False)
+    info = WorkerInfo(w.name, w.index, w.restarts, self.stop_event)
+    p = self._ctx.Process(target=_worker_main, name=w.name, daemon=self._daemon,
+                          args=(w.target, info, w.args, w.kwargs, wconn, os.getpid(),
+                                self._orphan_grace))
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited through exec
+    try:
+      p.start()
+    finally:
+      signal.pthread_sigmask(signal.SIG_SETMASK, old)
+      wconn.close()
+    if w.err_conn is not None:
+      w.err_conn.close()
+    w.process, w.err_conn, w.started_at = p, r, time.monotonic()
+    log.info("started worker %r (pid %d, attempt %d)", w.name, p.pid, w.restarts)
+
+  def start(self) -> None:
+    """Start every registered worker."""
+    with self._lock:
+      if self._started:
+        return
+      self._started = True
+      for w in self._workers.values():
+        self._spawn(w)
+
+  # -- state -----------------------------------------------------------------------------------
+
+  @property
+  def stop_requested(self) -> bool:
+    return self.stop_event.is_set()
+
+  def request_stop(self, *_) -> None:
+    """Ask every worker (and the caller's main loop, via `stop_requested`) to stop; safe in a
+    signal handler."""
+    self.stop_event.set()
+
+  def pids(self) -> dict[str, int | None]:
+    with self._lock:
+      return {n: (w.process.pid if w.process is not None else None)
+              for n, w in self._workers.items()}
+
+  def restarts(self) -> dict[str, int]:
+    with self._lock:
+      return {n: w.restarts for n, w in self._workers.items()}
+
+  def alive(self) -> dict[str, bool]:
+    with self._lock:
+      return {n: bool(w.process is not None and w.process.is_alive())
+              for n, w in self._workers.items()}
+
+  def exitcodes(self) -> dict[str, int | None]:
+    with self._lock:
+      return {n: (w.process.exitcode if w.process is not None else None)
+              for n, w in self._workers.items()}
+
+  # -- watching --------------------------------------------------------------------------------
+
+  def _handle_deaths(self) -> list[str]:
+    """Restart / record every dead worker; returns event descriptions. Raises WorkerFailed."""
+    events = []
+    with self._lock:
+      if self._failure is not None:
+        raise self._failure
+      if self._shut or not self._started:
+        return events
+      for w in self._workers.values():
+        p = w.process
+        if p is None or w.finished or p.exitcode is None:
+          continue
+        code = p.exitcode
+        w.last_exitcode = code
+        if w.err_conn is not None and w.err_conn.poll():
+          try:
+            w.last_error = w.err_conn.recv()
+          except (EOFError, OSError):
+            pass
+        if self.stop_event.is_set() or (code == 0 and not self._restart_on_clean_exit):
+          w.finished = True
+          events.append(f"worker {w.name!r} (pid {p.pid}) {describe_exitcode(code)}")
+          log.info(events[-1])
+          continue
+        if self._on_death is not None:
+          try:
+            self._on_death(w.name, code)
+          except Exception:  # noqa: BLE001
+            log.exception("on_death callback failed")
+        if w.restarts >= w.max_restarts:
+          w.finished = True
+          self._failure = WorkerFailed(w.name, p.pid, code, w.restarts, w.max_restarts,
+                                       w.last_error)
+          log.error(str(self._failure))
+          raise self._failure
+        w.restarts += 1
+        msg = (f"worker {w.name!r} (pid {p.pid}) {describe_exitcode(code)}; restarting "
+               f"({w.restarts}/{w.max_restarts})")
+        log.warning(msg)
+        events.append(msg)
+        if self._restart_delay:
+          time.sleep(self._restart_delay)
+        try:
+          p.close()  # reaped: release its sentinel
+        except ValueError:
+          pass
+        if not self._shut and not self.stop_event.is_set():
+          self._spawn(w)
+    return events
+
+  def poll(self) -> list[str]:
+    """Handle deaths without blocking; returns what happened. Raises WorkerFailed."""
+    return self._handle_deaths()
+
+  def wait(self, timeout: float | None = None) -> list[str]:
+    """Block until a worker dies (or `timeout` s), handle it; returns what happened. Raises
+    WorkerFailed."""
+    with self._lock:
+      sentinels = [w.process.sentinel for w in self._workers.values()
+                   if w.process is not None and not w.finished]
+    if sentinels:
+      multiprocessing.connection.wait(sentinels + [self._wake_r], timeout)
+    elif timeout:
+      time.sleep(min(timeout, 0.1))
+    return self._handle_deaths()
+
+  def start_monitor(self, on_failure: Callable[[WorkerFailed], None] | None = None) -> None:
+    """Handle deaths in a background thread (restarts within milliseconds of a death). On
+    exhaustion it stores the error (`check()` raises it), calls `on_failure(err)` (default:
+    nothing) and stops monitoring; it does not stop the other workers by itself."""
+    if self._monitor is not None:
+      return
+
+    def loop():
+      while not self._monitor_stop.is_set():
+        try:
+          self.wait(1.0)
+        except WorkerFailed as e:
+          if on_failure is not None:
+            try:
+              on_failure(e)
+            except Exception:  # noqa: BLE001
+              log.exception("on_failure callback failed")
+          return
+        except Exception:  # noqa: BLE001
+          log.exception("supervisor monitor failed")
+          time.sleep(0.5)
+        with self._lock:
+          if self._shut:
+            return
+        if self._wake_r.poll():
+          try:
+            self._wake_r.recv()
+          except (EOFError, OSError):
+            return
+
+    self._monitor = threading.Thread(target=loop, name="supervisor-monitor", daemon=True)
+    self._monitor.start()
+
+  def check(self) -> None:
+    """Raise the stored WorkerFailed, if any (cheap; call it from the main loop)."""
+    if self._failure is not None:
+      raise self._failure
+
+  @property
+  def failure(self) -> WorkerFailed | None:
+    return self._failure
+
+  # -- shutdown --------------------------------------------------------------------------------
+
+  def shutdown(self, timeout: float | None = None) -> dict[str, int | None]:
+    """Stop every worker (stop event -> join -> SIGTERM -> SIGKILL) and return their exit codes.
+    Idempotent; never raises WorkerFailed."""
+    timeout = self._join_timeout if timeout is None else float(timeout)
+    self._monitor_stop.set()
+    with self._lock:
+      self._shut = True
+    try:
+      self._wake_w.send(None)
+    except (OSError, ValueError):
+      pass
+    if self._monitor is not None and self._monitor is not threading.current_thread():
+      self._monitor.join(timeout=2.0)
+    self.stop_event.set()
+    with self._lock:
+      procs = [(w, w.process) for w in self._workers.values() if w.process is not None]
+    deadline = time.monotonic() + timeout
+    for _, p in procs:
+      p.join(max(0.0, deadline - time.monotonic()))
+    stragglers = [p for _, p in procs if p.is_alive()]
+    for p in stragglers:
+      log.warning("worker %r (pid %d) did not stop within %.1f s: SIGTERM", p.name, p.pid, timeout)
+      p.terminate()
+    deadline = time.monotonic() + self._term_timeout
+    for p in stragglers:
+      p.join(max(0.0, deadline - time.monotonic()))
+    for p in stragglers:
+      if p.is_alive():
+        log.warning("worker %r (pid %d) ignored SIGTERM: SIGKILL", p.name, p.pid)
+        p.kill()
+        p.join(5.0)
+    codes = {}
+    for w, p in procs:
+      codes[w.name] = p.exitcode
+      if w.err_conn is not None:
+        w.err_conn.close()
+        w.err_conn = None
+      try:
+        p.close()
+      except ValueError:  # still running (unkillable): leave it to the OS
+        pass
+      w.process = None
+    for c in (self._wake_r, self._wake_w):
+      c.close()
+    return codes
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    if not self._shut:
+      self.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------
+# Main-process helpers.
+# ----------------------------------------------------------------------------------------------
+
+
+def install_shutdown_handlers(request_shutdown: Callable[[], None],
+                              signals=(signal.SIGINT, signal.SIGTERM),
+                              force_on_second: bool = True) -> Callable[[], None]:
+  """Route SIGINT / SIGTERM in the main process to `request_shutdown()` (e.g. a Supervisor's
+  `request_stop`, or a `threading.Event().set`). The first signal only requests the shutdown (the
+  main loop notices, writes its final checkpoint, calls `shutdown`); with `force_on_second`, a
+  second SIGINT raises KeyboardInterrupt. Call from the main thread. Returns `restore()`, which
+  reinstates the previous handlers."""
+  count = [0]
+
+  def handler(signum, frame):
+    count[0] += 1
+    if count[0] > 1 and force_on_second and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    print(f"\n{signal.Signals(signum).name} received: shutting down"
+          + (" (again to force)" if force_on_second else ""), file=sys.stderr, flush=True)
+    request_shutdown()
+
+  previous = {s: signal.signal(s, handler) for s in signals}
+
+  def restore():
+    for s, h in previous.items():
+      signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+  return restore
+
+
+def _helper_pids() -> set[int]:
+  """Pids of multiprocessing's own helper processes (resource tracker, forkserver)."""
+  pids = set()
+  try:
+    from multiprocessing import resource_tracker
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if pid:
+      pids.add(pid)
+  except Exception:  # noqa: BLE001
+    pass
+  try:
+    from multiprocessing import forkserver
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+      pids.add(pid)
+  except Exception:  # noqa: BLE001
+    pass
+  return pids
+
+
+def live_children(exclude_helpers: bool = True) -> list:
+  """The live (non-zombie) descendants of this process as psutil.Process objects, excluding
+  multiprocessing's resource tracker / forkserver unless `exclude_helpers=False`."""
+  import psutil
+  helpers = _helper_pids() if exclude_helpers else set()
+  out = []
+  for c in psutil.Process().children(recursive=True):
+    try:
+      if c.pid in helpers or c.status() == psutil.STATUS_ZOMBIE:
+        continue
+    except psutil.NoSuchProcess:
+      continue
+    out.append(c)
+  return out
