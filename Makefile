@@ -35,3 +35,6 @@ bench-envs: setup
 
 clean:
 	rm -rf .venv .pytest_cache
+
+train: setup
+	$(PY) -m rtrl_rl.train --config=configs/default.py

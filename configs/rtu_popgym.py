@@ -1,0 +1,22 @@
+"""Elelimy et al. 2024: PPO with RTRL cores on POPGym memory tasks.
+
+    --config=configs/rtu_popgym.py:task=CountRecall,level=easy,core=rtu_nonlinear,seed=0
+    (task: CountRecall | RepeatFirst | Concentration | Autoencode | HigherLower;
+     level: easy | medium | hard)
+"""
+
+from rtrl_rl import experiment
+
+TASKS = ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")
+LEVELS = ("easy", "medium", "hard")
+
+
+def get_config(arg=None):
+  args = experiment.parse_args(arg, task="CountRecall", level="easy", core="rtu_nonlinear", seed=0,
+                               steps=5_000_000)
+  if args["task"] not in TASKS or args["level"] not in LEVELS:
+    raise ValueError(f"task={args['task']!r}, level={args['level']!r}: expected a task in {TASKS} "
+                     f"and a level in {LEVELS}")
+  return experiment.rtu_paper_ppo(f"rtu_popgym_{args['task']}-{args['level']}",
+                         f"popgym/{args['task']}-{args['level']}", args["core"], args["seed"],
+                         args["steps"])

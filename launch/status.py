@@ -1,0 +1,165 @@
+"""The state of a sweep's runs.
+
+    python -m launch.status --root=runs/sweeps/default          # every run dir under a sweep dir
+    python -m launch.sweep --sweep=launch/sweeps/default.py --status   # the runs of a sweep file
+
+States (first match wins):
+  pending   no run directory (or an empty one: never launched)
+  finished  summary.json without `stopped_early`
+  failed    failed.json (the training process exited with an error) or submitit recorded an error
+  running   metrics.jsonl modified within `stale_s` seconds
+  stopped   summary.json with `stopped_early` (SIGTERM / preemption): relaunch to resume
+  stale     metrics.jsonl older than `stale_s` (killed, or a lost job): relaunch to resume
+  queued    launched (launch.json) but no metrics yet
+with the frames and the latest episode return from metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
+
+LAUNCH_FILE = "launch.json"
+FAILED_FILE = "failed.json"
+SUMMARY_FILE = "summary.json"
+STATES = ("pending", "queued", "running", "stale", "stopped", "finished", "failed")
+
+
+def _load(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _default_stale_s(run_dir: str) -> float:
+  cfg = _load(os.path.join(run_dir, "config.json")) or {}
+  period = float(((cfg.get("system") or {}).get("log_every_s")) or 10.0)
+  return max(300.0, 10.0 * period)
+
+
+def _latest(rows: list[dict]) -> tuple[int | None, float | None]:
+  frames = ret = None
+  for row in rows:
+    if "frames" in row:
+      frames = row["frames"]
+    r = row.get("episode_return")
+    if isinstance(r, (int, float)) and math.isfinite(r):
+      ret = float(r)
+  return frames, ret
+
+
+def run_state(run_dir: str, stale_s: float | None = None, now: float | None = None) -> dict[str, Any]:
+  """{'run_dir', 'name', 'state', 'frames', 'episode_return', 'age_s', 'job_id', 'detail'}."""
+  now = time.time() if now is None else now
+  out: dict[str, Any] = {"run_dir": run_dir, "name": os.path.basename(os.path.normpath(run_dir)),
+                         "state": "pending", "frames": None, "episode_return": None, "age_s": None,
+                         "job_id": None, "detail": ""}
+  if not os.path.isdir(run_dir):
+    return out
+  launch = _load(os.path.join(run_dir, LAUNCH_FILE))
+  if launch:
+    out["job_id"] = launch.get("job_id")
+  metrics = os.path.join(run_dir, METRICS_FILE)
+  if os.path.exists(metrics):
+    out["age_s"] = now - os.path.getmtime(metrics)
+    out["frames"], out["episode_return"] = _latest(read_metrics(run_dir))
+  summary = _load(os.path.join(run_dir, SUMMARY_FILE))
+  if summary is not None and out["frames"] is None:
+    out["frames"] = summary.get("frames")
+  if summary is not None and not summary.get("stopped_early", False):
+    if out["episode_return"] is None and isinstance(summary.get("episode_return"), (int, float)):
+      out["episode_return"] = summary["episode_return"]
+    out["state"] = "finished"
+    return out
+  failed = _load(os.path.join(run_dir, FAILED_FILE))
+  if failed is not None:
+    out["state"] = "failed"
+    out["detail"] = f"exit code {failed.get('returncode')}; log {failed.get('log')}"
+    return out
+  if launch and launch.get("submitit_folder") and launch.get("job_id"):
+    from launch import backends  # pylint: disable=g-import-not-at-top  # imports submitit
+    if backends.job_outcome(launch["submitit_folder"], launch["job_id"]) == "error":
+      out["state"] = "failed"
+      out["detail"] = f"submitit error; log {backends.job_log(launch['submitit_folder'], launch['job_id'])}"
+      return out
+  stale_s = _default_stale_s(run_dir) if stale_s is None else stale_s
+  if out["age_s"] is not None and out["age_s"] <= stale_s:
+    out["state"] = "running"
+  elif summary is not None:
+    out["state"] = "stopped"
+  elif out["age_s"] is not None:
+    out["state"] = "stale"
+  elif launch:
+    out["state"] = "queued"
+  return out
+
+
+def collect(run_dirs: Sequence[str], stale_s: float | None = None) -> list[dict]:
+  return [run_state(d, stale_s) for d in run_dirs]
+
+
+def discover(root: str) -> list[str]:
+  """Run directories directly under a sweep directory (or `root` itself if it is a run)."""
+  if any(os.path.exists(os.path.join(root, f)) for f in (METRICS_FILE, LAUNCH_FILE, "config.json")):
+    return [root]
+  if not os.path.isdir(root):
+    return []
+  return sorted(os.path.join(root, d) for d in os.listdir(root)
+                if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+
+
+def _fmt_age(age: float | None) -> str:
+  if age is None:
+    return "-"
+  if age < 120:
+    return f"{age:.0f}s"
+  if age < 7200:
+    return f"{age / 60:.0f}m"
+  return f"{age / 3600:.1f}h"
+
+
+def print_rows(rows: list[dict], as_json: bool = False, out=None) -> None:
+  out = out or sys.stdout
+  if as_json:
+    for row in rows:
+      print(json.dumps(row), file=out)
+    return
+  width = max([len(r["name"]) for r in rows] + [3])
+  print(f"{'run':<{width}}  {'state':<8}  {'frames':>12}  {'return':>10}  {'updated':>8}  job", file=out)
+  for r in rows:
+    frames = "-" if r["frames"] is None else f"{int(r['frames']):,}"
+    ret = "-" if r["episode_return"] is None else f"{r['episode_return']:.2f}"
+    line = (f"{r['name']:<{width}}  {r['state']:<8}  {frames:>12}  {ret:>10}  {_fmt_age(r['age_s']):>8}  "
+            f"{r['job_id'] or '-'}")
+    if r["detail"]:
+      line += f"  ({r['detail']})"
+    print(line, file=out)
+  counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
+  print("total " + str(len(rows)) + ": " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m launch.status", description=__doc__.split("\n\n")[0])
+  p.add_argument("--root", required=True, help="a sweep directory (<sweep root>/<sweep name>) or run dir")
+  p.add_argument("--stale_s", type=float, default=None)
+  p.add_argument("--json", action="store_true")
+  args = p.parse_args(argv)
+  dirs = discover(args.root)
+  if not dirs:
+    print(f"no runs under {args.root}", file=sys.stderr)
+    return 1
+  print_rows(collect(dirs, args.stale_s), as_json=args.json)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,169 @@
+"""An experiment's configuration: environment, algorithm (agent + learner), and system.
+
+    config = experiment.base_config("impala")     # configs/*.py start from this
+    experiment.validate(config)                   # fails before any compute, naming the fields
+
+Fields shared by every experiment live here; the learner's own fields are `config.agent` (see
+rtrl_rl/agents/impala/config.py and rtrl_rl/agents/ppo/config.py). The unroll length M lives in one
+place, `config.agent.unroll_length` (IMPALA), and flows to the actors (rollout length) and the
+learner (batch shape) from there.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ALGOS = ("impala", "ppo")
+BACKENDS = ("actors", "anakin", "sync")
+
+
+def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
+  """Defaults for an experiment with learner `algo` ("impala" | "ppo")."""
+  if algo not in ALGOS:
+    raise ValueError(f"algo={algo!r}: expected one of {ALGOS}")
+  c = ml_collections.ConfigDict()
+  c.name = "experiment"              # experiment name: run-directory prefix and plot group
+  c.algo = algo                      # learner: "impala" (V-trace) | "ppo"
+  c.seed = 0                         # seeds the learner, the actors and the environments
+  e = c.env = ml_collections.ConfigDict()
+  e.id = "memory/cartpole-masked"    # an id of `python -m rtrl_rl.envs --list`
+  e.options = ml_collections.ConfigDict()  # family options passed to rtrl_rl.envs.make
+  s = c.system = ml_collections.ConfigDict()
+  s.backend = "actors"               # "actors": actor processes + queue (IMPALA) | "anakin": one jitted
+                                     #   loop (JAX envs) | "sync": PPO acting on host envs, then updating
+  s.num_actors = 2                   # actor processes per host (backend "actors")
+  s.envs_per_actor = 16              # environments stepped together by one actor (one record each rollout)
+  s.queue_capacity = 4               # rollout records buffered between actors and learner (back-pressure)
+  s.max_actor_restarts = 3           # restarts per actor before the run stops with a checkpoint
+  s.log_every_s = 10.0               # progress line and metrics period (seconds)
+  s.checkpoint_every_s = 120.0       # checkpoint period (seconds); one is always written at the end
+  s.keep_checkpoints = 3             # checkpoints kept on disk
+  s.plot = True                      # write learning_curve.png into the run directory at the end
+  s.coordinator_address = ""         # jax.distributed coordinator "host:port" (multi-host); "" = one process
+  s.num_processes = 1                # processes in a multi-host run
+  s.process_id = 0                   # this process's index in a multi-host run
+  if algo == "impala":
+    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+    c.agent = impala_config.get_config()
+  else:
+    from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+    c.agent = ppo_config.get_config()
+    s.backend = "sync"
+  return c
+
+
+class ExperimentConfigError(ValueError):
+  """A bad experiment configuration; the message names the offending fields."""
+
+
+def _positive_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> None:
+  """Raise `ExperimentConfigError` naming every offending field; runs no JAX computation.
+
+  Checks the system fields, the env id and options (`check_env`), the backend/algorithm/env
+  combination, then the learner's own `validate` with the env's spaces.
+  """
+  errors = []
+  err = errors.append
+  if config.algo not in ALGOS:
+    err(f"algo={config.algo!r}: expected one of {ALGOS}")
+  s = config.system
+  if s.backend not in BACKENDS:
+    err(f"system.backend={s.backend!r}: expected one of {BACKENDS}")
+  for name in ("num_actors", "envs_per_actor", "queue_capacity", "keep_checkpoints", "num_processes"):
+    if not _positive_int(s[name]):
+      err(f"system.{name}={s[name]!r} must be a positive int")
+  for name in ("log_every_s", "checkpoint_every_s"):
+    if not s[name] > 0:
+      err(f"system.{name}={s[name]!r} must be > 0")
+  if not (isinstance(s.max_actor_restarts, int) and s.max_actor_restarts >= 0):
+    err(f"system.max_actor_restarts={s.max_actor_restarts!r} must be an int >= 0")
+  if _positive_int(s.num_processes) and s.num_processes > 1:
+    if not s.coordinator_address:
+      err(f"system.num_processes={s.num_processes} needs system.coordinator_address (host:port)")
+    if not (isinstance(s.process_id, int) and 0 <= s.process_id < s.num_processes):
+      err(f"system.process_id={s.process_id!r} must be in [0, system.num_processes)")
+  if config.algo == "ppo" and s.backend == "actors":
+    err("algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
+        "environments); the actor-process backend serves algo='impala'")
+  if config.algo == "impala" and s.backend == "sync":
+    err("system.backend='sync' runs algo='ppo'; IMPALA uses 'actors' or 'anakin'")
+  if config.algo == "impala" and s.backend == "actors" and _positive_int(s.envs_per_actor):
+    local_batch = config.agent.batch_size // max(1, s.num_processes)
+    if config.agent.batch_size % max(1, s.num_processes) or local_batch % s.envs_per_actor:
+      err(f"agent.batch_size={config.agent.batch_size} must split into whole actor records: "
+          f"a multiple of system.envs_per_actor={s.envs_per_actor} x system.num_processes="
+          f"{s.num_processes}")
+  spaces = None
+  if check_env:
+    from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+    try:
+      spec = envs.get_spec(config.env.id)
+      spaces = envs.describe(config.env.id, **config.env.options.to_dict())
+    except (envs.EnvError, envs.MissingDependencyError, ValueError) as e:
+      err(f"env.id={config.env.id!r} / env.options: {e}")
+    else:
+      functional = getattr(spec, "functional", False)
+      if s.backend == "anakin" and not functional:
+        err(f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/...); "
+            f"env.id={config.env.id!r} is not one")
+  if errors:
+    raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
+  if config.algo == "impala":
+    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+    impala_config.validate(config.agent, *(spaces or (None, None)))
+  else:
+    from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+    ppo_config.validate(config.agent)
+
+
+def parse_args(arg: str | None, **defaults):
+  """Config-file arguments `"key=value,key=value"` (after `configs/x.py:`) over typed `defaults`.
+
+  Values take the type of their default (int, float, bool, str); an unknown key or a bad value
+  raises naming the valid keys. Returns a `dict`.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or key not in defaults:
+      raise ValueError(f"config argument {item!r}: expected key=value with key one of {sorted(defaults)}")
+    kind = type(defaults[key])
+    try:
+      if kind is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+          raise ValueError(value)
+        out[key] = value.lower() in ("true", "1")
+      else:
+        out[key] = kind(value)
+    except ValueError:
+      raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from None
+  return out
+
+
+def set_core(agent_config, mode: str, cell: str) -> None:
+  """Core variants shared by the papers' configs: "rtrl" | "tbptt" (the cell) or "ff" (none)."""
+  n = agent_config.network
+  if mode == "ff":
+    n.cell = None
+  elif mode in ("rtrl", "tbptt"):
+    n.cell, n.core_mode = cell, mode
+  else:
+    raise ValueError(f"mode={mode!r}: expected one of ('rtrl', 'tbptt', 'ff')")
+
+
+def rtu_paper_ppo(name: str, env_id: str, core: str, seed: int, total_env_steps: int):
+  """The RTU paper's PPO experiment (its defaults; backend "sync" for host environments) with a
+  budget-matched core variant from `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`."""
+  from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+  c = base_config("ppo")
+  c.name = f"{name}_{core}"
+  c.seed = c.agent.seed = seed
+  c.env.id = env_id
+  c.agent.total_env_steps = total_env_steps
+  ppo_config.set_core(c.agent, core)
+  return c

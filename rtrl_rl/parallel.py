@@ -1,0 +1,164 @@
+"""Data parallelism over all devices of all processes: the ONLY module that knows about meshes.
+
+The learner's update is one SPMD program (jax.jit with NamedShardings; no pmap) over a 1-D mesh of
+every device of every process, axis "data":
+
+  * the batch (e.g. a Rollout: axis 1 of time-major arrays, axis 0 of the carry) is split over it;
+  * parameters and optimiser state are replicated;
+  * the loss is a sum (or mean) over the GLOBAL batch, so `jax.grad` of it is already the global
+    gradient: XLA inserts the cross-device reduction (an all-reduce, over gloo/NCCL across hosts).
+    No explicit pmean is needed and the maths is exactly the single-device maths.
+
+Multi-host: every process calls `initialize_distributed(...)` first, builds the same mesh, builds its
+part of the global batch with `global_batch(...)` from its local data, and calls the same jitted
+update in the same order. Parameters stay bitwise identical on all processes because they are one
+replicated global array computed by one program.
+
+    initialize_distributed("127.0.0.1:12345", num_processes=2, process_id=i)   # before other JAX use
+    mesh = make_mesh()
+    step = data_parallel_jit(update, mesh, batch_axes=Rollout.batch_axes())
+    state = replicate(state, mesh)
+    state, metrics = step(state, global_batch(local_rollout, mesh, Rollout.batch_axes()))
+    params = fetch(state.params)       # numpy, on every process
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int, *,
+                           local_device_ids=None, cpu_collectives: str | None = "gloo",
+                           initialization_timeout: int = 120) -> None:
+  """Join a multi-process JAX run (call in every process before any other JAX computation).
+
+  coordinator_address: "host:port" of process 0's coordinator (e.g. "127.0.0.1:12345").
+  cpu_collectives: the CPU cross-process collectives implementation ("gloo"), needed when the
+    devices are CPUs; ignored by GPU/TPU backends. None leaves JAX's default.
+  """
+  if num_processes < 1 or not 0 <= process_id < num_processes:
+    raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
+  if cpu_collectives is not None:
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id, local_device_ids=local_device_ids,
+                             initialization_timeout=initialization_timeout)
+
+
+def shutdown_distributed() -> None:
+  jax.distributed.shutdown()
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with axis "data" over `devices` (default: every device of every process, ordered by
+  process then id, so the global batch is the concatenation of the local batches in process order)."""
+  devices = jax.devices() if devices is None else list(devices)
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int | None) -> NamedSharding:
+  """Split array axis `batch_axis` over the mesh (None: replicated)."""
+  if batch_axis is None:
+    return replicated_sharding(mesh)
+  return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
+
+
+def tree_shardings(mesh: Mesh, batch_axes) -> Any:
+  """A pytree (prefix) of shardings from a pytree (prefix) of batch axes (ints or None)."""
+  return jax.tree.map(lambda a: batch_sharding(mesh, a), batch_axes, is_leaf=lambda x: x is None)
+
+
+def _num_shards(mesh: Mesh) -> int:
+  return mesh.shape[DATA_AXIS]
+
+
+def _map_with_axes(fn, batch_axes, tree):
+  """fn(leaf, axis) over every leaf of `tree`, `batch_axes` being a prefix of it."""
+  return jax.tree.map(lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), batch_axes, tree,
+                      is_leaf=lambda x: x is None)
+
+
+def _check_divisible(size: int, parts: int, what: str) -> None:
+  if size % parts:
+    raise ValueError(f"{what} {size} is not divisible by the {parts} devices it is split over")
+
+
+def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
+  """Place a whole (global) batch held by this process onto the mesh (single process only)."""
+  n = _num_shards(mesh)
+
+  def put(x, axis):
+    if axis is not None:
+      _check_divisible(np.shape(x)[axis], n, f"batch size (axis {axis})")
+    return jax.device_put(x, batch_sharding(mesh, axis))
+  return _map_with_axes(put, batch_axes, tree)
+
+
+def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
+  """Assemble the global batch from each process's local batch (multi-process and single-process).
+
+  Every process passes its own local part (batch size B_local, the same on every process); the
+  global batch is the concatenation over processes in process order, B = B_local * num_processes,
+  split over the devices of the mesh (B_local must divide over this process's devices).
+  """
+  procs = jax.process_count()
+  local_devices = _num_shards(mesh) // procs
+
+  def make(x, axis):
+    x = np.asarray(x)
+    if axis is None:
+      return jax.make_array_from_process_local_data(replicated_sharding(mesh), x, x.shape)
+    _check_divisible(x.shape[axis], local_devices, f"local batch size (axis {axis})")
+    shape = list(x.shape)
+    shape[axis] *= procs
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, axis), x, tuple(shape))
+  return _map_with_axes(make, batch_axes, local_tree)
+
+
+def replicate(tree, mesh: Mesh) -> Any:
+  """Put identical host values (e.g. freshly initialised learner state) on every device of the mesh.
+
+  Each process must pass the same values (same seed); works across processes.
+  """
+  sharding = replicated_sharding(mesh)
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx], dtype=x.dtype)
+  return jax.tree.map(put, tree)
+
+
+def fetch(tree) -> Any:
+  """Host numpy copies of replicated (or fully addressable) arrays, on every process."""
+  def get(x):
+    if isinstance(x, jax.Array):
+      if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+      if not x.is_fully_replicated:
+        raise ValueError("fetch: array is neither replicated nor addressable by this process")
+      return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(x)
+  return jax.tree.map(get, tree)
+
+
+def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: bool = False) -> Callable:
+  """jit `fn(state, batch) -> (state, metrics)` over `mesh`: state and metrics replicated, the
+  batch split along `batch_axes` (a pytree prefix of the batch, e.g. `Rollout.batch_axes()`).
+
+  Inputs must be global arrays with these shardings (see `replicate`, `shard_batch`,
+  `global_batch`); `donate_state` lets XLA reuse the old state's buffers.
+  """
+  rep = replicated_sharding(mesh)
+  return jax.jit(fn, in_shardings=(rep, tree_shardings(mesh, batch_axes)), out_shardings=(rep, rep),
+                 donate_argnums=(0,) if donate_state else ())

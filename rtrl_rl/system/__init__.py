@@ -1,0 +1,1 @@
+"""Training systems: `anakin` (the fully-jitted act-and-learn loop for JAX environments)."""

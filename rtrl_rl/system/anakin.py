@@ -1,0 +1,323 @@
+"""The fully-jitted act-and-learn loop ("Anakin", Hessel et al. 2021) for JAX environments.
+
+A :class:`~rtrl_rl.envs._jax.FunctionalEnv` is vmapped over `num_envs`; ONE jitted function per
+iteration acts for `num_steps` steps with `lax.scan` (policy step -> env step, the core's carry and
+RTRL traces threaded through) and then applies the learner's pure update:
+
+  * PPO (`make_ppo`): `rollout_length` steps into a `PPOBatch` (stored carries, normalised
+    observations and rewards), then `rtrl_rl.agents.ppo.learning.make_update`.
+  * IMPALA (`make_impala`): `unroll_length` (M) steps into a time-major
+    `rtrl_rl.agents.rollout.Rollout` of M + 1 steps that starts with the carry it began from (the
+    next iteration's rollout overlaps by one step, as in IMPALA), then the update
+    `rtrl_rl.agents.impala.learning.make_update(agent, config)` (or one passed in).
+
+Per-iteration metrics include the returns of the episodes that ended during the iteration:
+`episode_return_sum`, `episodes`, `mean_episode_return` (NaN when none ended), `mean_episode_length`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rtrl_rl import cells
+from rtrl_rl.agents.ppo import acting as ppo_acting
+from rtrl_rl.agents.ppo import learning as ppo_learning
+from rtrl_rl.agents.ppo.config import validate as ppo_validate
+from rtrl_rl.networks.agent import Agent
+
+
+class ActorState(NamedTuple):
+  """What the acting scan threads, per env `[B, ...]`; `obs`/`reward`/`first`/`terminated`/
+  `truncated` are the latest TimeStep's (if it ended an episode, the next step is an autoreset)."""
+  env_state: Any
+  obs: Any
+  reward: jax.Array
+  first: jax.Array
+  terminated: jax.Array
+  truncated: jax.Array
+  carry: cells.Carry
+  prev_action: Any
+  norm: ppo_acting.NormState
+  episode_return: jax.Array
+  episode_length: jax.Array
+  key: jax.Array
+
+
+class AnakinState(NamedTuple):
+  learner: Any
+  actor: ActorState
+
+
+class Anakin(NamedTuple):
+  """`init(key) -> AnakinState`; `step(state) -> (state, metrics)` (jitted, one iteration);
+  `run(state, num_iterations) -> (state, metrics as numpy arrays [num_iterations])`."""
+  init: Callable[[jax.Array], AnakinState]
+  step: Callable[[AnakinState], tuple[AnakinState, dict]]
+  run: Callable[[AnakinState, int], tuple[AnakinState, dict]]
+  agent: Agent
+  env: Any
+
+
+class _NoNorm(NamedTuple):
+  normalize_obs: bool = False
+  normalize_reward: bool = False
+  gamma: float = 0.99
+  obs_clip: float = 10.0
+  reward_norm_clip: float = 10.0
+
+
+def _zeros_action(space, num_envs):
+  if space.kind == "discrete":
+    return jnp.zeros((num_envs,), jnp.int32)
+  return jnp.zeros((num_envs, *space.shape), jnp.float32)
+
+
+def init_actor(env, agent: Agent, norm_config, num_envs: int, key) -> ActorState:
+  k_env, k_act = jax.random.split(key)
+  env_state, obs = jax.vmap(env.reset)(jax.random.split(k_env, num_envs))
+  obs_shape = env.observation_space.shape
+  return ActorState(
+      env_state=env_state, obs=obs, reward=jnp.zeros((num_envs,), jnp.float32),
+      first=jnp.ones((num_envs,), bool), terminated=jnp.zeros((num_envs,), bool),
+      truncated=jnp.zeros((num_envs,), bool),
+      carry=agent.initial_carry(num_envs), prev_action=_zeros_action(env.action_space, num_envs),
+      norm=ppo_acting.norm_init(obs_shape, num_envs),
+      episode_return=jnp.zeros((num_envs,), jnp.float32),
+      episode_length=jnp.zeros((num_envs,), jnp.int32), key=k_act)
+
+
+class _Decision(NamedTuple):
+  """The policy half of a step: what the agent saw and chose before the env moves."""
+  norm: ppo_acting.NormState
+  obs: Any                   # normalised o_t
+  prev_action: Any
+  out: ppo_acting.PolicyOutput
+  key: jax.Array             # the actor's next key
+  env_key: jax.Array         # for a JAX env's step
+
+
+def _decide(agent: Agent, norm_config, params, a: ActorState) -> _Decision:
+  key, k_act, k_env = jax.random.split(a.key, 3)
+  norm, obs_n = ppo_acting.normalize_obs(norm_config, a.norm, a.obs)
+  prev_action = jax.tree.map(
+      lambda x: jnp.where(a.first.reshape(a.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
+      a.prev_action)
+  out = ppo_acting.policy_step(agent, params, a.carry, obs_n, a.reward, prev_action, a.first, k_act)
+  return _Decision(norm, obs_n, prev_action, out, key, k_env)
+
+
+def _record(norm_config, a: ActorState, d: _Decision, ts, env_state):
+  """The env half: fold the env's TimeStep `ts` into the actor state; one stored transition."""
+  valid = ~(a.terminated | a.truncated)
+  ended = ts.terminated | ts.truncated
+  norm, reward_n = ppo_acting.normalize_reward(norm_config, d.norm, ts.reward, ended, valid)
+  ep_ret = a.episode_return + ts.reward
+  ep_len = a.episode_length + valid.astype(jnp.int32)
+  stats = dict(ended=ended, ret=jnp.where(ended, ep_ret, 0.0), len=jnp.where(ended, ep_len, 0))
+  transition = dict(obs=d.obs, first=a.first, prev_reward=a.reward, prev_action=d.prev_action,
+                    carry=a.carry, action=d.out.action, log_prob=d.out.log_prob, value=d.out.value,
+                    reward=reward_n, raw_reward=ts.reward, terminated=ts.terminated,
+                    truncated=ts.truncated, mask=valid)
+  new = ActorState(env_state, ts.obs, ts.reward, ts.first, ts.terminated, ts.truncated,
+                   d.out.carry, d.out.action, norm,
+                   jnp.where(ended, 0.0, ep_ret), jnp.where(ended, 0, ep_len), d.key)
+  return new, transition, stats
+
+
+def _episode_metrics(stats) -> dict:
+  episodes = jnp.sum(stats["ended"])
+  ret_sum = jnp.sum(stats["ret"])
+  return dict(
+      episodes=episodes, episode_return_sum=ret_sum,
+      mean_episode_return=jnp.where(episodes > 0, ret_sum / jnp.maximum(episodes, 1), jnp.nan),
+      mean_episode_length=jnp.where(
+          episodes > 0, jnp.sum(stats["len"]) / jnp.maximum(episodes, 1), jnp.nan))
+
+
+def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: int):
+  """Scan `num_steps` policy+env steps. Returns the new actor state, time-major transitions
+  `[num_steps, B, ...]` (dict) and the episode statistics."""
+  num_envs = actor.reward.shape[0]
+
+  def body(a: ActorState, _):
+    d = _decide(agent, norm_config, params, a)
+    env_state, ts = jax.vmap(env.step)(jax.random.split(d.env_key, num_envs), a.env_state, d.out.action)
+    new, transition, stats = _record(norm_config, a, d, ts, env_state)
+    return new, (transition, stats)
+
+  actor, (traj, stats) = jax.lax.scan(body, actor, None, length=num_steps)
+  return actor, traj, _episode_metrics(stats)
+
+
+class HostActing(NamedTuple):
+  """Acting on a numpy batched env (rtrl_rl.envs contract), with the same math as `act`:
+  `init(env, key) -> ActorState` (env_state None; the env lives on the host) and
+  `act(params, actor, num_steps) -> (actor, traj, episode metrics)`."""
+  init: Callable
+  act: Callable
+
+
+def host_acting(env, agent: Agent, norm_config) -> HostActing:
+  """Jitted policy and record halves around a host `env.step` (envpool, POPGym, ...)."""
+  decide = jax.jit(lambda params, a: _decide(agent, norm_config, params, a))
+  record = jax.jit(lambda a, d, ts: _record(norm_config, a, d, ts, None))
+
+  def as_jax(ts):
+    return TimeStepArrays(jnp.asarray(ts.obs), jnp.asarray(ts.reward, jnp.float32),
+                          jnp.asarray(ts.terminated, bool), jnp.asarray(ts.truncated, bool),
+                          jnp.asarray(ts.first, bool))
+
+  def init(key):
+    ts = as_jax(env.reset())
+    b = env.num_envs
+    return ActorState(
+        env_state=None, obs=ts.obs, reward=ts.reward, first=ts.first, terminated=ts.terminated,
+        truncated=ts.truncated, carry=agent.initial_carry(b),
+        prev_action=_zeros_action(env.action_space, b),
+        norm=ppo_acting.norm_init(env.observation_space.shape, b),
+        episode_return=jnp.zeros((b,), jnp.float32), episode_length=jnp.zeros((b,), jnp.int32), key=key)
+
+  def run(params, actor: ActorState, num_steps: int):
+    transitions, stats = [], []
+    for _ in range(num_steps):
+      d = decide(params, actor)
+      ts = as_jax(env.step(np.asarray(d.out.action)))
+      actor, transition, st = record(actor, d, ts)
+      transitions.append(transition)
+      stats.append(st)
+    stack = lambda *xs: jnp.stack(xs)
+    return actor, jax.tree.map(stack, *transitions), _episode_metrics(jax.tree.map(stack, *stats))
+
+  return HostActing(init, run)
+
+
+class TimeStepArrays(NamedTuple):
+  obs: Any
+  reward: jax.Array
+  terminated: jax.Array
+  truncated: jax.Array
+  first: jax.Array
+
+
+def bootstrap_value(agent: Agent, norm_config, params, actor: ActorState):
+  """V(o_T) of the latest observation (normalised with the current statistics, no update)."""
+  _, obs_n = ppo_acting.normalize_obs(norm_config, actor.norm, actor.obs, update=False)
+  prev_action = jax.tree.map(
+      lambda x: jnp.where(actor.first.reshape(actor.first.shape + (1,) * (x.ndim - 1)),
+                          jnp.zeros_like(x), x), actor.prev_action)
+  (_, value), _ = agent.step(params, actor.carry, obs_n, actor.reward, prev_action, actor.first)
+  return value
+
+
+def _make_runner(init, step, agent, env) -> Anakin:
+  step = jax.jit(step)
+
+  def run(state, num_iterations: int):
+    history = []
+    for _ in range(int(num_iterations)):
+      state, metrics = step(state)
+      history.append(metrics)
+    history = jax.device_get(history)
+    stacked = {k: np.stack([np.asarray(m[k]) for m in history]) for k in history[0]} if history else {}
+    return state, stacked
+
+  return Anakin(init, step, run, agent, env)
+
+
+# -- PPO ----------------------------------------------------------------------------------------------
+def ppo_batch(traj: dict, bootstrap_value) -> ppo_learning.PPOBatch:
+  """The PPO rollout buffer from the acted steps (`_act`'s time-major dict) and V(o_T)."""
+  fields = {k: traj[k] for k in ppo_learning.PPOBatch._fields if k != "bootstrap_value"}
+  return ppo_learning.PPOBatch(**fields, bootstrap_value=bootstrap_value)
+
+
+def make_ppo(env, config: ml_collections.ConfigDict, agent: Agent | None = None) -> Anakin:
+  """The fully-jitted PPO loop: `config` from `rtrl_rl.agents.ppo.config` (validated here);
+  `config.num_envs` copies of `env`, `config.rollout_length` steps per iteration."""
+  ppo_validate(config)
+  if agent is None:
+    agent = ppo_acting.make_agent(config, env.observation_space, env.action_space)
+  num_envs, num_steps = config.num_envs, config.rollout_length
+  update = ppo_learning.make_update(agent, config)
+
+  def init(key):
+    k_learn, k_act = jax.random.split(key)
+    obs_example = jnp.zeros(env.observation_space.shape, jnp.float32)
+    learner = ppo_learning.init_learner(k_learn, agent, config, obs_example)
+    return AnakinState(learner, init_actor(env, agent, config, num_envs, k_act))
+
+  def step(state: AnakinState):
+    params = state.learner.params
+    actor, traj, ep_metrics = act(env, agent, config, params, state.actor, num_steps)
+    batch = ppo_batch(traj, bootstrap_value(agent, config, params, actor))
+    learner, metrics = update(state.learner, batch)
+    metrics = dict(metrics, **ep_metrics)
+    return AnakinState(learner, actor), metrics
+
+  return _make_runner(init, step, agent, env)
+
+
+# -- IMPALA -------------------------------------------------------------------------------------------
+def impala_rollout(traj: dict, before: ActorState, after: ActorState, policy_version):
+  """The time-major `rtrl_rl.agents.rollout.Rollout` of M + 1 steps for M acted steps: the M
+  observations plus the latest one (for bootstrapping), the carry before obs[0], and the actor's
+  log-probs as `behaviour_logits` `[M, B]` (see rtrl_rl/agents/rollout.py)."""
+  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+  cat = lambda xs, x: jnp.concatenate([xs, x[None]], 0)
+  last_prev_action = jax.tree.map(
+      lambda x: jnp.where(after.first.reshape(after.first.shape + (1,) * (x.ndim - 1)),
+                          jnp.zeros_like(x), x), after.prev_action)
+  num_envs = after.reward.shape[0]
+  return Rollout(
+      obs=cat(traj["obs"], after.obs.astype(traj["obs"].dtype)),
+      reward=cat(traj["prev_reward"], after.reward),
+      terminated=jnp.concatenate([before.terminated[None], traj["terminated"]], 0),
+      truncated=jnp.concatenate([before.truncated[None], traj["truncated"]], 0),
+      first=cat(traj["first"], after.first),
+      prev_action=cat(traj["prev_action"], last_prev_action),
+      action=traj["action"], behaviour_logits=traj["log_prob"],
+      carry=jax.tree.map(lambda x: x[0], traj["carry"]),
+      policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)))
+
+
+def make_impala(env, agent: Agent, config: ml_collections.ConfigDict, update_fn=None,
+                init_learner=None) -> Anakin:
+  """The fully-jitted IMPALA loop: `config` from `rtrl_rl.agents.impala.config` (`batch_size`
+  envs, `unroll_length` (M) steps per iteration, one update on the resulting `Rollout`).
+
+  update_fn: `(learner_state, Rollout) -> (learner_state, metrics)`; default
+    `rtrl_rl.agents.impala.learning.make_update(agent, config)`.
+  init_learner: `key -> learner_state` (with `.params` and `.step`); default
+    `impala.learning.init_learner(agent, config, env.observation_space, seed)` with the seed drawn
+    from the key.
+  Observations are not normalised (IMPALA clips rewards in its loss).
+  """
+  from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
+  if update_fn is None:
+    update_fn = impala_learning.make_update(agent, config)
+  if init_learner is None:
+    def init_learner(key):
+      seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+      return impala_learning.init_learner(agent, config, env.observation_space, seed=seed)
+  num_envs, num_steps = config.batch_size, config.unroll_length
+  norm_config = _NoNorm(gamma=float(config.discount))
+
+  def init(key):
+    k_learn, k_act = jax.random.split(key)
+    learner = init_learner(k_learn)
+    return AnakinState(learner, init_actor(env, agent, norm_config, num_envs, k_act))
+
+  def step(state: AnakinState):
+    params = state.learner.params
+    actor, traj, ep_metrics = act(env, agent, norm_config, params, state.actor, num_steps)
+    batch = impala_rollout(traj, state.actor, actor, state.learner.step)
+    learner, metrics = update_fn(state.learner, batch)
+    metrics = dict(metrics, **ep_metrics)
+    return AnakinState(learner, actor), metrics
+
+  return _make_runner(init, step, agent, env)

@@ -1,0 +1,341 @@
+"""The training loop of one process: actors -> queue -> data-parallel learner -> parameters back.
+
+    summary = trainer.run(config, run_dir)
+
+Backend "actors" (IMPALA on any environment): K actor processes per host (system/actors.py) step
+their environments and put rollouts into a shared-memory queue; the learner takes
+`batch_size / (envs_per_actor * num_processes)` records per update, assembles the global batch over
+all devices of all processes (rtrl_rl/parallel.py), runs the jitted update, and publishes the new
+parameters with their version. Backend "anakin" (JAX environments, IMPALA or PPO): the whole
+act-and-learn iteration is one jitted function (system/anakin.py). Backend "sync" (PPO on host
+environments, e.g. MuJoCo POMDP or POPGym): one process acts for a rollout, then updates.
+
+The run directory holds `config.json` (resolved config), `metrics.jsonl` + `tb/` (process 0), and
+`checkpoints/` (orbax, atomic). A run restarted on the same directory resumes from its latest
+checkpoint with its counters. SIGINT/SIGTERM stop the run cleanly: actors are shut down, a final
+checkpoint is written, no process is left behind. A dead actor is restarted (bounded); when its
+restarts are exhausted the run stops with a final checkpoint and an error naming the actor.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+import zlib
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+from rtrl_rl import experiment
+from rtrl_rl.io import MetricsWriter, Progress
+from rtrl_rl.system import processes
+from rtrl_rl.system.param_store import ParamStore
+from rtrl_rl.system.queue import RolloutQueue
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+  """The run stopped on an error after writing its final checkpoint."""
+
+
+def _write_config(config, run_dir: str) -> None:
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
+
+
+def params_crc32(params) -> int:
+  """A checksum of the parameters' bytes (compares replicas across processes and runs)."""
+  crc = 0
+  for leaf in jax.tree.leaves(params):
+    crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).tobytes(), crc)
+  return crc
+
+
+def _any_process(flag: bool) -> bool:
+  """True on every process if `flag` is true on any (keeps multi-host runs in lockstep)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
+
+
+class _Checkpoints:
+  """Learner state + counters <-> orbax checkpoints (host copies; process 0 writes)."""
+
+  def __init__(self, run_dir: str, keep: int):
+    from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+    self._ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), max_to_keep=keep)
+
+  def restore(self, like):
+    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+    restored = self._ckpt.restore_latest(parallel.fetch(like))
+    if restored is None:
+      return None
+    _, state, metadata = restored
+    return state, metadata
+
+  def save(self, state, counters: dict) -> None:
+    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+    self._ckpt.save(int(counters["updates"]), parallel.fetch(state), dict(counters), wait=True)
+
+  def close(self):
+    self._ckpt.close()
+
+
+def run(config, run_dir: str) -> dict[str, Any]:
+  """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return)."""
+  experiment.validate(config)
+  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+  s = config.system
+  if s.num_processes > 1:
+    parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id)
+  if jax.process_index() == 0:
+    _write_config(config, run_dir)
+  if s.backend == "anakin":
+    return _run_iterations(config, run_dir, _anakin_iterations(config))
+  if s.backend == "sync":
+    return _run_iterations(config, run_dir, _sync_ppo_iterations(config))
+  return _run_actors(config, run_dir)
+
+
+def _run_actors(config, run_dir: str) -> dict[str, Any]:
+  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+
+  s, a = config.system, config.agent
+  options = config.env.options.to_dict()
+  envs.make(config.env.id, 1, config.seed, **options).close()  # preflight: missing dependencies fail here
+  obs_space, act_space = envs.describe(config.env.id, **options)
+  agent = impala_config.make_agent(a, obs_space, act_space)
+  mesh = parallel.make_mesh()
+  state = learning.init_learner(agent, a, obs_space, seed=config.seed)
+  ckpt = _Checkpoints(run_dir, s.keep_checkpoints)
+  counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
+  restored = ckpt.restore(state)
+  if restored is not None:
+    state, meta = restored
+    counters.update({k: meta[k] for k in counters if k in meta})
+    log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
+  state = parallel.replicate(state, mesh)
+  step_fn = learning.make_learner_step(agent, a, mesh)
+  total_updates = learning.updates_per_run(a)
+  frames_per_update = a.unroll_length * a.batch_size
+  records_per_update = a.batch_size // (s.envs_per_actor * jax.process_count())
+
+  ctx = multiprocessing.get_context("spawn")
+  spec = actors.record_spec(config, obs_space, act_space, agent)
+  queue = RolloutQueue(spec, s.queue_capacity, ctx)
+  host_params = parallel.fetch(state.params)
+  store = ParamStore(host_params, ctx)
+  store.publish(host_params, counters["updates"])
+  sup = processes.Supervisor(ctx, max_restarts=s.max_actor_restarts, on_death=lambda *_: queue.reclaim())
+  for k in range(s.num_actors):
+    sup.add(f"actor{k}", actors.actor_main, args=(config, jax.process_index(), k, queue, store))
+  writer = MetricsWriter(run_dir, is_primary=jax.process_index() == 0)
+  progress = Progress(total_frames=total_updates * frames_per_update,
+                      interval_s=s.log_every_s) if jax.process_index() == 0 else None
+  returns = collections.deque(maxlen=100)
+  stop = {"requested": False}
+  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  failure = None
+  start = time.monotonic() - counters["elapsed_s"]
+  last_log = last_ckpt = time.monotonic()
+  metrics = {}
+  axes = actors.record_batch_axes()
+  sup.start()
+  sup.start_monitor()
+  try:
+    while counters["updates"] < total_updates:
+      records = None                  # wait for a batch locally; then one collective per update
+      while records is None and not stop["requested"] and sup.failure is None:
+        try:
+          records = queue.get_batch(records_per_update, axis=axes, timeout=1.0)
+        except TimeoutError:
+          pass
+      if _any_process(records is None):
+        break
+      batch = parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
+      state, metrics = step_fn(state, batch)
+      counters["updates"] += 1
+      counters["frames"] += frames_per_update
+      store.publish(parallel.fetch(state.params), counters["updates"])
+      ended = records.episode_return[~np.isnan(records.episode_return)]
+      returns.extend(ended.tolist())
+      now = time.monotonic()
+      counters["elapsed_s"] = now - start
+      if now - last_log >= s.log_every_s or counters["updates"] == total_updates:
+        last_log = now
+        row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        row.update(frames=counters["frames"], updates=counters["updates"],
+                   episode_return=float(np.mean(returns)) if returns else float("nan"),
+                   episodes=len(returns), queue_depth=queue.qsize(), elapsed_s=counters["elapsed_s"],
+                   fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
+        writer.write(row, step=counters["frames"])
+      if progress is not None:
+        progress.update(counters["frames"], counters["updates"], episode_returns=ended.tolist(),
+                        policy_lag=float(metrics["policy_lag"]) if metrics else None,
+                        queue_depth=queue.qsize(), queue_capacity=s.queue_capacity)
+      if now - last_ckpt >= s.checkpoint_every_s:
+        last_ckpt = now
+        ckpt.save(state, counters)
+    if sup.failure is not None:
+      failure = sup.failure
+  finally:
+    restore_signals()
+    sup.shutdown()
+    queue.close()
+    ckpt.save(state, counters)        # final checkpoint, also on errors and signals
+    ckpt.close()
+    writer.close()
+    queue.unlink()
+    store.unlink()
+  if failure is not None:
+    raise RunFailed(f"{failure}; the final checkpoint is in {run_dir}/checkpoints") from failure
+  summary = dict(counters, episode_return=float(np.mean(returns)) if returns else float("nan"),
+                 stopped_early=counters["updates"] < total_updates,
+                 params_crc32=params_crc32(parallel.fetch(state.params)))
+  _finish(config, run_dir, summary)
+  return summary
+
+
+class _Iterations(NamedTuple):
+  """A single-process training loop: `state = init()`, `state, metrics = step(state)`; the part of
+  the state that a checkpoint holds (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
+  init: Callable[[], Any]
+  step: Callable[[Any], tuple[Any, dict]]
+  steps_per_iteration: int
+  saved: Callable[[Any], Any]
+  resume: Callable[[Any, Any], Any]
+  params: Callable[[Any], Any]
+
+
+def _anakin_iterations(config) -> _Iterations:
+  """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed."""
+  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+  a = config.agent
+  fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
+  if config.algo == "ppo":
+    loop = anakin.make_ppo(fenv, a)
+    steps = a.num_envs * a.rollout_length
+  else:
+    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+    agent = impala_config.make_agent(a, fenv.observation_space, fenv.action_space)
+    loop = anakin.make_impala(fenv, agent, a)
+    steps = a.batch_size * a.unroll_length
+  return _Iterations(lambda: loop.init(jax.random.PRNGKey(config.seed)), loop.step, steps,
+                     saved=lambda state: state, resume=lambda state, tree: tree,
+                     params=lambda state: state.learner.params)
+
+
+def _sync_ppo_iterations(config) -> _Iterations:
+  """PPO on a host env (envpool, POPGym, ...): act `rollout_length` steps, then one jitted update.
+  A checkpoint holds the learner and the normalisation statistics; a resumed run starts new episodes."""
+  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import acting as ppo_acting, learning as ppo_learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+  a = config.agent
+  env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
+  agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
+  acting = anakin.host_acting(env, agent, a)
+  update = jax.jit(ppo_learning.make_update(agent, a))
+  bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
+
+  def init():
+    k_learn, k_act = jax.random.split(jax.random.PRNGKey(config.seed))
+    obs = np.zeros(env.observation_space.shape, np.float32)
+    return ppo_learning.init_learner(k_learn, agent, a, obs), acting.init(k_act)
+
+  def step(state):
+    learner, actor = state
+    actor, traj, ep_metrics = acting.act(learner.params, actor, a.rollout_length)
+    batch = anakin.ppo_batch(traj, bootstrap(learner.params, actor))
+    learner, metrics = update(learner, batch)
+    return (learner, actor), dict(metrics, **ep_metrics)
+
+  return _Iterations(init, step, a.num_envs * a.rollout_length,
+                     saved=lambda state: (state[0], state[1].norm),
+                     resume=lambda state, tree: (tree[0], state[1]._replace(norm=tree[1])),
+                     params=lambda state: state[0].params)
+
+
+def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
+  """Drive a single-process loop with metrics, progress, checkpoints, resume and signals."""
+  s, a = config.system, config.agent
+  total_iterations = max(1, math.ceil(a.total_env_steps / it.steps_per_iteration))
+  state = it.init()
+  ckpt = _Checkpoints(run_dir, s.keep_checkpoints)
+  counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
+  restored = ckpt.restore(it.saved(state))
+  if restored is not None:
+    tree, meta = restored
+    state = it.resume(state, tree)
+    counters.update({k: meta[k] for k in counters if k in meta})
+  writer = MetricsWriter(run_dir)
+  progress = Progress(total_frames=total_iterations * it.steps_per_iteration, interval_s=s.log_every_s)
+  stop = {"requested": False}
+  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  start = time.monotonic() - counters["elapsed_s"]
+  last_log = last_ckpt = time.monotonic()
+  window = {"sum": 0.0, "episodes": 0}
+  recent = collections.deque(maxlen=100)
+  try:
+    while counters["updates"] < total_iterations and not stop["requested"]:
+      state, metrics = it.step(state)
+      metrics = jax.device_get(metrics)
+      counters["updates"] += 1
+      counters["frames"] += it.steps_per_iteration
+      episodes = int(metrics["episodes"])
+      window["sum"] += float(metrics["episode_return_sum"])
+      window["episodes"] += episodes
+      if episodes:
+        recent.append(float(metrics["mean_episode_return"]))
+      now = time.monotonic()
+      counters["elapsed_s"] = now - start
+      if now - last_log >= s.log_every_s or counters["updates"] == total_iterations:
+        last_log = now
+        row = {k: float(np.mean(v)) for k, v in metrics.items()}
+        row.update(frames=counters["frames"], updates=counters["updates"],
+                   episode_return=window["sum"] / window["episodes"] if window["episodes"] else float("nan"),
+                   episodes=window["episodes"], elapsed_s=counters["elapsed_s"],
+                   fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
+        writer.write(row, step=counters["frames"])
+        window = {"sum": 0.0, "episodes": 0}
+      progress.update(counters["frames"], counters["updates"],
+                      episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
+      if now - last_ckpt >= s.checkpoint_every_s:
+        last_ckpt = now
+        ckpt.save(it.saved(state), counters)
+  finally:
+    restore_signals()
+    ckpt.save(it.saved(state), counters)
+    ckpt.close()
+    writer.close()
+  summary = dict(counters, episode_return=float(np.mean(recent)) if recent else float("nan"),
+                 stopped_early=counters["updates"] < total_iterations,
+                 params_crc32=params_crc32(jax.device_get(it.params(state))))
+  _finish(config, run_dir, summary)
+  return summary
+
+
+def _finish(config, run_dir: str, summary: dict) -> None:
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(run_dir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  if config.system.plot:
+    from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
+    try:
+      plot.plot_runs([run_dir], os.path.join(run_dir, "learning_curve.png"))
+    except Exception as e:  # pylint: disable=broad-except
+      log.warning("could not plot the learning curve: %s", e)

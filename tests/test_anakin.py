@@ -1,0 +1,98 @@
+"""The cue-memory task and the fully-jitted Anakin loop's IMPALA path (PPO: tests/test_ppo.py,
+tests/test_learning.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rtrl_rl.agents.rollout import transitions
+from rtrl_rl.envs.cue_memory import cue_memory_functional
+from rtrl_rl.system import anakin
+
+
+def _play(env, num_envs, num_steps, policy, seed=0):
+  """Vmapped env steps; policy(state) -> actions. Returns stacked TimeSteps and cues."""
+  state, obs = jax.vmap(env.reset)(jax.random.split(jax.random.key(seed), num_envs))
+
+  def body(carry, key):
+    state = carry
+    action = policy(state)
+    state, ts = jax.vmap(env.step)(jax.random.split(key, num_envs), state, action)
+    return state, (ts, state.core.cue)
+
+  _, (ts, cues) = jax.lax.scan(body, state, jax.random.split(jax.random.key(seed + 1), num_steps))
+  return obs, ts, cues
+
+
+def test_cue_memory_episode_structure():
+  k, length = 3, 4
+  env = cue_memory_functional(num_cues=k, length=length)
+  assert env.observation_space.shape == (k + 1,) and env.action_space.num_values == k
+  obs0, ts, cues = _play(env, 5, 2 * (length + 2), lambda s: s.core.cue)   # always answer the cue
+  obs0, obs = np.asarray(obs0), np.asarray(ts.obs)
+  np.testing.assert_array_equal(obs0[:, :k].argmax(1), np.asarray(cues)[0])
+  np.testing.assert_array_equal(obs0[:, k], 0)
+  for t in range(length - 1):                               # masked steps
+    np.testing.assert_array_equal(obs[t], 0)
+  np.testing.assert_array_equal(obs[length - 1, :, k], 1)   # the query
+  np.testing.assert_array_equal(obs[length - 1, :, :k], 0)
+  reward, term, first = np.asarray(ts.reward), np.asarray(ts.terminated), np.asarray(ts.first)
+  np.testing.assert_array_equal(reward[length], 1.0)        # the answer to the query
+  assert term[length].all() and not term[:length].any() and not np.asarray(ts.truncated).any()
+  assert first[length + 1].all() and reward.sum() == 2 * 5  # autoreset, next episode, solved again
+  np.testing.assert_array_equal(obs[length + 1, :, :k].argmax(1), np.asarray(cues)[length + 1])
+
+
+def test_cue_memory_memoryless_policy_gets_one_over_k():
+  k, length = 4, 2
+  env = cue_memory_functional(num_cues=k, length=length)
+  assert env.params.feedforward_bound == pytest.approx(1 / k)
+  _, ts, _ = _play(env, 4000, length + 1, lambda s: jnp.full(s.core.cue.shape, 2, jnp.int32))
+  assert abs(float(ts.reward[length].mean()) - 1 / k) < 0.03
+  wrong = cue_memory_functional(num_cues=2, length=3, reward_wrong=-1.0)
+  assert wrong.params.feedforward_bound == pytest.approx(0.0)
+  with pytest.raises(ValueError, match="num_cues"):
+    cue_memory_functional(num_cues=1)
+
+
+def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
+  """One jitted IMPALA iteration: the Rollout has M + 1 steps, starts with the carry before obs[0],
+  overlaps the next one by one step, and its transitions mask the autoreset steps."""
+  from rtrl_rl.agents.impala import config as impala_config
+  from rtrl_rl.agents.impala import learning as impala_learning
+  env = cue_memory_functional(num_cues=2, length=2)
+  c = impala_config.get_config()
+  c.batch_size, c.unroll_length = 3, 5
+  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
+  c.network.cell, c.network.hidden_size = "elstm", 4
+  agent = impala_config.make_agent(c, env.observation_space, env.action_space)
+  real_update = impala_learning.make_update(agent, c)
+
+  def update(state, rollout):
+    state, metrics = real_update(state, rollout)
+    return state, dict(metrics, rollout=rollout)
+
+  runner = anakin.make_impala(env, agent, c, update_fn=update)
+  s0 = runner.init(jax.random.key(0))
+  s1, m1 = runner.step(s0)
+  s2, m2 = runner.step(s1)
+  r1, r2 = m1["rollout"], m2["rollout"]
+  assert r1.obs.shape == (6, 3, 3) and r1.action.shape == (5, 3)
+  assert int(s2.learner.step) == 2 and np.isfinite(float(m2["loss"]))
+  assert not all(np.array_equal(a, b) for a, b in
+                 zip(jax.tree.leaves(s0.learner.params), jax.tree.leaves(s1.learner.params)))
+  # Carries: r1 starts from the zero carry, r2 from the carry after r1's obs[M-1].
+  jax.tree.map(lambda x: np.testing.assert_array_equal(x, 0), r1.carry)
+  np.testing.assert_array_equal(r2.obs[0], r1.obs[-1])
+  np.testing.assert_array_equal(r2.first[0], r1.first[-1])
+  (_, _), carry = agent.unroll(s0.learner.params, r1.carry, r1.obs[:-1], r1.reward[:-1],
+                               r1.prev_action[:-1], r1.first[:-1], outgoing_traces=True)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), carry, r2.carry)
+  # The contract: reward into obs[t] is 0 on first steps; episodes of 3 steps + one autoreset.
+  first = np.asarray(r1.first)
+  assert first[0].all() and not np.asarray(r1.reward)[first].any()
+  tr = transitions(r1, c.discount)
+  ended = np.asarray(r1.terminated | r1.truncated)
+  np.testing.assert_array_equal(np.asarray(tr.mask), (~ended[:-1]).astype(np.float32))
+  np.testing.assert_array_equal(ended[:-1], first[1:])

@@ -1,0 +1,334 @@
+"""Sweeps (launch/): sweep files and --dry_run, status, the SLURM job construction without a
+cluster, and a 2-job sweep end to end through submitit's LocalExecutor."""
+
+import importlib.util
+import json
+import os
+import pickle
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from launch import backends, status, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SWEEPS_DIR = os.path.join(ROOT, "launch", "sweeps")
+# jobs each sweep file lists (the papers' grids; see the files' docstrings)
+EXPECTED_JOBS = {"default": 2, "irie_atari": 45, "irie_procgen": 69, "irie_dmlab": 54,
+                 "rtu_popgym": 375, "rtu_mujoco_pomdp": 225}
+PAPER_CONFIGS = {"configs/irie_atari.py", "configs/irie_procgen.py", "configs/irie_dmlab.py",
+                 "configs/rtu_popgym.py", "configs/rtu_mujoco_pomdp.py", "configs/rtu_reacher_pomdp.py"}
+
+
+def _sweep_files():
+  return sorted(f for f in os.listdir(SWEEPS_DIR) if f.endswith(".py") and not f.startswith("_"))
+
+
+def _parse_dry_run(text: str) -> list[dict]:
+  jobs = []
+  for line in text.splitlines():
+    if line.startswith("job "):
+      jobs.append({"name": line.split(": ", 1)[1]})
+    elif line.startswith("  ") and ": " in line and jobs:
+      key, value = line.strip().split(": ", 1)
+      jobs[-1][key] = value
+  return jobs
+
+
+# -- sweep files and --dry_run -------------------------------------------------------------------------
+def test_every_sweep_file_is_covered():
+  assert {os.path.splitext(f)[0] for f in _sweep_files()} == set(EXPECTED_JOBS)
+
+
+@pytest.mark.parametrize("filename", _sweep_files())
+def test_dry_run_lists_expected_jobs(filename, capsys, tmp_path):
+  path = os.path.join("launch", "sweeps", filename)
+  name, runs = sweep.load_sweep(os.path.join(ROOT, path), str(tmp_path))
+  assert sweep.main([f"--sweep={os.path.join(ROOT, path)}", "--dry_run", f"--root={tmp_path}"]) == 0
+  jobs = _parse_dry_run(capsys.readouterr().out)
+  assert len(jobs) == len(runs) == EXPECTED_JOBS[name]
+  assert len({j["name"] for j in jobs}) == len(jobs)
+  for job, run in zip(jobs, runs):
+    argv = shlex.split(job["command"])
+    assert argv[1:3] == ["-m", "rtrl_rl.train"]
+    assert argv[3] == f"--config={run.config}"
+    assert argv[-1] == f"--run_dir={tmp_path}/{name}/{run.name}" == f"--run_dir={job['run_dir']}"
+    assert argv[4:-1] == [f"--config.{k}={sweep.format_value(v)}" for k, v in run.overrides]
+    assert all(a.startswith("--config.") for a in argv[4:-1])
+    assert "seed" in run.name
+  # every config a sweep references exists; the paper configs accept the sweep's arguments
+  for config in sorted({r.config for r in runs}):
+    path, _, arg = config.partition(":")
+    assert os.path.exists(os.path.join(ROOT, path)), f"{filename}: {path} does not exist"
+    assert path == "configs/default.py" or path in PAPER_CONFIGS
+  if name != "default":
+    _check_config_args(runs)
+
+
+_CONFIG_MODULES = {}
+
+
+def _check_config_args(runs):
+  """Each distinct config argument builds a config (pure Python), with the right seed."""
+  for run in runs:
+    path, _, arg = run.config.partition(":")
+    if path not in _CONFIG_MODULES:
+      spec = importlib.util.spec_from_file_location("_cfg_" + os.path.basename(path)[:-3],
+                                                    os.path.join(ROOT, path))
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      _CONFIG_MODULES[path] = module
+    config = _CONFIG_MODULES[path].get_config(arg)
+    for key in run.overrides_dict:
+      node = config
+      for part in key.split("."):
+        assert part in node, f"{run.name}: override {key} is not a config field"
+        node = node[part]
+    seed = dict(kv.split("=") for kv in arg.split(",")).get("seed")
+    assert str(config.seed) == seed, (run.name, config.seed)
+
+
+def test_dry_run_cli_slurm_shows_resources(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "launch.sweep", "--sweep=launch/sweeps/irie_atari.py",
+                        "--backend=slurm", "--dry_run", f"--root={tmp_path}", "--partition=gpu"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  jobs = _parse_dry_run(out.stdout)
+  assert len(jobs) == 45 and not os.listdir(tmp_path)          # nothing created
+  params = json.loads(jobs[0]["sbatch"])
+  assert params["gpus_per_node"] == 1 and params["nodes"] == 1 and params["slurm_partition"] == "gpu"
+  assert params["slurm_additional_parameters"]["requeue"] is True
+
+
+def test_grid_helper_and_validation(tmp_path):
+  runs = sweep.grid({"env": ["a", "b"], "M": [5, 50]}, seeds=(0, 1), name="{env}_M{M}_seed{seed}",
+                    config="configs/default.py", overrides=lambda p: {"agent.unroll_length": p["M"]},
+                    where=lambda p: not (p["env"] == "b" and p["M"] == 5))
+  assert [r["name"] for r in runs] == ["a_M5_seed0", "a_M5_seed1", "a_M50_seed0", "a_M50_seed1",
+                                       "b_M50_seed0", "b_M50_seed1"]
+  assert runs[0]["overrides"] == {"agent.unroll_length": 5, "seed": 0}
+  assert sweep.format_value((64, 64)) == "(64,64)" and sweep.format_value((8,)) == "(8,)"
+  with pytest.raises(sweep.SweepError, match="duplicate"):
+    sweep.runs_from_dicts([{"name": "x", "config": "c.py"}] * 2, "s", str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="unknown keys"):
+    sweep.runs_from_dicts([{"name": "x", "config": "c.py", "seeds": 3}], "s", str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="set by the launcher"):
+    sweep.runs_from_dicts([{"name": "x", "config": "c.py", "overrides": {"system.process_id": 1}}],
+                          "s", str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="plain directory name"):
+    sweep.runs_from_dicts([{"name": "a/b", "config": "c.py"}], "s", str(tmp_path))
+
+
+# -- status ---------------------------------------------------------------------------------------------
+def _write(path, obj):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(obj if isinstance(obj, str) else json.dumps(obj))
+
+
+def test_status_states(tmp_path):
+  row = '{"frames": 640, "episode_return": 12.5}\n{"frames": 1280, "episode_return": NaN}\n'
+  d = {s: str(tmp_path / s) for s in ("pending", "queued", "running", "stale", "stopped", "finished",
+                                      "failed")}
+  _write(os.path.join(d["queued"], "launch.json"), {"job_id": "7"})
+  for s in ("running", "stale", "stopped", "finished", "failed"):
+    _write(os.path.join(d[s], "metrics.jsonl"), row)
+  old = time.time() - 3600
+  for s in ("stale", "stopped", "finished", "failed"):
+    os.utime(os.path.join(d[s], "metrics.jsonl"), (old, old))
+  _write(os.path.join(d["stopped"], "summary.json"), {"frames": 1280, "stopped_early": True})
+  _write(os.path.join(d["finished"], "summary.json"), {"frames": 1280, "stopped_early": False})
+  _write(os.path.join(d["failed"], "failed.json"), {"returncode": 1, "log": "x.log"})
+  rows = {r["name"]: r for r in status.collect(list(d.values()), stale_s=300)}
+  assert {n: r["state"] for n, r in rows.items()} == {s: s for s in d}
+  assert rows["running"]["frames"] == 1280 and rows["running"]["episode_return"] == 12.5
+  assert rows["queued"]["job_id"] == "7"
+  assert status.main([f"--root={tmp_path}"]) == 0
+
+
+# -- local backend scheduling (fake executor: no processes) ---------------------------------------------
+class _FakeJob:
+  def __init__(self, running, i):
+    self.job_id, self._running, self._polls = str(i), running, 0
+    self.paths = type("P", (), {"stdout": f"{i}.out"})()
+
+  def done(self):
+    self._polls += 1
+    if self._polls > 1 and self in self._running:
+      self._running.remove(self)
+    return self._polls > 1
+
+  def result(self):
+    if self.job_id == "1":
+      raise RuntimeError("run exited with code 1")
+    return {"frames": 1}
+
+
+def test_run_local_parallelism_and_devices(tmp_path, monkeypatch):
+  log, running = [], []
+
+  class FakeExecutor:
+    def __init__(self, group):
+      self.group = group
+
+    def submit(self, job):
+      assert len(running) < 2                       # two device groups: at most 2 at a time
+      log.append((job.name, self.group))
+      running.append(_FakeJob(running, len(log) - 1))
+      return running[-1]
+
+  monkeypatch.setattr(backends, "_local_executor", lambda folder, group, t: FakeExecutor(group))
+  runs = sweep.runs_from_dicts([{"name": f"r{i}", "config": "configs/default.py",
+                                 "resources": {"gpus_per_node": 2}} for i in range(5)], "s", str(tmp_path))
+  results = backends.run_local(runs, str(tmp_path / ".submitit"), devices=[0, 1, 2, 3], poll_s=0.0,
+                               out=open(os.devnull, "w"))
+  assert results == {"r0": True, "r1": False, "r2": True, "r3": True, "r4": True}
+  assert {g for _, g in log} == {(0, 1), (2, 3)} and len(log) == 5
+  assert backends.device_groups(None, 1) == [()] and backends.device_groups([0, 1, 2], 1) == [(0,), (1,), (2,)]
+  with pytest.raises(ValueError, match="needs 4 GPUs"):
+    backends.device_groups([0, 1], 4)
+  launch = json.load(open(os.path.join(runs[0].run_dir, "launch.json")))
+  assert launch["backend"] == "local" and launch["devices"] in ([0, 1], [2, 3])
+
+
+# -- slurm backend without a cluster --------------------------------------------------------------------
+def _fake_slurm_bin(tmp_path):
+  """`sbatch` that records its script and answers like SLURM; `srun` so submitit sees a cluster."""
+  bindir = tmp_path / "bin"
+  bindir.mkdir()
+  record = tmp_path / "sbatch_calls"
+  record.mkdir()
+  (bindir / "sbatch").write_text(
+      "#!/bin/bash\nn=$(ls " + str(record) + " | wc -l)\ncp \"$1\" " + str(record) + "/$n.sh\n"
+      "echo \"Submitted batch job $((4200 + n))\"\n")
+  (bindir / "srun").write_text("#!/bin/bash\nexit 0\n")
+  for f in ("sbatch", "srun"):
+    (bindir / f).chmod((bindir / f).stat().st_mode | stat.S_IEXEC)
+  return bindir, record
+
+
+def test_slurm_parameters():
+  p = backends.slurm_parameters({"nodes": 2, "gpus_per_node": 4, "cpus": 32, "time_min": 600,
+                                 "partition": "a100", "slurm": {"exclusive": True}}, "sw",
+                                {"account": "rl", "additional": {"mail-type": "END"}})
+  assert p["nodes"] == 2 and p["tasks_per_node"] == 1 and p["gpus_per_node"] == 4
+  assert p["cpus_per_task"] == 32 and p["timeout_min"] == 600 and p["slurm_partition"] == "a100"
+  assert p["slurm_additional_parameters"] == {"requeue": True, "account": "rl", "mail-type": "END",
+                                              "exclusive": True}
+
+
+def test_slurm_submission_arrays_with_fake_sbatch(tmp_path, monkeypatch):
+  bindir, record = _fake_slurm_bin(tmp_path)
+  monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+  dicts = [{"name": f"one_seed{s}", "config": "configs/default.py", "overrides": {"seed": s},
+            "resources": {"gpus_per_node": 1, "time_min": 60}} for s in range(3)]
+  dicts.append({"name": "multi_seed0", "config": "configs/default.py", "overrides": {"seed": 0},
+                "resources": {"nodes": 2, "gpus_per_node": 8, "time_min": 120, "partition": "big"}})
+  runs = sweep.runs_from_dicts(dicts, "sw", str(tmp_path / "runs"))
+  folder = str(tmp_path / "runs" / "sw" / ".submitit")
+  submitted = backends.submit_slurm(runs, folder, sweep="sw", array_parallelism=2)
+  scripts = [open(record / f"{i}.sh").read() for i in range(2)]
+  array = next(s for s in scripts if "--array" in s)
+  multi = next(s for s in scripts if "--nodes=2" in s)
+  assert "#SBATCH --array=0-2%2" in array and "#SBATCH --gpus-per-node=1" in array
+  assert "#SBATCH --time=60" in array and "#SBATCH --requeue" in array
+  assert "#SBATCH --signal=USR2@180" in array and "#SBATCH --ntasks-per-node=1" in array
+  assert "#SBATCH --gpus-per-node=8" in multi and "#SBATCH --partition=big" in multi
+  assert "--array" not in multi
+  ids = {run.name: job_id for run, job_id in submitted}
+  assert sorted(ids.values()) == ["4200_0", "4200_1", "4200_2", "4201"] or \
+      sorted(ids.values()) == ["4200", "4201_0", "4201_1", "4201_2"]
+  for run in runs:
+    launch = json.load(open(os.path.join(run.run_dir, "launch.json")))
+    assert launch["job_id"] == ids[run.name] and launch["backend"] == "slurm"
+  # the pickled job each array task will run is the run's TrainJob
+  job_id = ids["one_seed1"]
+  with open(os.path.join(folder, f"{job_id}_submitted.pkl"), "rb") as f:
+    delayed = pickle.load(f)
+  assert isinstance(delayed.function, backends.TrainJob)
+  assert delayed.function.run_dir == os.path.abspath(runs[1].run_dir)
+  assert status.run_state(runs[1].run_dir)["state"] == "queued"
+
+
+def test_multinode_task_gets_jax_distributed_overrides(monkeypatch, tmp_path):
+  env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "123456", "SLURM_NTASKS": "2",
+         "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
+         "SLURM_JOB_NODELIST": "gpu[07-08]", "SUBMITIT_FOLDER": str(tmp_path)}
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  job = backends.TrainJob("m", "configs/default.py:elstm", {"seed": 3}, str(tmp_path / "run"))
+  argv = job.command(job.job_environment())
+  port = backends.coordinator_port("123456")
+  assert argv[-4:] == [f"--config.system.coordinator_address=gpu07:{port}",
+                       "--config.system.num_processes=2", "--config.system.process_id=1",
+                       f"--run_dir={tmp_path / 'run'}"]
+  assert argv[:5] == [sys.executable, "-m", "rtrl_rl.train", "--config=configs/default.py:elstm",
+                      "--config.seed=3"]
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  monkeypatch.setenv("SLURM_JOB_NUM_NODES", "1")
+  assert not any("coordinator" in a for a in job.command(job.job_environment()))
+
+
+def test_checkpoint_stops_child_and_requeues_same_run(tmp_path):
+  """Preemption: checkpoint() SIGTERMs the training child (which saves and exits) and returns a
+  submission of the same run (same command, same run dir: it resumes from its checkpoint)."""
+  marker = tmp_path / "got_sigterm"
+  child = ("import signal, sys, time\n"
+           f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), sys.exit(0)))\n"
+           "print('ready', flush=True)\ntime.sleep(60)\n")
+  job = backends.TrainJob("r", "configs/default.py", {"seed": 0}, str(tmp_path / "run"), stop_timeout_s=20)
+  job._proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True,
+                               preexec_fn=backends._ignore_usr2)
+  assert job._proc.stdout.readline().strip() == "ready"
+  job._proc.send_signal(signal.SIGUSR2)             # SLURM may signal every process: ignored
+  time.sleep(0.2)
+  assert job._proc.poll() is None
+  delayed = job.checkpoint()
+  assert marker.exists() and job._proc.returncode == 0
+  assert delayed.function is job and delayed.args == ()
+  clone = pickle.loads(pickle.dumps(delayed.function))
+  assert clone.command() == job.command() and clone._proc is None
+
+
+# -- end to end: a 2-job sweep through submitit's LocalExecutor -----------------------------------------
+def run_default_sweep(root: str) -> subprocess.CompletedProcess:
+  """Launches launch/sweeps/default.py under `root` (idempotent: finished runs are skipped)."""
+  return subprocess.run([sys.executable, "-m", "launch.sweep", "--sweep=launch/sweeps/default.py",
+                         "--backend=local", f"--root={root}", "--max_parallel=2", "--devices=cpu"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def default_sweep_root(tmp_path_factory) -> str:
+  root = str(tmp_path_factory.getbasetemp() / "default_sweep")
+  out = run_default_sweep(root)
+  assert out.returncode == 0, out.stdout + out.stderr
+  return root
+
+
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory):
+  return default_sweep_root(tmp_path_factory)
+
+
+def test_two_job_sweep_local_end_to_end(sweep_root):
+  _, runs = sweep.load_sweep(os.path.join(SWEEPS_DIR, "default.py"), sweep_root)
+  assert len(runs) == 2
+  for run in runs:
+    summary = json.load(open(os.path.join(run.run_dir, "summary.json")))
+    assert summary["frames"] >= 3200 and not summary["stopped_early"]
+    launch = json.load(open(os.path.join(run.run_dir, "launch.json")))
+    assert launch["backend"] == "local"
+    assert os.path.exists(backends.job_log(launch["submitit_folder"], launch["job_id"]))
+  out = subprocess.run([sys.executable, "-m", "launch.sweep", "--sweep=launch/sweeps/default.py",
+                        f"--root={sweep_root}", "--status", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+  rows = [json.loads(l) for l in out.stdout.splitlines()]
+  assert [r["state"] for r in rows] == ["finished", "finished"], out.stdout + out.stderr
+  assert all(r["frames"] >= 3200 for r in rows)
+  again = run_default_sweep(sweep_root)                 # relaunch: both finished, nothing to do
+  assert again.returncode == 0 and again.stdout.count("skip ") == 2 and "launched" not in again.stdout

@@ -1,0 +1,283 @@
+"""PPO with RTRL cores: stored-carry alignment, fresh recompute, exact single-step RTRL gradients,
+determinism and config validation. (The PPO loss and GAE themselves: tests/test_losses_*.py.)"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rtrl_rl.agents import ppo
+from rtrl_rl.agents.ppo import learning
+from rtrl_rl.envs.cue_memory import cue_memory_functional
+from rtrl_rl.losses import ppo_loss
+from rtrl_rl.system import anakin
+
+
+def small_config(cell="rtu", **overrides):
+  c = ppo.get_config()
+  c.num_envs, c.rollout_length = 3, 8
+  c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 3, 8
+  c.torso_sizes, c.head_sizes, c.hidden_size = (8,), (8,), 6
+  c.cell = cell
+  c.learning_rate = 1e-2
+  for k, v in overrides.items():
+    c[k] = v
+  return ppo.validate(c)
+
+
+def assert_trees_close(a, b, **kw):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw), a, b)
+
+
+def trees_close(a, b, **kw):
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.allclose(x, y, **kw)), a, b)))
+
+
+@pytest.fixture(scope="module")
+def rollout():
+  """A PPO batch acted by anakin.act on cue memory (episodes of 3 steps + autoreset: several
+  resets inside the 8-step rollout), with the agent and the acting params."""
+  env = cue_memory_functional(num_cues=3, length=2)
+  c = small_config()
+  agent = ppo.make_agent(c, env.observation_space, env.action_space)
+  params = agent.init(jax.random.key(1), jnp.zeros(env.observation_space.shape))
+  actor = anakin.init_actor(env, agent, c, c.num_envs, jax.random.key(2))
+
+  @jax.jit
+  def collect(params, actor):
+    actor, traj, _ = anakin.act(env, agent, c, params, actor, c.rollout_length)
+    return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor))
+
+  # Two rollouts: the second starts from a non-zero carry.
+  actor, _ = collect(params, actor)
+  actor_end, batch = collect(params, actor)
+  return dict(env=env, config=c, agent=agent, params=params, batch=batch, actor_end=actor_end)
+
+
+def test_stored_carry_at_t_is_the_carry_that_processes_o_t(rollout):
+  agent, params, b = rollout["agent"], rollout["params"], rollout["batch"]
+  t_len = b.value.shape[0]
+  assert b.first.any() and not b.first.all()          # resets inside the rollout
+  assert not trees_close(jax.tree.map(lambda x: x[0], b.carry), agent.initial_carry(3))
+  for t in range(t_len):
+    carry_t = jax.tree.map(lambda x: x[t], b.carry)
+    (dist, value), nxt = agent.step(params, carry_t, b.obs[t], b.prev_reward[t], b.prev_action[t],
+                                    b.first[t])
+    np.testing.assert_allclose(value, b.value[t], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dist.log_prob(b.action[t]), b.log_prob[t], rtol=1e-5, atol=1e-6)
+    want_next = rollout["actor_end"].carry if t == t_len - 1 else jax.tree.map(lambda x: x[t + 1], b.carry)
+    assert_trees_close(nxt, want_next, rtol=1e-5, atol=1e-6)
+  # Inputs are aligned too: the last-reward/last-action inputs are 0 on first steps, the mask is
+  # False exactly on the indices whose observation ended an episode (the step before a first).
+  assert not np.asarray(b.prev_reward)[np.asarray(b.first)].any()
+  assert not np.asarray(b.prev_action)[np.asarray(b.first)].any()
+  np.testing.assert_array_equal(~np.asarray(b.mask)[:-1], np.asarray(b.first)[1:])
+
+
+def _perturbed(params, seed=0, scale=0.3):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(
+      tree, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+
+def _from_scratch(agent, params, b):
+  """Carries before each o_t, recomputed step by step from the rollout's initial carry."""
+  carry = jax.tree.map(lambda x: x[0], b.carry)
+  step = jax.jit(agent.step)
+  before, after = [], []
+  for t in range(b.value.shape[0]):
+    before.append(carry)
+    _, carry = step(params, carry, b.obs[t], b.prev_reward[t], b.prev_action[t], b.first[t])
+    after.append(carry)
+  stack = lambda cs: jax.tree.map(lambda *x: jnp.stack(x), *cs)
+  return stack(before), stack(after)
+
+
+def test_fresh_carries_are_aligned_with_a_rollout_recomputed_from_scratch(rollout):
+  agent, b = rollout["agent"], rollout["batch"]
+  new_params = _perturbed(rollout["params"])
+  fresh = jax.jit(functools.partial(learning.recompute_carries, agent))(new_params, b)
+  before, after = _from_scratch(agent, new_params, b)
+  assert_trees_close(fresh, before, rtol=1e-5, atol=1e-6)
+  # Not the stale carries, and not shifted by one step (the authors' off-by-one).
+  assert not trees_close(fresh, b.carry, rtol=1e-3, atol=1e-4)
+  assert not trees_close(jax.tree.map(lambda x: x[1:], fresh), jax.tree.map(lambda x: x[1:], after),
+                         rtol=1e-3, atol=1e-4)
+
+
+def test_fresh_update_uses_recomputed_carries_in_the_next_epoch(rollout):
+  """The fresh update = epoch 1 on the stored carries, recompute with the new params, epoch 2 on
+  the recomputed carries (same minibatch permutations)."""
+  agent, b, params = rollout["agent"], rollout["batch"], rollout["params"]
+  c = small_config(gradient="fresh")
+  state = learning.init_learner(jax.random.key(5), agent, c, b.obs[0, 0], params=params)
+  got, _ = jax.jit(learning.make_update(agent, c))(state, b)
+
+  opt = learning.make_optimizer(c)
+  loss_fn = learning.make_loss(agent, c)
+  adv, target = learning.advantages(c, b)
+  n = b.value.size
+  flat = lambda tree: jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), tree)
+  fields = flat(dict(obs=b.obs, first=b.first, prev_reward=b.prev_reward, prev_action=b.prev_action,
+                     action=b.action, log_prob=b.log_prob, value=b.value, mask=b.mask,
+                     advantage=adv, target=target))
+  _, sub = jax.random.split(state.key)
+  p, o, carries = state.params, state.opt_state, b.carry
+  @jax.jit
+  def sgd_step(p, o, sample):
+    grads = jax.grad(lambda q: loss_fn(q, sample)[0])(p)
+    updates, o = opt.update(grads, o, p)
+    return jax.tree.map(lambda a, u: a + u, p, updates), o
+
+  for epoch_key in jax.random.split(sub, c.num_epochs):
+    perm = jax.random.permutation(epoch_key, n).reshape(c.num_minibatches, c.minibatch_size)
+    for idx in perm:
+      sample = jax.tree.map(lambda x: x[idx], fields)
+      sample["carry"] = jax.tree.map(lambda x: x[idx], flat(carries))
+      p, o = sgd_step(p, o, sample)
+    new_carries = _from_scratch(agent, p, b)[0]
+    assert not trees_close(new_carries, carries, rtol=1e-4, atol=1e-6)
+    carries = new_carries
+  assert_trees_close(got.params, p, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rtu", "elstm"])
+def test_stale_single_step_gradient_is_exact_rtrl(cell):
+  """The gradient of a single-step minibatch loss from the stored carry (forward RTRL e_t . T_t
+  through cells.step) equals BPTT of the same one-step loss through the whole history (core), with
+  the immediate gradient for the torso and ordinary backprop for the heads. float64."""
+  with jax.enable_x64(True):
+    c = small_config(cell)
+    env = cue_memory_functional(num_cues=3, length=4)
+    agent = ppo.make_agent(c, env.observation_space, env.action_space)
+    t_len, b = 7, 4
+    params = agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))
+    params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+    rng = np.random.default_rng(0)
+    obs = jnp.asarray(rng.normal(size=(t_len, b, 4)))
+    first = np.zeros((t_len, b), bool)
+    first[0] = True
+    first[3, 1] = True                                   # a reset inside one env's history
+    first = jnp.asarray(first)
+    prev_reward = jnp.asarray(rng.normal(size=(t_len, b)) * 0.5)
+    prev_action = jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32)
+    carry = agent.cell.initial_carry(b, dtype=jnp.float64)
+    carry0 = carry
+    step = jax.jit(agent.step)
+    for t in range(t_len - 1):
+      _, carry = step(params, carry, obs[t], prev_reward[t], prev_action[t], first[t])
+    t = t_len - 1
+    (dist, value), _ = step(params, carry, obs[t], prev_reward[t], prev_action[t], first[t])
+    action = jnp.asarray(rng.integers(0, 3, (b,)), jnp.int32)
+    sample = dict(carry=carry, obs=obs[t], first=first[t], prev_reward=prev_reward[t],
+                  prev_action=prev_action[t], action=action,
+                  log_prob=dist.log_prob(action) + jnp.asarray(rng.normal(size=b) * 0.05),
+                  value=value + 0.05, mask=jnp.ones((b,), bool),
+                  advantage=jnp.asarray(rng.normal(size=b)), target=jnp.asarray(rng.normal(size=b)))
+    loss_fn = learning.make_loss(agent, c)
+    g_rtrl = jax.jit(jax.grad(lambda p: loss_fn(p, sample)[0]))(params)
+
+    ref_agent = dataclasses.replace(agent, core_mode="bptt")
+    ref_agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))  # binds input sizes
+
+    def ref_loss(p):
+      (dists, values), _ = ref_agent.unroll(p, carry0, obs, prev_reward, prev_action, first)
+      last = jax.tree.map(lambda x: x[-1], dists)
+      return ppo_loss(last, action, sample["log_prob"], sample["advantage"], values[-1],
+                      sample["value"], sample["target"], mask=sample["mask"], clip_eps=c.clip_eps,
+                      value_clip_eps=c.value_clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)[0]
+
+    g_ref = jax.jit(jax.grad(ref_loss))(params)
+    assert_trees_close(g_rtrl, g_ref, rtol=1e-9, atol=1e-12)
+    # The history matters: a one-step-truncated gradient of the core is different.
+    tb_agent = dataclasses.replace(agent, core_mode="tbptt")
+    tb_agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))
+    g_tb = jax.jit(jax.grad(lambda p: learning.make_loss(tb_agent, c)(p, sample)[0]))(params)
+    assert not trees_close(g_tb["core"], g_ref["core"], rtol=1e-3)
+
+
+def test_continuous_actions_gaussian_head_with_obs_and_reward_normalisation():
+  from rtrl_rl.envs._jax import gymnax_functional
+  env = gymnax_functional("gymnax/Pendulum-v1", "Pendulum-v1")
+  c = small_config("rtu", num_envs=2, rollout_length=8, num_minibatches=2, minibatch_size=8)
+  runner = anakin.make_ppo(env, c)
+  assert runner.agent.heads.policy == "gaussian"
+  state, metrics = runner.step(runner.init(jax.random.key(0)))
+  assert all(np.isfinite(np.asarray(v)) for k, v in metrics.items() if "episode" not in k)
+  norm = state.actor.norm
+  assert float(norm.obs.count) > 16 and np.any(np.asarray(norm.obs.mean) != 0)
+  assert float(norm.ret.count) > 1 and float(norm.ret.var) != 1.0
+
+
+def test_running_stats_match_numpy():
+  x = np.random.default_rng(0).normal(2.0, 3.0, size=(50, 3)).astype(np.float32)
+  s = ppo.stats_init((3,))
+  for chunk in np.split(x, 5):
+    s = ppo.stats_update(s, jnp.asarray(chunk))
+  np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-4)
+  np.testing.assert_allclose(s.var, x.var(0), rtol=1e-3)
+  w = np.array([1, 0] * 5, bool)
+  s = ppo.stats_update(ppo.stats_init(()), jnp.asarray(x[:10, 0]), jnp.asarray(w))
+  np.testing.assert_allclose(s.mean, x[:10, 0][w].mean(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("overrides, fields", [
+    (dict(stem_grad="frozen"), ["stem_grad", "stem_checkpoint"]),
+    (dict(stem_grad="frozen", stem_checkpoint="/nonexistent/stem.msgpack"), ["stem_checkpoint"]),
+    (dict(stem_checkpoint="/tmp/stem.msgpack"), ["stem_checkpoint", "stem_grad"]),
+    (dict(cell="gru", core_mode="rtrl"), ["core_mode", "cell"]),
+    (dict(cell="lstm"), ["core_mode", "cell"]),
+    (dict(minibatch_size=63), ["num_minibatches", "minibatch_size", "rollout_length", "num_envs"]),
+    (dict(gradient="fresher"), ["gradient"]),
+    (dict(cell=None, gradient="fresh"), ["gradient", "cell"]),
+    (dict(stem_grad="sideways"), ["stem_grad"]),
+    (dict(cell="rnn"), ["cell"]),
+    (dict(core_mode="bptt"), ["core_mode"]),
+])
+def test_config_validation_names_the_fields(overrides, fields):
+  c = ppo.get_config()
+  c.update(overrides)
+  with pytest.raises(ValueError) as e:
+    ppo.validate(c)
+  for f in fields:
+    assert f in str(e.value), (f, str(e.value))
+  # The Anakin builder fails the same way, before any compute.
+  with pytest.raises(ValueError):
+    anakin.make_ppo(cue_memory_functional(), c)
+
+
+def test_default_config_is_the_papers():
+  c = ppo.validate(ppo.get_config())
+  assert (c.rollout_length, c.num_epochs, c.num_minibatches, c.minibatch_size) == (2048, 4, 32, 64)
+  assert (c.gae_lambda, c.gamma, c.clip_eps, c.value_clip_eps, c.vf_coef, c.ent_coef) == \
+      (0.95, 0.99, 0.2, 0.2, 0.5, 0.0)
+  assert (c.max_grad_norm, c.learning_rate, c.adam_eps) == (0.5, 1e-4, 1e-5)
+  assert c.normalize_obs and c.normalize_reward and c.gradient == "stale"
+  assert (c.cell, c.hidden_size, c.torso_sizes, c.head_sizes) == ("rtu", 192, (64,), (64,))
+
+
+def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):
+  import flax.serialization
+  agent, b = rollout["agent"], rollout["batch"]
+  donor = _perturbed(rollout["params"], seed=3)
+  path = tmp_path / "stem.msgpack"
+  path.write_bytes(flax.serialization.to_bytes(donor))
+  c = small_config(stem_grad="frozen", stem_checkpoint=str(path))
+  frozen = dataclasses.replace(agent, stem_grad="frozen")
+  state = learning.init_learner(jax.random.key(0), frozen, c, b.obs[0, 0])
+  assert_trees_close(state.params["torso"], donor["torso"], rtol=0, atol=0)
+  adv, target = learning.advantages(c, b)
+  t = int(np.argmax(np.asarray(b.mask).all(1)))          # a step where every env's sample counts
+  sample = dict(jax.tree.map(lambda x: x[t], b._asdict()), advantage=adv[t], target=target[t])
+  grads = jax.jit(jax.grad(lambda p: learning.make_loss(frozen, c)(p, sample)[0]))(state.params)
+  assert all(not np.any(g) for g in jax.tree.leaves(grads["torso"]))
+  assert any(np.any(g) for g in jax.tree.leaves(grads["core"]))
+  wrong = {"torso": {"params": {"dense_0": {"kernel": np.zeros((4, 5), np.float32),
+                                           "bias": np.zeros((5,), np.float32)}}}}
+  path.write_bytes(flax.serialization.to_bytes(wrong))
+  with pytest.raises(ValueError, match="stem_checkpoint"):
+    learning.init_learner(jax.random.key(0), frozen, c, b.obs[0, 0])

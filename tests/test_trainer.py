@@ -1,0 +1,171 @@
+"""The distributed trainer end to end: actor processes, queue, learner, checkpoints, faults, hosts.
+
+Each test runs `python -m rtrl_rl.train` in a subprocess, as a user would.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from rtrl_rl.io import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = [  # a small, fast job: CartPole with an RTRL eLSTM, 2 actors x 8 envs
+    "--config=configs/default.py:elstm", "--config.env.id=memory/cartpole",
+    "--config.agent.unroll_length=10", "--config.agent.batch_size=16",
+    "--config.system.envs_per_actor=8", "--config.system.num_actors=2",
+    "--config.agent.network.hidden_size=16", "--config.system.log_every_s=1",
+    "--config.system.plot=False",
+]
+
+
+def _train(run_dir, *flags, env=None, **kw):
+  return subprocess.Popen(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *SMALL, *flags],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **kw)
+
+
+def _summary(output: str) -> dict:
+  line = [l for l in output.splitlines() if l.startswith("run finished in ")][-1]
+  return json.loads(line.split(": ", 1)[1])
+
+
+def _wait_for_updates(run_dir, n, proc, timeout=120):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    rows = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
+    if rows and rows[-1]["updates"] >= n:
+      return rows
+    assert proc.poll() is None, proc.communicate()[0]
+    time.sleep(0.5)
+  raise AssertionError(f"no {n} updates within {timeout} s")
+
+
+def _actor_pids(proc):
+  """The actor processes of a trainer (its spawned children that run actor_main)."""
+  pids = []
+  for child in psutil.Process(proc.pid).children(recursive=True):
+    try:
+      if "spawn_main" in " ".join(child.cmdline()) and "resource_tracker" not in " ".join(child.cmdline()):
+        pids.append(child.pid)
+    except psutil.NoSuchProcess:
+      pass
+  return pids
+
+
+def _checkpoint_steps(run_dir):
+  d = os.path.join(run_dir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def test_end_to_end_learns_and_exits_cleanly(tmp_path):
+  run_dir = str(tmp_path / "run")
+  proc = _train(run_dir, "--config.agent.total_env_steps=400000", "--config.agent.learning_rate=2e-3")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out
+  summary = _summary(out)
+  assert summary["frames"] >= 400000 and not summary["stopped_early"]
+  rows = [r for r in read_metrics(run_dir) if r["episodes"] > 0]
+  first, last = rows[0]["episode_return"], rows[-1]["episode_return"]
+  # random CartPole play lasts ~22 steps; the RTRL agent must clearly improve on it
+  assert last > max(2 * first, 60), (first, last)
+  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
+  assert os.path.exists(os.path.join(run_dir, "config.json"))
+  assert "| frames" in out and "fps" in out      # the progress line
+  assert not psutil.Process().children(recursive=True) or all(
+      not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+      for p in psutil.Process().children(recursive=True))
+
+
+def test_sigterm_stops_gracefully_with_a_checkpoint_and_no_orphans(tmp_path):
+  run_dir = str(tmp_path / "run")
+  proc = _train(run_dir, "--config.agent.total_env_steps=100000000")
+  _wait_for_updates(run_dir, 3, proc)
+  actors = _actor_pids(proc)
+  assert len(actors) == 2
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  summary = _summary(out)
+  assert summary["stopped_early"] and summary["updates"] >= 3
+  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
+  time.sleep(0.5)
+  assert not [p for p in actors if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+  # restarting on the same directory resumes with the counters continuing
+  proc = _train(run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  resumed = _summary(out)
+  assert resumed["updates"] == summary["updates"] + 3
+  assert resumed["frames"] == summary["frames"] + 3 * 160
+
+
+def test_killed_actor_is_restarted(tmp_path):
+  run_dir = str(tmp_path / "run")
+  proc = _train(run_dir, "--config.agent.total_env_steps=100000000")
+  rows = _wait_for_updates(run_dir, 3, proc)
+  victim = _actor_pids(proc)[0]
+  os.kill(victim, signal.SIGKILL)
+  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)   # the run goes on
+  actors = _actor_pids(proc)
+  assert len(actors) == 2 and victim not in actors               # a new actor took its place
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "actor0" in out or "actor1" in out                      # the death was reported
+
+
+def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path):
+  run_dir = str(tmp_path / "run")
+  proc = _train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.max_actor_restarts=0")
+  _wait_for_updates(run_dir, 3, proc)
+  t0 = time.time()
+  os.kill(_actor_pids(proc)[0], signal.SIGKILL)
+  out, _ = proc.communicate(timeout=120)
+  assert time.time() - t0 < 30                                   # detected within seconds
+  assert proc.returncode == 1, out
+  assert "error:" in out and "actor" in out and "SIGKILL" in out and "checkpoint" in out
+  assert _checkpoint_steps(run_dir)
+
+
+def test_bad_config_fails_before_any_compute(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={tmp_path}/run", *SMALL,
+       "--config.agent.network.cell=gru", "--config.env.id=memory/cartpole-maskd"],
+      cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert "network.cell" in out.stderr or "env.id" in out.stderr
+  assert "env.id='memory/cartpole-maskd'" in out.stderr and "memory/cartpole-masked" in out.stderr
+  assert not os.path.exists(tmp_path / "run")
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_hosts_keep_identical_parameters(tmp_path):
+  """Two processes x 2 CPU devices (gloo on 127.0.0.1): the whole system, a few updates."""
+  port = _free_port()
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  procs = [_train(str(tmp_path / "run"), "--config.agent.total_env_steps=1600",
+                  "--config.system.num_actors=1", "--config.system.num_processes=2",
+                  f"--config.system.process_id={i}",
+                  f"--config.system.coordinator_address=127.0.0.1:{port}", env=env)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out
+  s0, s1 = (_summary(o) for o in outs)
+  assert s0["updates"] == s1["updates"] == 10
+  assert s0["params_crc32"] == s1["params_crc32"]
