@@ -169,3 +169,28 @@ def test_two_hosts_keep_identical_parameters(tmp_path):
   s0, s1 = (_summary(o) for o in outs)
   assert s0["updates"] == s1["updates"] == 10
   assert s0["params_crc32"] == s1["params_crc32"]
+
+
+def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
+  run_dir = str(tmp_path / "run")
+  proc = _train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.checkpoint_every_s=1")
+  _wait_for_updates(run_dir, 3, proc)
+  deadline = time.time() + 60
+  while len(_checkpoint_steps(run_dir)) < 2 and time.time() < deadline:
+    time.sleep(0.2)
+  actors = _actor_pids(proc)
+  proc.kill()                                   # SIGKILL: no final checkpoint
+  proc.communicate(timeout=60)
+  saved = _checkpoint_steps(run_dir)[-1]
+  deadline = time.time() + 30                   # orphaned actors notice and exit by themselves
+  while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in actors):
+    assert time.time() < deadline, "orphaned actors did not exit"
+    time.sleep(0.5)
+
+  proc = _train(run_dir, f"--config.agent.total_env_steps={(saved + 2) * 160}")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out
+  resumed = _summary(out)
+  assert resumed["updates"] == saved + 2 and resumed["frames"] == (saved + 2) * 160
+  rows = read_metrics(run_dir)
+  assert rows[-1]["updates"] == saved + 2

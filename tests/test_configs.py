@@ -1,0 +1,86 @@
+"""Every experiment config loads and validates; bad arguments fail at load time, naming them."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from rtrl_rl import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CASES = [  # (config file, argument): the papers' grids, one of each kind
+    ("default.py", None), ("default.py", "ff"), ("default.py", "rtu"), ("default.py", "lru"),
+    *[("irie_atari.py", f"game={g},mode={m}") for g in ("Breakout", "Gravitar", "MsPacman", "Qbert",
+                                                          "Seaquest") for m in ("rtrl", "tbptt", "ff")],
+    *[("irie_procgen.py", f"game={g},distribution=memory,M={m}") for g in ("dodgeball", "heist", "maze",
+                                                                              "miner", "caveflyer", "jumper") for m in (5, 50)],
+    ("irie_procgen.py", "game=chaser,distribution=hard,mode=tbptt,M=5"),
+    *[("irie_dmlab.py", f"level={l},mode={m},M={n}") for l in ("rooms_select_nonmatching_object",
+                                                               "rooms_watermaze", "rooms_keys_doors_puzzle")
+      for m in ("rtrl", "tbptt") for n in (10, 50, 100)],
+    *[("rtu_mujoco_pomdp.py", f"env={e},core={c}") for e in ("Ant-P", "HalfCheetah-V", "Hopper-P", "Walker2d-V")
+      for c in ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru", "ff")],
+    ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
+    *[("rtu_popgym.py", f"task={t},level={l}") for t in ("CountRecall", "RepeatFirst", "Concentration",
+                                                         "Autoencode", "HigherLower") for l in ("easy", "hard")],
+]
+
+
+def load(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+@pytest.mark.parametrize("name,arg", CASES, ids=lambda x: str(x))
+def test_config_loads_and_validates(name, arg):
+  config = load(name, arg)
+  experiment.validate(config)
+  assert config.name and config.env.id
+
+
+def test_every_config_file_is_covered():
+  files = {f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py") and not f.startswith("_")}
+  covered = {name for name, _ in CASES} | {"rtu_trace_conditioning.py"}  # tested in test_prediction.py
+  assert files <= covered, files - covered
+
+
+def test_bad_arguments_name_the_keys():
+  with pytest.raises(ValueError, match=r"config argument 'gam=Breakout'.*'game'"):
+    load("irie_atari.py", "gam=Breakout")
+  with pytest.raises(ValueError, match=r"config argument M='fifty': expected a int"):
+    load("irie_atari.py", "M=fifty")
+  with pytest.raises(ValueError, match="mode='rtlr'"):
+    load("irie_atari.py", "mode=rtlr")
+  with pytest.raises(ValueError, match="core='rtu'"):
+    load("rtu_popgym.py", "core=rtu")
+
+
+def test_invalid_combinations_fail_at_load_time_naming_the_fields():
+  config = load("irie_atari.py", "mode=tbptt")
+  with config.unlocked():
+    config.agent.network.cell = "gru"
+    config.agent.network.core_mode = "rtrl"
+    config.system.backend = "sync"
+  with pytest.raises(ValueError, match="system.backend='sync'"):
+    experiment.validate(config)
+  config.system.backend = "actors"
+  with pytest.raises(ValueError, match=r"network.core_mode='rtrl' with network.cell='gru'"):
+    experiment.validate(config)
+  config = load("default.py")
+  config.system.envs_per_actor = 5
+  with pytest.raises(ValueError, match="agent.batch_size=32 must split into whole actor records"):
+    experiment.validate(config)
+
+
+def test_reference_scores_name_real_config_groups():
+  """configs/reference_scores.json (for `rtrl_rl.plot --reference`) uses the configs' run names."""
+  with open(os.path.join(ROOT, "configs", "reference_scores.json")) as f:
+    reference = json.load(f)
+  names = {load(name, arg).name for name, arg in CASES if name.startswith("irie_")}
+  assert set(reference) <= names, set(reference) - names
+  assert reference["irie_atari_Qbert_rtrl_M50"] == 12484
+  assert reference["irie_dmlab_rooms_watermaze_rtrl_M10"] == 40.2
