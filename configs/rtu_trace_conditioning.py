@@ -75,12 +75,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                      f"variants (gru, lru_tbptt, lstm); cell={variant} learns by "
                      f"{'exact RTRL' if cell else 'its immediate gradient'}")
 
-  c = experiment.base_config("ppo")   # the shared fields (name, seed, env, system)
-  c.algo = "prediction"               # learner: online TD(lambda) prediction (rtrl_rl/agents/prediction)
+  c = experiment.base_config("prediction")  # online TD(lambda) prediction (rtrl_rl/agents/prediction)
   c.name = f"trace_conditioning_{variant}" + (f"_T{a['T']}" if "T" in a else "")  # run-dir prefix, plot group
   c.seed = int(a.get("seed", 0))      # run s of agent.num_seeds uses PRNG seed (seed + s)
-  c.system.backend = "anakin"         # fully jitted: the stream is generated and learned inside jit
-  c.system.plot = False               # no episode returns to plot; the curve is chunk_msre in metrics.jsonl
 
   e = c.env
   e.id = "jax/trace-conditioning"     # Rafiee et al.'s trace conditioning (rtrl_rl/envs/trace_conditioning.py)

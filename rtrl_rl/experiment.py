@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import ml_collections
 
-ALGOS = ("impala", "ppo")
+ALGOS = ("impala", "ppo", "prediction")
 BACKENDS = ("actors", "anakin", "sync")
 
 
 def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
-  """Defaults for an experiment with learner `algo` ("impala" | "ppo")."""
+  """Defaults for an experiment with learner `algo` ("impala" | "ppo" | "prediction")."""
   if algo not in ALGOS:
     raise ValueError(f"algo={algo!r}: expected one of {ALGOS}")
   c = ml_collections.ConfigDict()
   c.name = "experiment"              # experiment name: run-directory prefix and plot group
-  c.algo = algo                      # learner: "impala" (V-trace) | "ppo"
+  c.algo = algo                      # learner: "impala" (V-trace) | "ppo" | "prediction" (online TD)
   c.seed = 0                         # seeds the learner, the actors and the environments
   e = c.env = ml_collections.ConfigDict()
   e.id = "memory/cartpole-masked"    # an id of `python -m rtrl_rl.envs --list`
@@ -45,10 +45,16 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   if algo == "impala":
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
     c.agent = impala_config.get_config()
-  else:
+  elif algo == "ppo":
     from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
     c.agent = ppo_config.get_config()
     s.backend = "sync"
+  else:
+    from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
+    c.agent = prediction_config.get_config()
+    c.env.id = "jax/trace-conditioning"
+    s.backend = "anakin"
+    s.plot = False                   # no episode returns to plot: the measure is the MSRE
   return c
 
 
@@ -89,6 +95,8 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   if config.algo == "ppo" and s.backend == "actors":
     err("algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
         "environments); the actor-process backend serves algo='impala'")
+  if config.algo == "prediction" and s.backend != "anakin":
+    err("algo='prediction' (online TD on a JAX stream) runs on system.backend='anakin'")
   if config.algo == "impala" and s.backend == "sync":
     err("system.backend='sync' runs algo='ppo'; IMPALA uses 'actors' or 'anakin'")
   if config.algo == "impala" and s.backend == "actors" and _positive_int(s.envs_per_actor):
@@ -115,9 +123,12 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   if config.algo == "impala":
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
     impala_config.validate(config.agent, *(spaces or (None, None)))
-  else:
+  elif config.algo == "ppo":
     from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
     ppo_config.validate(config.agent)
+  else:
+    from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
+    prediction_config.validate_experiment(config)
 
 
 def parse_args(arg: str | None, **defaults):

@@ -99,6 +99,10 @@ def run(config, run_dir: str) -> dict[str, Any]:
     parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id)
   if jax.process_index() == 0:
     _write_config(config, run_dir)
+  if config.algo == "prediction":
+    from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
+    with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
+      return prediction.run_experiment(config, writer=writer, log=log.info)
   if s.backend == "anakin":
     return _run_iterations(config, run_dir, _anakin_iterations(config))
   if s.backend == "sync":
@@ -240,32 +244,50 @@ def _anakin_iterations(config) -> _Iterations:
 
 def _sync_ppo_iterations(config) -> _Iterations:
   """PPO on a host env (envpool, POPGym, ...): act `rollout_length` steps, then one jitted update.
-  A checkpoint holds the learner and the normalisation statistics; a resumed run starts new episodes."""
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+  A checkpoint holds the learner and the normalisation statistics; a resumed run starts new episodes.
+
+  With several local devices (and `num_envs`, `minibatch_size` divisible by their number) the update
+  is data-parallel over a mesh of them (`ppo.make_learner_step`, rtrl_rl/parallel.py): the learner
+  state stays replicated, the buffer is split along the env axis, and the actor uses the first
+  device's replica of the parameters. On one device the update is the plain jitted one."""
+  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.ppo import acting as ppo_acting, learning as ppo_learning  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
   a = config.agent
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   acting = anakin.host_acting(env, agent, a)
-  update = jax.jit(ppo_learning.make_update(agent, a))
+  devices = jax.local_devices()
+  mesh = None
+  if len(devices) > 1:
+    if a.num_envs % len(devices) == 0 and a.minibatch_size % len(devices) == 0:
+      mesh = parallel.make_mesh(devices)
+    else:
+      log.info("PPO update on one device: num_envs=%d / minibatch_size=%d do not split over %d devices",
+               a.num_envs, a.minibatch_size, len(devices))
+  update = ppo_learning.make_learner_step(agent, a, mesh)
   bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
+  place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))
+  acting_params = (lambda params: params) if mesh is None else parallel.local_replica
 
   def init():
     k_learn, k_act = jax.random.split(jax.random.PRNGKey(config.seed))
     obs = np.zeros(env.observation_space.shape, np.float32)
-    return ppo_learning.init_learner(k_learn, agent, a, obs), acting.init(k_act)
+    return place(ppo_learning.init_learner(k_learn, agent, a, obs)), acting.init(k_act)
 
   def step(state):
     learner, actor = state
-    actor, traj, ep_metrics = acting.act(learner.params, actor, a.rollout_length)
-    batch = anakin.ppo_batch(traj, bootstrap(learner.params, actor))
+    params = acting_params(learner.params)
+    actor, traj, ep_metrics = acting.act(params, actor, a.rollout_length)
+    batch = anakin.ppo_batch(traj, bootstrap(params, actor))
+    if mesh is not None:
+      batch = parallel.shard_batch(batch, mesh, ppo_learning.PPOBatch.batch_axes())
     learner, metrics = update(learner, batch)
     return (learner, actor), dict(metrics, **ep_metrics)
 
   return _Iterations(init, step, a.num_envs * a.rollout_length,
                      saved=lambda state: (state[0], state[1].norm),
-                     resume=lambda state, tree: (tree[0], state[1]._replace(norm=tree[1])),
+                     resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
                      params=lambda state: state[0].params)
 
 
