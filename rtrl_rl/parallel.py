@@ -20,6 +20,12 @@ replicated global array computed by one program.
     state = replicate(state, mesh)
     state, metrics = step(state, global_batch(local_rollout, mesh, Rollout.batch_axes()))
     params = fetch(state.params)       # numpy, on every process
+
+Where the per-device maths is not "the same program on a bigger batch" (PPO: each device samples its
+minibatches from its own shard and normalises over the global minibatch), `data_parallel_shard_map`
+runs a per-device body under `jax.shard_map` over the "data" axis instead: the body sees its local
+shard of the batch and the replicated state, and communicates with explicit collectives
+(`jax.lax.psum(x, DATA_AXIS)`); its outputs must be replicated (identical on every device).
 """
 
 from __future__ import annotations
@@ -81,6 +87,11 @@ def tree_shardings(mesh: Mesh, batch_axes) -> Any:
 
 def _num_shards(mesh: Mesh) -> int:
   return mesh.shape[DATA_AXIS]
+
+
+def num_shards(mesh: Mesh) -> int:
+  """The number of devices the batch is split over (the size of the "data" axis)."""
+  return _num_shards(mesh)
 
 
 def _map_with_axes(fn, batch_axes, tree):
@@ -152,6 +163,22 @@ def fetch(tree) -> Any:
   return jax.tree.map(get, tree)
 
 
+def local_replica(tree, device=None) -> Any:
+  """Single-device views of replicated arrays: each leaf's replica on `device` (default: this
+  process's first local device), without a copy; other leaves pass through. For feeding replicated
+  learner parameters to code that runs on one device (e.g. an actor's jitted policy)."""
+  device = jax.local_devices()[0] if device is None else device
+
+  def get(x):
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+      for shard in x.addressable_shards:
+        if shard.device == device:
+          return shard.data
+      raise ValueError(f"local_replica: no replica on {device}")
+    return x
+  return jax.tree.map(get, tree)
+
+
 def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: bool = False) -> Callable:
   """jit `fn(state, batch) -> (state, metrics)` over `mesh`: state and metrics replicated, the
   batch split along `batch_axes` (a pytree prefix of the batch, e.g. `Rollout.batch_axes()`).
@@ -161,4 +188,26 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: boo
   """
   rep = replicated_sharding(mesh)
   return jax.jit(fn, in_shardings=(rep, tree_shardings(mesh, batch_axes)), out_shardings=(rep, rep),
+                 donate_argnums=(0,) if donate_state else ())
+
+
+def batch_spec(batch_axis: int | None) -> P:
+  """The PartitionSpec splitting array axis `batch_axis` over the "data" axis (None: replicated)."""
+  return P() if batch_axis is None else P(*([None] * batch_axis), DATA_AXIS)
+
+
+def data_parallel_shard_map(fn: Callable, mesh: Mesh, batch_axes, *,
+                            donate_state: bool = False) -> Callable:
+  """jit of `jax.shard_map(fn)` over `mesh`: `fn(state, local_batch) -> (state, metrics)` runs once
+  per device on the replicated state and that device's shard of the batch (split along
+  `batch_axes`, as `data_parallel_jit`), may use collectives over `DATA_AXIS`, and must return
+  replicated (device-invariant) state and metrics. Gradients taken inside `fn` are the device's
+  own (sum them with `jax.lax.psum(grads, DATA_AXIS)`). Same inputs and outputs as `data_parallel_jit`."""
+  rep = replicated_sharding(mesh)
+  specs = jax.tree.map(batch_spec, batch_axes, is_leaf=lambda x: x is None)
+  # check_vma=False: bodies may call code (lax.scan with constant initial carries, e.g. GAE) that is
+  # not annotated for varying-manual-axes typing; gradients inside `fn` are then per-device (no
+  # implicit psum), and `fn` is responsible for the collectives that make its outputs replicated.
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), specs), out_specs=(P(), P()), check_vma=False)
+  return jax.jit(mapped, in_shardings=(rep, tree_shardings(mesh, batch_axes)), out_shardings=(rep, rep),
                  donate_argnums=(0,) if donate_state else ())

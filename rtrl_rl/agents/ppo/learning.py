@@ -20,6 +20,26 @@ o_{t+1} with reward `reward[t]`; `terminated[t]` cuts the bootstrap, `truncated[
 V(o_{t+1}) = `value[t+1]` (the final observation is processed by the agent) with lambda = 0.
 Indices whose observation ends an episode (`mask[t] = False`) are not transitions: the next step
 ignores their action; they are left out of the loss.
+
+Data parallelism (`make_learner_step(agent, config, mesh)`, rtrl_rl/parallel.py): the buffer is split
+over the mesh's D devices along the env axis B (device d holds envs [d B/D, (d+1) B/D): all their
+steps and stored carries), parameters and optimiser state are replicated. Everything per env stays
+on its device: GAE, and the "fresh" recompute of the carries (a scan over time, per env). Each
+minibatch step is one global SGD step: device d takes `minibatch_size / D` single steps from its own
+shard, computes its part of the loss (masked sums divided by the GLOBAL sample count), and the
+parameter gradients are summed over the mesh (one psum), so every device applies the same update.
+Advantage normalisation uses the global minibatch's masked mean and std (psums of the sums and of
+the centred squared sums), exactly as on one device.
+
+Minibatch composition (`minibatch_indices`): with `num_shards = 1` (one device) an epoch is a
+permutation of all T * B steps cut into `num_minibatches` rows (unchanged). With `num_shards = D > 1`
+sampling is stratified by shard: in each epoch, shard d permutes its own T * B / D steps with the
+epoch key folded with d (`jax.random.fold_in(key, d)`) and cuts them into `num_minibatches` rows of
+`minibatch_size / D`; global minibatch j is the concatenation over d of every shard's row j. Each
+epoch still visits every step exactly once, and every minibatch holds the same number of steps from
+each env group. `make_update(agent, config, num_shards=D)` runs exactly this composition on one
+device (the reference the D-device update equals, up to float summation order); B and
+`minibatch_size` must be divisible by D.
 """
 
 from __future__ import annotations
@@ -51,6 +71,13 @@ class PPOBatch(NamedTuple):
   truncated: jax.Array      # bool: the episode was cut at o_{t+1}
   mask: jax.Array           # bool: index t is a real transition (o_t is not an episode's last obs)
   bootstrap_value: jax.Array
+
+  @staticmethod
+  def batch_axes() -> "PPOBatch":
+    """The env axis of each field (a pytree prefix of a PPOBatch): 1 for the time-major `[T, B, ...]`
+    fields and the carry, 0 for `bootstrap_value [B]`. Used to shard the buffer over a mesh."""
+    return PPOBatch(obs=1, first=1, prev_reward=1, prev_action=1, carry=1, action=1, log_prob=1,
+                    value=1, reward=1, terminated=1, truncated=1, mask=1, bootstrap_value=0)
 
 
 class LearnerState(NamedTuple):
@@ -132,6 +159,41 @@ def _flat(tree, n):
   return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), tree)
 
 
+def _check_shards(num_envs: int, minibatch_size: int, num_shards: int) -> None:
+  if num_shards < 1 or num_envs % num_shards or minibatch_size % num_shards:
+    raise ValueError(f"PPO config: num_envs ({num_envs}) and minibatch_size ({minibatch_size}) must "
+                     f"both be divisible by the {num_shards} devices the buffer is split over")
+
+
+def minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
+                      minibatch_size: int, num_shards: int = 1, shard=0) -> jax.Array:
+  """One epoch's minibatches of shard `shard`: indices `[num_minibatches, minibatch_size /
+  num_shards]` into that shard's flattened `[T, B / num_shards]` buffer (`t * B_local + e`).
+
+  `num_shards = 1`: a permutation of all T * B steps (the single-device sampling). Otherwise the
+  shard's own steps, permuted with `fold_in(key, shard)` (see the module doc). `shard` may be traced
+  (`jax.lax.axis_index`)."""
+  _check_shards(num_envs, minibatch_size, num_shards)
+  n_local = num_steps * num_envs // num_shards
+  if num_shards > 1:
+    key = jax.random.fold_in(key, shard)
+  return jax.random.permutation(key, n_local).reshape(num_minibatches, minibatch_size // num_shards)
+
+
+def global_minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
+                             minibatch_size: int, num_shards: int = 1) -> jax.Array:
+  """One epoch's global minibatches `[num_minibatches, minibatch_size]`, indices into the flattened
+  `[T, B]` buffer (`t * B + b`): every shard's `minibatch_indices` rows concatenated in shard order."""
+  if num_shards == 1:
+    return minibatch_indices(key, num_steps, num_envs, num_minibatches, minibatch_size)
+  b_local = num_envs // num_shards
+  rows = []
+  for d in range(num_shards):
+    local = minibatch_indices(key, num_steps, num_envs, num_minibatches, minibatch_size, num_shards, d)
+    rows.append((local // b_local) * num_envs + d * b_local + local % b_local)
+  return jnp.concatenate(rows, axis=1)
+
+
 def make_loss(agent: Agent, config: ml_collections.ConfigDict):
   """`loss(params, sample) -> (loss, metrics)` for a minibatch of single steps (leaves `[mb, ...]`);
   `sample` is a dict with the PPOBatch fields plus "advantage" and "target"."""
@@ -147,32 +209,85 @@ def make_loss(agent: Agent, config: ml_collections.ConfigDict):
   return loss_fn
 
 
-def make_update(agent: Agent, config: ml_collections.ConfigDict):
-  """The pure update `(LearnerState, PPOBatch) -> (LearnerState, metrics)` (jit it, or call it
-  inside a jitted loop)."""
+def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name: str):
+  """`loss(params, sample) -> (loss, metrics)` for THIS device's part of a global minibatch, inside
+  `shard_map` over `axis_name`: `rtrl_rl.losses.ppo_loss` with every masked mean taken over the
+  global minibatch, written as this shard's share `sum_local(x * mask) / global_count`; the sum over
+  the axis of the losses (and of their gradients, and of the metrics) is the global minibatch's."""
+
+  def loss_fn(params, s):
+    (dist, value), _ = agent.step(params, s["carry"], s["obs"], s["prev_reward"], s["prev_action"],
+                                  s["first"])
+    dtype = value.dtype
+    mask = s["mask"].astype(dtype)
+    adv = jax.lax.stop_gradient(s["advantage"])
+    target = jax.lax.stop_gradient(s["target"])
+    old_log_prob = jax.lax.stop_gradient(s["log_prob"])
+    old_value = jax.lax.stop_gradient(s["value"])
+    count_sum = jax.lax.psum(jnp.stack([jnp.sum(mask), jnp.sum(adv * mask)]), axis_name)
+    count = jnp.maximum(count_sum[0], 1)
+    share = lambda x: jnp.sum(x * mask) / count      # this shard's part of the global masked mean
+    if config.normalize_advantage:
+      mean = count_sum[1] / count
+      std = jnp.sqrt(jax.lax.psum(share(jnp.square(adv - mean)), axis_name))
+      adv = (adv - mean) / (std + 1e-8)
+    log_prob = dist.log_prob(s["action"])
+    log_ratio = log_prob - old_log_prob
+    ratio = jnp.exp(log_ratio)
+    eps = config.clip_eps
+    pg_loss = share(jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 1.0 - eps, 1.0 + eps)))
+    value_sq = jnp.square(value - target)
+    if config.value_clip_eps is not None:
+      v_clipped = old_value + jnp.clip(value - old_value, -config.value_clip_eps, config.value_clip_eps)
+      value_sq = jnp.maximum(value_sq, jnp.square(v_clipped - target))
+    value_loss = 0.5 * share(value_sq)
+    entropy = share(dist.entropy())
+    loss = pg_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+    metrics = {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss, "entropy": entropy,
+               "approx_kl": share((ratio - 1.0) - log_ratio),
+               "clip_frac": share((jnp.abs(ratio - 1.0) > eps).astype(dtype)),
+               "ratio_mean": share(ratio)}
+    return loss, metrics
+
+  return loss_fn
+
+
+def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: int,
+                 axis_name: str | None):
+  """The update; `axis_name` None: the whole buffer on one device (minibatches composed for
+  `num_shards`), else the per-device body of the data-parallel update (`num_shards` = axis size)."""
   optimizer = make_optimizer(config)
-  loss_fn = make_loss(agent, config)
+  sharded = axis_name is not None
+  loss_fn = make_sharded_loss(agent, config, axis_name) if sharded else make_loss(agent, config)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   num_mb, mb_size = config.num_minibatches, config.minibatch_size
   fresh = config.gradient == "fresh"
+  psum = (lambda x: jax.lax.psum(x, axis_name)) if sharded else (lambda x: x)
 
   def update(state: LearnerState, batch: PPOBatch):
-    t, b = batch.value.shape
-    n = t * b
+    t, b_local = batch.value.shape
+    b = b_local * num_shards if sharded else b_local
+    n, n_local = t * b, t * b_local
     if n != num_mb * mb_size:
       raise ValueError(f"PPO: the batch has {t} x {b} = {n} steps but num_minibatches * minibatch_size "
                        f"= {num_mb} * {mb_size} = {num_mb * mb_size}")
-    adv, target = advantages(config, batch)
+    _check_shards(b, mb_size, num_shards)
+    adv, target = advantages(config, batch)          # per env: no communication
     fields = {k: getattr(batch, k) for k in ("obs", "first", "prev_reward", "prev_action", "action",
                                              "log_prob", "value", "mask")}
     fields.update(advantage=adv, target=target)
-    flat = _flat(fields, n)
+    flat = _flat(fields, n_local)
+    shard = jax.lax.axis_index(axis_name) if sharded else None
 
     def minibatch(carry, idx):
       params, opt_state, flat_carry = carry
       sample = jax.tree.map(lambda x: x[idx], flat)
       sample["carry"] = jax.tree.map(lambda x: x[idx], flat_carry)
       (_, metrics), grads = grad_fn(params, sample)
+      # Sharded: this device's part of the gradient (shard_map without implicit reductions,
+      # parallel.data_parallel_shard_map); the psum is the global minibatch's gradient, the same on
+      # every device, so every device applies the same optimiser step.
+      grads, metrics = psum((grads, metrics))
       updates, opt_state = optimizer.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
       metrics["grad_norm"] = optax.tree.norm(grads)
@@ -180,10 +295,13 @@ def make_update(agent: Agent, config: ml_collections.ConfigDict):
 
     def epoch(carry, key):
       params, opt_state, carries = carry
-      perm = jax.random.permutation(key, n).reshape(num_mb, mb_size)
+      if sharded:
+        idx = minibatch_indices(key, t, b, num_mb, mb_size, num_shards, shard)
+      else:
+        idx = global_minibatch_indices(key, t, b, num_mb, mb_size, num_shards)
       (params, opt_state, _), metrics = jax.lax.scan(
-          minibatch, (params, opt_state, _flat(carries, n)), perm)
-      if fresh:
+          minibatch, (params, opt_state, _flat(carries, n_local)), idx)
+      if fresh:                                      # per env: this device's envs only
         carries = recompute_carries(agent, params, batch._replace(carry=carries))
       return (params, opt_state, carries), metrics
 
@@ -191,8 +309,38 @@ def make_update(agent: Agent, config: ml_collections.ConfigDict):
     (params, opt_state, _), metrics = jax.lax.scan(
         epoch, (state.params, state.opt_state, batch.carry), jax.random.split(sub, config.num_epochs))
     metrics = jax.tree.map(jnp.mean, metrics)
-    metrics["advantage_mean"] = jnp.mean(adv)
-    metrics["target_mean"] = jnp.mean(target)
+    if sharded:
+      metrics["advantage_mean"] = psum(jnp.sum(adv)) / n
+      metrics["target_mean"] = psum(jnp.sum(target)) / n
+    else:
+      metrics["advantage_mean"] = jnp.mean(adv)
+      metrics["target_mean"] = jnp.mean(target)
     return LearnerState(params, opt_state, key, state.num_updates + 1), metrics
 
   return update
+
+
+def make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: int = 1):
+  """The pure update `(LearnerState, PPOBatch) -> (LearnerState, metrics)` on one device (jit it, or
+  call it inside a jitted loop). `num_shards > 1` composes the minibatches as the data-parallel
+  update over that many devices does (module doc): the single-device reference of
+  `make_learner_step(agent, config, mesh)`; the default 1 is the plain PPO sampling."""
+  return _make_update(agent, config, num_shards, None)
+
+
+def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None, *,
+                      donate: bool = False):
+  """The jitted update: on the default device (`mesh=None`: `jax.jit(make_update(agent, config))`)
+  or data-parallel over `mesh` (rtrl_rl/parallel.py): the buffer split along the env axis over the
+  mesh, learner state and metrics replicated. Inputs: `parallel.replicate(state, mesh)` and
+  `parallel.shard_batch` / `parallel.global_batch(batch, mesh, PPOBatch.batch_axes())`.
+
+  A 1-device mesh runs the single-device sampling; a D-device mesh equals
+  `make_update(agent, config, num_shards=D)` on the same global buffer."""
+  if mesh is None:
+    return jax.jit(make_update(agent, config), donate_argnums=(0,) if donate else ())
+  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+  num_shards = parallel.num_shards(mesh)
+  _check_shards(config.num_envs, config.minibatch_size, num_shards)
+  body = _make_update(agent, config, num_shards, parallel.DATA_AXIS)
+  return parallel.data_parallel_shard_map(body, mesh, PPOBatch.batch_axes(), donate_state=donate)
