@@ -3,12 +3,13 @@
     python -m bench.bench_cells            # B in {32, 256}, N in {256, 512}, D = 257, M = 50
     python -m bench.bench_cells --quick    # B = 32, N = 256 only
 
-For each cell (elstm, rtu linear, rtu non-linear) and size it times, side by side and interleaved
+For each cell (elstm, rtu linear, rtu non-linear, lru) and size it times, side by side and interleaved
 (bench/_timing.py; medians over rounds):
 
-  floor    one in-place `t * a + b` pass over arrays of the traces' total size (per-row `a`,
-           per-column `b`, broadcast like the eLSTM trace update; jitted, donated): the memory-bound
-           lower bound of a trace update, which reads and writes every trace float once.
+  floor    one in-place `t * a + b` pass over real arrays of the traces' total size (per-row `a`,
+           per-column `b`, broadcast like the eLSTM trace update; jitted, donated; a complex trace
+           [.., N] counts as a real [.., 2N]): the memory-bound lower bound of a trace update, which
+           reads and writes every trace float once.
   forward  `cells.step(mode="tbptt")` on a carry without traces (the plain recurrent step).
   actor    `cells.step(mode="rtrl")`, jitted with the carry donated: the fused state + trace update.
   rtrl     learner: `jax.grad` of a loss on `ys` w.r.t. params through
@@ -38,13 +39,14 @@ CELLS = {  # label -> cells.make arguments
     "elstm": ("elstm", {}),
     "rtu-linear": ("rtu", {"nonlinear": False}),
     "rtu-nonlinear": ("rtu", {"nonlinear": True}),
+    "lru": ("lru", {}),
 }
 TARGET_FLOOR = 1.5
 TARGET_LEARNER = 1.2
 
 
 def _floor_fn(traces):
-  """Donated in-place `t * a + b` over a pytree shaped like `traces` (leaves [B, ...])."""
+  """(floor data, fn): donated in-place `t * a + b` over real arrays of the bytes of `traces`."""
 
   def leaf(t, a, b):
     if t.ndim == 3:  # [B, D, N]: a per (env, unit), b per (env, input): like j * T + x (x) zh
@@ -55,9 +57,17 @@ def _floor_fn(traces):
     return jax.tree.map(leaf, t, a, b)
 
   fn = jax.jit(fn, donate_argnums=0)
+  traces = jax.tree.map(_as_real, traces)
   a = jax.tree.map(lambda t: jnp.full((t.shape[0], t.shape[-1]), 0.999, t.dtype), traces)
   b = jax.tree.map(lambda t: jnp.full(t.shape[:2], 1e-3, t.dtype), traces)
-  return lambda t: fn(t, a, b)
+  return traces, lambda t: fn(t, a, b)
+
+
+def _as_real(t):
+  """A real array of the same bytes: complex [..., N] -> real [..., 2N] (ones; the floor's data)."""
+  if jnp.iscomplexobj(t):
+    return jnp.ones((*t.shape[:-1], 2 * t.shape[-1]), jnp.real(t).dtype)
+  return jnp.ones_like(t)
 
 
 def bench_config(label: str, batch: int, hidden: int, repeats: int, seed: int = 0) -> dict:
@@ -91,12 +101,12 @@ def bench_config(label: str, batch: int, hidden: int, repeats: int, seed: int = 
     _, carry = act(carry)
   learner_carry = jax.tree.map(jnp.copy, carry)
   trace_bytes = sum(t.size * t.dtype.itemsize for t in jax.tree.leaves(carry.traces))
-  floor_traces = jax.tree.map(jnp.ones_like, carry.traces)
+  floor_traces, floor_fn = _floor_fn(carry.traces)
   rtrl, tbptt = learner("rtrl"), learner("tbptt")
   tbptt_carry = cell.initial_carry(batch, traces=False)
 
   thunks = {
-      "floor": stateful(_floor_fn(floor_traces), floor_traces),
+      "floor": stateful(floor_fn, floor_traces),
       "forward": stateful(fwd, cell.initial_carry(batch, traces=False), lambda out: out[1]),
       "actor": stateful(act, carry, lambda out: out[1]),
       "rtrl": lambda: rtrl(params, learner_carry, xs, resets),

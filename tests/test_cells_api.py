@@ -46,7 +46,8 @@ def _expected_carry_floats(case, n, d):
 def test_carry_size_is_the_documented_formula_and_independent_of_t(case):
   n, d, b = 5, 3, 2
   cell, params = _make(case, n, d)
-  floats = lambda carry: sum(leaf.size for leaf in jax.tree.leaves(carry)) // b
+  floats = lambda carry: sum(leaf.size * (2 if jnp.iscomplexobj(leaf) else 1)  # complex: 2 floats
+                             for leaf in jax.tree.leaves(carry)) // b
   carry = cell.initial_carry(b)
   assert floats(carry) == cell.carry_size(d) == _expected_carry_floats(case, n, d)
   mode = "rtrl" if cell.supports_rtrl else "tbptt"

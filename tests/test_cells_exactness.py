@@ -128,7 +128,7 @@ def _trace(cell, params, traces, p_name, s_name):
     stored = {"nu_log": "lambda", "theta_log": "lambda", "B_re": "B", "B_im": "B"}.get(p_name, p_name)
     t = traces[stored]
     l_re, l_im, nu, theta = cell._lambda(params)  # pylint: disable=protected-access
-    t_re, t_im = t["re"], t["im"]
+    t_re, t_im = jnp.real(t), jnp.imag(t)
     if p_name == "nu_log":      # e_l * (-nu lambda)
       t_re, t_im = -nu * (t_re * l_re - t_im * l_im), -nu * (t_re * l_im + t_im * l_re)
     elif p_name == "theta_log":  # e_l * (i theta lambda)
@@ -139,9 +139,10 @@ def _trace(cell, params, traces, p_name, s_name):
     elif p_name == "B_im":      # i E
       t_re, t_im = -t_im, t_re
     return t_re if s_name == "re" else t_im
+  first = s_name in ("c1", "h1")
   if p_name == "W2" and not cell.nonlinear:  # dc1/dW2 = -dc2/dW1, dc2/dW2 = dc1/dW1
-    return -traces["W1"]["c2"] if s_name == "c1" else traces["W1"]["c1"]
-  return traces[p_name][s_name]
+    return -jnp.imag(traces["W1"]) if first else jnp.real(traces["W1"])
+  return jnp.real(traces[p_name]) if first else jnp.imag(traces[p_name])  # T = ds1/dp + i ds2/dp
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 2), (4, 5, 3)], ids=lambda s: f"T{s[0]}+{s[1]}-B{s[2]}")

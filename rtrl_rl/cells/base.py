@@ -19,6 +19,14 @@ Two exact ways to obtain gradients from the traces:
 Both give the gradient of full BPTT over the whole history since the last reset
 (tests/test_cells_exactness.py). Memory never grows with the history: the carry has a fixed size.
 
+Complex traces: where a cell's state is a complex number split into two real components (the RTU's
+(c1, c2), the LRU's (re, im)), the trace of a parameter p is ONE complex array `T_p = ds_1/dp + i ds_2/dp`
+with p's shape (complex64 for float32 carries, complex128 for float64; `carry_shapes` marks such leaves
+`ComplexShape`). The rotation of the two components is then an element-wise complex multiply-add
+`T' = lambda T + immediate`, which reads and writes each trace element at the same index, so XLA can
+update a donated carry in place in one pass. A complex element counts as 2 floats in `carry_size`.
+Parameters and states stay real (optax and checkpoints never see complex numbers).
+
 Shapes: B batch, T time, D input size, N hidden size. Carries are batched `[B, ...]`; per-cell math
 is written for one environment and vmapped over the batch.
 """
@@ -44,8 +52,8 @@ class Carry(NamedTuple):
   """What a cell carries from one step to the next, per environment.
 
   state:  `{name: [B, ...]}` the recurrent state.
-  traces: `{param_name: [B, *param.shape]}` (or a dict of such arrays, one per state component)
-          holding d state / d param since the last reset; `None` for cells without RTRL, and in
+  traces: `{param_name: [B, *param.shape]}` (or a dict of such arrays) holding d state / d param
+          since the last reset (complex, `ds_1/dp + i ds_2/dp`, for a state of two real components); `None` for cells without RTRL, and in
           the carry returned by `unroll(..., outgoing_traces=False)`.
   """
   state: State
@@ -120,7 +128,7 @@ class Cell:
       shapes = shapes._replace(traces=None)
     elif traces and shapes.traces is None:
       raise ValueError(f"{self.name} has no RTRL traces (exact RTRL is supported by other cells)")
-    zeros = lambda shape: jnp.zeros((batch_size, *shape), dtype)
+    zeros = lambda shape: jnp.zeros((batch_size, *shape), _leaf_dtype(shape, dtype))
     traces = None if shapes.traces is None else jax.tree.map(zeros, shapes.traces, is_leaf=_is_shape)
     return Carry(jax.tree.map(zeros, shapes.state, is_leaf=_is_shape), traces)
 
@@ -130,14 +138,16 @@ class Cell:
     return {k: tuple(v.shape) for k, v in shapes.items()}
 
   def carry_shapes(self, input_size: int) -> Carry:
-    """Per-environment shapes of the carry's leaves (a Carry of shape tuples)."""
+    """Per-environment shapes of the carry's leaves (a Carry of shape tuples; `ComplexShape` for the
+    leaves holding complex values)."""
     raise NotImplementedError
 
   def carry_size(self, input_size: int) -> int:
-    """Floats carried per environment (state + traces); see each cell's docstring for the formula."""
+    """Floats carried per environment (state + traces; a complex element counts 2); see each cell's
+    docstring for the formula."""
     shapes = self.carry_shapes(input_size)
     leaves = jax.tree.leaves(shapes, is_leaf=_is_shape)
-    return sum(math.prod(s) for s in leaves)
+    return sum(math.prod(s) * (2 if isinstance(s, ComplexShape) else 1) for s in leaves)
 
   # -- per-environment math (subclasses) ----------------------------------------------------------
   def _init(self, key, input_size, dtype) -> Params:
@@ -159,8 +169,22 @@ class Cell:
     raise NotImplementedError
 
 
+class ComplexShape(tuple):
+  """The shape of a carry leaf that holds complex values (in `Cell.carry_shapes`)."""
+  __slots__ = ()
+
+
 def _is_shape(x) -> bool:
   return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+
+
+def complex_dtype(dtype) -> jnp.dtype:
+  """The complex counterpart of a real float dtype: complex64 for float32, complex128 for float64."""
+  return jnp.dtype(jnp.complex128 if jnp.dtype(dtype).itemsize >= 8 else jnp.complex64)
+
+
+def _leaf_dtype(shape, dtype) -> jnp.dtype:
+  return complex_dtype(dtype) if isinstance(shape, ComplexShape) else jnp.dtype(dtype)
 
 
 def materialize(tree):
@@ -174,8 +198,11 @@ def materialize(tree):
   reduction into an elementwise consumer. So the value goes through `max(v, -inf)` written as a
   reduction, which is `v` exactly (signed zeros and NaNs included).
   """
-  def leaf(v):
+  def real(v):
     return jnp.max(jnp.stack([v, jnp.full_like(v, -jnp.inf)]), axis=0)
+
+  def leaf(v):  # a complex value: its parts (rebuilding it in the consumer costs no arithmetic)
+    return jax.lax.complex(real(v.real), real(v.imag)) if jnp.iscomplexobj(v) else real(v)
   return jax.tree.map(leaf, tree)
 
 
@@ -260,9 +287,10 @@ def _check_carry(cell: Cell, carry: Carry, batch: int, dtype) -> None:
     raise ValueError(
         f"{cell.name}: carry does not match the cell and batch size {batch}: expected leaf shapes "
         f"{expected}, got {got}; make it with cell.initial_carry({batch})")
-  for leaf in jax.tree.leaves(carry):
-    if leaf.dtype != dtype:
-      raise ValueError(f"{cell.name}: carry dtype {leaf.dtype} differs from the input dtype {dtype}")
+  for leaf, shape in zip(jax.tree.leaves(carry), jax.tree.leaves(want, is_leaf=_is_shape)):
+    if leaf.dtype != _leaf_dtype(shape, dtype):
+      what = f"the complex counterpart {complex_dtype(dtype)} of " if isinstance(shape, ComplexShape) else ""
+      raise ValueError(f"{cell.name}: carry dtype {leaf.dtype} differs from {what}the input dtype {dtype}")
 
 
 def _check_params(cell: Cell, params: Params) -> None:

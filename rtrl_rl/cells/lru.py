@@ -6,14 +6,17 @@ Complex diagonal recurrence, all parameters real (complex quantities split into 
     y_t = Re(h_t C) + x_t D_skip,          C = C_re + i C_im: [N, N], D_skip: [D, N]
 (the element-wise skip D * x of the LRU, generalised to D != N by a dense map). Output size N.
 
-Traces (h is holomorphic in lambda, gamma and B, so one complex trace serves each):
-    "lambda": e_l = lambda e_l' + h'          dh/dlambda   (serves nu_log and theta_log)
-    "gamma_log": e_g = lambda e_g' + x B       dh/dgamma
+Traces (h is holomorphic in lambda, gamma and B, so one complex trace serves each), each ONE complex
+array (complex64 for float32 carries, complex128 for float64):
+    "lambda": e_l = lambda e_l' + h'          dh/dlambda   [N] (serves nu_log and theta_log)
+    "gamma_log": e_g = lambda e_g' + x B       dh/dgamma    [N]
     "B":    E = lambda E' + gamma x (x) 1      dh/dB [D, N] (serves B_re and B_im)
-each stored as {"re", "im"}. For a real parameter p with dh/dp = T and cotangent G = dL/dh_re + i
-dL/dh_im, dL/dp = Re(conj(G) T): dlambda/dnu_log = -nu lambda, dlambda/dtheta_log = i theta lambda,
-dh/dgamma_log = gamma e_g, dh/dB_re = E, dh/dB_im = i E (so dL/dB_im = -Im(conj(G) E)).
-Carry per env: 2N + 2DN + 4N floats. C, D_skip learn by ordinary backprop.
+(element-wise complex multiply-adds: a donated carry is updated in place in one pass). For a real
+parameter p with dh/dp = T and cotangent G = dL/dh_re + i dL/dh_im, dL/dp = Re(conj(G) T):
+dlambda/dnu_log = -nu lambda, dlambda/dtheta_log = i theta lambda, dh/dgamma_log = gamma e_g,
+dh/dB_re = E, dh/dB_im = i E (so dL/dB_im = -Im(conj(G) E)). The state stays two real arrays.
+Carry per env (a complex element counts 2 floats): 2N + 2DN + 4N floats. C, D_skip learn by
+ordinary backprop.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rtrl_rl.cells.base import Carry, Cell
+from rtrl_rl.cells.base import Carry, Cell, ComplexShape, materialize
 from rtrl_rl.cells.rtu import unit_disc_init
 
 
@@ -57,21 +60,28 @@ class LRU(Cell):
 
   def carry_shapes(self, d):
     n = self.hidden_size
-    cplx = lambda shape: {"re": shape, "im": shape}
-    return Carry(cplx((n,)), {"lambda": cplx((n,)), "gamma_log": cplx((n,)), "B": cplx((d, n))})
+    traces = {"lambda": ComplexShape((n,)), "gamma_log": ComplexShape((n,)), "B": ComplexShape((d, n))}
+    return Carry({"re": (n,), "im": (n,)}, traces)
 
   @staticmethod
   def _lambda(params):
+    """Re and Im of lambda (materialized: computed once per step, not once per element of the
+    [B, N] states and [D, N] traces they scale; exact), nu, theta."""
     nu, theta = jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])
     r = jnp.exp(-nu)
-    return r * jnp.cos(theta), r * jnp.sin(theta), nu, theta
+    l_re, l_im = materialize((r * jnp.cos(theta), r * jnp.sin(theta)))
+    return l_re, l_im, nu, theta
+
+  @staticmethod
+  def _gamma(params):
+    return materialize(jnp.exp(params["gamma_log"]))
 
   def drive(self, params, x):
     return (x @ params["B_re"], x @ params["B_im"])
 
   def recur(self, params, s, a):
     l_re, l_im, _, _ = self._lambda(params)
-    gamma = jnp.exp(params["gamma_log"])
+    gamma = self._gamma(params)
     re, im = _cmul(l_re, l_im, s["re"], s["im"])
     return {"re": re + gamma * a[0], "im": im + gamma * a[1]}
 
@@ -79,30 +89,31 @@ class LRU(Cell):
     return s["re"] @ params["C_re"] - s["im"] @ params["C_im"] + x @ params["D_skip"]
 
   def trace_step(self, params, s_prev, traces, x, a):
-    l_re, l_im, _, _ = self._lambda(params)
-    gamma = jnp.exp(params["gamma_log"])
-    lam = lambda t, i_re, i_im: dict(zip(("re", "im"), (
-        u + v for u, v in zip(_cmul(l_re, l_im, t["re"], t["im"]), (i_re, i_im)))))
+    l_re, l_im, _, _ = self._lambda(params)  # per unit, computed once
+    gamma = self._gamma(params)
+    lam = jax.lax.complex(l_re, l_im)
     h_re, h_im = _cmul(l_re, l_im, s_prev["re"], s_prev["im"])
+    gx = x[:, None] * gamma
     new = {
-        "lambda": lam(traces["lambda"], s_prev["re"], s_prev["im"]),
-        "gamma_log": lam(traces["gamma_log"], a[0], a[1]),
-        "B": lam(traces["B"], x[:, None] * gamma, 0.0),
+        "lambda": lam * traces["lambda"] + jax.lax.complex(s_prev["re"], s_prev["im"]),
+        "gamma_log": lam * traces["gamma_log"] + jax.lax.complex(a[0], a[1]),
+        "B": lam * traces["B"] + jax.lax.complex(gx, jnp.zeros_like(gx)),
     }
     return {"re": h_re + gamma * a[0], "im": h_im + gamma * a[1]}, new
 
   def contract(self, params, g, traces):
     l_re, l_im, nu, theta = self._lambda(params)
-    gamma = jnp.exp(params["gamma_log"])
+    gamma = self._gamma(params)
     g_re, g_im = g["re"], g["im"]
     re_conj_g = lambda t_re, t_im: g_re * t_re + g_im * t_im  # Re(conj(G) T)
-    el = traces["lambda"]
-    dl_re, dl_im = _cmul(el["re"], el["im"], l_re, l_im)      # e_l * lambda
-    b = traces["B"]
+    dl = traces["lambda"] * jax.lax.complex(l_re, l_im)         # e_l * lambda
+    dl_re, dl_im = jnp.real(dl), jnp.imag(dl)
+    b_re, b_im = jnp.real(traces["B"]), jnp.imag(traces["B"])
+    e_g = traces["gamma_log"]
     return {
         "nu_log": -nu * re_conj_g(dl_re, dl_im),
         "theta_log": theta * re_conj_g(-dl_im, dl_re),          # times i
-        "gamma_log": gamma * re_conj_g(traces["gamma_log"]["re"], traces["gamma_log"]["im"]),
-        "B_re": re_conj_g(b["re"], b["im"]),
-        "B_im": re_conj_g(-b["im"], b["re"]),
+        "gamma_log": gamma * re_conj_g(jnp.real(e_g), jnp.imag(e_g)),
+        "B_re": re_conj_g(b_re, b_im),
+        "B_im": re_conj_g(-b_im, b_re),
     }

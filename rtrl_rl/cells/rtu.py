@@ -8,17 +8,23 @@ Per unit (all products element-wise over N units):
   non-linear: c1 = g h1' - phi h2' + norm a1 ;  h1 = f(c1)  (same for c2, h2) ;  y = [h1 ; h2]
 (primes: previous step). Outputs have size 2N.
 
-Traces, named after the parameters, hold d(state)/d(param) for each state component:
-  linear:     {"W1": {"c1", "c2"}, "nu_log": {"c1", "c2"}, "theta_log": {"c1", "c2"}}.  W2 needs no
-              trace: c = c1 + i c2 is linear in (a1 + i a2), so dc/dW2 = i dc/dW1, i.e.
-              dc1/dW2 = -dc2/dW1 and dc2/dW2 = dc1/dW1.  Carry per env: 2N + 2DN + 4N floats.
-  non-linear: {"W1": {"h1", "h2"}, "W2": {"h1", "h2"}, "nu_log": {...}, "theta_log": {...}}.
+Traces, named after the parameters, hold d(state)/d(param) as ONE complex array per parameter,
+T_p = d(s1 + i s2)/dp with p's shape (complex64 for float32 carries, complex128 for float64;
+s = c for the linear RTU, h for the non-linear one):
+  linear:     {"W1": [D, N], "nu_log": [N], "theta_log": [N]}, complex.  W2 needs no trace: c = c1 + i c2
+              is linear in (a1 + i a2), so dc/dW2 = i dc/dW1 (dc1/dW2 = -dc2/dW1, dc2/dW2 = dc1/dW1).
+              Carry per env (a complex element counts 2 floats): 2N + 2DN + 4N floats.
+  non-linear: {"W1": [D, N], "W2": [D, N], "nu_log": [N], "theta_log": [N]}, complex.
               Carry per env: 2N + 4DN + 4N floats.
-Recursions (derivative of the recurrence; non-linear: times f'(c), with h' in place of c'):
-    T1 = g T1' - phi T2' + (dg c1' - dphi c2' + dnorm a1 + norm x [W1 only])
-    T2 = g T2' + phi T1' + (dg c2' + dphi c1' + dnorm a2 + norm x [W2 only])
-with dg/dnu_log = -nu g, dphi/dnu_log = -nu phi, dnorm/dnu_log = nu r^2 / norm (nu = exp(nu_log)),
-dg/dtheta_log = -theta phi, dphi/dtheta_log = theta g (the factor theta is what the authors' code drops).
+Recursions, with lambda = g + i phi (the rotation of (c1, c2) is a complex product, element-wise, so a
+donated carry is updated in place in one pass):
+  linear:     T = lambda T' + (dlambda c' + dnorm a + norm x [W1 only])
+  non-linear: u = lambda T' + (dlambda h' + dnorm a + norm x [W1 only] + i norm x [W2 only]),
+              T = f'(c1) Re(u) + i f'(c2) Im(u)
+where c' = c1' + i c2', a = a1 + i a2, and dlambda/dnu_log = -nu lambda, dnorm/dnu_log = nu r^2 / norm
+(nu = exp(nu_log)), dlambda/dtheta_log = i theta lambda (the factor theta is what the authors' code
+drops), dnorm/dtheta_log = 0. For a cotangent (e1, e2) = dL/d(s1, s2), dL/dp = Re(conj(e1 + i e2) T_p)
+= e1 Re(T_p) + e2 Im(T_p).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rtrl_rl.cells.base import Carry, Cell, materialize
+from rtrl_rl.cells.base import Carry, Cell, ComplexShape, materialize
 
 ACTIVATIONS = {
     "relu": (jax.nn.relu, lambda c: (c > 0).astype(c.dtype)),
@@ -83,23 +89,26 @@ class RTU(Cell):
   def carry_shapes(self, d):
     n = self.hidden_size
     s1, s2 = self._s
-    pair = lambda shape: {s1: shape, s2: shape}
-    traces = {"W1": pair((d, n)), "nu_log": pair((n,)), "theta_log": pair((n,))}
+    traces = {"W1": ComplexShape((d, n)), "nu_log": ComplexShape((n,)), "theta_log": ComplexShape((n,))}
     if self.nonlinear:
-      traces["W2"] = pair((d, n))
-    return Carry(pair((n,)), traces)
+      traces["W2"] = ComplexShape((d, n))
+    return Carry({s1: (n,), s2: (n,)}, traces)
 
   # -- math --------------------------------------------------------------------------------------
   @staticmethod
   def _coefficients(params):
-    """g, phi, norm and their derivatives w.r.t. nu_log and theta_log, each [N]."""
+    """g, phi, norm and their derivatives w.r.t. nu_log and theta_log, each [N].
+
+    Materialized (base.materialize, exact): computed once per step, not once per element of the
+    [B, N] states and [D, N] traces they scale (cos, sin, exp, sqrt per element otherwise).
+    """
     nu, theta = jnp.exp(params["nu_log"]), jnp.exp(params["theta_log"])
     r = jnp.exp(-nu)
     g, phi = r * jnp.cos(theta), r * jnp.sin(theta)
     norm = jnp.sqrt(1 - r * r)
     d_nu = (-nu * g, -nu * phi, nu * r * r / norm)
     d_theta = (-theta * phi, theta * g, jnp.zeros_like(norm))
-    return (g, phi, norm), d_nu, d_theta
+    return materialize(((g, phi, norm), d_nu, d_theta))
 
   def drive(self, params, x):
     return (x @ params["W1"], x @ params["W2"])
@@ -120,39 +129,34 @@ class RTU(Cell):
     return out if self.nonlinear else self._f(out)
 
   def trace_step(self, params, s_prev, traces, x, a):
-    # Per-unit coefficients are computed once, not once per element of the [D, N] traces.
-    (g, phi, norm), d_nu, d_theta = materialize(self._coefficients(params))
+    (g, phi, norm), d_nu, d_theta = self._coefficients(params)  # per unit, computed once
     k1, k2 = self._s
     p1, p2 = s_prev[k1], s_prev[k2]
     c1 = g * p1 - phi * p2 + norm * a[0]
     c2 = g * p2 + phi * p1 + norm * a[1]
+    lam = jax.lax.complex(g, phi)
 
-    def rotate(t, i1, i2):  # t' = R t + immediate, R = [[g, -phi], [phi, g]]
-      return {k1: g * t[k1] - phi * t[k2] + i1, k2: g * t[k2] + phi * t[k1] + i2}
-
-    def coeff_immediate(dg, dphi, dnorm):
-      return dg * p1 - dphi * p2 + dnorm * a[0], dg * p2 + dphi * p1 + dnorm * a[1]
+    def immediate(dg, dphi, dnorm):  # [N]: (dg + i dphi)(p1 + i p2) + dnorm (a1 + i a2)
+      return jax.lax.complex(dg * p1 - dphi * p2 + dnorm * a[0], dg * p2 + dphi * p1 + dnorm * a[1])
 
     nx = x[:, None] * norm  # [D, N]: d(norm a)/dW
-    new = {"nu_log": rotate(traces["nu_log"], *coeff_immediate(*d_nu)),
-           "theta_log": rotate(traces["theta_log"], *coeff_immediate(*d_theta))}
-    if self.nonlinear:
-      new["W1"] = rotate(traces["W1"], nx, 0.0)
-      new["W2"] = rotate(traces["W2"], 0.0, nx)
-      f1, f2 = materialize((self._df(c1), self._df(c2)))
-      new = {p: {k1: f1 * t[k1], k2: f2 * t[k2]} for p, t in new.items()}
-      return {k1: self._f(c1), k2: self._f(c2)}, new
-    new["W1"] = rotate(traces["W1"], nx, 0.0)
-    return {k1: c1, k2: c2}, new
+    new = {"nu_log": lam * traces["nu_log"] + immediate(*d_nu),
+           "theta_log": lam * traces["theta_log"] + immediate(*d_theta),
+           "W1": lam * traces["W1"] + jax.lax.complex(nx, jnp.zeros_like(nx))}
+    if not self.nonlinear:
+      return {k1: c1, k2: c2}, new
+    new["W2"] = lam * traces["W2"] + jax.lax.complex(jnp.zeros_like(nx), nx)
+    f1, f2 = materialize((self._df(c1), self._df(c2)))
+    new = {p: jax.lax.complex(f1 * jnp.real(u), f2 * jnp.imag(u)) for p, u in new.items()}
+    return {k1: self._f(c1), k2: self._f(c2)}, new
 
   def contract(self, params, g, traces):
-    k1, k2 = self._s
-    e1, e2 = g[k1], g[k2]
-    dot = lambda t: e1 * t[k1] + e2 * t[k2]
+    e1, e2 = g[self._s[0]], g[self._s[1]]
+    dot = lambda t: e1 * jnp.real(t) + e2 * jnp.imag(t)  # Re(conj(e1 + i e2) T)
     grads = {p: dot(traces[p]) for p in ("W1", "nu_log", "theta_log")}
     if self.nonlinear:
       grads["W2"] = dot(traces["W2"])
-    else:  # dc1/dW2 = -dc2/dW1, dc2/dW2 = dc1/dW1
+    else:  # dc/dW2 = i dc/dW1: Re(conj(e1 + i e2) i T) = e2 Re(T) - e1 Im(T)
       w1 = traces["W1"]
-      grads["W2"] = e2 * w1[k1] - e1 * w1[k2]
+      grads["W2"] = e2 * jnp.real(w1) - e1 * jnp.imag(w1)
     return grads
