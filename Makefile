@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long train bench-cells bench-learner bench-envs clean
+.PHONY: setup test test-long train bench-cells bench-learner bench-envs bench-system clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ bench-learner: setup
 
 bench-envs: setup
 	$(PY) -m bench.bench_envs
+
+bench-system: setup
+	$(PY) -m bench.bench_system
 
 clean:
 	rm -rf .venv .pytest_cache

@@ -32,7 +32,9 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   s.backend = "actors"               # "actors": actor processes + queue (IMPALA) | "anakin": one jitted
                                      #   loop (JAX envs) | "sync": PPO acting on host envs, then updating
   s.num_actors = 2                   # actor processes per host (backend "actors")
-  s.envs_per_actor = 16              # environments stepped together by one actor (one record each rollout)
+  s.envs_per_actor = 16              # environments in one record (a rollout of these envs)
+  s.actor_pools = 2                  # env pools per actor, stepped alternately (double buffering)
+  s.records_per_pool = 1             # records per pool: the policy runs on records x envs_per_actor envs
   s.queue_capacity = 4               # rollout records buffered between actors and learner (back-pressure)
   s.max_actor_restarts = 3           # restarts per actor before the run stops with a checkpoint
   s.log_every_s = 10.0               # progress line and metrics period (seconds)
@@ -79,7 +81,8 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   s = config.system
   if s.backend not in BACKENDS:
     err(f"system.backend={s.backend!r}: expected one of {BACKENDS}")
-  for name in ("num_actors", "envs_per_actor", "queue_capacity", "keep_checkpoints", "num_processes"):
+  for name in ("num_actors", "envs_per_actor", "actor_pools", "records_per_pool", "queue_capacity",
+               "keep_checkpoints", "num_processes"):
     if not _positive_int(s[name]):
       err(f"system.{name}={s[name]!r} must be a positive int")
   for name in ("log_every_s", "checkpoint_every_s"):

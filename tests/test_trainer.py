@@ -38,7 +38,7 @@ def _summary(output: str) -> dict:
   return json.loads(line.split(": ", 1)[1])
 
 
-def _wait_for_updates(run_dir, n, proc, timeout=120):
+def _wait_for_updates(run_dir, n, proc, timeout=300):
   deadline = time.time() + timeout
   while time.time() < deadline:
     rows = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
@@ -69,6 +69,9 @@ def _checkpoint_steps(run_dir):
 def test_end_to_end_learns_and_exits_cleanly(tmp_path):
   run_dir = str(tmp_path / "run")
   proc = _train(run_dir, "--config.agent.total_env_steps=400000", "--config.agent.learning_rate=2e-3")
+  _wait_for_updates(run_dir, 1, proc)
+  actors = _actor_pids(proc)
+  assert len(actors) == 2
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out
   summary = _summary(out)
@@ -80,25 +83,32 @@ def test_end_to_end_learns_and_exits_cleanly(tmp_path):
   assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
   assert os.path.exists(os.path.join(run_dir, "config.json"))
   assert "| frames" in out and "fps" in out      # the progress line
-  assert not psutil.Process().children(recursive=True) or all(
-      not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
-      for p in psutil.Process().children(recursive=True))
+  assert not _alive(actors)
 
 
-def test_sigterm_stops_gracefully_with_a_checkpoint_and_no_orphans(tmp_path):
+def _alive(pids):
+  return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_killed_actor_is_restarted_then_sigterm_stops_gracefully_and_the_run_resumes(tmp_path):
   run_dir = str(tmp_path / "run")
   proc = _train(run_dir, "--config.agent.total_env_steps=100000000")
-  _wait_for_updates(run_dir, 3, proc)
+  rows = _wait_for_updates(run_dir, 3, proc)
+  victim = _actor_pids(proc)[0]
+  os.kill(victim, signal.SIGKILL)                                # an actor dies: it is restarted
+  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)     # and the run goes on
   actors = _actor_pids(proc)
-  assert len(actors) == 2
-  proc.send_signal(signal.SIGTERM)
+  assert len(actors) == 2 and victim not in actors
+
+  proc.send_signal(signal.SIGTERM)                               # graceful stop
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
+  assert "actor0" in out or "actor1" in out                      # the death was reported
   summary = _summary(out)
-  assert summary["stopped_early"] and summary["updates"] >= 3
-  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
+  assert summary["stopped_early"] and summary["updates"] >= 33
+  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]    # final checkpoint
   time.sleep(0.5)
-  assert not [p for p in actors if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+  assert not _alive(actors)                                      # no orphans
 
   # restarting on the same directory resumes with the counters continuing
   proc = _train(run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}")
@@ -107,21 +117,6 @@ def test_sigterm_stops_gracefully_with_a_checkpoint_and_no_orphans(tmp_path):
   resumed = _summary(out)
   assert resumed["updates"] == summary["updates"] + 3
   assert resumed["frames"] == summary["frames"] + 3 * 160
-
-
-def test_killed_actor_is_restarted(tmp_path):
-  run_dir = str(tmp_path / "run")
-  proc = _train(run_dir, "--config.agent.total_env_steps=100000000")
-  rows = _wait_for_updates(run_dir, 3, proc)
-  victim = _actor_pids(proc)[0]
-  os.kill(victim, signal.SIGKILL)
-  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)   # the run goes on
-  actors = _actor_pids(proc)
-  assert len(actors) == 2 and victim not in actors               # a new actor took its place
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
-  assert "actor0" in out or "actor1" in out                      # the death was reported
 
 
 def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path):
@@ -133,7 +128,9 @@ def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path
   out, _ = proc.communicate(timeout=120)
   assert time.time() - t0 < 30                                   # detected within seconds
   assert proc.returncode == 1, out
-  assert "error:" in out and "actor" in out and "SIGKILL" in out and "checkpoint" in out
+  assert "error:" in out and "actor" in out and "checkpoint" in out
+  # the supervisor names the signal; a kill inside the queue's critical section names the process
+  assert "SIGKILL" in out or "dead process" in out
   assert _checkpoint_steps(run_dir)
 
 
@@ -183,7 +180,7 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
   proc.communicate(timeout=60)
   saved = _checkpoint_steps(run_dir)[-1]
   deadline = time.time() + 30                   # orphaned actors notice and exit by themselves
-  while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in actors):
+  while _alive(actors):
     assert time.time() < deadline, "orphaned actors did not exit"
     time.sleep(0.5)
 

@@ -1,10 +1,23 @@
-"""Actor processes: step a batch of environments with the current policy and stream rollouts.
+"""Actor processes: step batches of environments with the current policy and stream rollouts.
 
-Each actor (a spawned process, see system/processes.py) owns `system.envs_per_actor` environments,
-runs the jitted policy on its CPU, carries each env's recurrent state and RTRL traces, and puts one
-`ActorRecord` per rollout of M+1 steps into the shared-memory `RolloutQueue` (blocking when the
-learner falls behind). Parameters come from the `ParamStore` with their version, which the record
-carries so the learner can log the policy lag (V-trace corrects for it).
+Each actor (a spawned process, see system/processes.py) owns P = `system.actor_pools` envpool
+pools of R = `system.records_per_pool` x `system.envs_per_actor` environments each (by default
+2 x 1 x envs_per_actor envs per actor). It runs the jitted policy on its CPU, carries each
+env's recurrent state and RTRL traces, and puts one `ActorRecord` per `envs_per_actor` envs (R per
+pool) per rollout of M+1 steps into the shared-memory `RolloutQueue` (blocking when the learner
+falls behind).
+
+Double buffering: the pools are stepped with envpool's async `send`/`recv`; while one pool's worker
+threads step its envs, the actor runs the policy on the other pool (`acting.RolloutCollector` with a
+list of envs). Each pool is its own stream of rollouts with its own carry, and each record is a
+fixed set of `envs_per_actor` envs of one pool, so every record obeys the Rollout contract on its
+own (the same envs for all M+1 steps, one-step overlap with the previous record of those envs); a
+record never mixes pools. R > 1 amortises the per-call cost of the policy over more envs (a win for
+small CPU-bound networks, at the price of more policy lag). Each pool is stepped whole (batch_size
+== num_envs; an `env.options.batch_size` is ignored here).
+
+Parameters come from the `ParamStore` with their version, which the record carries so the learner
+can log the policy lag (V-trace corrects for it).
 """
 
 from __future__ import annotations
@@ -15,6 +28,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rtrl_rl.system.queue import ArraySpec, QueueClosed
+
+def actor_layout(config) -> tuple[int, int]:
+  """(pools per actor, records per pool). An actor owns pools x records x envs_per_actor envs; the
+  policy runs on one pool (records x envs_per_actor envs) per call."""
+  return int(config.system.actor_pools), int(config.system.records_per_pool)
 
 
 class ActorRecord(NamedTuple):
@@ -84,19 +102,46 @@ def actor_seed(config, process_index: int, actor_index: int, attempt: int) -> in
   return int(config.seed) * 1_000_003 + process_index * 10_007 + actor_index * 101 + attempt * 7_919
 
 
+def buffer_seed(seed: int, buffer: int) -> int:
+  """Seed of an actor's pool `buffer`; envpool seeds env i of a pool with `seed + i`, so pools are
+  spaced far apart (no two pools of a run share an env seed for any realistic pool size)."""
+  return (int(seed) + buffer * 100_003_999) % (2**31 - 1)
+
+
+def make_actor_envs(config, seed: int) -> list:
+  """The actor's pools (`actor_layout`), each of records_per_pool x envs_per_actor envs, stepped
+  whole."""
+  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+  pools, records = actor_layout(config)
+  options = config.env.options.to_dict()
+  options.pop("batch_size", None)             # a pool is received whole (see the module docstring)
+  return [envs.make(config.env.id, records * config.system.envs_per_actor, buffer_seed(seed, h),
+                    **options) for h in range(pools)]
+
+
+def split_records(rollout, records: int) -> list:
+  """A pool's rollout as `records` rollouts of consecutive envs (each a fixed set of envs)."""
+  if records == 1:
+    return [rollout]
+  from rtrl_rl.agents.rollout import batch_slice  # pylint: disable=g-import-not-at-top
+  e = rollout.batch_size // records
+  return [batch_slice(rollout, i * e, (i + 1) * e) for i in range(records)]
+
+
 def actor_main(info, config, process_index: int, actor_index: int, queue, param_store) -> None:
   """Entry point of one actor process (called by the Supervisor as `target(info, *args)`)."""
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # actors infer on host CPUs
   import jax  # pylint: disable=g-import-not-at-top
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import acting, config as impala_config  # pylint: disable=g-import-not-at-top
 
   seed = actor_seed(config, process_index, actor_index, info.attempt)
-  env = envs.make(config.env.id, config.system.envs_per_actor, seed, **config.env.options.to_dict())
+  pools = make_actor_envs(config, seed)
+  env = pools[0]
   agent = impala_config.make_agent(config.agent, env.observation_space, env.action_space)
   agent.init(jax.random.key(0), np.zeros(env.observation_space.shape, env.observation_space.dtype))
-  collector = acting.RolloutCollector(env, agent, config.agent.unroll_length, seed=seed)
-  tracker = EpisodeTracker(env.num_envs)
+  collector = acting.RolloutCollector(pools, agent, config.agent.unroll_length, seed=seed)
+  _, per_pool = actor_layout(config)
+  trackers = [EpisodeTracker(config.system.envs_per_actor) for _ in range(len(pools) * per_pool)]
   version, params = -1, None
   try:
     while not info.stop_event.is_set():
@@ -107,15 +152,18 @@ def actor_main(info, config, process_index: int, actor_index: int, queue, param_
       if params is None:                      # the learner has not published yet
         info.stop_event.wait(0.05)
         continue
-      rollout = collector.collect(params, policy_version=version)
-      record = ActorRecord(rollout, *tracker.update(rollout))
-      while not info.stop_event.is_set():
-        try:
-          queue.put(record, timeout=0.5)      # blocks while the learner is behind
-          break
-        except TimeoutError:
-          continue
+      rollouts = [r for pool_rollout in collector.collect_all(params, policy_version=version)
+                  for r in split_records(pool_rollout, per_pool)]
+      for rollout, tracker in zip(rollouts, trackers):
+        record = ActorRecord(rollout, *tracker.update(rollout))
+        while not info.stop_event.is_set():
+          try:
+            queue.put(record, timeout=0.5)    # blocks while the learner is behind
+            break
+          except TimeoutError:
+            continue
   except QueueClosed:
     pass
   finally:
-    env.close()
+    for e in pools:
+      e.close()

@@ -36,7 +36,7 @@ from rtrl_rl import experiment
 from rtrl_rl.io import MetricsWriter, Progress
 from rtrl_rl.system import processes
 from rtrl_rl.system.param_store import ParamStore
-from rtrl_rl.system.queue import RolloutQueue
+from rtrl_rl.system.queue import QueueBroken, RolloutQueue
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,8 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
         ckpt.save(state, counters)
     if sup.failure is not None:
       failure = sup.failure
+  except QueueBroken as e:          # an actor died inside the queue's critical section
+    failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
   finally:
     restore_signals()
     sup.shutdown()
