@@ -5,7 +5,6 @@ The runs are subprocesses (XLA_FLAGS and jax.distributed must be set before JAX 
 at once by one fixture so that their compilations overlap."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,37 +13,12 @@ import numpy as np
 import pytest
 
 from rtrl_rl.agents import ppo
+from tests._multiprocess import ROOT, assert_close, device_env, free_port, load_prefixed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_ppo_parallel_worker.py")
-
-
-def _env(devices):
-  env = dict(os.environ)
-  # Optimisation level 0 of the CPU backend: compiles about a third faster; the same flags in
-  # every process, so the comparisons are between the same codegen.
-  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                      "--xla_backend_optimization_level=0")
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-  return env
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _load(path, prefix):
-  with np.load(path) as f:
-    return {k[len(prefix):]: f[k] for k in f.files if k.startswith(prefix)}
-
-
-def _assert_close(got, want, rtol):
-  assert got.keys() == want.keys() and got
-  for k in want:
-    np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=1e-7, err_msg=k)
+# Optimisation level 0 of the CPU backend compiles about a third faster; every process uses the same
+# flags, so the comparisons are between the same codegen.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _wait(procs):
@@ -64,13 +38,13 @@ def runs(tmp_path_factory):
   """Start the 4-device run and the two 2-device processes together; returns their output files."""
   tmp = tmp_path_factory.mktemp("ppo_par")
   devices = str(tmp / "devices.npz")
-  procs = {"devices": [subprocess.Popen([sys.executable, WORKER, "devices", devices], env=_env(4),
+  procs = {"devices": [subprocess.Popen([sys.executable, WORKER, "devices", devices], env=device_env(4, FAST_COMPILE),
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]}
-  port = _free_port()
+  port = free_port()
   outs = [str(tmp / f"proc{i}.npz") for i in range(2)]
   procs["multiprocess"] = [
       subprocess.Popen([sys.executable, WORKER, "multiprocess", outs[i], str(port), "2", str(i)],
-                       env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       env=device_env(2, FAST_COMPILE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   yield {"devices": devices, "multiprocess": outs, "procs": procs}
   for group in procs.values():
@@ -86,20 +60,20 @@ def test_update_on_4_devices_equals_single_device_same_minibatches(runs, gradien
   path = runs["devices"]
   with np.load(path) as f:
     assert int(f["num_devices"]) == 4
-  mesh = _load(path, f"{gradient}/mesh1/")
-  single = _load(path, f"{gradient}/single1/")
-  _assert_close(mesh, single, rtol=1e-5)
-  _assert_close(_load(path, f"{gradient}/mesh1_metrics/"), _load(path, f"{gradient}/single1_metrics/"),
+  mesh = load_prefixed(path, f"{gradient}/mesh1/")
+  single = load_prefixed(path, f"{gradient}/single1/")
+  assert_close(mesh, single, rtol=1e-5)
+  assert_close(load_prefixed(path, f"{gradient}/mesh1_metrics/"), load_prefixed(path, f"{gradient}/single1_metrics/"),
                 rtol=1e-5)
   # The update moved the parameters (the comparison is not vacuous).
-  initial = _load(path, "initial/")
+  initial = load_prefixed(path, "initial/")
   assert initial.keys() == single.keys()
   assert all(not np.allclose(initial[k], single[k]) for k in single if "log_std" not in k)
 
 
 def test_two_processes_with_gloo_keep_identical_parameters(runs):
   _wait(runs["procs"]["multiprocess"])
-  p0, p1 = (_load(out, "stale/final/") for out in runs["multiprocess"])
+  p0, p1 = (load_prefixed(out, "stale/final/") for out in runs["multiprocess"])
   with np.load(runs["multiprocess"][0]) as f:
     assert int(f["num_devices"]) == 4            # 2 processes x 2 devices, one global mesh
   assert p0.keys() == p1.keys() and p0
@@ -107,7 +81,7 @@ def test_two_processes_with_gloo_keep_identical_parameters(runs):
     np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)      # bitwise identical replicas
   # ... and equal to the 1 process x 4 devices run of the same global buffers.
   _wait(runs["procs"]["devices"])
-  _assert_close(p0, _load(runs["devices"], "stale/final/"), rtol=1e-5)
+  assert_close(p0, load_prefixed(runs["devices"], "stale/final/"), rtol=1e-5)
 
 
 def test_minibatch_composition():

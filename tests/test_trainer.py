@@ -6,7 +6,6 @@ Each test runs `python -m rtrl_rl.train` in a subprocess, as a user would.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,8 +14,8 @@ import psutil
 import pytest
 
 from rtrl_rl.io import read_metrics
+from tests._multiprocess import ROOT, free_port
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [  # a small, fast job: CartPole with an RTRL eLSTM, 2 actors x 8 envs
     "--config=configs/default.py:elstm", "--config.env.id=memory/cartpole",
     "--config.agent.unroll_length=10", "--config.agent.batch_size=16",
@@ -145,15 +144,9 @@ def test_bad_config_fails_before_any_compute(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_hosts_keep_identical_parameters(tmp_path):
   """Two processes x 2 CPU devices (gloo on 127.0.0.1): the whole system, a few updates."""
-  port = _free_port()
+  port = free_port()
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
   procs = [_train(str(tmp_path / "run"), "--config.agent.total_env_steps=1600",
                   "--config.system.num_actors=1", "--config.system.num_processes=2",
