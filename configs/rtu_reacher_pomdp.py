@@ -2,12 +2,15 @@
 first step; the agent must remember it). The paper: the non-linear RTU is clearly best.
 
     --config=configs/rtu_reacher_pomdp.py:core=rtu_nonlinear,seed=0
+    (T: the truncation of the T-BPTT cores lru_tbptt and gru)
 """
 
 from rtrl_rl import experiment
+from rtrl_rl.agents.ppo import config as ppo_config
 
 
 def get_config(arg=None):
-  args = experiment.parse_args(arg, core="rtu_nonlinear", seed=0, steps=1_000_000)
+  args = experiment.parse_args(arg, core="rtu_nonlinear", seed=0, steps=1_000_000,
+                               T=ppo_config.DEFAULT_TRUNCATION)
   return experiment.rtu_paper_ppo("rtu_reacher_pomdp", "mujoco/Reacher-POMDP", args["core"], args["seed"],
-                         args["steps"])
+                         args["steps"], args["T"])

@@ -170,14 +170,16 @@ def set_core(agent_config, mode: str, cell: str) -> None:
     raise ValueError(f"mode={mode!r}: expected one of ('rtrl', 'tbptt', 'ff')")
 
 
-def rtu_paper_ppo(name: str, env_id: str, core: str, seed: int, total_env_steps: int):
+def rtu_paper_ppo(name: str, env_id: str, core: str, seed: int, total_env_steps: int,
+                  truncation: int):
   """The RTU paper's PPO experiment (its defaults; backend "sync" for host environments) with a
-  budget-matched core variant from `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`."""
+  budget-matched core variant from `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`; `truncation` is the
+  T of the T-BPTT variants (`lru_tbptt`, `gru`)."""
   from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
   c = base_config("ppo")
   c.name = f"{name}_{core}"
   c.seed = c.agent.seed = seed
   c.env.id = env_id
   c.agent.total_env_steps = total_env_steps
-  ppo_config.set_core(c.agent, core)
+  ppo_config.set_core(c.agent, core, truncation)
   return c

@@ -29,10 +29,10 @@ def problem():
   c.torso_sizes, c.head_sizes, c.hidden_size = (8,), (8,), 4
   c.learning_rate, c.ent_coef = 1e-2, 0.01
   configs = {}
-  for gradient in ("stale", "fresh"):
-    configs[gradient] = c.copy_and_resolve_references()
-    configs[gradient].gradient = gradient
-    ppo.validate(configs[gradient])
+  for name, gradient, seq_len in (("stale", "stale", 1), ("fresh", "fresh", 1), ("sequence", "stale", 2)):
+    configs[name] = c.copy_and_resolve_references()
+    configs[name].gradient, configs[name].sequence_length = gradient, seq_len
+    ppo.validate(configs[name])
   agent = ppo.make_agent(c, Space.box((OBS,), np.float32), Space.discrete(ACTIONS))
   # Raw uint32 key (PRNGKey): replicates across processes as plain data.
   state = jax.jit(lambda k: ppo.init_learner(k, agent, c, jnp.zeros((OBS,), jnp.float32)))(

@@ -48,6 +48,18 @@ def test_every_config_file_is_covered():
   assert files <= covered, files - covered
 
 
+@pytest.mark.parametrize("name", ["rtu_mujoco_pomdp.py", "rtu_reacher_pomdp.py", "rtu_popgym.py"])
+def test_rtu_paper_tbptt_cores_learn_from_sequences_of_T_steps(name):
+  """The GRU / LRU T-BPTT baselines replay sequences of T steps (torso backpropagated through the
+  window); the RTRL cores learn from single steps with the immediate torso gradient (the paper)."""
+  for core, t, want in (("gru", 8, (8, "tbptt", "unroll")), ("lru_tbptt", 32, (32, "tbptt", "unroll")),
+                        ("rtu_nonlinear", 8, (1, "rtrl", "immediate")), ("lru", 8, (1, "rtrl", "immediate"))):
+    a = load(name, f"core={core},T={t}").agent
+    assert (a.sequence_length, a.core_mode, a.stem_grad) == want, core
+  with pytest.raises(ValueError, match="sequence_length"):
+    experiment.validate(load(name, "core=gru,T=3"))     # 3 does not divide the 2048-step rollout
+
+
 def test_bad_arguments_name_the_keys():
   with pytest.raises(ValueError, match=r"config argument 'gam=Breakout'.*'game'"):
     load("irie_atari.py", "gam=Breakout")

@@ -200,6 +200,157 @@ def test_stale_single_step_gradient_is_exact_rtrl(cell):
     assert not trees_close(g_tb["core"], g_ref["core"], rtol=1e-3)
 
 
+def _history_problem(cell, core_mode, t_len=8, b=4, **overrides):
+  """float64: a small PPO agent, a history of `t_len` steps for `b` envs (a reset at step 0 for all
+  envs and at step 3 of env 1), the carries before each step acted by `agent.step`, and random
+  targets for a loss on every step."""
+  c = small_config(cell, core_mode=core_mode, **overrides)
+  env = cue_memory_functional(num_cues=3, length=4)
+  agent = ppo.make_agent(c, env.observation_space, env.action_space)
+  params = agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))
+  params = jax.tree.map(lambda x: x.astype(jnp.float64), params)
+  rng = np.random.default_rng(0)
+  first = np.zeros((t_len, b), bool)
+  first[0] = True
+  first[3, 1] = True
+  h = dict(obs=jnp.asarray(rng.normal(size=(t_len, b, 4))), first=jnp.asarray(first),
+           prev_reward=jnp.asarray(rng.normal(size=(t_len, b)) * 0.5),
+           prev_action=jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32))
+  carry = agent.cell.initial_carry(b, dtype=jnp.float64)
+  if core_mode != "rtrl":
+    carry = carry._replace(traces=None)
+  carries, step = [], jax.jit(agent.step)
+  outs = []
+  for t in range(t_len):
+    carries.append(carry)
+    out, carry = step(params, carry, h["obs"][t], h["prev_reward"][t], h["prev_action"][t], h["first"][t])
+    outs.append(out)
+  action = jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32)
+  log_prob = jnp.stack([d.log_prob(a) for (d, _), a in zip(outs, action)])
+  h.update(carry=jax.tree.map(lambda *x: jnp.stack(x), *carries), action=action,
+           log_prob=log_prob + jnp.asarray(rng.normal(size=(t_len, b)) * 0.05),
+           value=jnp.stack([v for _, v in outs]) + 0.05, mask=jnp.ones((t_len, b), bool),
+           advantage=jnp.asarray(rng.normal(size=(t_len, b))),
+           target=jnp.asarray(rng.normal(size=(t_len, b))))
+  return c, env, agent, params, h
+
+
+def _window(h, lo, hi):
+  """Steps lo..hi-1 of the history as a sequence sample (time-major), replayed from carry[lo]."""
+  out = {k: v[lo:hi] for k, v in h.items() if k != "carry"}
+  out["carry"] = jax.tree.map(lambda x: x[lo], h["carry"])
+  return out
+
+
+def _window_loss(c, dists, values, s):
+  return ppo_loss(dists, s["action"], s["log_prob"], s["advantage"], values, s["value"], s["target"],
+                  mask=s["mask"], clip_eps=c.clip_eps, value_clip_eps=c.value_clip_eps,
+                  vf_coef=c.vf_coef, ent_coef=c.ent_coef)[0]
+
+
+@pytest.mark.parametrize("cell", ["rtu", "elstm"])
+def test_stale_sequence_gradient_is_exact_rtrl(cell):
+  """sequence_length L > 1 with an RTRL core: the gradient of the loss on the last L steps, replayed
+  from the stored carry, equals BPTT of the same loss through the whole history. float64."""
+  with jax.enable_x64(True):
+    c, env, agent, params, h = _history_problem(cell, "rtrl", sequence_length=4)
+    t_len = h["value"].shape[0]
+    sample = _window(h, t_len - 4, t_len)
+    g_rtrl = jax.jit(jax.grad(lambda p: learning.make_loss(agent, c)(p, sample)[0]))(params)
+
+    ref_agent = dataclasses.replace(agent, core_mode="bptt")
+    ref_agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))
+    carry0 = jax.tree.map(lambda x: x[0], h["carry"])
+
+    def ref_loss(p):
+      (dists, values), _ = ref_agent.unroll(p, carry0, h["obs"], h["prev_reward"], h["prev_action"],
+                                            h["first"])
+      return _window_loss(c, jax.tree.map(lambda x: x[t_len - 4:], dists), values[t_len - 4:], sample)
+
+    assert_trees_close(g_rtrl, jax.jit(jax.grad(ref_loss))(params), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lru"])
+def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
+  """sequence_length L with core_mode='tbptt' (the RTU paper's GRU / LRU baselines): the gradient
+  equals backprop through L steps replayed one by one from the stored carry held constant; it
+  equals full-history BPTT when the sequence starts an episode, and differs from it otherwise.
+  (stem_grad='unroll', as set_core sets for these variants: the torso is backpropagated through
+  the same window.)"""
+  with jax.enable_x64(True):
+    c, env, agent, params, h = _history_problem(cell, "tbptt", sequence_length=4, stem_grad="unroll")
+    loss = learning.make_loss(agent, c)
+    ref_agent = dataclasses.replace(agent, core_mode="bptt")
+    ref_agent.init(jax.random.key(0), jnp.zeros(env.observation_space.shape))
+
+    def stepwise_loss(p, s):
+      carry, dists, values = jax.lax.stop_gradient(s["carry"]), [], []
+      for t in range(s["obs"].shape[0]):
+        (d, v), carry = ref_agent.step(p, carry, s["obs"][t], s["prev_reward"][t], s["prev_action"][t],
+                                       s["first"][t])
+        dists.append(d)
+        values.append(v)
+      return _window_loss(c, jax.tree.map(lambda *x: jnp.stack(x), *dists), jnp.stack(values), s)
+
+    def full_history_loss(p, lo, s):
+      (dists, values), _ = ref_agent.unroll(p, jax.tree.map(lambda x: x[0], h["carry"]), h["obs"],
+                                            h["prev_reward"], h["prev_action"], h["first"])
+      return _window_loss(c, jax.tree.map(lambda x: x[lo:lo + 4], dists), values[lo:lo + 4], s)
+
+    for lo in (0, 4):              # steps 0..3 start every episode; 4..7 continue them
+      sample = _window(h, lo, lo + 4)
+      g = jax.grad(lambda p: loss(p, sample)[0])(params)
+      assert_trees_close(g, jax.grad(stepwise_loss)(params, sample), rtol=1e-9, atol=1e-12)
+      g_full = jax.grad(full_history_loss)(params, lo, sample)
+      assert trees_close(g["core"], g_full["core"], rtol=1e-9, atol=1e-12) == (lo == 0)
+    # The truncation length matters: single steps give a different core gradient.
+    c1 = small_config(cell, core_mode="tbptt", sequence_length=1, stem_grad="unroll")
+    one = jax.tree.map(lambda x: x[-1], _window(h, 7, 8))
+    one["carry"] = jax.tree.map(lambda x: x[7], h["carry"])
+    g1 = jax.grad(lambda p: learning.make_loss(agent, c1)(p, one)[0])(params)
+    g4 = jax.grad(lambda p: stepwise_loss(p, jax.tree.map(lambda x: x[3:], _window(h, 4, 8))
+                                          | {"carry": one["carry"]}))(params)
+    assert_trees_close(g1, g4, rtol=1e-9, atol=1e-12)   # a 1-step window is the 1-step loss
+
+
+def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
+  """The update with sequence_length L = a reference loop: each epoch permutes the T/L * B
+  sequences (sequence k * B + b = steps kL..kL+L-1 of env b), cuts them into minibatches of
+  minibatch_size / L, and takes an Adam step on the loss of each, replayed from carry[kL, b]."""
+  agent, b, params = rollout["agent"], rollout["batch"], rollout["params"]
+  seq = 4
+  c = small_config(sequence_length=seq, minibatch_size=8, num_minibatches=3)
+  state = learning.init_learner(jax.random.key(5), agent, c, b.obs[0, 0], params=params)
+  got, _ = jax.jit(learning.make_update(agent, c))(state, b)
+
+  t_len, n_env = b.value.shape
+  adv, target = learning.advantages(c, b)
+  fields = dict(obs=b.obs, first=b.first, prev_reward=b.prev_reward, prev_action=b.prev_action,
+                action=b.action, log_prob=b.log_prob, value=b.value, mask=b.mask, advantage=adv,
+                target=target)
+  opt, loss_fn = learning.make_optimizer(c), learning.make_loss(agent, c)
+
+  @jax.jit
+  def sgd_step(p, o, sample):
+    grads = jax.grad(lambda q: loss_fn(q, sample)[0])(p)
+    updates, o = opt.update(grads, o, p)
+    return jax.tree.map(lambda a, u: a + u, p, updates), o
+
+  _, sub = jax.random.split(state.key)
+  p, o = state.params, state.opt_state
+  num_seq = t_len // seq * n_env
+  for epoch_key in jax.random.split(sub, c.num_epochs):
+    perm = np.asarray(jax.random.permutation(epoch_key, num_seq)).reshape(c.num_minibatches, -1)
+    for row in perm:
+      ks, envs = row // n_env, row % n_env
+      steps = ks[None] * seq + np.arange(seq)[:, None]                   # [L, n]
+      sample = {k: v[steps, envs[None]] for k, v in fields.items()}
+      sample["carry"] = jax.tree.map(lambda x: x[ks * seq, envs], b.carry)
+      p, o = sgd_step(p, o, sample)
+  assert_trees_close(got.params, p, rtol=2e-4, atol=1e-6)
+  assert not trees_close(got.params, params, rtol=1e-3)
+
+
 def test_continuous_actions_gaussian_head_with_obs_and_reward_normalisation():
   from rtrl_rl.envs._jax import gymnax_functional
   env = gymnax_functional("gymnax/Pendulum-v1", "Pendulum-v1")
@@ -237,6 +388,8 @@ def test_running_stats_match_numpy():
     (dict(stem_grad="sideways"), ["stem_grad"]),
     (dict(cell="rnn"), ["cell"]),
     (dict(core_mode="bptt"), ["core_mode"]),
+    (dict(sequence_length=3), ["sequence_length", "rollout_length", "minibatch_size"]),
+    (dict(sequence_length=0), ["sequence_length"]),
 ])
 def test_config_validation_names_the_fields(overrides, fields):
   c = ppo.get_config()

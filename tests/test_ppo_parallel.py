@@ -1,6 +1,6 @@
 """Data-parallel PPO (rtrl_rl/agents/ppo/learning.py, module doc "Data parallelism"): one update on
 4 forced CPU devices equals the single-device update with the same minibatch composition on the same
-global buffer (stale and fresh); 2 processes x 2 devices (gloo) keep bitwise-identical parameters.
+global buffer (stale, fresh, and stale with 2-step sequence minibatches); 2 processes x 2 devices (gloo) keep bitwise-identical parameters.
 The runs are subprocesses (XLA_FLAGS and jax.distributed must be set before JAX starts), all started
 at once by one fixture so that their compilations overlap."""
 
@@ -54,7 +54,7 @@ def runs(tmp_path_factory):
         p.communicate()
 
 
-@pytest.mark.parametrize("gradient", ["stale", "fresh"])
+@pytest.mark.parametrize("gradient", ["stale", "fresh", "sequence"])
 def test_update_on_4_devices_equals_single_device_same_minibatches(runs, gradient):
   _wait(runs["procs"]["devices"])
   path = runs["devices"]

@@ -225,22 +225,45 @@ class _Iterations(NamedTuple):
   params: Callable[[Any], Any]
 
 
+def _local_mesh(what: str, sizes: dict[str, int]):
+  """A mesh of all local devices when every one of `sizes` (name: size) splits evenly over them;
+  None (one device, logged with the reason) otherwise."""
+  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+  devices = jax.local_devices()
+  if len(devices) == 1:
+    return None
+  uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
+  if uneven:
+    log.info("%s on one device: %s do not split over %d devices", what, ", ".join(uneven), len(devices))
+    return None
+  log.info("%s data-parallel over %d local devices", what, len(devices))
+  return parallel.make_mesh(devices)
+
+
+def _ppo_split_sizes(a) -> dict[str, int]:
+  """What a data-parallel PPO update splits over the devices (ppo.learning module doc)."""
+  return {"num_envs": a.num_envs, "minibatch_size / sequence_length": a.minibatch_size // a.sequence_length}
+
+
 def _anakin_iterations(config) -> _Iterations:
-  """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed."""
+  """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed. With several
+  local devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
+  divisible by their number) the loop is data-parallel over a mesh of them (system/anakin.py); a
+  checkpoint then holds the global state, restored onto the same number of devices."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   if config.algo == "ppo":
-    loop = anakin.make_ppo(fenv, a)
+    loop = anakin.make_ppo(fenv, a, mesh=_local_mesh("Anakin PPO", _ppo_split_sizes(a)))
     steps = a.num_envs * a.rollout_length
   else:
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
     agent = impala_config.make_agent(a, fenv.observation_space, fenv.action_space)
-    loop = anakin.make_impala(fenv, agent, a)
+    loop = anakin.make_impala(fenv, agent, a, mesh=_local_mesh("Anakin IMPALA", {"batch_size": a.batch_size}))
     steps = a.batch_size * a.unroll_length
   return _Iterations(lambda: loop.init(jax.random.PRNGKey(config.seed)), loop.step, steps,
-                     saved=lambda state: state, resume=lambda state, tree: tree,
+                     saved=lambda state: state, resume=lambda state, tree: loop.place(tree),
                      params=lambda state: state.learner.params)
 
 
@@ -248,7 +271,8 @@ def _sync_ppo_iterations(config) -> _Iterations:
   """PPO on a host env (envpool, POPGym, ...): act `rollout_length` steps, then one jitted update.
   A checkpoint holds the learner and the normalisation statistics; a resumed run starts new episodes.
 
-  With several local devices (and `num_envs`, `minibatch_size` divisible by their number) the update
+  With several local devices (and `num_envs`, the sequences per minibatch `minibatch_size /
+  sequence_length` divisible by their number) the update
   is data-parallel over a mesh of them (`ppo.make_learner_step`, rtrl_rl/parallel.py): the learner
   state stays replicated, the buffer is split along the env axis, and the actor uses the first
   device's replica of the parameters. On one device the update is the plain jitted one."""
@@ -259,14 +283,7 @@ def _sync_ppo_iterations(config) -> _Iterations:
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   acting = anakin.host_acting(env, agent, a)
-  devices = jax.local_devices()
-  mesh = None
-  if len(devices) > 1:
-    if a.num_envs % len(devices) == 0 and a.minibatch_size % len(devices) == 0:
-      mesh = parallel.make_mesh(devices)
-    else:
-      log.info("PPO update on one device: num_envs=%d / minibatch_size=%d do not split over %d devices",
-               a.num_envs, a.minibatch_size, len(devices))
+  mesh = _local_mesh("PPO update", _ppo_split_sizes(a))
   update = ppo_learning.make_learner_step(agent, a, mesh)
   bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
   place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))

@@ -25,8 +25,13 @@ def get_config() -> ml_collections.ConfigDict:
   # -- optimisation ----------------------------------------------------------------------------
   c.num_epochs = 4                # passes over the rollout per update
   c.num_minibatches = 32          # minibatches per epoch
-  c.minibatch_size = 64           # single time steps per minibatch; num_minibatches * minibatch_size
-                                  #   must equal rollout_length * num_envs
+  c.minibatch_size = 64           # time steps per minibatch; num_minibatches * minibatch_size must
+                                  #   equal rollout_length * num_envs
+  c.sequence_length = 1           # steps per minibatch sample: 1 = single steps from stored carries
+                                  #   (the paper's RTRL); L > 1 = L consecutive steps of one env replayed
+                                  #   from the stored carry (core_mode="tbptt": T-BPTT with truncation L,
+                                  #   the paper's GRU/LRU baselines); divides rollout_length and
+                                  #   minibatch_size
   c.gradient = "stale"            # "stale": stored carries reused in every epoch (paper default);
                                   #   "fresh": carries recomputed over the rollout after each epoch
   c.learning_rate = 1e-4          # Adam step size
@@ -52,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.hidden_size = 192             # the core's hidden size (RTU: d_rec; outputs 2 * d_rec)
   c.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
                                   #   extra keyword options of cells.make (RTU: nonlinear, activation)
-  c.core_mode = "rtrl"            # "rtrl" (exact) | "tbptt" (GRU/LSTM baselines: one-step truncation here)
+  c.core_mode = "rtrl"            # "rtrl" (exact) | "tbptt" (truncated to sequence_length steps)
   c.stem_grad = "immediate"       # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
   c.stem_checkpoint = ""          # flax msgpack file with the torso params ({"torso": ...} or the torso
                                   #   itself); required by stem_grad="frozen"
@@ -72,10 +77,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check the config; raises ValueError naming the offending fields. Returns the config."""
   from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
   c = config
-  for name in ("num_envs", "rollout_length", "num_epochs", "num_minibatches", "minibatch_size"):
+  for name in ("num_envs", "rollout_length", "num_epochs", "num_minibatches", "minibatch_size",
+               "sequence_length"):
     v = c[name]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       _err(f"{name} must be an int >= 1, got {v!r}")
+  if c.rollout_length % c.sequence_length or c.minibatch_size % c.sequence_length:
+    _err(f"sequence_length={c.sequence_length} must divide rollout_length={c.rollout_length} and "
+         f"minibatch_size={c.minibatch_size} (minibatches are whole sequences of one env)")
   if c.num_minibatches * c.minibatch_size != c.rollout_length * c.num_envs:
     _err(f"num_minibatches * minibatch_size ({c.num_minibatches} * {c.minibatch_size} = "
          f"{c.num_minibatches * c.minibatch_size}) must equal rollout_length * num_envs "
@@ -112,8 +121,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       _err(f"core_mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; "
            f"use core_mode='tbptt' for cell={c.cell!r}")
     if c.core_mode == "bptt":
-      _err("core_mode='bptt' is not meaningful for PPO's single-step minibatches (no history is "
-           "replayed); use core_mode='rtrl' or 'tbptt'")
+      _err("core_mode='bptt' is not meaningful for PPO: minibatches replay sequences of "
+           "sequence_length steps from stored carries, not whole histories; use core_mode='rtrl' "
+           "(exact) or 'tbptt' (truncated to sequence_length)")
     if not isinstance(c.hidden_size, int) or c.hidden_size < 1:
       _err(f"hidden_size must be an int >= 1, got {c.hidden_size!r}")
   elif c.gradient == "fresh":
@@ -125,7 +135,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 # The RTU paper's recurrent-core variants at a matched budget of ~24k recurrent parameters for a
-# 64-dim input: variant -> (cell, core_mode, hidden_size, cell options). Parameter counts, D=64:
+# 64-dim input: variant -> (cell, core_mode, hidden_size, cell options). The RTRL cores learn from
+# single steps (sequence_length 1); the T-BPTT cores from sequences of `truncation` steps (set_core).
+# Parameter counts, D=64:
 # rtu 2*64*192 + 2*192 = 24,960; lru 2*64*72 (B) + 2*72^2 (C) + 64*72 (D_skip) + 3*72 = 24,408;
 # gru 3*(64*64 + 64*64 + 64) + 64 = 24,832.
 RTU_PAPER_CORES = {
@@ -138,9 +150,24 @@ RTU_PAPER_CORES = {
 }
 
 
-def set_core(config: ml_collections.ConfigDict, variant: str) -> None:
-  """Set `cell`, `core_mode`, `hidden_size`, `cell_options` to an RTU-paper core variant."""
+# Truncation length T of the T-BPTT variants when none is given: our choice (the paper varies T;
+# its PPO value is not in its text), sweepable through the configs' `T=` argument.
+DEFAULT_TRUNCATION = 16
+
+
+def set_core(config: ml_collections.ConfigDict, variant: str,
+             truncation: int = DEFAULT_TRUNCATION) -> None:
+  """Set `cell`, `core_mode`, `hidden_size`, `cell_options`, `sequence_length` and `stem_grad` to an
+  RTU-paper core variant; `truncation` is the T of the T-BPTT variants (the RTRL ones learn from
+  single steps)."""
   if variant not in RTU_PAPER_CORES:
     raise ValueError(f"core={variant!r}: expected one of {sorted(RTU_PAPER_CORES)}")
   config.cell, config.core_mode, config.hidden_size, options = RTU_PAPER_CORES[variant]
   config.cell_options = ml_collections.ConfigDict(options)
+  tbptt = config.cell is not None and config.core_mode == "tbptt"
+  if tbptt and (not isinstance(truncation, int) or truncation < 1):
+    raise ValueError(f"T={truncation!r}: the truncation of core={variant!r} must be an int >= 1")
+  config.sequence_length = truncation if tbptt else 1
+  # T-BPTT backpropagates the whole network through its window; the RTRL cores' torso gets the
+  # immediate gradient (the paper).
+  config.stem_grad = "unroll" if tbptt else "immediate"

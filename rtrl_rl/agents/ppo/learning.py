@@ -1,4 +1,5 @@
-"""PPO learning with an RTRL core: stored carries, single-step minibatches, stale or fresh gradients.
+"""PPO learning with an RTRL core: stored carries, single-step (or sequence) minibatches, stale or
+fresh gradients.
 
 The rollout buffer (`PPOBatch`, time-major `[T, B]`) stores, for every step t, the core's carry
 BEFORE o_t (hidden state and traces after step t-1; the reset by `first[t]` happens inside
@@ -9,6 +10,14 @@ A minibatch is `minibatch_size` single time steps drawn from all `T * B`. Each s
 ONE forward step `agent.step(params, carry_t, o_t, ...)` with the current weights; the core's
 gradient is the forward-RTRL gradient `e_t . T_t` (`cells.step`'s custom derivative), the torso's
 the immediate one, the heads' ordinary backprop (Elelimy et al. 2024).
+
+Sequence minibatches (`sequence_length = L > 1`): the rollout is cut into chunks of L consecutive
+steps per env, `[T, B] -> [T/L, B]` sequences (sequence `k * B + b` covers steps `kL .. kL+L-1` of
+env b); a minibatch draws `minibatch_size / L` of them, and each is replayed by `agent.unroll` from
+its stored carry `carry[kL]`. With `core_mode="tbptt"` this is truncated BPTT with truncation L (the
+RTU paper's GRU / LRU T-BPTT baselines inside PPO: the stored carry is a constant); with
+`core_mode="rtrl"` it is still exact (backprop within the sequence plus the carried-in trace term of
+`cells.unroll`). `L = 1` is the single-step composition above, computed with `agent.step`.
 
 gradient="stale": the stored carries serve every epoch. gradient="fresh": after each epoch the
 carries are recomputed over the whole rollout with the new weights, by a scan of `agent.step`
@@ -31,15 +40,16 @@ parameter gradients are summed over the mesh (one psum), so every device applies
 Advantage normalisation uses the global minibatch's masked mean and std (psums of the sums and of
 the centred squared sums), exactly as on one device.
 
-Minibatch composition (`minibatch_indices`): with `num_shards = 1` (one device) an epoch is a
-permutation of all T * B steps cut into `num_minibatches` rows (unchanged). With `num_shards = D > 1`
-sampling is stratified by shard: in each epoch, shard d permutes its own T * B / D steps with the
-epoch key folded with d (`jax.random.fold_in(key, d)`) and cuts them into `num_minibatches` rows of
-`minibatch_size / D`; global minibatch j is the concatenation over d of every shard's row j. Each
-epoch still visits every step exactly once, and every minibatch holds the same number of steps from
-each env group. `make_update(agent, config, num_shards=D)` runs exactly this composition on one
-device (the reference the D-device update equals, up to float summation order); B and
-`minibatch_size` must be divisible by D.
+Minibatch composition (`minibatch_indices`, over the K = T / L sequences of each env; K = T and
+single steps when L = 1): with `num_shards = 1` (one device) an epoch is a permutation of all K * B
+sequences cut into `num_minibatches` rows. With `num_shards = D > 1` sampling is stratified by shard:
+in each epoch, shard d permutes its own K * B / D sequences with the epoch key folded with d
+(`jax.random.fold_in(key, d)`) and cuts them into `num_minibatches` rows of `minibatch_size / (L D)`;
+global minibatch j is the concatenation over d of every shard's row j. Each epoch still visits every
+step exactly once, and every minibatch holds the same number of sequences from each env group.
+`make_update(agent, config, num_shards=D)` runs exactly this composition on one device (the
+reference the D-device update equals, up to float summation order); B and `minibatch_size / L`
+must be divisible by D.
 """
 
 from __future__ import annotations
@@ -155,20 +165,54 @@ def recompute_carries(agent: Agent, params, batch: PPOBatch) -> cells.Carry:
 
 
 # -- the update -------------------------------------------------------------------------------------
-def _flat(tree, n):
-  return jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), tree)
+def _sequences(tree, seq_len: int):
+  """Time-major leaves `[T, B, ...]` -> `[T/L * B, L, ...]`: row `k * B + b` holds steps
+  `kL .. kL+L-1` of env b (with L = 1, row `t * B + b` is step t of env b)."""
+  def cut(x):
+    t, b = x.shape[:2]
+    x = jnp.swapaxes(x.reshape((t // seq_len, seq_len, b) + x.shape[2:]), 1, 2)
+    return x.reshape((t // seq_len * b, seq_len) + x.shape[3:])
+  return jax.tree.map(cut, tree)
 
 
-def _check_shards(num_envs: int, minibatch_size: int, num_shards: int) -> None:
-  if num_shards < 1 or num_envs % num_shards or minibatch_size % num_shards:
-    raise ValueError(f"PPO config: num_envs ({num_envs}) and minibatch_size ({minibatch_size}) must "
-                     f"both be divisible by the {num_shards} devices the buffer is split over")
+def _sequence_starts(carries, seq_len: int):
+  """The stored carries `[T, B, ...]` at each sequence's first step, `[T/L * B, ...]`."""
+  return jax.tree.map(lambda x: x[::seq_len].reshape((-1,) + x.shape[2:]), carries)
+
+
+def _time_major(sample: dict, seq_len: int) -> dict:
+  """A minibatch of sequences (leaves `[n, L, ...]`, carry `[n, ...]`) in the layout the forward pass
+  takes: single steps `[n, ...]` when L = 1, else time-major `[L, n, ...]`."""
+  move = (lambda x: x[:, 0]) if seq_len == 1 else (lambda x: jnp.swapaxes(x, 0, 1))
+  out = {k: jax.tree.map(move, v) for k, v in sample.items() if k != "carry"}
+  out["carry"] = sample["carry"]
+  return out
+
+
+def _forward(agent: Agent, seq_len: int):
+  """`forward(params, sample) -> (dist, value)` for a `_time_major` sample: one `agent.step` from the
+  stored carries (L = 1), or `agent.unroll` over the sequences from their stored carries."""
+  run = agent.step if seq_len == 1 else agent.unroll
+
+  def forward(params, s):
+    return run(params, s["carry"], s["obs"], s["prev_reward"], s["prev_action"], s["first"])[0]
+
+  return forward
+
+
+def _check_shards(num_envs: int, minibatch_size: int, num_shards: int, seq_len: int = 1) -> None:
+  if num_shards < 1 or num_envs % num_shards or (minibatch_size // seq_len) % num_shards:
+    raise ValueError(f"PPO config: num_envs ({num_envs}) and the sequences per minibatch "
+                     f"(minibatch_size / sequence_length = {minibatch_size} / {seq_len}) must both "
+                     f"be divisible by the {num_shards} devices the buffer is split over")
 
 
 def minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
                       minibatch_size: int, num_shards: int = 1, shard=0) -> jax.Array:
   """One epoch's minibatches of shard `shard`: indices `[num_minibatches, minibatch_size /
-  num_shards]` into that shard's flattened `[T, B / num_shards]` buffer (`t * B_local + e`).
+  num_shards]` into that shard's flattened `[T, B / num_shards]` buffer (`t * B_local + e`). The
+  unit is a sample: a single step, or a sequence (then `num_steps` = T / L sequences per env and
+  `minibatch_size` counts sequences).
 
   `num_shards = 1`: a permutation of all T * B steps (the single-device sampling). Otherwise the
   shard's own steps, permuted with `fold_in(key, shard)` (see the module doc). `shard` may be traced
@@ -195,12 +239,13 @@ def global_minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_
 
 
 def make_loss(agent: Agent, config: ml_collections.ConfigDict):
-  """`loss(params, sample) -> (loss, metrics)` for a minibatch of single steps (leaves `[mb, ...]`);
-  `sample` is a dict with the PPOBatch fields plus "advantage" and "target"."""
+  """`loss(params, sample) -> (loss, metrics)` for a minibatch; `sample` is a dict with the PPOBatch
+  fields plus "advantage" and "target": single steps (leaves `[mb, ...]`) when `sequence_length` is
+  1, else sequences, time-major (leaves `[L, mb / L, ...]`, carry `[mb / L, ...]`: before step 0)."""
+  forward = _forward(agent, config.sequence_length)
 
   def loss_fn(params, s):
-    (dist, value), _ = agent.step(params, s["carry"], s["obs"], s["prev_reward"], s["prev_action"],
-                                  s["first"])
+    dist, value = forward(params, s)
     return ppo_loss(dist, s["action"], s["log_prob"], s["advantage"], value, s["value"], s["target"],
                     mask=s["mask"], clip_eps=config.clip_eps, value_clip_eps=config.value_clip_eps,
                     vf_coef=config.vf_coef, ent_coef=config.ent_coef,
@@ -213,11 +258,12 @@ def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name
   """`loss(params, sample) -> (loss, metrics)` for THIS device's part of a global minibatch, inside
   `shard_map` over `axis_name`: `rtrl_rl.losses.ppo_loss` with every masked mean taken over the
   global minibatch, written as this shard's share `sum_local(x * mask) / global_count`; the sum over
-  the axis of the losses (and of their gradients, and of the metrics) is the global minibatch's."""
+  the axis of the losses (and of their gradients, and of the metrics) is the global minibatch's.
+  Samples as in `make_loss`."""
+  forward = _forward(agent, config.sequence_length)
 
   def loss_fn(params, s):
-    (dist, value), _ = agent.step(params, s["carry"], s["obs"], s["prev_reward"], s["prev_action"],
-                                  s["first"])
+    dist, value = forward(params, s)
     dtype = value.dtype
     mask = s["mask"].astype(dtype)
     adv = jax.lax.stop_gradient(s["advantage"])
@@ -260,30 +306,32 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
   sharded = axis_name is not None
   loss_fn = make_sharded_loss(agent, config, axis_name) if sharded else make_loss(agent, config)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  num_mb, mb_size = config.num_minibatches, config.minibatch_size
+  num_mb, mb_size, seq_len = config.num_minibatches, config.minibatch_size, config.sequence_length
+  mb_seqs = mb_size // seq_len                       # samples (sequences) per minibatch
   fresh = config.gradient == "fresh"
   psum = (lambda x: jax.lax.psum(x, axis_name)) if sharded else (lambda x: x)
 
   def update(state: LearnerState, batch: PPOBatch):
     t, b_local = batch.value.shape
     b = b_local * num_shards if sharded else b_local
-    n, n_local = t * b, t * b_local
-    if n != num_mb * mb_size:
+    n = t * b
+    if n != num_mb * mb_size or t % seq_len:
       raise ValueError(f"PPO: the batch has {t} x {b} = {n} steps but num_minibatches * minibatch_size "
-                       f"= {num_mb} * {mb_size} = {num_mb * mb_size}")
-    _check_shards(b, mb_size, num_shards)
+                       f"= {num_mb} * {mb_size} = {num_mb * mb_size}, or its {t} steps per env are "
+                       f"not a multiple of sequence_length={seq_len}")
+    _check_shards(b, mb_size, num_shards, seq_len)
     adv, target = advantages(config, batch)          # per env: no communication
     fields = {k: getattr(batch, k) for k in ("obs", "first", "prev_reward", "prev_action", "action",
                                              "log_prob", "value", "mask")}
     fields.update(advantage=adv, target=target)
-    flat = _flat(fields, n_local)
+    seqs = _sequences(fields, seq_len)
     shard = jax.lax.axis_index(axis_name) if sharded else None
 
     def minibatch(carry, idx):
-      params, opt_state, flat_carry = carry
-      sample = jax.tree.map(lambda x: x[idx], flat)
-      sample["carry"] = jax.tree.map(lambda x: x[idx], flat_carry)
-      (_, metrics), grads = grad_fn(params, sample)
+      params, opt_state, starts = carry
+      sample = jax.tree.map(lambda x: x[idx], seqs)
+      sample["carry"] = jax.tree.map(lambda x: x[idx], starts)
+      (_, metrics), grads = grad_fn(params, _time_major(sample, seq_len))
       # Sharded: this device's part of the gradient (shard_map without implicit reductions,
       # parallel.data_parallel_shard_map); the psum is the global minibatch's gradient, the same on
       # every device, so every device applies the same optimiser step.
@@ -291,16 +339,17 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
       updates, opt_state = optimizer.update(grads, opt_state, params)
       params = optax.apply_updates(params, updates)
       metrics["grad_norm"] = optax.tree.norm(grads)
-      return (params, opt_state, flat_carry), metrics
+      return (params, opt_state, starts), metrics
 
     def epoch(carry, key):
       params, opt_state, carries = carry
+      k = t // seq_len                               # sequences per env
       if sharded:
-        idx = minibatch_indices(key, t, b, num_mb, mb_size, num_shards, shard)
+        idx = minibatch_indices(key, k, b, num_mb, mb_seqs, num_shards, shard)
       else:
-        idx = global_minibatch_indices(key, t, b, num_mb, mb_size, num_shards)
+        idx = global_minibatch_indices(key, k, b, num_mb, mb_seqs, num_shards)
       (params, opt_state, _), metrics = jax.lax.scan(
-          minibatch, (params, opt_state, _flat(carries, n_local)), idx)
+          minibatch, (params, opt_state, _sequence_starts(carries, seq_len)), idx)
       if fresh:                                      # per env: this device's envs only
         carries = recompute_carries(agent, params, batch._replace(carry=carries))
       return (params, opt_state, carries), metrics
@@ -341,6 +390,6 @@ def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None
     return jax.jit(make_update(agent, config), donate_argnums=(0,) if donate else ())
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
   num_shards = parallel.num_shards(mesh)
-  _check_shards(config.num_envs, config.minibatch_size, num_shards)
+  _check_shards(config.num_envs, config.minibatch_size, num_shards, config.sequence_length)
   body = _make_update(agent, config, num_shards, parallel.DATA_AXIS)
   return parallel.data_parallel_shard_map(body, mesh, PPOBatch.batch_axes(), donate_state=donate)
