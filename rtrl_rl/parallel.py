@@ -151,9 +151,12 @@ def replicate(tree, mesh: Mesh) -> Any:
 
 
 def fetch(tree) -> Any:
-  """Host numpy copies of replicated (or fully addressable) arrays, on every process."""
+  """Host numpy copies of replicated (or fully addressable) arrays, on every process (typed PRNG
+  keys stay typed keys: numpy has no key dtype)."""
   def get(x):
     if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.device_get(x)
       if x.is_fully_addressable:
         return np.asarray(jax.device_get(x))
       if not x.is_fully_replicated:

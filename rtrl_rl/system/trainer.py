@@ -100,14 +100,30 @@ def run(config, run_dir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     _write_config(config, run_dir)
   if config.algo == "prediction":
-    from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
-    with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
-      return prediction.run_experiment(config, writer=writer, log=log.info)
+    return _run_prediction(config, run_dir)
   if s.backend == "anakin":
     return _run_iterations(config, run_dir, _anakin_iterations(config))
   if s.backend == "sync":
     return _run_iterations(config, run_dir, _sync_ppo_iterations(config))
   return _run_actors(config, run_dir)
+
+
+def _run_prediction(config, run_dir: str) -> dict[str, Any]:
+  """Online prediction (agents/prediction): checkpoints, resume and signals as the other loops."""
+  from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
+  ckpt = _Checkpoints(run_dir, config.system.keep_checkpoints)
+  stop = {"requested": False}
+  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  try:
+    with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
+      summary = prediction.run_experiment(config, writer=writer, log=log.info, checkpoints=ckpt,
+                                          should_stop=lambda: stop["requested"],
+                                          checkpoint_every_s=config.system.checkpoint_every_s)
+  finally:
+    restore_signals()
+    ckpt.close()
+  _finish(config, run_dir, summary)
+  return summary
 
 
 def _run_actors(config, run_dir: str) -> dict[str, Any]:

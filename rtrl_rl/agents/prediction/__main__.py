@@ -3,9 +3,9 @@
     python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear \
         [--run_dir=runs/...] [--config.agent.steps=...]
 
-Writes <run_dir>/config.json and <run_dir>/metrics.jsonl (one record per chunk: chunk_msre,
-td_error_sq, steps_per_s; a final record: final_msre, final_msre_normalized, ...) and prints the
-final MSRE.
+Writes <run_dir>/config.json, <run_dir>/metrics.jsonl (one record per chunk: chunk_msre,
+td_error_sq, steps_per_s; a final record: final_msre, final_msre_normalized, ...), checkpoints and
+summary.json, and prints the final MSRE; rerun on the same run_dir to resume (rtrl_rl/system/trainer.py).
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (default runs/<na
 def main(argv) -> int:
   del argv
   from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.prediction import learning  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.io import MetricsWriter  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config is None:
     print("error: --config is required, e.g. --config=configs/rtu_trace_conditioning.py", file=sys.stderr)
@@ -38,10 +37,11 @@ def main(argv) -> int:
     return 2
   run_dir = _RUN_DIR.value or os.path.join("runs", f"{config.name}_seed{config.seed}")
   os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  with MetricsWriter(run_dir) as writer:
-    summary = learning.run_experiment(config, writer=writer, log=print)
+  summary = trainer.run(config, run_dir)  # checkpoints, resume on the same run_dir, SIGTERM
+  if summary["stopped_early"]:
+    print(f"stopped at step {summary['steps']}/{config.agent.steps}; rerun the same command to resume "
+          f"-> {run_dir}")
+    return 0
   print(f"final MSRE {summary['msre']:.5f} (normalized by predicting 0: {summary['msre_normalized']:.4f}; "
         f"last {config.agent.msre_window} steps, {summary['num_seeds']} seed(s), {summary['wall_s']:.1f}s) "
         f"-> {run_dir}")

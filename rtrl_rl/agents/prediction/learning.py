@@ -232,11 +232,21 @@ def msre_report(predictions, cumulants, gamma: float, last: int) -> dict:
 
 
 # -- a whole experiment -----------------------------------------------------------------------------
-def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable[[str], Any] | None = None
-                   ) -> dict:
+def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable[[str], Any] | None = None,
+                   checkpoints=None, should_stop: Callable[[], bool] | None = None,
+                   checkpoint_every_s: float = float("inf")) -> dict:
   """Run an experiment config (configs/rtu_trace_conditioning.py): `config.agent.num_seeds` streams
   vmapped, `config.agent.steps` steps in chunks of `chunk_steps`; one metrics record per chunk (to
-  `writer`, an rtrl_rl.io.MetricsWriter) and a final record. Returns the summary (final MSRE etc.)."""
+  `writer`, an rtrl_rl.io.MetricsWriter) and a final record. Returns the summary (final MSRE etc.).
+
+  checkpoints: optional store with `restore(like) -> (tree, metadata) | None` and `save(tree,
+    counters)` (the trainer's). The run resumes from its latest checkpoint (learner, stream and the
+    predictions so far; counters `updates` = chunks and `frames` = steps done), saves one every
+    `checkpoint_every_s` seconds between chunks and one at the end, also when stopped early.
+    A resumed run continues the same streams: its predictions equal an uninterrupted run's.
+  should_stop: polled between chunks (e.g. set by SIGTERM); the run then saves and returns early
+    (`summary["stopped_early"]`).
+  """
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
@@ -259,31 +269,50 @@ def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable
       nexts[steps] = jax.jit(jax.vmap(lambda s: stream_next(fenv, s, steps)))
     return nexts[steps](ss)
 
-  preds, cums = [], []
-  done, t0 = 0, time.time()
-  while done < a.steps:
-    steps = min(a.chunk_steps, a.steps - done)
-    ss, stream = next_chunk(ss, steps)
-    t_chunk = time.time()
-    state, m = run(state, stream)
-    m = jax.device_get(m)
-    dt = time.time() - t_chunk
-    done += steps
-    preds.append(np.asarray(m["prediction"]))
-    cums.append(np.asarray(jax.device_get(stream.cumulant)))
-    rec = {"steps": done, "chunk_msre": float(np.mean(m["msre"])),
-           "td_error_sq": float(np.mean(np.square(m["td_error"]))), "steps_per_s": steps * n / dt}
-    if writer is not None:
-      writer.write(rec, step=done)
+  # Predictions and cumulants of the whole run [seeds, steps] (filled as chunks arrive): the final
+  # MSRE window is scored from them, so they are part of the checkpoint.
+  preds = np.zeros((n, a.steps), np.dtype(a.dtype))
+  cums = np.zeros((n, a.steps), np.dtype(a.dtype))
+  counters = {"updates": 0, "frames": 0}
+  restored = checkpoints.restore((state, ss, preds, cums)) if checkpoints is not None else None
+  if restored is not None:
+    (state, ss, preds, cums), meta = restored
+    preds, cums = np.array(preds), np.array(cums)
+    counters.update({k: int(meta[k]) for k in counters})
     if log is not None:
-      log(f"steps {done}/{a.steps}  chunk MSRE {rec['chunk_msre']:.4f}  {rec['steps_per_s']:.0f} steps/s")
-  preds, cums = np.concatenate(preds, axis=1), np.concatenate(cums, axis=1)
-  reports = [msre_report(preds[s], cums[s], a.gamma, a.msre_window) for s in range(n)]
-  summary = {k: float(np.mean([r[k] for r in reports])) for k in reports[0]}
+      log(f"resumed at step {counters['frames']}/{a.steps} from the latest checkpoint")
+  done, t0, last_ckpt = counters["frames"], time.time(), time.monotonic()
+  try:
+    while done < a.steps and not (should_stop is not None and should_stop()):
+      steps = min(a.chunk_steps, a.steps - done)
+      ss, stream = next_chunk(ss, steps)
+      t_chunk = time.time()
+      state, m = run(state, stream)
+      m = jax.device_get(m)
+      dt = time.time() - t_chunk
+      preds[:, done:done + steps] = np.asarray(m["prediction"])
+      cums[:, done:done + steps] = np.asarray(jax.device_get(stream.cumulant))
+      done += steps
+      counters.update(updates=counters["updates"] + 1, frames=done)
+      rec = {"steps": done, "chunk_msre": float(np.mean(m["msre"])),
+             "td_error_sq": float(np.mean(np.square(m["td_error"]))), "steps_per_s": steps * n / dt}
+      if writer is not None:
+        writer.write(rec, step=done)
+      if log is not None:
+        log(f"steps {done}/{a.steps}  chunk MSRE {rec['chunk_msre']:.4f}  {rec['steps_per_s']:.0f} steps/s")
+      if checkpoints is not None and time.monotonic() - last_ckpt >= checkpoint_every_s:
+        last_ckpt = time.monotonic()
+        checkpoints.save((state, ss, preds, cums), counters)
+  finally:
+    if checkpoints is not None:
+      checkpoints.save((state, ss, preds, cums), counters)
+  summary = {"steps": int(done), "num_seeds": int(n), "wall_s": time.time() - t0,
+             "stopped_early": done < a.steps}
+  if done == 0:
+    return summary
+  reports = [msre_report(preds[s, :done], cums[s, :done], a.gamma, a.msre_window) for s in range(n)]
+  summary.update({k: float(np.mean([r[k] for r in reports])) for k in reports[0]})
   summary["msre_per_seed"] = [r["msre"] for r in reports]
-  summary["steps"] = int(a.steps)
-  summary["num_seeds"] = int(n)
-  summary["wall_s"] = time.time() - t0
   if writer is not None:
     writer.write({f"final_{k}": v for k, v in summary.items()}, step=done)
   return summary
