@@ -1,7 +1,10 @@
 """RolloutQueue: bitwise round trips of nested specs, exactly-once delivery from 2 producer
-processes, back-pressure with bounded memory, close() waking blocked calls, and reclaiming the slot
-of a producer killed mid-write. Worker processes use the spawn method (as the actors do)."""
+processes, back-pressure with bounded memory, close() waking blocked calls, reclaiming the slot
+of a producer killed mid-write, and recovering from processes killed while holding the queue's lock
+(at chosen stores inside its critical sections, and as a supervised actor that is then restarted).
+Worker processes use the spawn method (as the actors do)."""
 
+import fcntl
 import multiprocessing as mp
 import os
 import pickle
@@ -14,8 +17,10 @@ import numpy as np
 import psutil
 import pytest
 
-from rtrl_rl.system.queue import (ArraySpec, QueueClosed, RolloutQueue, flatten_like, flatten_spec,
-                                  unflatten)
+from rtrl_rl.system import queue as queue_lib
+from rtrl_rl.system.processes import Supervisor
+from rtrl_rl.system.queue import (ArraySpec, QueueBroken, QueueClosed, RolloutQueue, flatten_like,
+                                  flatten_spec, unflatten)
 
 CTX = mp.get_context("spawn")
 
@@ -66,6 +71,81 @@ def _die_mid_write(q):
   i = q._begin_put()                       # slot claimed (WRITING) ...
   q._slot_views[i][0][...] = 999           # ... partly written ...
   os.kill(os.getpid(), signal.SIGKILL)     # ... and the producer is killed
+
+
+def _hold_lock_until_killed(q, holding):
+  with q._locked():
+    holding.set()
+    signal.pause()
+
+
+class _TripWire:
+  """Stands in for a queue's control block (int64 words) and SIGKILLs this process just before its
+  `n`-th store (from 0) to word `word`: a death at a chosen point inside a critical section."""
+
+  def __init__(self, mv, word, n):
+    self.mv, self.word, self.n = mv, word, n
+
+  def __getitem__(self, k):
+    return self.mv[k]
+
+  def __setitem__(self, k, v):
+    if k == self.word:
+      if self.n == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+      self.n -= 1
+    self.mv[k] = v
+
+
+def _killed_at_store(q, word, n, op):
+  q._mv = _TripWire(q._mv, word, n)
+  if op == "put":
+    q.put(_id_record(100))
+  elif op == "get":
+    q.get()
+  else:
+    q.reclaim()
+  os._exit(3)                              # not killed: the test fails on the exit code
+
+
+def _actor_killed_holding_the_lock(info, q, n):
+  if info.attempt == 0:
+    with q._locked():
+      os.kill(os.getpid(), signal.SIGKILL)
+  for rid in range(n):
+    q.put(_id_record(rid), timeout=20)
+
+
+def _fork_holding_the_lock(q):
+  """Fork while holding the lock: the child must get a lock of its own (not share the parent's)."""
+  r, w = os.pipe()
+  with q._locked():
+    child = os.fork()
+    if child == 0:
+      try:
+        fcntl.flock(q._lock._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(w, b"shared")
+      except BlockingIOError:
+        os.write(w, b"own")
+      os._exit(0)
+    verdict = os.read(r, 16)
+  os.waitpid(child, 0)
+  q.put(_id_record(int(verdict == b"own")))
+
+
+def _put_or_error(q, rid):
+  try:
+    q.put(_id_record(rid))
+  except Exception as e:  # noqa: BLE001 - reported to the test
+    return [e]
+  return []
+
+
+def _drain(q):
+  ids = []
+  while q.qsize():
+    ids.append(int(q.get(timeout=1)["id"]))
+  return ids
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -279,3 +359,114 @@ def test_close_wakes_consumer_process_and_dead_producer_slot_is_reclaimed():
     q.close()
     getter.join(20)
     assert getter.exitcode == 3
+
+
+def test_process_killed_holding_the_lock_is_repaired_and_nothing_is_lost():
+  with RolloutQueue(_id_spec(), capacity=4, ctx=CTX, lock_timeout=2.0) as q:
+    for rid in range(3):
+      q.put(_id_record(rid))
+    assert int(q.get()["id"]) == 0
+    holding = CTX.Event()
+    holder = CTX.Process(target=_hold_lock_until_killed, args=(q, holding))
+    holder.start()
+    assert holding.wait(20)
+    # a live holder's lock is never taken: after lock_timeout, QueueBroken names it
+    with pytest.raises(QueueBroken, match=rf"by process {holder.pid} \(alive"):
+      q.put(_id_record(3))
+    errors = []
+    waiter = threading.Thread(target=lambda: errors.extend(_put_or_error(q, 3)))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()                 # blocked on the lock
+    os.kill(holder.pid, signal.SIGKILL)
+    waiter.join(5)
+    assert not waiter.is_alive() and errors == []
+    holder.join(5)
+    s = q.stats()
+    assert s["lock_repairs"] == 1 and s["reclaimed"] == 0 and s["ready"] == 3
+    assert [int(q.get(timeout=1)["id"]) for _ in range(3)] == [1, 2, 3]   # in order, once each
+    for rid in range(4, 8):                  # the whole capacity is usable
+      q.put(_id_record(rid), timeout=1)
+    assert _drain(q) == [4, 5, 6, 7]
+    s = q.stats()
+    assert s["puts"] == s["gets"] == 8 and s["free"] == 4
+
+
+def _state_word(slot):
+  return queue_lib._HEADER + slot * queue_lib._SLOT_FIELDS + queue_lib._S_STATE
+
+
+# (child operation, the store it is killed before: word, occurrence), the ids then delivered
+_KILL_POINTS = {
+    # put's claim: owner written, state not: the slot stays FREE
+    "claim_put": (("put", _state_word(2), 0), [0, 1]),
+    # put's commit: state READY written, commit counter not: recomputed, the record delivered
+    "commit_put": (("put", queue_lib._H_SEQ, 0), [0, 1, 100]),
+    # get's claim: owner written, state not: the record stays READY
+    "claim_get": (("get", _state_word(0), 0), [0, 1]),
+    # get's release (the record was copied out): READING, dead reader -> READY, delivered again
+    "release_get": (("get", _state_word(0), 1), [0, 1]),
+    # reclaim of a dead writer's slot: journal committed, state not written: replayed
+    "reclaim_journal": (("reclaim", _state_word(2), 0), [0, 1]),
+    # reclaim: state written, counter not: the journal is replayed (reclaimed counted once)
+    "reclaim_counter": (("reclaim", queue_lib._H_RECLAIMED, 0), [0, 1]),
+}
+
+
+@pytest.mark.parametrize("case", list(_KILL_POINTS))
+def test_kill_inside_a_critical_section_leaves_a_consistent_queue(case):
+  (op, word, n), delivered = _KILL_POINTS[case]
+  capacity = 3
+  with RolloutQueue(_id_spec(), capacity=capacity, ctx=CTX) as q:
+    q.put(_id_record(0))
+    q.put(_id_record(1))
+    if op == "reclaim":                      # a dead writer's slot to reclaim
+      writer = CTX.Process(target=_die_mid_write, args=(q,))
+      writer.start()
+      writer.join(20)
+      assert q.stats()["writing"] == 1
+    victim = CTX.Process(target=_killed_at_store, args=(q, word, n, op))
+    victim.start()
+    victim.join(20)
+    assert victim.exitcode == -signal.SIGKILL
+    s = q.stats()                            # the next lock holder repairs
+    assert s["lock_repairs"] == 1 and s["writing"] == s["reading"] == 0
+    assert s["ready"] == len(delivered) and s["free"] == capacity - len(delivered)
+    assert s["reclaimed"] == (case in ("release_get", "reclaim_journal", "reclaim_counter"))
+    ids = [int(q.get(timeout=1)["id"])]
+    q.put(_id_record(300), timeout=1)        # committed after everything ready: delivered last
+    ids += _drain(q)
+    assert ids == delivered + [300]
+    for rid in range(400, 400 + capacity):   # no capacity leaked
+      q.put(_id_record(rid), timeout=1)
+    with pytest.raises(TimeoutError):
+      q.put(_id_record(999), timeout=0.05)
+    assert _drain(q) == list(range(400, 400 + capacity))
+    s = q.stats()
+    assert s["puts"] == s["gets"] == len(delivered) + 1 + capacity and s["free"] == capacity
+
+
+def test_actor_killed_holding_the_lock_is_restarted_and_the_run_goes_on():
+  """The trainer's wiring (Supervisor with on_death=queue.reclaim, the learner in get): a death
+  inside the lock costs a restart, not the run."""
+  with RolloutQueue(_id_spec(), capacity=2, ctx=CTX) as q:
+    sup = Supervisor(CTX, max_restarts=1, on_death=lambda *_: q.reclaim())
+    try:
+      sup.add("actor0", _actor_killed_holding_the_lock, args=(q, 6))
+      sup.start()
+      sup.start_monitor()
+      assert [int(q.get(timeout=30)["id"]) for _ in range(6)] == list(range(6))
+      assert sup.restarts() == {"actor0": 1}
+      sup.check()
+      assert q.stats()["lock_repairs"] == 1
+    finally:
+      sup.shutdown(timeout=5)
+
+
+def test_forked_child_gets_its_own_lock():
+  with RolloutQueue(_id_spec(), capacity=1, ctx=CTX) as q:
+    p = CTX.Process(target=_fork_holding_the_lock, args=(q,))
+    p.start()
+    p.join(20)
+    assert p.exitcode == 0
+    assert int(q.get(timeout=1)["id"]) == 1          # the child could not take the lock

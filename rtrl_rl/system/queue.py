@@ -23,9 +23,19 @@ written, so a consumer never sees a half-written record. Records are delivered i
 block instead of buffering) and `get` blocks while nothing is ready; at most `capacity` records are
 ever in flight. The slot states are the only truth: a claim is a single step under the lock, and
 the two semaphores (a slot was freed / a record is ready) are mere wake-up hints, with a
-`poll_interval` re-check as the safety net, so a process killed while waiting (or anywhere outside
-the lock) cannot leak capacity or deadlock the others. (multiprocessing's Condition/Event are avoided
-for that reason: a waiter killed inside `Condition.wait` makes the next `notify_all` hang forever.)
+`poll_interval` re-check as the safety net, so a process killed while waiting cannot leak capacity
+or deadlock the others. (multiprocessing's Condition/Event are avoided for that reason: a waiter
+killed inside `Condition.wait` makes the next `notify_all` hang forever.)
+
+The lock: a thread lock (threads of one process) plus an exclusive `flock` on the segment's file
+(`/dev/shm/<name>`, Linux) through a descriptor of each process's own; the kernel releases it when
+the holding process dies. Whatever instruction a process dies at inside the lock, the control
+block stays repairable: a slot transition commits with one store, of the slot's state (its owner
+and commit number are written before it, and mean nothing until the state says so); the commit
+counter, written after it, is recomputable from the READY slots; and the two transitions that
+also bump a statistics counter (reclaim, a put dropped by close) are journaled: both (word, value)
+stores go to a journal in the control block, committed by one store of its flag, then applied,
+which can be repeated harmlessly (absolute values).
 
 Faults:
   * A producer that dies mid-write (exception: the slot is released at once; SIGKILL / segfault:
@@ -34,9 +44,16 @@ Faults:
     consumer dead mid-read READING -> READY, since its data is intact). Waiting `put`/`get` calls run
     `reclaim()` every `reclaim_interval` seconds on their own, and a supervisor may call it as soon
     as it sees a worker die. Nothing else is lost: the queue keeps working.
-  * A process killed inside the (microseconds-long) critical section would leave the lock held;
-    waiters detect a dead lock holder (or a lock held for more than `lock_timeout` s) and raise
-    `QueueBroken`: the run must then be stopped (the queue cannot be repaired safely).
+  * A process killed inside the (microseconds-long) critical section does not break the queue
+    either. The lock holder records its pid and start time in the control block and clears them
+    on leaving; the next process to take the lock (the kernel released it) finds the record,
+    checks that holder is dead (pid + start time), applies its journal if committed, recomputes
+    the commit counter and reclaims the dead holder's slots. So the interrupted transition
+    happened entirely or not at all, nothing else is lost or duplicated, no capacity leaks, and
+    a supervisor just restarts the dead process (`stats()["lock_repairs"]` counts repairs).
+  * What remains unrepairable raises `QueueBroken` (stop the run): the lock held for more than
+    `lock_timeout` s by a live process (stopped or hung inside the critical section), or a holder
+    that left its critical section unfinished yet is still alive `lock_timeout` s later.
 
 Shutdown: `close()` (from any process, idempotent) marks the queue closed for every process: `put`
 raises `QueueClosed` (a record whose copy was in progress is dropped), `get` keeps returning records
@@ -46,19 +63,24 @@ that were complete before the close and then raises `QueueClosed`; blocked calls
 removes the segment.
 
 Processes: the queue object is picklable *while a process is being started* (pass it in the
-`args` of a `spawn`-context Process): the child re-attaches to the segment by name and shares the
-lock and semaphores. `multiprocessing` forbids pickling its locks at any other time (e.g. through a
-multiprocessing.Queue), so that raises a RuntimeError. Children started with the same context share
-the parent's resource tracker, which unlinks the segment if the whole run dies without `unlink()`.
+`args` of a `spawn`-context Process): the child re-attaches to the segment by name, shares the
+semaphores and opens its own lock descriptor (a forked child reopens the ones it inherits: an
+flock belongs to the open file, which fork shares). `multiprocessing` forbids pickling its
+semaphores at any other time (e.g. through a multiprocessing.Queue), so that raises a RuntimeError.
+Children started with the same context share the parent's resource tracker, which unlinks the
+segment if the whole run dies without `unlink()`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import multiprocessing
 import os
+import threading
 import time
+import weakref
 from multiprocessing import shared_memory
 from typing import Any, Iterator, NamedTuple
 
@@ -326,9 +348,10 @@ _me_cache: tuple[int, int] | None = None
 
 
 def _me() -> tuple[int, int]:
+  """This process's (pid, start time); cached, the cache is dropped in forked children."""
   global _me_cache
-  pid = os.getpid()
-  if _me_cache is None or _me_cache[0] != pid:
+  if _me_cache is None:
+    pid = os.getpid()
     _me_cache = (pid, process_starttime(pid) or 0)
   return _me_cache
 
@@ -343,18 +366,112 @@ class QueueClosed(Exception):
 
 
 class QueueBroken(RuntimeError):
-  """The queue's lock is held by a dead process (killed inside the critical section): stop the run."""
+  """The queue cannot be repaired safely (its lock is held by a live but hung process, or a live
+  process left its critical section unfinished): stop the run."""
 
 
 FREE, WRITING, READY, READING = 0, 1, 2, 3
 _STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", READING: "reading"}
 
-# Control block (int64): header, then one row per slot.
-_H_MAGIC, _H_CLOSED, _H_SEQ, _H_HOLDER, _H_PUTS, _H_GETS, _H_RECLAIMED, _H_DROPPED = range(8)
-_HEADER = 16
+# Control block (int64 words): header, then one row per slot. _H_SEQ counts the commits (records
+# put; the next commit number). The journal: a committed flag, then two (word, value) pairs.
+(_H_MAGIC, _H_CLOSED, _H_SEQ, _H_RECLAIMED, _H_DROPPED, _H_REPAIRS, _H_HOLDER, _H_HOLDER_START,
+ _H_JOURNAL) = range(9)
+_HEADER = _H_JOURNAL + 5
 _S_STATE, _S_SEQ, _S_PID, _S_START = range(4)
 _SLOT_FIELDS = 4
 _MAGIC = 0x52544C5251  # "RTLRQ"
+
+
+class _Lock:
+  """The queue lock, for `with` (reusable, thread-safe; see the module doc): a thread lock for the
+  threads of this process, then an exclusive `flock` on the segment's file through this process's
+  own descriptor, which the kernel releases when the holding process dies. The holder's (pid, start
+  time) is recorded in the control block: on entry, a record left behind means the previous holder
+  died inside, and `queue._repair` runs first."""
+
+  def __init__(self, queue: RolloutQueue, mv: memoryview, timeout: float):
+    self._queue = weakref.proxy(queue)      # no reference cycle: the queue's __del__ stays prompt
+    self._mv = mv
+    self._timeout = timeout
+    self._tlock = threading.Lock()
+    self._fd = os.open(f"/dev/shm/{queue.name}", os.O_RDWR)
+    _LOCKS.add(self)
+
+  def __enter__(self) -> None:
+    self._tlock.acquire()
+    try:
+      self._flock()
+      try:
+        mv = self._mv
+        if mv[_H_HOLDER]:                   # the previous holder never left: it died inside
+          self._queue._repair(mv[_H_HOLDER], mv[_H_HOLDER_START])
+        pid, start = _me()
+        mv[_H_HOLDER_START], mv[_H_HOLDER] = start, pid     # in this order: the pid marks it valid
+      except BaseException:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        raise
+    except BaseException:
+      self._tlock.release()
+      raise
+
+  def __exit__(self, exc_type, *_) -> None:
+    try:
+      if exc_type is not None:              # maybe raised mid-update (e.g. KeyboardInterrupt)
+        self._queue._settle()
+      self._mv[_H_HOLDER] = 0
+    finally:
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      self._tlock.release()
+
+  def _flock(self) -> None:
+    """Take the flock, polling with backoff while another process holds it; QueueBroken after
+    `timeout` s."""
+    start, delay = None, 1e-5
+    while True:
+      try:
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+      except BlockingIOError:
+        pass
+      now = time.monotonic()
+      start = now if start is None else start
+      if now - start > self._timeout:
+        pid, st = self._mv[_H_HOLDER], self._mv[_H_HOLDER_START]
+        who = f"process {pid} ({'alive' if process_alive(pid, st) else 'dead'})" if pid else "?"
+        raise QueueBroken(f"RolloutQueue {self._queue.name}: lock held for {now - start:.1f} s by "
+                          f"{who}: stopped or hung inside the queue's critical section?; stop the run")
+      time.sleep(delay)
+      delay = min(2 * delay, 1e-3)
+
+  def reopen(self) -> None:
+    """In a forked child: a descriptor of its own (fork shares the open file, and with it the
+    flock), and a fresh thread lock (another thread may have held it during the fork)."""
+    inherited, self._fd = self._fd, -1        # unusable (EBADF) unless reopened
+    self._tlock = threading.Lock()
+    try:
+      self._fd = os.open(f"/proc/self/fd/{inherited}", os.O_RDWR)
+    finally:
+      os.close(inherited)
+
+  def close(self) -> None:
+    with self._tlock:
+      os.close(self._fd)
+      _LOCKS.discard(self)
+      self._mv = None
+
+
+_LOCKS: weakref.WeakSet = weakref.WeakSet()   # this process's open locks
+
+
+def _after_fork_in_child() -> None:
+  global _me_cache
+  _me_cache = None
+  for lock in list(_LOCKS):
+    lock.reopen()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RolloutQueue:
@@ -363,11 +480,11 @@ class RolloutQueue:
   Args:
     spec: the structure of one record: a pytree with `(shape, dtype)` / array-like leaves.
     capacity: the number of slots (records in flight at most).
-    ctx: the multiprocessing context whose lock / semaphores are used (the one the actor
-      processes are started with, e.g. `multiprocessing.get_context("spawn")`). Default: spawn.
+    ctx: the multiprocessing context whose semaphores are used (the one the actor processes are
+      started with, e.g. `multiprocessing.get_context("spawn")`). Default: spawn.
     poll_interval: blocked calls re-check the closed flag at least this often (seconds).
     reclaim_interval: blocked calls reclaim the slots of dead processes this often (seconds).
-    lock_timeout: a lock held longer than this raises `QueueBroken`.
+    lock_timeout: a lock held this long by a live process raises `QueueBroken`.
   """
 
   def __init__(self, spec, capacity: int, ctx=None, *, poll_interval: float = 0.1,
@@ -388,7 +505,6 @@ class RolloutQueue:
     self._shm = shared_memory.SharedMemory(create=True, size=total)
     self._name = self._shm.name
     self._owner_pid = os.getpid()
-    self._lock = ctx.Lock()
     self._free = ctx.Semaphore(0)     # wake-up hints only (see _signal)
     self._ready = ctx.Semaphore(0)
     self._attach(layout, ctrl_bytes, new=True)
@@ -400,14 +516,14 @@ class RolloutQueue:
     self._ctrl_bytes = ctrl_bytes
     buf = self._shm.buf
     n = _HEADER + _SLOT_FIELDS * self._capacity
-    self._ctrl = np.ndarray((n,), np.int64, buffer=buf)
-    self._hdr = self._ctrl[:_HEADER]
-    self._slots = self._ctrl[_HEADER:].reshape(self._capacity, _SLOT_FIELDS)
+    self._mv = buf[:n * 8].cast("q")   # header reads and all control-block writes (cheap scalars)
+    self._slots = np.ndarray((self._capacity, _SLOT_FIELDS), np.int64, buffer=buf,
+                             offset=_HEADER * 8)   # slot reads (vectorized searches)
     if new:
-      self._ctrl[:] = 0
-      self._hdr[_H_MAGIC] = _MAGIC
-    elif self._hdr[_H_MAGIC] != _MAGIC:
+      self._mv[_H_MAGIC] = _MAGIC           # a fresh segment is zero-filled
+    elif self._mv[_H_MAGIC] != _MAGIC:
       raise RuntimeError(f"shared memory {self._name!r} is not a RolloutQueue")
+    self._lock = _Lock(self, self._mv, self._lock_timeout)
     self._slot_views = [layout.views(buf, ctrl_bytes + i * layout.stride)
                         for i in range(self._capacity)]
 
@@ -417,7 +533,7 @@ class RolloutQueue:
     return dict(name=self._name, treedef=self._treedef, leaves=self._leaf_specs,
                 capacity=self._capacity, poll=self._poll, reclaim_interval=self._reclaim_interval,
                 lock_timeout=self._lock_timeout, owner_pid=self._owner_pid,
-                ctrl_bytes=self._ctrl_bytes, lock=self._lock, free=self._free, ready=self._ready)
+                ctrl_bytes=self._ctrl_bytes, free=self._free, ready=self._ready)
 
   def __setstate__(self, s):
     self._name = s["name"]
@@ -428,7 +544,7 @@ class RolloutQueue:
     self._reclaim_interval = s["reclaim_interval"]
     self._lock_timeout = s["lock_timeout"]
     self._owner_pid = s["owner_pid"]
-    self._lock, self._free, self._ready = s["lock"], s["free"], s["ready"]
+    self._free, self._ready = s["free"], s["ready"]
     self._shm = shared_memory.SharedMemory(name=self._name)
     self._attach(_Layout(self._leaf_specs), s["ctrl_bytes"])
 
@@ -455,7 +571,7 @@ class RolloutQueue:
 
   @property
   def closed(self) -> bool:
-    return self._shm is None or bool(self._hdr[_H_CLOSED])
+    return self._shm is None or bool(self._mv[_H_CLOSED])
 
   def qsize(self) -> int:
     """The number of records ready to be got (a snapshot)."""
@@ -463,14 +579,15 @@ class RolloutQueue:
     return int(np.count_nonzero(self._slots[:, _S_STATE] == READY))
 
   def stats(self) -> dict:
-    """A snapshot: slots per state, records put / got, slots reclaimed from dead processes, puts
-    dropped by close."""
-    self._check_attached()
-    states = self._slots[:, _S_STATE].copy()
+    """A snapshot: slots per state, records put / got (a record being read counts as got), slots
+    reclaimed from dead processes, puts dropped by close, lock repairs (a holder died inside)."""
+    mv = self._mv
+    with self._locked():
+      states = self._slots[:, _S_STATE].copy()
+      counts = dict(puts=mv[_H_SEQ], reclaimed=mv[_H_RECLAIMED], dropped=mv[_H_DROPPED],
+                    lock_repairs=mv[_H_REPAIRS], closed=bool(mv[_H_CLOSED]))
     out = {name: int(np.count_nonzero(states == s)) for s, name in _STATE_NAMES.items()}
-    out.update(capacity=self._capacity, puts=int(self._hdr[_H_PUTS]), gets=int(self._hdr[_H_GETS]),
-               reclaimed=int(self._hdr[_H_RECLAIMED]), dropped=int(self._hdr[_H_DROPPED]),
-               closed=bool(self._hdr[_H_CLOSED]))
+    out.update(counts, capacity=self._capacity, gets=counts["puts"] - out["ready"])
     return out
 
   # -- locking ---------------------------------------------------------------------------------
@@ -479,25 +596,67 @@ class RolloutQueue:
     if self._shm is None:
       raise QueueClosed("this RolloutQueue was detached / unlinked in this process")
 
-  @contextlib.contextmanager
-  def _locked(self):
+  def _locked(self) -> _Lock:
     self._check_attached()
-    start = time.monotonic()
-    while not self._lock.acquire(timeout=0.25):
-      holder = int(self._hdr[_H_HOLDER])
-      waited = time.monotonic() - start
-      if (holder and not process_alive(holder)) or waited > self._lock_timeout:
-        raise QueueBroken(
-            f"RolloutQueue {self._name}: lock held for {waited:.1f} s by "
-            + (f"dead process {holder}" if holder and not process_alive(holder)
-               else f"process {holder or '?'}")
-            + " (killed inside the queue's critical section?); stop the run")
-    self._hdr[_H_HOLDER] = os.getpid()
-    try:
-      yield
-    finally:
-      self._hdr[_H_HOLDER] = 0
-      self._lock.release()
+    return self._lock
+
+  def _repair(self, pid: int, start: int) -> None:
+    """(Under the lock) once the holder that left its critical section unfinished is dead (pid +
+    start time), settle its update and reclaim its slots."""
+    if pid and pid != _me()[0]:
+      deadline = time.monotonic() + self._lock_timeout
+      while process_alive(pid, start):    # exiting: its files are closed before it is a zombie
+        if time.monotonic() > deadline:
+          raise QueueBroken(f"RolloutQueue {self._name}: live process {pid} left the queue's "
+                            f"critical section unfinished; it cannot be repaired safely: stop the run")
+        time.sleep(1e-3)
+    self._settle()
+    self._mv[_H_REPAIRS] += 1
+    self._reclaim_dead()
+    self._signal(self._free)
+    self._signal(self._ready)
+
+  def _settle(self) -> None:
+    """(Under the lock) make an interrupted update whole: apply the journal if it was committed,
+    and recompute the commit counter (one past every READY record's commit number)."""
+    mv = self._mv
+    if mv[_H_JOURNAL]:
+      j = _H_JOURNAL
+      mv[mv[j + 1]], mv[mv[j + 3]] = mv[j + 2], mv[j + 4]
+      mv[j] = 0
+    ready = self._slots[:, _S_STATE] == READY
+    if ready.any():
+      mv[_H_SEQ] = max(mv[_H_SEQ], int(self._slots[ready, _S_SEQ].max()) + 1)
+
+  def _set(self, i: int, state: int, owner: tuple[int, int] | None = None,
+           seq: int | None = None) -> None:
+    """(Under the lock) slot `i` -> `state`, with its owner (pid, start time) / commit number if
+    given. The state store is the commit point: the other fields are written first and mean
+    nothing until the state says so (FREE and READY slots have no owner, WRITING ones no commit
+    number), so a death anywhere leaves the transition entirely done or not done."""
+    mv = self._mv
+    row = _HEADER + i * _SLOT_FIELDS
+    if owner is not None:
+      mv[row + _S_PID], mv[row + _S_START] = owner
+    if seq is not None:
+      mv[row + _S_SEQ] = seq
+    mv[row + _S_STATE] = state
+
+  def _set_counted(self, i: int, state: int, counter: int) -> None:
+    """(Under the lock) slot `i` -> `state` and header word `counter` += 1, both or neither even if
+    this process dies half way: the two stores are journaled, the journal committed by one store
+    of its flag, then applied (by `_settle`: applying twice is harmless, the values are absolute)."""
+    mv = self._mv
+    j = _H_JOURNAL
+    mv[j + 1], mv[j + 2] = _HEADER + int(i) * _SLOT_FIELDS + _S_STATE, state
+    mv[j + 3], mv[j + 4] = counter, mv[counter] + 1
+    mv[j] = 1
+    self._settle()
+
+  def _owns(self, i: int, state: int) -> bool:
+    """Whether slot `i` is in `state` and this process's (under the lock)."""
+    row = _HEADER + i * _SLOT_FIELDS
+    return self._mv[row + _S_STATE] == state and self._mv[row + _S_PID] == _me()[0]
 
   def _signal(self, sem) -> None:
     """Wake one waiter of `sem` (call under the lock). The semaphores are only wake-up hints (the
@@ -520,16 +679,13 @@ class RolloutQueue:
     while True:
       with self._locked():
         rows = self._slots
-        closed = bool(self._hdr[_H_CLOSED])
+        closed = bool(self._mv[_H_CLOSED])
         if put and closed:
           raise QueueClosed("put on a closed queue")
         cand = np.flatnonzero(rows[:, _S_STATE] == want)
         if cand.size:
           i = int(cand[0]) if put else int(cand[np.argmin(rows[cand, _S_SEQ])])
-          rows[i, _S_PID], rows[i, _S_START] = pid, start
-          rows[i, _S_STATE] = WRITING if put else READING
-          if not put:
-            self._hdr[_H_GETS] += 1
+          self._set(i, WRITING if put else READING, owner=(pid, start))
           return i
         if closed:
           raise QueueClosed("get on a closed, drained queue")
@@ -550,26 +706,21 @@ class RolloutQueue:
 
   def _abort_put(self, i: int) -> None:
     with self._locked():
-      if self._slots[i, _S_STATE] == WRITING and self._slots[i, _S_PID] == os.getpid():
-        self._slots[i, _S_STATE] = FREE
-        self._slots[i, _S_PID] = 0
+      if self._owns(i, WRITING):
+        self._set(i, FREE)
         self._signal(self._free)
 
   def _commit_put(self, i: int) -> None:
     with self._locked():
-      row = self._slots[i]
-      if row[_S_STATE] != WRITING or row[_S_PID] != os.getpid():
+      if not self._owns(i, WRITING):
         raise QueueBroken(f"RolloutQueue {self._name}: slot {i} was taken from a live writer")
-      if self._hdr[_H_CLOSED]:
-        row[_S_STATE] = FREE
-        row[_S_PID] = 0
-        self._hdr[_H_DROPPED] += 1
+      if self._mv[_H_CLOSED]:
+        self._set_counted(i, FREE, _H_DROPPED)
         self._signal(self._free)
         raise QueueClosed("queue closed while the record was being written; record dropped")
-      row[_S_SEQ] = self._hdr[_H_SEQ]
-      self._hdr[_H_SEQ] += 1
-      self._hdr[_H_PUTS] += 1
-      row[_S_STATE] = READY
+      seq = self._mv[_H_SEQ]
+      self._set(i, READY, seq=seq)
+      self._mv[_H_SEQ] = seq + 1            # derived: `_settle` recomputes it
       self._signal(self._ready)
 
   def put(self, tree, timeout: float | None = None) -> None:
@@ -598,10 +749,8 @@ class RolloutQueue:
 
   def _end_get(self, i: int) -> None:
     with self._locked():
-      row = self._slots[i]
-      if row[_S_STATE] == READING and row[_S_PID] == os.getpid():
-        row[_S_STATE] = FREE
-        row[_S_PID] = 0
+      if self._owns(i, READING):
+        self._set(i, FREE)
         self._signal(self._free)
 
   @contextlib.contextmanager
@@ -696,31 +845,30 @@ class RolloutQueue:
   def reclaim(self) -> int:
     """Return the slots of dead processes: WRITING -> FREE (the partial record is discarded),
     READING -> READY (the record is delivered again). Returns the number of slots reclaimed."""
-    n = 0
     with self._locked():
-      rows = self._slots
-      for i in np.flatnonzero((rows[:, _S_STATE] == WRITING) | (rows[:, _S_STATE] == READING)):
-        row = rows[i]
-        if process_alive(int(row[_S_PID]), int(row[_S_START])):
-          continue
-        if row[_S_STATE] == WRITING:
-          row[_S_STATE] = FREE
-          self._signal(self._free)
-        else:
-          row[_S_STATE] = READY
-          self._hdr[_H_GETS] -= 1
-          self._signal(self._ready)
-        row[_S_PID] = 0
-        self._hdr[_H_RECLAIMED] += 1
-        n += 1
+      return self._reclaim_dead()
+
+  def _reclaim_dead(self) -> int:
+    n = 0
+    rows = self._slots
+    for i in np.flatnonzero((rows[:, _S_STATE] == WRITING) | (rows[:, _S_STATE] == READING)):
+      if process_alive(int(rows[i, _S_PID]), int(rows[i, _S_START])):
+        continue
+      if rows[i, _S_STATE] == WRITING:
+        self._set_counted(i, FREE, _H_RECLAIMED)
+        self._signal(self._free)
+      else:
+        self._set_counted(i, READY, _H_RECLAIMED)
+        self._signal(self._ready)
+      n += 1
     return n
 
   def close(self) -> None:
     """Close the queue for every process (idempotent): puts raise QueueClosed, gets drain the
     complete records then raise QueueClosed; blocked calls wake up."""
-    if self._shm is None or self._hdr[_H_CLOSED]:
+    if self._shm is None or self._mv[_H_CLOSED]:
       return
-    self._hdr[_H_CLOSED] = 1
+    self._mv[_H_CLOSED] = 1
     # Wake blocked waiters at once (they also poll the flag every `poll_interval` s).
     for _ in range(self._capacity + 1):
       self._free.release()
@@ -730,8 +878,9 @@ class RolloutQueue:
     """Unmap this process's view of the segment (other processes are unaffected)."""
     if self._shm is None:
       return
+    self._lock.close()
     self._slot_views = None
-    self._ctrl = self._hdr = self._slots = None
+    self._mv = self._slots = None
     shm, self._shm = self._shm, None
     try:
       shm.close()
