@@ -128,8 +128,9 @@ def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path
   assert time.time() - t0 < 30                                   # detected within seconds
   assert proc.returncode == 1, out
   assert "error:" in out and "actor" in out and "checkpoint" in out
-  # the supervisor names the signal; a kill inside the queue's critical section names the process
-  assert "SIGKILL" in out or "dead process" in out
+  # the supervisor names the signal (a kill inside the queue's critical section is repaired by the
+  # queue, tests/test_system_queue.py, so the supervisor sees an ordinary death)
+  assert "SIGKILL" in out
   assert _checkpoint_steps(run_dir)
 
 

@@ -210,7 +210,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
         ckpt.save(state, counters)
     if sup.failure is not None:
       failure = sup.failure
-  except QueueBroken as e:          # an actor died inside the queue's critical section
+  except QueueBroken as e:          # a live process hung holding the queue lock (a dead one is repaired)
     failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
   finally:
     restore_signals()
