@@ -26,6 +26,12 @@ minibatches from its own shard and normalises over the global minibatch), `data_
 runs a per-device body under `jax.shard_map` over the "data" axis instead: the body sees its local
 shard of the batch and the replicated state, and communicates with explicit collectives
 (`jax.lax.psum(x, DATA_AXIS)`); its outputs must be replicated (identical on every device).
+
+More generally, `per_device(fn, mesh, in_axes, out_axes)` maps any per-device body over the mesh
+(each argument and result split along its batch axes or replicated), for use inside a jitted function,
+and `sharded_jit` jits a function with its inputs and outputs placed the same way: the fully-jitted
+Anakin loop (rtrl_rl/system/anakin.py) acts per device on its envs and then calls the learner's
+data-parallel step, all in one jitted function.
 """
 
 from __future__ import annotations
@@ -92,6 +98,13 @@ def _num_shards(mesh: Mesh) -> int:
 def num_shards(mesh: Mesh) -> int:
   """The number of devices the batch is split over (the size of the "data" axis)."""
   return _num_shards(mesh)
+
+
+def shard_size(size: int, mesh: Mesh, what: str) -> int:
+  """`size / num_shards(mesh)`: each device's part of `size` (e.g. environments); raises ValueError
+  naming `what` when it does not divide."""
+  _check_divisible(size, _num_shards(mesh), what)
+  return size // _num_shards(mesh)
 
 
 def _map_with_axes(fn, batch_axes, tree):
@@ -182,6 +195,14 @@ def local_replica(tree, device=None) -> Any:
   return jax.tree.map(get, tree)
 
 
+def sharded_jit(fn: Callable, mesh: Mesh, in_axes, out_axes, *, donate_argnums=()) -> Callable:
+  """jit `fn` over `mesh` with its arguments and results placed by batch axes: `in_axes` (a tuple,
+  one pytree prefix per argument) and `out_axes` (a prefix of the result) hold ints (split that
+  array axis over the mesh) or None (replicated)."""
+  return jax.jit(fn, in_shardings=tuple(tree_shardings(mesh, a) for a in in_axes),
+                 out_shardings=tree_shardings(mesh, out_axes), donate_argnums=donate_argnums)
+
+
 def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: bool = False) -> Callable:
   """jit `fn(state, batch) -> (state, metrics)` over `mesh`: state and metrics replicated, the
   batch split along `batch_axes` (a pytree prefix of the batch, e.g. `Rollout.batch_axes()`).
@@ -189,14 +210,31 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: boo
   Inputs must be global arrays with these shardings (see `replicate`, `shard_batch`,
   `global_batch`); `donate_state` lets XLA reuse the old state's buffers.
   """
-  rep = replicated_sharding(mesh)
-  return jax.jit(fn, in_shardings=(rep, tree_shardings(mesh, batch_axes)), out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate_state else ())
+  return sharded_jit(fn, mesh, (None, batch_axes), (None, None),
+                     donate_argnums=(0,) if donate_state else ())
 
 
 def batch_spec(batch_axis: int | None) -> P:
   """The PartitionSpec splitting array axis `batch_axis` over the "data" axis (None: replicated)."""
   return P() if batch_axis is None else P(*([None] * batch_axis), DATA_AXIS)
+
+
+def _specs(batch_axes) -> Any:
+  return jax.tree.map(batch_spec, batch_axes, is_leaf=lambda x: x is None)
+
+
+def per_device(fn: Callable, mesh: Mesh, in_axes, out_axes) -> Callable:
+  """`jax.shard_map(fn)` over `mesh` (not jitted: call it inside a jitted function): `fn(*args)`
+  runs once per device on that device's block of each argument, and the results are assembled into
+  global arrays. `in_axes` (a tuple, one pytree prefix per argument) and `out_axes` (a prefix of the
+  result) hold ints (the array axis split over the mesh: `fn` sees `size / num_shards` of it) or
+  None (replicated: `fn` sees the whole array, and must return the same value on every device,
+  e.g. a `jax.lax.psum(x, DATA_AXIS)`). `jax.lax.axis_index(DATA_AXIS)` is the device's index."""
+  # check_vma=False: bodies may call code (lax.scan with constant initial carries, e.g. GAE) that is
+  # not annotated for varying-manual-axes typing; gradients inside `fn` are then per-device (no
+  # implicit psum), and `fn` is responsible for the collectives that make its None outputs replicated.
+  return jax.shard_map(fn, mesh=mesh, in_specs=tuple(_specs(a) for a in in_axes),
+                       out_specs=_specs(out_axes), check_vma=False)
 
 
 def data_parallel_shard_map(fn: Callable, mesh: Mesh, batch_axes, *,
@@ -206,11 +244,5 @@ def data_parallel_shard_map(fn: Callable, mesh: Mesh, batch_axes, *,
   `batch_axes`, as `data_parallel_jit`), may use collectives over `DATA_AXIS`, and must return
   replicated (device-invariant) state and metrics. Gradients taken inside `fn` are the device's
   own (sum them with `jax.lax.psum(grads, DATA_AXIS)`). Same inputs and outputs as `data_parallel_jit`."""
-  rep = replicated_sharding(mesh)
-  specs = jax.tree.map(batch_spec, batch_axes, is_leaf=lambda x: x is None)
-  # check_vma=False: bodies may call code (lax.scan with constant initial carries, e.g. GAE) that is
-  # not annotated for varying-manual-axes typing; gradients inside `fn` are then per-device (no
-  # implicit psum), and `fn` is responsible for the collectives that make its outputs replicated.
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), specs), out_specs=(P(), P()), check_vma=False)
-  return jax.jit(mapped, in_shardings=(rep, tree_shardings(mesh, batch_axes)), out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate_state else ())
+  return data_parallel_jit(per_device(fn, mesh, (None, batch_axes), (None, None)), mesh, batch_axes,
+                           donate_state=donate_state)

@@ -31,6 +31,7 @@ def main(argv) -> int:
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every checkpoint step at INFO
+  logging.getLogger("rtrl_rl.system.trainer").setLevel(logging.INFO)  # devices used, resumption
   from rtrl_rl import experiment  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala.config import ConfigError  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top

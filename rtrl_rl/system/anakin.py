@@ -13,6 +13,18 @@ RTRL traces threaded through) and then applies the learner's pure update:
 
 Per-iteration metrics include the returns of the episodes that ended during the iteration:
 `episode_return_sum`, `episodes`, `mean_episode_return` (NaN when none ended), `mean_episode_length`.
+
+Data parallelism (`mesh=`, a 1-D mesh of local devices from rtrl_rl/parallel.py; Podracer's Anakin):
+the iteration is still ONE jitted function. The envs are split over the mesh's D devices: device d
+acts on its own `num_envs / D` envs (all their per-env state, `ActorState.batch_axes()`) with its
+own key chain (the actor keys are `fold_in(k, d)`, one per device), inside `jax.shard_map`. The
+PPO normalisation statistics fold every device's batch at every step (psums in
+`ppo.acting.stats_update`), so they stay identical on all devices and equal those of one device
+acting on all envs; the episode metrics are summed over the mesh. The buffer stays split along the
+env axis and goes to the learner's existing data-parallel step (`ppo.learning.make_learner_step`,
+`parallel.data_parallel_jit` for IMPALA: one gradient all-reduce, learner state replicated). A D-device
+iteration equals, up to float summation order, one device acting on each env group with its
+folded key and updating on the concatenated buffer (PPO: `make_update(..., num_shards=D)`).
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rtrl_rl import cells
+from rtrl_rl import cells, parallel
 from rtrl_rl.agents.ppo import acting as ppo_acting
 from rtrl_rl.agents.ppo import learning as ppo_learning
 from rtrl_rl.agents.ppo.config import validate as ppo_validate
@@ -48,6 +60,16 @@ class ActorState(NamedTuple):
   key: jax.Array
 
 
+  @staticmethod
+  def batch_axes() -> "ActorState":
+    """The env axis of each field (a pytree prefix) when the envs are split over a mesh: 0 for the
+    per-env fields, None (replicated) for the normalisation statistics; `key` holds one key per
+    device (`[D]` keys, axis 0)."""
+    return ActorState(env_state=0, obs=0, reward=0, first=0, terminated=0, truncated=0, carry=0,
+                      prev_action=0, norm=ppo_acting.NormState(obs=None, ret=None, ret_acc=0),
+                      episode_return=0, episode_length=0, key=0)
+
+
 class AnakinState(NamedTuple):
   learner: Any
   actor: ActorState
@@ -55,12 +77,15 @@ class AnakinState(NamedTuple):
 
 class Anakin(NamedTuple):
   """`init(key) -> AnakinState`; `step(state) -> (state, metrics)` (jitted, one iteration);
-  `run(state, num_iterations) -> (state, metrics as numpy arrays [num_iterations])`."""
+  `run(state, num_iterations) -> (state, metrics as numpy arrays [num_iterations])`;
+  `place(state) -> state`: a host copy of a state (e.g. a restored checkpoint) put where `step`
+  takes it (with a mesh: learner replicated, actor split by `ActorState.batch_axes()`)."""
   init: Callable[[jax.Array], AnakinState]
   step: Callable[[AnakinState], tuple[AnakinState, dict]]
   run: Callable[[AnakinState, int], tuple[AnakinState, dict]]
   agent: Agent
   env: Any
+  place: Callable[[Any], AnakinState]
 
 
 class _NoNorm(NamedTuple):
@@ -101,9 +126,9 @@ class _Decision(NamedTuple):
   env_key: jax.Array         # for a JAX env's step
 
 
-def _decide(agent: Agent, norm_config, params, a: ActorState) -> _Decision:
+def _decide(agent: Agent, norm_config, params, a: ActorState, axis_name=None) -> _Decision:
   key, k_act, k_env = jax.random.split(a.key, 3)
-  norm, obs_n = ppo_acting.normalize_obs(norm_config, a.norm, a.obs)
+  norm, obs_n = ppo_acting.normalize_obs(norm_config, a.norm, a.obs, axis_name=axis_name)
   prev_action = jax.tree.map(
       lambda x: jnp.where(a.first.reshape(a.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
       a.prev_action)
@@ -111,11 +136,11 @@ def _decide(agent: Agent, norm_config, params, a: ActorState) -> _Decision:
   return _Decision(norm, obs_n, prev_action, out, key, k_env)
 
 
-def _record(norm_config, a: ActorState, d: _Decision, ts, env_state):
+def _record(norm_config, a: ActorState, d: _Decision, ts, env_state, axis_name=None):
   """The env half: fold the env's TimeStep `ts` into the actor state; one stored transition."""
   valid = ~(a.terminated | a.truncated)
   ended = ts.terminated | ts.truncated
-  norm, reward_n = ppo_acting.normalize_reward(norm_config, d.norm, ts.reward, ended, valid)
+  norm, reward_n = ppo_acting.normalize_reward(norm_config, d.norm, ts.reward, ended, valid, axis_name)
   ep_ret = a.episode_return + ts.reward
   ep_len = a.episode_length + valid.astype(jnp.int32)
   stats = dict(ended=ended, ret=jnp.where(ended, ep_ret, 0.0), len=jnp.where(ended, ep_len, 0))
@@ -129,29 +154,35 @@ def _record(norm_config, a: ActorState, d: _Decision, ts, env_state):
   return new, transition, stats
 
 
-def _episode_metrics(stats) -> dict:
-  episodes = jnp.sum(stats["ended"])
-  ret_sum = jnp.sum(stats["ret"])
+def _episode_metrics(stats, axis_name=None) -> dict:
+  """Over all envs, and over every member of `axis_name` (psum) when given."""
+  episodes, ret_sum, len_sum = (jnp.sum(stats[k]) for k in ("ended", "ret", "len"))
+  if axis_name is not None:
+    episodes, ret_sum, len_sum = jax.lax.psum((episodes, ret_sum, len_sum), axis_name)
   return dict(
       episodes=episodes, episode_return_sum=ret_sum,
       mean_episode_return=jnp.where(episodes > 0, ret_sum / jnp.maximum(episodes, 1), jnp.nan),
-      mean_episode_length=jnp.where(
-          episodes > 0, jnp.sum(stats["len"]) / jnp.maximum(episodes, 1), jnp.nan))
+      mean_episode_length=jnp.where(episodes > 0, len_sum / jnp.maximum(episodes, 1), jnp.nan))
 
 
-def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: int):
+def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: int,
+        axis_name: str | None = None):
   """Scan `num_steps` policy+env steps. Returns the new actor state, time-major transitions
-  `[num_steps, B, ...]` (dict) and the episode statistics."""
+  `[num_steps, B, ...]` (dict) and the episode statistics.
+
+  `axis_name`: `actor` is one member's envs inside a map over that axis (shard_map or vmap): the
+  normalisation statistics fold every member's batch and the episode statistics are summed over
+  the axis (identical on every member)."""
   num_envs = actor.reward.shape[0]
 
   def body(a: ActorState, _):
-    d = _decide(agent, norm_config, params, a)
+    d = _decide(agent, norm_config, params, a, axis_name)
     env_state, ts = jax.vmap(env.step)(jax.random.split(d.env_key, num_envs), a.env_state, d.out.action)
-    new, transition, stats = _record(norm_config, a, d, ts, env_state)
+    new, transition, stats = _record(norm_config, a, d, ts, env_state, axis_name)
     return new, (transition, stats)
 
   actor, (traj, stats) = jax.lax.scan(body, actor, None, length=num_steps)
-  return actor, traj, _episode_metrics(stats)
+  return actor, traj, _episode_metrics(stats, axis_name)
 
 
 class HostActing(NamedTuple):
@@ -214,8 +245,47 @@ def bootstrap_value(agent: Agent, norm_config, params, actor: ActorState):
   return value
 
 
-def _make_runner(init, step, agent, env) -> Anakin:
-  step = jax.jit(step)
+def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, collect, update,
+                 batch_axes, mesh) -> Anakin:
+  """The loop from its halves. `init_learner(key) -> learner state`; `collect(learner, actor,
+  axis_name) -> (actor, batch, episode metrics)`: the per-env part of an iteration (acting and the
+  learner's batch) for `actor`'s envs; `update(learner, batch) -> (learner, metrics)`: the learner
+  step on the whole batch, data-parallel over `mesh` when given (the batch split along
+  `batch_axes`). With a mesh, `collect` runs per device on its envs (module doc)."""
+  if mesh is None:
+    init_actors = lambda k: init_actor(env, agent, norm_config, num_envs, k)
+    collect_all = lambda learner, actor: collect(learner, actor, None)
+    jit, place = jax.jit, jax.device_put
+  else:
+    local_envs = parallel.shard_size(num_envs, mesh, "the number of environments")
+    axes = AnakinState(None, ActorState.batch_axes())
+    with_key = lambda a: a._replace(key=a.key[None])      # the device's key <-> its row of [D]
+    own_key = lambda a: a._replace(key=a.key[0])
+
+    def init_local(k):
+      k = jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS))
+      return with_key(init_actor(env, agent, norm_config, local_envs, k))
+
+    def collect_local(learner, actor):
+      actor, batch, ep_metrics = collect(learner, own_key(actor), parallel.DATA_AXIS)
+      return with_key(actor), batch, ep_metrics
+
+    init_actors = jax.jit(parallel.per_device(init_local, mesh, (None,), axes.actor))
+    collect_all = parallel.per_device(collect_local, mesh, (None, axes.actor),
+                                      (axes.actor, batch_axes, None))
+    jit = lambda fn: parallel.sharded_jit(fn, mesh, (axes,), (axes, None))
+    place = lambda state: parallel.shard_batch(state, mesh, axes)
+
+  def init(key):
+    k_learn, k_act = jax.random.split(key)
+    return place(AnakinState(init_learner(k_learn), init_actors(k_act)))
+
+  def step(state: AnakinState):
+    actor, batch, ep_metrics = collect_all(state.learner, state.actor)
+    learner, metrics = update(state.learner, batch)
+    return AnakinState(learner, actor), dict(metrics, **ep_metrics)
+
+  step = jit(step)
 
   def run(state, num_iterations: int):
     history = []
@@ -226,7 +296,7 @@ def _make_runner(init, step, agent, env) -> Anakin:
     stacked = {k: np.stack([np.asarray(m[k]) for m in history]) for k in history[0]} if history else {}
     return state, stacked
 
-  return Anakin(init, step, run, agent, env)
+  return Anakin(init, step, run, agent, env, place)
 
 
 # -- PPO ----------------------------------------------------------------------------------------------
@@ -236,30 +306,30 @@ def ppo_batch(traj: dict, bootstrap_value) -> ppo_learning.PPOBatch:
   return ppo_learning.PPOBatch(**fields, bootstrap_value=bootstrap_value)
 
 
-def make_ppo(env, config: ml_collections.ConfigDict, agent: Agent | None = None) -> Anakin:
+def make_ppo(env, config: ml_collections.ConfigDict, agent: Agent | None = None, mesh=None) -> Anakin:
   """The fully-jitted PPO loop: `config` from `rtrl_rl.agents.ppo.config` (validated here);
-  `config.num_envs` copies of `env`, `config.rollout_length` steps per iteration."""
+  `config.num_envs` copies of `env`, `config.rollout_length` steps per iteration; data-parallel
+  over `mesh` when given (module doc; `num_envs` and `minibatch_size / sequence_length` must divide
+  over its devices)."""
   ppo_validate(config)
   if agent is None:
     agent = ppo_acting.make_agent(config, env.observation_space, env.action_space)
-  num_envs, num_steps = config.num_envs, config.rollout_length
-  update = ppo_learning.make_update(agent, config)
+  if mesh is None:
+    update = ppo_learning.make_update(agent, config)
+  else:
+    update = ppo_learning.make_learner_step(agent, config, mesh)
 
-  def init(key):
-    k_learn, k_act = jax.random.split(key)
+  def init_learner(key):
     obs_example = jnp.zeros(env.observation_space.shape, jnp.float32)
-    learner = ppo_learning.init_learner(k_learn, agent, config, obs_example)
-    return AnakinState(learner, init_actor(env, agent, config, num_envs, k_act))
+    return ppo_learning.init_learner(key, agent, config, obs_example)
 
-  def step(state: AnakinState):
-    params = state.learner.params
-    actor, traj, ep_metrics = act(env, agent, config, params, state.actor, num_steps)
-    batch = ppo_batch(traj, bootstrap_value(agent, config, params, actor))
-    learner, metrics = update(state.learner, batch)
-    metrics = dict(metrics, **ep_metrics)
-    return AnakinState(learner, actor), metrics
+  def collect(learner, actor, axis_name):
+    params = learner.params
+    actor, traj, ep_metrics = act(env, agent, config, params, actor, config.rollout_length, axis_name)
+    return actor, ppo_batch(traj, bootstrap_value(agent, config, params, actor)), ep_metrics
 
-  return _make_runner(init, step, agent, env)
+  return _make_runner(env, agent, config, config.num_envs, init_learner, collect, update,
+                      ppo_learning.PPOBatch.batch_axes(), mesh)
 
 
 # -- IMPALA -------------------------------------------------------------------------------------------
@@ -286,38 +356,34 @@ def impala_rollout(traj: dict, before: ActorState, after: ActorState, policy_ver
 
 
 def make_impala(env, agent: Agent, config: ml_collections.ConfigDict, update_fn=None,
-                init_learner=None) -> Anakin:
+                init_learner=None, mesh=None) -> Anakin:
   """The fully-jitted IMPALA loop: `config` from `rtrl_rl.agents.impala.config` (`batch_size`
   envs, `unroll_length` (M) steps per iteration, one update on the resulting `Rollout`).
 
   update_fn: `(learner_state, Rollout) -> (learner_state, metrics)`; default
-    `rtrl_rl.agents.impala.learning.make_update(agent, config)`.
+    `rtrl_rl.agents.impala.learning.make_update(agent, config)`. With `mesh` it runs on the global
+    rollout split over the mesh (`parallel.data_parallel_jit`); `batch_size` must divide over it.
   init_learner: `key -> learner_state` (with `.params` and `.step`); default
     `impala.learning.init_learner(agent, config, env.observation_space, seed)` with the seed drawn
     from the key.
   Observations are not normalised (IMPALA clips rewards in its loss).
   """
   from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
   if update_fn is None:
     update_fn = impala_learning.make_update(agent, config)
+  if mesh is not None:
+    update_fn = parallel.data_parallel_jit(update_fn, mesh, Rollout.batch_axes())
   if init_learner is None:
     def init_learner(key):
       seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
       return impala_learning.init_learner(agent, config, env.observation_space, seed=seed)
-  num_envs, num_steps = config.batch_size, config.unroll_length
   norm_config = _NoNorm(gamma=float(config.discount))
 
-  def init(key):
-    k_learn, k_act = jax.random.split(key)
-    learner = init_learner(k_learn)
-    return AnakinState(learner, init_actor(env, agent, norm_config, num_envs, k_act))
+  def collect(learner, actor, axis_name):
+    after, traj, ep_metrics = act(env, agent, norm_config, learner.params, actor,
+                                  config.unroll_length, axis_name)
+    return after, impala_rollout(traj, actor, after, learner.step), ep_metrics
 
-  def step(state: AnakinState):
-    params = state.learner.params
-    actor, traj, ep_metrics = act(env, agent, norm_config, params, state.actor, num_steps)
-    batch = impala_rollout(traj, state.actor, actor, state.learner.step)
-    learner, metrics = update_fn(state.learner, batch)
-    metrics = dict(metrics, **ep_metrics)
-    return AnakinState(learner, actor), metrics
-
-  return _make_runner(init, step, agent, env)
+  return _make_runner(env, agent, norm_config, config.batch_size, init_learner, collect, update_fn,
+                      Rollout.batch_axes(), mesh)

@@ -7,8 +7,9 @@ their environments and put rollouts into a shared-memory queue; the learner take
 `batch_size / (envs_per_actor * num_processes)` records per update, assembles the global batch over
 all devices of all processes (rtrl_rl/parallel.py), runs the jitted update, and publishes the new
 parameters with their version. Backend "anakin" (JAX environments, IMPALA or PPO): the whole
-act-and-learn iteration is one jitted function (system/anakin.py). Backend "sync" (PPO on host
-environments, e.g. MuJoCo POMDP or POPGym): one process acts for a rollout, then updates.
+act-and-learn iteration is one jitted function (system/anakin.py), data-parallel over the local
+devices. Backend "sync" (PPO on host environments, e.g. MuJoCo POMDP or POPGym): one process acts
+for a rollout, then updates.
 
 The run directory holds `config.json` (resolved config), `metrics.jsonl` + `tb/` (process 0), and
 `checkpoints/` (orbax, atomic). A run restarted on the same directory resumes from its latest
@@ -250,7 +251,7 @@ def _local_mesh(what: str, sizes: dict[str, int]):
     return None
   uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
   if uneven:
-    log.info("%s on one device: %s do not split over %d devices", what, ", ".join(uneven), len(devices))
+    log.info("%s on one device: %s not divisible by the %d devices", what, ", ".join(uneven), len(devices))
     return None
   log.info("%s data-parallel over %d local devices", what, len(devices))
   return parallel.make_mesh(devices)

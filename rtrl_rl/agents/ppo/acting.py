@@ -10,6 +10,8 @@ Normalisation (as in the reference PPO implementations the RTU paper uses):
   rewards: a running discounted return `G = gamma G + r` (reset at episode ends) per env; rewards
     are divided by the running std of G and clipped. GAE uses the scaled rewards; the core's
     last-reward input is the raw reward (clipped by the agent).
+  Acting data-parallel over several devices (`axis_name`), every device folds the whole batch of all
+  devices into the statistics, which stay identical on every device.
 """
 
 from __future__ import annotations
@@ -67,16 +69,23 @@ def stats_init(shape=(), dtype=jnp.float32) -> RunningStats:
   return RunningStats(jnp.zeros(shape, dtype), jnp.ones(shape, dtype), jnp.asarray(1e-4, dtype))
 
 
-def stats_update(stats: RunningStats, x: jax.Array, weight: jax.Array | None = None) -> RunningStats:
-  """Fold a batch `x [B, *shape]` (optionally weighted by 0/1 `weight [B]`) into `stats`."""
+def stats_update(stats: RunningStats, x: jax.Array, weight: jax.Array | None = None,
+                 axis_name: str | None = None) -> RunningStats:
+  """Fold a batch `x [B, *shape]` (optionally weighted by 0/1 `weight [B]`) into `stats`.
+
+  `axis_name`: inside a map over that axis (`jax.shard_map`, `jax.vmap`), the batch is the
+  concatenation of every member's `x`: the counts and sums, then the centred squares, are summed
+  over the axis (psum), so every member gets the same statistics as one device folding the whole
+  batch (up to float summation order)."""
+  total = (lambda v: v) if axis_name is None else (lambda v: jax.lax.psum(v, axis_name))
   dtype = stats.mean.dtype
   x = x.astype(dtype)
   w = jnp.ones(x.shape[:1], dtype) if weight is None else weight.astype(dtype)
   w = w.reshape(w.shape + (1,) * (x.ndim - 1))
-  n = jnp.sum(w[(...,) + (0,) * (x.ndim - 1)])
+  n, w_sum = total((jnp.sum(w[(...,) + (0,) * (x.ndim - 1)]), jnp.sum(w * x, 0)))
   safe_n = jnp.maximum(n, 1.0)
-  b_mean = jnp.sum(w * x, 0) / safe_n
-  b_var = jnp.sum(w * jnp.square(x - b_mean), 0) / safe_n
+  b_mean = w_sum / safe_n
+  b_var = total(jnp.sum(w * jnp.square(x - b_mean), 0)) / safe_n
   tot = stats.count + n
   delta = b_mean - stats.mean
   mean = stats.mean + delta * n / tot
@@ -96,26 +105,30 @@ def norm_init(observation_shape, num_envs: int, dtype=jnp.float32) -> NormState:
                    jnp.zeros((num_envs,), dtype))
 
 
-def normalize_obs(config, norm: NormState, obs: jax.Array, update: bool = True):
-  """`(norm, obs_normalised)`: folds `obs [B, ...]` into the statistics first (if `update`)."""
+def normalize_obs(config, norm: NormState, obs: jax.Array, update: bool = True,
+                  axis_name: str | None = None):
+  """`(norm, obs_normalised)`: folds `obs [B, ...]` into the statistics first (if `update`; over
+  every member of `axis_name`, see `stats_update`)."""
   if not config.normalize_obs:
     return norm, obs
   obs = obs.astype(norm.obs.mean.dtype)
   if update:
-    norm = norm._replace(obs=stats_update(norm.obs, obs))
+    norm = norm._replace(obs=stats_update(norm.obs, obs, axis_name=axis_name))
   s = norm.obs
   out = jnp.clip((obs - s.mean) / jnp.sqrt(s.var + 1e-8), -config.obs_clip, config.obs_clip)
   return norm, out
 
 
-def normalize_reward(config, norm: NormState, reward: jax.Array, done: jax.Array, valid: jax.Array):
+def normalize_reward(config, norm: NormState, reward: jax.Array, done: jax.Array, valid: jax.Array,
+                     axis_name: str | None = None):
   """`(norm, reward_scaled)` for the transition rewards `[B]`; `done [B]` ends the episode after
-  this reward; `valid [B]` is False on the autoreset steps (their reward is not a transition's)."""
+  this reward; `valid [B]` is False on the autoreset steps (their reward is not a transition's).
+  The return statistics fold every member of `axis_name` (see `stats_update`)."""
   reward = reward.astype(norm.ret.mean.dtype)
   if not config.normalize_reward:
     return norm, reward
   ret_acc = jnp.where(valid, norm.ret_acc * config.gamma + reward, norm.ret_acc)
-  ret = stats_update(norm.ret, ret_acc, valid)
+  ret = stats_update(norm.ret, ret_acc, valid, axis_name)
   scaled = jnp.clip(reward / jnp.sqrt(ret.var + 1e-8), -config.reward_norm_clip, config.reward_norm_clip)
   return NormState(norm.obs, ret, jnp.where(done, 0.0, ret_acc)), scaled
 

@@ -1,0 +1,164 @@
+"""The data-parallel Anakin loop (rtrl_rl/system/anakin.py, module doc "Data parallelism") on 4 forced
+CPU devices: one PPO / IMPALA iteration equals its single-device reference on the same envs with the
+same per-device keys (tests/_anakin_parallel_worker.py), runs are deterministic, and the trainer's
+anakin backend uses all 4 devices, checkpoints and resumes. The multi-device runs are subprocesses
+(XLA_FLAGS must be set before JAX starts), started together by one fixture so that their
+compilations overlap."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rtrl_rl.agents.ppo import acting
+from tests._anakin_parallel_worker import B, T
+from tests._multiprocess import ROOT, device_env, load_prefixed
+
+WORKER = os.path.join(ROOT, "tests", "_anakin_parallel_worker.py")
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+TRAIN = [  # PPO with an RTRL RTU on cue memory: 8 envs x 8 steps per iteration
+    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py",
+    "--config.env.id=jax/cue-memory", "--config.system.backend=anakin", "--config.system.plot=False",
+    "--config.agent.num_envs=8", "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
+    "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
+    "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)", "--config.agent.head_sizes=(8,)"]
+STEPS_PER_ITERATION = 64
+
+
+def _start(args):
+  return subprocess.Popen(args, cwd=ROOT, env=device_env(4), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _train(run_dir, iterations):
+  return _start([*TRAIN, f"--run_dir={run_dir}",
+                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"])
+
+
+def _output(proc) -> str:
+  try:
+    out, _ = proc.communicate(timeout=300)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    out, _ = proc.communicate()
+  assert proc.returncode == 0, out[-4000:]
+  return out
+
+
+def _summary(output: str) -> dict:
+  line = [l for l in output.splitlines() if l.startswith("run finished in ")][-1]
+  return json.loads(line.split(": ", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """The worker and a 2-iteration trainer run (resumed by the test)."""
+  tmp = tmp_path_factory.mktemp("anakin_par")
+  out = str(tmp / "worker.npz")
+  procs = {"worker": subprocess.Popen([sys.executable, WORKER, out], env=device_env(4, FAST_COMPILE),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+           "train": _train(tmp / "run", 2)}
+  yield dict(worker=out, dir=tmp, procs=procs)
+  for p in procs.values():
+    if p.poll() is None:
+      p.kill()
+      p.communicate()
+
+
+@pytest.fixture(scope="module")
+def worker(runs):
+  _output(runs["procs"]["worker"])
+  with np.load(runs["worker"]) as f:
+    assert int(f["num_devices"]) == 4
+  return runs["worker"]
+
+
+def _assert_close(got, want, rtol=1e-5, atol=1e-7):
+  assert got.keys() == want.keys() and got
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def _compare(path, algo, names):
+  for name in names:
+    # Parameters: Adam's normalised step amplifies the float summation-order differences of
+    # near-zero gradients, hence an absolute tolerance well below the step size (1e-2).
+    _assert_close(load_prefixed(path, f"{algo}/mesh/{name}/"), load_prefixed(path, f"{algo}/ref/{name}/"),
+                  atol=1e-6 if name == "params" else 1e-7)
+
+
+def test_ppo_iteration_on_4_devices_equals_the_single_device_reference(worker):
+  """Device d acts on envs [2d, 2d + 2) from `fold_in(k, d)`; merged normalisation statistics; the
+  update equals `make_update(num_shards=4)` on the concatenated buffer; global episode metrics."""
+  _assert_close(load_prefixed(worker, "ppo/mesh_init/"), load_prefixed(worker, "ppo/ref_init/"), atol=0)
+  _compare(worker, "ppo", ("params", "metrics", "norm", "ret"))
+  with np.load(worker) as f:
+    assert f["ppo/norm_copies_equal"]
+    np.testing.assert_allclose(f["ppo/mesh_obs"], f["ppo/ref_obs"], rtol=1e-6)
+    metrics = load_prefixed(worker, "ppo/mesh/metrics/")
+    assert metrics["['episodes']"] == f["ppo/ended"] > 0          # every device's episodes
+    # Every device's steps were folded into the statistics (they start at count 1e-4).
+    np.testing.assert_allclose(load_prefixed(worker, "ppo/mesh/norm/")[".count"] - 1e-4, B * T, rtol=1e-6)
+    np.testing.assert_allclose(load_prefixed(worker, "ppo/mesh/ret/")[".count"] - 1e-4, f["ppo/valid_steps"],
+                               rtol=1e-6)
+    # The statistics moved from their initial values, and the update moved the parameters.
+    assert not np.allclose(load_prefixed(worker, "ppo/mesh/norm/")[".mean"], 0)
+    params = np.concatenate([v.ravel() for v in load_prefixed(worker, "ppo/mesh/params/").values()])
+    assert params.shape == f["ppo/initial_params"].shape
+    assert not np.allclose(params, f["ppo/initial_params"])
+
+
+def test_impala_iteration_on_4_devices_equals_the_single_device_reference(worker):
+  _compare(worker, "impala", ("params", "metrics"))
+  assert load_prefixed(worker, "impala/mesh/metrics/")["['episodes']"] > 0
+
+
+def _assert_equal(got, want):
+  assert got.keys() == want.keys() and got
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_mesh_runs_are_deterministic_and_continue_bitwise_from_a_host_copy(worker):
+  """Same seed: bitwise identical parameters after 2 iterations (another seed: different ones). A
+  fetched state put back by `place` (a checkpoint's round trip) keeps its placement and its next
+  iteration is bitwise that of the original."""
+  again = load_prefixed(worker, "ppo/again0/")
+  _assert_equal(load_prefixed(worker, "ppo/again1/"), again)
+  other = load_prefixed(worker, "ppo/other_seed/")
+  assert any(not np.array_equal(other[k], again[k]) for k in again)
+  _assert_equal(load_prefixed(worker, "ppo/step2_restored/"), load_prefixed(worker, "ppo/step2/"))
+  with np.load(worker) as f:
+    assert f["ppo/restored_placement_equal"]
+
+
+def test_merged_running_stats_equal_those_of_the_whole_batch():
+  """`stats_update(..., axis_name)` in each of 4 groups (vmap) == one update on all their rows."""
+  rng = np.random.default_rng(0)
+  stats = acting.RunningStats(jnp.asarray(rng.normal(size=3), jnp.float32), jnp.asarray([1.0, 2.0, 0.5]),
+                              jnp.asarray(7.0))
+  x = jnp.asarray(rng.normal(size=(4, 5, 3)) * 3 + 1, jnp.float32)
+  w = jnp.asarray(rng.random((4, 5)) < 0.6)
+  for weight in (None, w):
+    merged = jax.vmap(lambda xs, ws: acting.stats_update(stats, xs, ws, axis_name="g"), axis_name="g")(
+        x, weight)
+    whole = acting.stats_update(stats, x.reshape(20, 3), None if weight is None else weight.reshape(20))
+    for m, s in zip(merged, whole):
+      np.testing.assert_allclose(m, np.broadcast_to(s, m.shape), rtol=1e-5)
+
+
+def test_trainer_anakin_on_4_devices_runs_and_resumes(runs):
+  """The trainer splits the envs over the 4 devices and says so; restarted on its directory, the run
+  restores the sharded state from its checkpoint and continues with its counters."""
+  out = _output(runs["procs"]["train"])
+  assert "Anakin PPO data-parallel over 4 local devices" in out
+  first = _summary(out)
+  assert first["updates"] == 2 and first["frames"] == 2 * STEPS_PER_ITERATION
+  resumed = _summary(_output(_train(runs["dir"] / "run", 3)))
+  assert resumed["updates"] == 3 and resumed["frames"] == 3 * STEPS_PER_ITERATION
+  assert resumed["params_crc32"] != first["params_crc32"]
