@@ -3,9 +3,11 @@
     python -m bench.bench_envs [--seconds 1.0] [--rounds 3] [--threads 2]
 
 For envpool families the wrapper and raw envpool drive the SAME pool (same
-settings, same thread count), alternating in rounds; the best round of each is
-reported, so background load hurts both alike. Rates are agent steps per
-second summed over the batch (Atari: x4 frames). Prints a markdown table.
+settings, same thread count), alternating in blocks of 16 steps; the best round
+of each and the median ratio of adjacent blocks are reported, so background load
+hurts both alike. The wrapper's own cost is timed on real steps too (see
+wrapper_overhead_us). Rates are agent steps per second summed over the batch
+(Atari: x4 frames). Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -37,20 +39,27 @@ def _rate(step, acts, num_envs: int, seconds: float) -> float:
             return n * num_envs / dt
 
 
-def _interleaved_rates(step_a, step_b, acts, num_envs: int, seconds: float) -> tuple[float, float]:
+def _interleaved_rates(step_a, step_b, acts, num_envs: int, seconds: float
+                       ) -> tuple[float, float, list[float]]:
     """Agent steps/s of two step functions timed in alternating blocks of 16 steps for ~seconds in
-    total, so that drifts of the machine (other jobs, clock, envpool's threads) hit both alike."""
+    total (which goes first swaps every pair), so that drifts of the machine (other jobs, clock,
+    envpool's threads) hit both alike; also the time ratio b/a of each pair of blocks."""
+    steps = (step_a, step_b)
     t = [0.0, 0.0]
+    pairs = []
     n, i, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        for k, step in enumerate((step_a, step_b)):
+        dt = [0.0, 0.0]
+        for k in ((0, 1), (1, 0))[len(pairs) % 2]:
             t0 = time.perf_counter()
             for _ in range(16):
-                step(acts[i])
+                steps[k](acts[i])
                 i = (i + 1) % len(acts)
-            t[k] += time.perf_counter() - t0
+            dt[k] = time.perf_counter() - t0
+            t[k] += dt[k]
+        pairs.append(dt[1] / dt[0])
         n += 16
-    return n * num_envs / t[0], n * num_envs / t[1]
+    return n * num_envs / t[0], n * num_envs / t[1], pairs
 
 
 class _Replay:
@@ -63,15 +72,40 @@ class _Replay:
         return self.out
 
 
-def wrapper_overhead_us(env, acts, n=5000) -> float:
-    """Microseconds the wrapper adds per step() (pool replaced by a cached result)."""
+class _Stamped:
+    """Passes step() to the pool, noting the clock just before and just after it."""
+
+    def __init__(self, pool):
+        self.pool, self.before, self.after = pool, 0.0, 0.0
+
+    def step(self, actions):
+        self.before = time.perf_counter()
+        out = self.pool.step(actions)
+        self.after = time.perf_counter()
+        return out
+
+
+def wrapper_overhead_us(env, acts, n=5000) -> tuple[float, float]:
+    """Microseconds the wrapper adds per step(): (hot, fresh). hot: mean over a tight loop on one
+    cached pool result (code and data in cache); fresh: median over real steps of the time spent
+    in step() outside the pool's step, i.e. on each new result right after the pool ran (caches
+    cold: what real use pays, 2-4x hot)."""
     pool = env._pool
     env._pool = _Replay(pool.step(acts[0]))
     t0 = time.perf_counter()
     for i in range(n):
         env.step(acts[i % len(acts)])
+    hot = (time.perf_counter() - t0) / n * 1e6
+    env._pool = stamped = _Stamped(pool)
+    fresh = []
+    for i in range(n // 10):
+        t0 = time.perf_counter()
+        ts = env.step(acts[i % len(acts)])
+        t1 = time.perf_counter()
+        fresh.append((t1 - t0) - (stamped.after - stamped.before))
+        del ts  # freeing the TimeStep is not step()'s cost
     env._pool = pool
-    return (time.perf_counter() - t0) / n * 1e6
+    return hot, float(np.median(fresh)) * 1e6
 
 
 def bench_envpool(env_id, num_envs, threads, seconds, rounds, **opts):
@@ -79,22 +113,30 @@ def bench_envpool(env_id, num_envs, threads, seconds, rounds, **opts):
     acts = _actions(env.action_space, num_envs, 64, np.random.default_rng(0))
     raw = env.raw
     best_w = best_r = 0.0
+    pairs = []
     env.reset()                             # wrapper and raw drive the same pool, alternately
     _interleaved_rates(env.step, raw.step, acts, num_envs, 0.2)  # warm-up
     for _ in range(rounds):
-        w, r = _interleaved_rates(env.step, raw.step, acts, num_envs, seconds)
+        w, r, p = _interleaved_rates(env.step, raw.step, acts, num_envs, seconds)
         best_w, best_r = max(best_w, w), max(best_r, r)
+        pairs += p
     over = wrapper_overhead_us(env, acts)
     env.close()
-    return best_w, best_r, over
+    return best_w, best_r, float(np.median(pairs)), over
 
 
 def bench_envpool_async(env_id, num_envs, batch_size, threads, seconds, rounds):
+    """send/recv loops of the wrapper and of raw envpool on one pool, alternating in runs of
+    seconds/4 (4 x rounds each, order swapped every run): (best wrapper rate, best raw rate,
+    median over adjacent run pairs of wrapper rate / raw rate)."""
     env = envs.make(env_id, num_envs=num_envs, seed=0, num_threads=threads, batch_size=batch_size)
     acts = _actions(env.action_space, batch_size, 64, np.random.default_rng(0))
     raw = env.raw
+    sides = [(env.async_reset, env.recv, env.send, lambda o: o[1]),
+             (raw.async_reset, raw.recv, raw.send, lambda o: o[4]["env_id"])]
 
-    def loop(recv, send, ids_of):
+    def loop(reset, recv, send, ids_of):
+        reset()
         n, i, t0 = 0, 0, time.perf_counter()
         while True:
             out = recv()
@@ -102,21 +144,22 @@ def bench_envpool_async(env_id, num_envs, batch_size, threads, seconds, rounds):
             i = (i + 1) % len(acts)
             n += 1
             dt = time.perf_counter() - t0
-            if dt >= seconds:
-                return n * batch_size / dt
-
-    best_w = best_r = 0.0
-    for _ in range(rounds):
-        raw.async_reset()
-        best_r = max(best_r, loop(raw.recv, raw.send, lambda o: o[4]["env_id"]))
+            if dt >= seconds / 4:
+                break
         for _ in range(num_envs // batch_size):  # drain: async_reset needs no env in flight
-            raw.recv()
-        env.async_reset()
-        best_w = max(best_w, loop(env.recv, env.send, lambda o: o[1]))
-        for _ in range(num_envs // batch_size):
-            env.recv()
+            recv()
+        return n * batch_size / dt
+
+    best, pairs = [0.0, 0.0], []
+    for k in range(4 * rounds):
+        order = (0, 1) if k % 2 == 0 else (1, 0)
+        rate = [0.0, 0.0]
+        for j in order:
+            rate[j] = loop(*sides[j])
+            best[j] = max(best[j], rate[j])
+        pairs.append(rate[0] / rate[1])
     env.close()
-    return best_w, best_r
+    return best[0], best[1], float(np.median(pairs))
 
 
 def bench_plain(env_id, num_envs, seconds, rounds, **opts):
@@ -166,18 +209,19 @@ def main(argv=None) -> None:
     rows = []
 
     def ep(label, env_id, n, **opts):
-        w, raw, over = bench_envpool(env_id, n, th, s, r, **opts)
+        w, raw, paired, (hot, fresh) = bench_envpool(env_id, n, th, s, r, **opts)
         raw_us = n / raw * 1e6  # raw microseconds per batched step
         rows.append((label, env_id, n, f"{w:,.0f}", f"{raw:,.0f}", f"{w / raw:.2f}",
-                     f"{over:.1f} / {raw_us:,.0f}", f"{raw_us / (raw_us + over):.3f}"))
+                     f"{paired:.3f}", f"{hot:.1f} / {fresh:.1f} / {raw_us:,.0f}",
+                     f"{raw_us / (raw_us + fresh):.3f}"))
         print(f"  {label}: {w:,.0f} vs raw {raw:,.0f}", flush=True)
 
     print(f"# bench_envs: {os.cpu_count()} cpus, envpool threads={th}, "
           f"{r} rounds x {s}s (best)", flush=True)
     ep("Atari (sync)", "atari/Pong", 8)
-    w, raw = bench_envpool_async("atari/Pong", 16, 8, th, s, r)
+    w, raw, paired = bench_envpool_async("atari/Pong", 16, 8, th, s, r)
     rows.append(("Atari (async send/recv)", "atari/Pong", "16/8", f"{w:,.0f}", f"{raw:,.0f}",
-                 f"{w / raw:.2f}", "-", "-"))
+                 f"{w / raw:.2f}", f"{paired:.3f} (runs)", "-", "-"))
     print(f"  Atari async: {w:,.0f} vs raw {raw:,.0f}", flush=True)
     ep("ProcGen", "procgen/maze-memory", 16)
     ep("MuJoCo POMDP", "mujoco/Ant-P", 16)
@@ -188,21 +232,24 @@ def main(argv=None) -> None:
                              ("gymnax, numpy form", "gymnax/CartPole-v1", 32),
                              ("trace cond., numpy form", "jax/trace-conditioning", 32)]:
         w = bench_plain(env_id, n, s, r)
-        rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-"))
+        rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-", "-"))
         print(f"  {label}: {w:,.0f}", flush=True)
     for label, env_id, n in [("gymnax, jitted scan", "gymnax/CartPole-v1", 1024),
                              ("trace cond., jitted scan", "jax/trace-conditioning", 1024)]:
         w = bench_jax_scan(env_id, n, 1000)
-        rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-"))
+        rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-", "-"))
         print(f"  {label}: {w:,.0f}", flush=True)
     print()
     print("| family | id | num_envs | wrapper steps/s | raw envpool steps/s | wrapper/raw "
-          "(measured) | wrapper overhead / raw step (us) | ratio implied by overhead |")
-    print("|---|---|---|---|---|---|---|---|")
+          "(best rounds) | wrapper/raw (median of paired blocks) | wrapper overhead hot / fresh / "
+          "raw step (us) | ratio implied by fresh overhead |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(x) for x in row) + " |")
-    print("\nMeasured ratios carry the noise of a shared machine (best of rounds, alternating);")
-    print("the last column is deterministic: raw_us / (raw_us + wrapper overhead).")
+    print("\nMeasured ratios carry the noise of a shared machine: best rounds of each side, and")
+    print("the median over adjacent 16-step block pairs of raw/wrapper time. Overhead: hot =")
+    print("replayed result in a tight loop; fresh = time in step() outside the pool's step on real")
+    print("steps (median), what real use pays; last column: raw_us / (raw_us + fresh overhead).")
     print("DMLab: not benchmarked (deepmind_lab is not installed on this machine).")
 
 

@@ -219,3 +219,79 @@ def test_minigrid_memory():
     assert np.stack([t.truncated | t.terminated for t in ts]).sum() >= 2
     again = envs.make("memory/minigrid-memory-s7", num_envs=2, seed=1)
     np.testing.assert_array_equal(again.reset().obs, ts[0].obs)
+
+
+# ----------------------------------------------------------------------------- array ownership
+
+
+def _leaves(ts):
+    return [ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first, *ts.info.values()]
+
+
+def _copies(ts):
+    return [np.array(x) for x in _leaves(ts)]
+
+
+def _assert_own_arrays(kept, snapshots):
+    """The kept TimeSteps still hold their values at return time and share no memory."""
+    for ts, snap in zip(kept, snapshots):
+        for x, y in zip(_leaves(ts), snap):
+            np.testing.assert_array_equal(x, y)
+    leaves = [x for ts in kept for x in _leaves(ts)]
+    for i, x in enumerate(leaves):
+        for y in leaves[i + 1:]:
+            assert not np.shares_memory(x, y)
+
+
+@pytest.mark.parametrize("env_id,opts", [
+    ("memory/cartpole-masked", {"max_episode_steps": 3}),
+    ("mujoco/Reacher-POMDP", {"max_episode_steps": 3}),
+    ("mujoco/Ant-P", {"max_episode_steps": 3}),
+    ("memory/minigrid-memory-s7", {"max_episode_steps": 3}),
+    ("atari/Pong", {"max_episode_steps": 3}),
+    ("procgen/maze-memory", {}),
+])
+def test_timesteps_own_their_arrays(env_id, opts):
+    """Callers keep earlier TimeSteps (rollout lists; jax may alias numpy memory on CPU): later
+    steps never write into an earlier TimeStep's arrays, no two returned arrays share memory, and
+    writing into a returned TimeStep changes nothing the env returns later."""
+    env, twin = (envs.make(env_id, num_envs=2, seed=0, **opts) for _ in range(2))
+    space = env.action_space
+    kept, ts = [twin.reset()], env.reset()
+    twin_snaps, env_snaps = [_copies(kept[0])], [_copies(ts)]
+    for a in np.zeros((12, 2, *space.shape), space.dtype):
+        for x in _leaves(ts):  # the caller of `env` overwrites every TimeStep it gets
+            x[...] = np.ones_like(x)
+        ts = env.step(a)
+        env_snaps.append(_copies(ts))
+        kept.append(twin.step(a))
+        twin_snaps.append(_copies(kept[-1]))
+    _assert_own_arrays(kept, twin_snaps)
+    for x, y in zip(env_snaps, twin_snaps):
+        for a, b in zip(x, y):
+            np.testing.assert_array_equal(a, b)
+    _check_first_flags(kept)
+    env.close(), twin.close()
+
+
+@pytest.mark.parametrize("env_id,opts,steps", [
+    ("memory/cartpole-masked", {"max_episode_steps": 3}, 16),
+    ("atari/Breakout", {"num_threads": 2}, 300),  # episodic life: soft resets, tracked per env id
+])
+def test_async_timesteps_own_their_arrays_and_first_per_env(env_id, opts, steps):
+    """recv(): first == the env id's previous step ended; the last 16 TimeSteps own their arrays."""
+    env = envs.make(env_id, num_envs=2, seed=0, batch_size=1, **opts)
+    rng = np.random.default_rng(0)
+    env.async_reset()
+    kept, snaps, prev_done, n_first = [], [], {}, 0
+    for _ in range(steps):
+        ts, ids = env.recv()
+        kept.append(ts), snaps.append(_copies(ts))
+        i = int(ids[0])
+        assert ts.first[0] == prev_done.get(i, True)
+        prev_done[i] = bool(ts.terminated[0] | ts.truncated[0])
+        n_first += int(ts.first[0])
+        env.send(rng.integers(0, env.action_space.num_values, 1), ids)
+    _assert_own_arrays(kept[-16:], snaps[-16:])
+    assert n_first >= 4
+    env.close()

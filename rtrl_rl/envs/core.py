@@ -45,6 +45,9 @@ class TimeStep(NamedTuple):
                 (= the cells' ``resets``).
     info:       dict of extra [B]-leading arrays (family specific, e.g. Atari
                 ``lives`` and ``game_over``); may be empty.
+
+    Every step returns new arrays: callers may keep TimeSteps (rollout lists;
+    JAX on CPU may alias numpy memory), later steps never write into them.
     """
 
     obs: Any
