@@ -136,6 +136,20 @@ def test_atari_truncation_and_options():
     assert list(np.flatnonzero(trunc)) == [20, 41]
 
 
+def test_atari_sticky_actions_repeat_the_previous_action():
+    """sticky_actions=p: with probability p the emulator repeats the previous action. p=1 repeats
+    the initial NOOP forever, so two different action sequences give the same frames; p=0 not."""
+    def frames(p, action_seed):
+        env = envs.make("atari/Breakout", num_envs=1, seed=0, sticky_actions=p, noop_max=1)
+        rng = np.random.default_rng(action_seed)
+        ts = _rollout(env, lambda t, _: rng.integers(0, 4, size=1), 60)
+        env.close()
+        return np.stack([t.obs for t in ts])
+
+    assert not np.array_equal(frames(0.0, 1), frames(0.0, 2))
+    np.testing.assert_array_equal(frames(1.0, 1), frames(1.0, 2))
+
+
 # ----------------------------------------------------------------------------- ProcGen
 
 
