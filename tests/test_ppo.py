@@ -297,11 +297,14 @@ def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
                                             h["prev_reward"], h["prev_action"], h["first"])
       return _window_loss(c, jax.tree.map(lambda x: x[lo:lo + 4], dists), values[lo:lo + 4], s)
 
+    g_loss = jax.jit(jax.grad(lambda p, s: loss(p, s)[0]))
+    g_stepwise = jax.jit(jax.grad(stepwise_loss))
+    g_history = jax.jit(jax.grad(full_history_loss), static_argnums=1)
     for lo in (0, 4):              # steps 0..3 start every episode; 4..7 continue them
       sample = _window(h, lo, lo + 4)
-      g = jax.grad(lambda p: loss(p, sample)[0])(params)
-      assert_trees_close(g, jax.grad(stepwise_loss)(params, sample), rtol=1e-9, atol=1e-12)
-      g_full = jax.grad(full_history_loss)(params, lo, sample)
+      g = g_loss(params, sample)
+      assert_trees_close(g, g_stepwise(params, sample), rtol=1e-9, atol=1e-12)
+      g_full = g_history(params, lo, sample)
       assert trees_close(g["core"], g_full["core"], rtol=1e-9, atol=1e-12) == (lo == 0)
     # The truncation length matters: single steps give a different core gradient.
     c1 = small_config(cell, core_mode="tbptt", sequence_length=1, stem_grad="unroll")
