@@ -20,7 +20,7 @@ each use the whole machine, while end-to-end runs actors, env threads and learne
 
 Systems:
   cartpole  configs/default.py:rtu (memory/cartpole-masked, MLP(64), RTRL RTU N=64, M=20, B=32,
-            2 actors x 2 pools x 16 envs)
+            2 actors x 2 pools x 64 envs, 4 records of 16 per pool)
   pong      configs/irie_atari.py:M=20 on atari/Pong (IMPALA ResNet, RTRL eLSTM N=256), shrunk for
             this CPU: B=8, 1 actor x 2 pools x 8 envs (an update takes seconds here; the learner
             is the bottleneck)

@@ -138,6 +138,15 @@ def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
   """
   procs = jax.process_count()
   local_devices = _num_shards(mesh) // procs
+  if procs == 1:                      # the local batch is the global one: one batched transfer
+    def check(x, axis):
+      x = np.asarray(x)
+      if axis is not None:
+        _check_divisible(x.shape[axis], local_devices, f"local batch size (axis {axis})")
+      return x
+    local_tree = _map_with_axes(check, batch_axes, local_tree)
+    return jax.device_put(local_tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis),
+                                                      batch_axes, local_tree))
 
   def make(x, axis):
     x = np.asarray(x)
@@ -165,18 +174,20 @@ def replicate(tree, mesh: Mesh) -> Any:
 
 def fetch(tree) -> Any:
   """Host numpy copies of replicated (or fully addressable) arrays, on every process (typed PRNG
-  keys stay typed keys: numpy has no key dtype)."""
-  def get(x):
-    if isinstance(x, jax.Array):
-      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-        return jax.device_get(x)
-      if x.is_fully_addressable:
-        return np.asarray(jax.device_get(x))
+  keys stay typed keys: numpy has no key dtype). All device-to-host copies start before any is
+  waited for."""
+  def local(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
       if not x.is_fully_replicated:
         raise ValueError("fetch: array is neither replicated nor addressable by this process")
-      return np.asarray(x.addressable_shards[0].data)
+      return x.addressable_shards[0].data
+    return x
+
+  def host(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return x
     return np.asarray(x)
-  return jax.tree.map(get, tree)
+  return jax.tree.map(host, jax.device_get(jax.tree.map(local, tree)))
 
 
 def local_replica(tree, device=None) -> Any:
