@@ -48,7 +48,7 @@ def main(argv) -> int:
   from rtrl_rl.envs import MissingDependencyError  # pylint: disable=g-import-not-at-top
   try:
     summary = trainer.run(config, run_dir)
-  except MissingDependencyError as e:
+  except (MissingDependencyError, trainer.CheckpointMismatch) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except trainer.RunFailed as e:

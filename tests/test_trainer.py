@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
 
@@ -185,3 +186,26 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
   assert resumed["updates"] == saved + 2 and resumed["frames"] == (saved + 2) * 160
   rows = read_metrics(run_dir)
   assert rows[-1]["updates"] == saved + 2
+
+
+def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
+  """A run directory whose checkpoint has another shape (another config or device count) is not
+  resumed: the trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
+  from rtrl_rl.system import trainer
+  run_dir = str(tmp_path / "run")
+  ckpt = trainer._Checkpoints(run_dir, 2)
+  ckpt.save({"w": np.zeros(3, np.float32)}, {"updates": 7})
+  with pytest.raises(trainer.CheckpointMismatch, match="another --run_dir"):
+    ckpt.restore({"w": np.zeros(4, np.float32)})
+  state, meta = ckpt.restore({"w": np.ones(3, np.float32)})
+  assert meta["updates"] == 7 and not state["w"].any()
+  ckpt.close()
+  out = subprocess.run(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", "--config=configs/rtu_popgym.py",
+       "--config.env.id=jax/cue-memory", "--config.system.backend=anakin", "--config.agent.num_envs=2",
+       "--config.agent.rollout_length=8", "--config.agent.num_minibatches=2",
+       "--config.agent.minibatch_size=8", "--config.agent.hidden_size=4"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "error:" in out.stderr and "cannot be resumed" in out.stderr and "--run_dir" in out.stderr
+  assert _checkpoint_steps(run_dir) == [7]

@@ -68,16 +68,30 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
 
 
+class CheckpointMismatch(ValueError):
+  """The run directory's checkpoint does not fit this run (another config or device count)."""
+
+
 class _Checkpoints:
   """Learner state + counters <-> orbax checkpoints (host copies; process 0 writes)."""
 
   def __init__(self, run_dir: str, keep: int):
     from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-    self._ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), max_to_keep=keep)
+    self._dir = os.path.join(run_dir, "checkpoints")
+    self._ckpt = Checkpointer(self._dir, max_to_keep=keep)
 
   def restore(self, like):
+    """`(state, metadata)` of the latest checkpoint shaped like `like`, or None when there is none.
+    Raises CheckpointMismatch when it was written by a run of another shape."""
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-    restored = self._ckpt.restore_latest(parallel.fetch(like))
+    from rtrl_rl.io.checkpoint import CheckpointStructureError  # pylint: disable=g-import-not-at-top
+    try:
+      restored = self._ckpt.restore_latest(parallel.fetch(like))
+    except CheckpointStructureError as e:
+      raise CheckpointMismatch(
+          f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: {e}. "
+          "Resume with the config it was written with (and, for the 'anakin' and 'sync' backends, "
+          "the same number of local devices), or start a new run with another --run_dir") from None
     if restored is None:
       return None
     _, state, metadata = restored
