@@ -119,14 +119,16 @@ def _check_divisible(size: int, parts: int, what: str) -> None:
 
 
 def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
-  """Place a whole (global) batch held by this process onto the mesh (single process only)."""
+  """Place a whole (global) batch held by this process onto the mesh (single process only), in one
+  batched transfer."""
   n = _num_shards(mesh)
 
-  def put(x, axis):
+  def check(x, axis):
     if axis is not None:
       _check_divisible(np.shape(x)[axis], n, f"batch size (axis {axis})")
-    return jax.device_put(x, batch_sharding(mesh, axis))
-  return _map_with_axes(put, batch_axes, tree)
+    return x
+  tree = _map_with_axes(check, batch_axes, tree)
+  return jax.device_put(tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
 
 
 def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
@@ -137,16 +139,9 @@ def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
   split over the devices of the mesh (B_local must divide over this process's devices).
   """
   procs = jax.process_count()
+  if procs == 1:                      # the local batch is the global one
+    return shard_batch(local_tree, mesh, batch_axes)
   local_devices = _num_shards(mesh) // procs
-  if procs == 1:                      # the local batch is the global one: one batched transfer
-    def check(x, axis):
-      x = np.asarray(x)
-      if axis is not None:
-        _check_divisible(x.shape[axis], local_devices, f"local batch size (axis {axis})")
-      return x
-    local_tree = _map_with_axes(check, batch_axes, local_tree)
-    return jax.device_put(local_tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis),
-                                                      batch_axes, local_tree))
 
   def make(x, axis):
     x = np.asarray(x)

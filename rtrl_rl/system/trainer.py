@@ -271,11 +271,6 @@ def _local_mesh(what: str, sizes: dict[str, int]):
   return parallel.make_mesh(devices)
 
 
-def _ppo_split_sizes(a) -> dict[str, int]:
-  """What a data-parallel PPO update splits over the devices (ppo.learning module doc)."""
-  return {"num_envs": a.num_envs, "minibatch_size / sequence_length": a.minibatch_size // a.sequence_length}
-
-
 def _anakin_iterations(config) -> _Iterations:
   """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed. With several
   local devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
@@ -286,7 +281,9 @@ def _anakin_iterations(config) -> _Iterations:
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   if config.algo == "ppo":
-    loop = anakin.make_ppo(fenv, a, mesh=_local_mesh("Anakin PPO", _ppo_split_sizes(a)))
+    from rtrl_rl.agents.ppo import learning as ppo_learning  # pylint: disable=g-import-not-at-top
+    sizes = ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length)
+    loop = anakin.make_ppo(fenv, a, mesh=_local_mesh("Anakin PPO", sizes))
     steps = a.num_envs * a.rollout_length
   else:
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
@@ -314,7 +311,8 @@ def _sync_ppo_iterations(config) -> _Iterations:
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   acting = anakin.host_acting(env, agent, a)
-  mesh = _local_mesh("PPO update", _ppo_split_sizes(a))
+  mesh = _local_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size,
+                                                           a.sequence_length))
   update = ppo_learning.make_learner_step(agent, a, mesh)
   bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
   place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))

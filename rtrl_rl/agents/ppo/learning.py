@@ -200,11 +200,17 @@ def _forward(agent: Agent, seq_len: int):
   return forward
 
 
+def split_sizes(num_envs: int, minibatch_size: int, seq_len: int = 1) -> dict[str, int]:
+  """What the data-parallel update splits over the devices (module doc): every size must divide by
+  their number."""
+  return {"num_envs": num_envs, "minibatch_size / sequence_length": minibatch_size // seq_len}
+
+
 def _check_shards(num_envs: int, minibatch_size: int, num_shards: int, seq_len: int = 1) -> None:
-  if num_shards < 1 or num_envs % num_shards or (minibatch_size // seq_len) % num_shards:
-    raise ValueError(f"PPO config: num_envs ({num_envs}) and the sequences per minibatch "
-                     f"(minibatch_size / sequence_length = {minibatch_size} / {seq_len}) must both "
-                     f"be divisible by the {num_shards} devices the buffer is split over")
+  sizes = split_sizes(num_envs, minibatch_size, seq_len)
+  if num_shards < 1 or any(size % num_shards for size in sizes.values()):
+    raise ValueError("PPO config: " + " and ".join(f"{k} ({v})" for k, v in sizes.items())
+                     + f" must both be divisible by the {num_shards} devices the buffer is split over")
 
 
 def minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
