@@ -33,6 +33,8 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
                                      #   loop (JAX envs) | "sync": PPO acting on host envs, then updating
   s.num_actors = 2                   # actor processes per host (backend "actors")
   s.envs_per_actor = 16              # environments in one record (a rollout of these envs)
+  s.actor_device = "cpu"             # where actors run the policy: "cpu" (host CPUs) | "gpu" (actor k on
+                                     #   local GPU k mod #GPUs, shared with the learner; NVIDIA CUDA)
   s.actor_pools = 2                  # env pools per actor, stepped alternately (double buffering)
   s.records_per_pool = 1             # records per pool: the policy runs on records x envs_per_actor envs
   s.queue_capacity = 4               # rollout records buffered between actors and learner (back-pressure)
@@ -88,6 +90,12 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   for name in ("log_every_s", "checkpoint_every_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
+  from rtrl_rl.system.actors import ACTOR_DEVICES  # pylint: disable=g-import-not-at-top
+  if s.actor_device not in ACTOR_DEVICES:
+    err(f"system.actor_device={s.actor_device!r}: expected one of {ACTOR_DEVICES}")
+  elif s.actor_device != "cpu" and s.backend != "actors":
+    err(f"system.actor_device={s.actor_device!r} places actor processes (backend 'actors'); "
+        f"backend {s.backend!r} acts on the learner's devices")
   if not (isinstance(s.max_actor_restarts, int) and s.max_actor_restarts >= 0):
     err(f"system.max_actor_restarts={s.max_actor_restarts!r} must be an int >= 0")
   if _positive_int(s.num_processes) and s.num_processes > 1:

@@ -46,9 +46,10 @@ def main(argv) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   from rtrl_rl.envs import MissingDependencyError  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system.actors import NoAcceleratorError  # pylint: disable=g-import-not-at-top
   try:
     summary = trainer.run(config, run_dir)
-  except (MissingDependencyError, trainer.CheckpointMismatch) as e:
+  except (MissingDependencyError, NoAcceleratorError, trainer.CheckpointMismatch) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except trainer.RunFailed as e:

@@ -86,6 +86,14 @@ def test_invalid_combinations_fail_at_load_time_naming_the_fields():
   config.system.envs_per_actor = 5
   with pytest.raises(ValueError, match="agent.batch_size=32 must split into whole actor records"):
     experiment.validate(config)
+  config = load("default.py")
+  config.system.actor_device = "tpu"
+  with pytest.raises(ValueError, match=r"system.actor_device='tpu': expected one of \('cpu', 'gpu'\)"):
+    experiment.validate(config)
+  config = load("rtu_trace_conditioning.py")
+  config.system.actor_device = "gpu"
+  with pytest.raises(ValueError, match="system.actor_device='gpu' places actor processes"):
+    experiment.validate(config)
 
 
 def test_reference_scores_name_real_config_groups():

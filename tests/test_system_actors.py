@@ -145,3 +145,33 @@ def test_record_spec_matches_what_an_actor_produces():
   np.testing.assert_array_equal(batch.rollout.policy_version, 5)
   for p in pools:
     p.close()
+
+
+def test_actor_jax_env_places_each_actor():
+  assert actors.actor_jax_env("cpu", 3) == {"JAX_PLATFORMS": "cpu"}
+  envs = [actors.actor_jax_env("gpu", k, ["2", "5"]) for k in range(3)]
+  assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["2", "5", "2"]      # round robin
+  assert all(e["JAX_PLATFORMS"] == "cuda" and e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
+  with pytest.raises(ValueError, match="expected one of"):
+    actors.actor_jax_env("tpu", 0)
+  with pytest.raises(ValueError, match="GPU id"):
+    actors.actor_jax_env("gpu", 0, [])
+
+
+def test_local_gpu_ids_follow_the_trainers_visible_devices():
+  assert actors.local_gpu_ids(2, environ={}) == ["0", "1"]
+  assert actors.local_gpu_ids(2, environ={"CUDA_VISIBLE_DEVICES": "3, 1"}) == ["3", "1"]
+  assert actors.local_gpu_ids(1, environ={"CUDA_VISIBLE_DEVICES": "GPU-ab12,GPU-cd34"}) == ["GPU-ab12"]
+  with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
+    actors.local_gpu_ids(2, environ={"CUDA_VISIBLE_DEVICES": "0"})
+
+
+def test_gpu_actors_need_a_local_gpu():
+  gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
+  if gpus:                                    # a GPU host: one environment per actor, round robin
+    envs = actors.actor_envs_for_host("gpu", len(gpus) + 1)
+    assert envs[-1]["CUDA_VISIBLE_DEVICES"] == envs[0]["CUDA_VISIBLE_DEVICES"]
+  else:
+    with pytest.raises(actors.NoAcceleratorError, match=r"actor_device=cpu"):
+      actors.actor_envs_for_host("gpu", 2)
+  assert actors.actor_envs_for_host("cpu", 2) == [{"JAX_PLATFORMS": "cpu"}] * 2

@@ -146,6 +146,17 @@ def test_bad_config_fails_before_any_compute(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.skipif(any(d.platform == "gpu" for d in __import__("jax").local_devices()),
+                    reason="checks the message of a host without a GPU")
+def test_gpu_actors_on_a_host_without_a_gpu_fail_naming_the_fix(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={tmp_path}/run", *SMALL,
+       "--config.system.actor_device=gpu"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "JAX sees no local GPU" in out.stderr and "--config.system.actor_device=cpu" in out.stderr
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
 def test_two_hosts_keep_identical_parameters(tmp_path):
   """Two processes x 2 CPU devices (gloo on 127.0.0.1): the whole system, a few updates."""
   port = free_port()

@@ -7,6 +7,9 @@ env's recurrent state and RTRL traces, and puts one `ActorRecord` per `envs_per_
 pool) per rollout of M+1 steps into the shared-memory `RolloutQueue` (blocking when the learner
 falls behind).
 
+Placement (`system.actor_device`, see `actor_jax_env`): "cpu" runs the policy on the host CPUs;
+"gpu" gives actor k the trainer's local NVIDIA GPU k mod #GPUs, shared with the learner.
+
 Double buffering: the pools are stepped with envpool's async `send`/`recv`; while one pool's worker
 threads step its envs, the actor runs the policy on the other pool (`acting.RolloutCollector` with a
 list of envs). Each pool is its own stream of rollouts with its own carry, and each record is a
@@ -23,11 +26,68 @@ can log the policy lag (V-trace corrects for it).
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from rtrl_rl.system.queue import ArraySpec, QueueClosed
+
+ACTOR_DEVICES = ("cpu", "gpu")
+
+
+class NoAcceleratorError(RuntimeError):
+  """system.actor_device asks for an accelerator this host does not have."""
+
+
+def local_gpu_ids(num_gpus: int, environ=None) -> list[str]:
+  """The ids (as CUDA_VISIBLE_DEVICES names them) of this process's `num_gpus` local GPUs, in JAX's
+  local device order: the process's own CUDA_VISIBLE_DEVICES entries when it is set, else 0..n-1."""
+  visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+  if visible is None:
+    return [str(i) for i in range(num_gpus)]
+  ids = [v.strip() for v in visible.split(",") if v.strip()]
+  if len(ids) < num_gpus:
+    raise ValueError(f"CUDA_VISIBLE_DEVICES={visible!r} names {len(ids)} GPUs but JAX sees {num_gpus}")
+  return ids[:num_gpus]
+
+
+def actor_jax_env(actor_device: str, actor_index: int, gpu_ids: Sequence[str] = ()) -> dict[str, str]:
+  """Environment variables an actor process sets before it imports JAX.
+
+  "cpu": the policy runs on the host CPUs. "gpu": actor k runs on GPU `gpu_ids[k % len(gpu_ids)]`
+  (CUDA), which it shares with the learner, so it allocates GPU memory on demand instead of
+  preallocating most of it (the learner, started first, keeps JAX's default preallocation).
+  """
+  if actor_device == "cpu":
+    return {"JAX_PLATFORMS": "cpu"}
+  if actor_device == "gpu":
+    if not gpu_ids:
+      raise ValueError("actor_device='gpu' needs at least one GPU id")
+    return {"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": str(gpu_ids[actor_index % len(gpu_ids)]),
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  raise ValueError(f"actor_device={actor_device!r}: expected one of {ACTOR_DEVICES}")
+
+
+def actor_envs_for_host(actor_device: str, num_actors: int) -> list[dict[str, str]]:
+  """`actor_jax_env` for each of this host's actors; "gpu" checks that JAX sees a local GPU.
+
+  Raises `NoAcceleratorError` (naming the fix) when actor_device="gpu" and this process has no
+  local GPU (a CPU-only jaxlib, a TPU host: a TPU chip serves one process, so TPU actors are not
+  separate processes).
+  """
+  gpu_ids: list[str] = []
+  if actor_device == "gpu":
+    import jax  # pylint: disable=g-import-not-at-top
+    gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
+    if not gpus:
+      seen = ", ".join(sorted({d.platform for d in jax.local_devices()}))
+      raise NoAcceleratorError(
+          f"system.actor_device='gpu' but JAX sees no local GPU on this host (local devices: {seen}); "
+          "run the actors on the host CPUs (--config.system.actor_device=cpu) or install JAX with "
+          "CUDA (pip install 'jax[cuda13]')")
+    gpu_ids = local_gpu_ids(len(gpus))
+  return [actor_jax_env(actor_device, k, gpu_ids) for k in range(num_actors)]
+
 
 def actor_layout(config) -> tuple[int, int]:
   """(pools per actor, records per pool). An actor owns pools x records x envs_per_actor envs; the
@@ -128,9 +188,11 @@ def split_records(rollout, records: int) -> list:
   return [batch_slice(rollout, i * e, (i + 1) * e) for i in range(records)]
 
 
-def actor_main(info, config, process_index: int, actor_index: int, queue, param_store) -> None:
-  """Entry point of one actor process (called by the Supervisor as `target(info, *args)`)."""
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # actors infer on host CPUs
+def actor_main(info, config, process_index: int, actor_index: int, queue, param_store,
+               jax_env: dict[str, str]) -> None:
+  """Entry point of one actor process (called by the Supervisor as `target(info, *args)`);
+  `jax_env` (`actor_jax_env`) places its policy."""
+  os.environ.update(jax_env)                  # before JAX is imported in this process
   import jax  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import acting, config as impala_config  # pylint: disable=g-import-not-at-top
 

@@ -148,6 +148,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
 
   s, a = config.system, config.agent
+  actor_env = actors.actor_envs_for_host(s.actor_device, s.num_actors)  # no GPU -> fails here
   options = config.env.options.to_dict()
   envs.make(config.env.id, 1, config.seed, **options).close()  # preflight: missing dependencies fail here
   obs_space, act_space = envs.describe(config.env.id, **options)
@@ -175,7 +176,11 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   store.publish(host_params, counters["updates"])
   sup = processes.Supervisor(ctx, max_restarts=s.max_actor_restarts, on_death=lambda *_: queue.reclaim())
   for k in range(s.num_actors):
-    sup.add(f"actor{k}", actors.actor_main, args=(config, jax.process_index(), k, queue, store))
+    sup.add(f"actor{k}", actors.actor_main,
+            args=(config, jax.process_index(), k, queue, store, actor_env[k]))
+  placement = ("the host CPUs" if s.actor_device == "cpu" else "GPU " + ", ".join(
+      f"{e['CUDA_VISIBLE_DEVICES']} (actor{k})" for k, e in enumerate(actor_env)))
+  log.info("%d actor processes, policy on %s", s.num_actors, placement)
   writer = MetricsWriter(run_dir, is_primary=jax.process_index() == 0)
   progress = Progress(total_frames=total_updates * frames_per_update,
                       interval_s=s.log_every_s) if jax.process_index() == 0 else None
