@@ -103,6 +103,12 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
       err(f"system.num_processes={s.num_processes} needs system.coordinator_address (host:port)")
     if not (isinstance(s.process_id, int) and 0 <= s.process_id < s.num_processes):
       err(f"system.process_id={s.process_id!r} must be in [0, system.num_processes)")
+    single = ("algo='prediction'" if config.algo == "prediction" else
+              "system.backend='sync'" if s.backend == "sync" else None)
+    if single:
+      err(f"system.num_processes={s.num_processes}: {single} runs on one process (its local "
+          "devices); several processes run backend 'actors' (host environments, IMPALA) or "
+          "'anakin' (JAX environments)")
   if config.algo == "ppo" and s.backend == "actors":
     err("algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
         "environments); the actor-process backend serves algo='impala'")

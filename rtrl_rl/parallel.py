@@ -119,8 +119,10 @@ def _check_divisible(size: int, parts: int, what: str) -> None:
 
 
 def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
-  """Place a whole (global) batch held by this process onto the mesh (single process only), in one
-  batched transfer."""
+  """Place a whole (global) tree onto the mesh, split along `batch_axes`. One process: one batched
+  transfer. Several processes: every process passes the same whole values (e.g. a restored
+  checkpoint) and keeps its own devices' blocks; leaves that already are global arrays are
+  resharded. Typed PRNG keys keep their type."""
   n = _num_shards(mesh)
 
   def check(x, axis):
@@ -128,7 +130,24 @@ def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
       _check_divisible(np.shape(x)[axis], n, f"batch size (axis {axis})")
     return x
   tree = _map_with_axes(check, batch_axes, tree)
-  return jax.device_put(tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
+  if jax.process_count() == 1:
+    return jax.device_put(tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
+  return _map_with_axes(lambda x, axis: _put_global(x, batch_sharding(mesh, axis)), batch_axes, tree)
+
+
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _put_global(x, sharding: NamedSharding) -> jax.Array:
+  """One leaf onto a sharding that may span processes (every process passes the same value)."""
+  if _is_key(x):
+    return jax.random.wrap_key_data(_put_global(jax.random.key_data(x), sharding),
+                                    impl=jax.random.key_impl(x))
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return x if x.sharding.is_equivalent_to(sharding, x.ndim) else jax.device_put(x, sharding)
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx], dtype=x.dtype)
 
 
 def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
@@ -168,21 +187,31 @@ def replicate(tree, mesh: Mesh) -> Any:
 
 
 def fetch(tree) -> Any:
-  """Host numpy copies of replicated (or fully addressable) arrays, on every process (typed PRNG
-  keys stay typed keys: numpy has no key dtype). All device-to-host copies start before any is
-  waited for."""
+  """Host numpy copies of the whole (global) values of a tree's arrays, on every process (typed PRNG
+  keys stay typed keys: numpy has no key dtype). Replicated and addressable arrays are copied
+  without communication (all device-to-host copies start before any is waited for); arrays split
+  over several processes are gathered, which is a collective: every process must call `fetch`
+  on such a tree at the same point."""
+  leaves, treedef = jax.tree.flatten(tree)
+  split = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable
+           and not x.is_fully_replicated]
+  if split:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    parts = [jax.random.key_data(leaves[i]) if _is_key(leaves[i]) else leaves[i] for i in split]
+    gathered = multihost_utils.process_allgather(parts, tiled=True)
+    leaves = list(leaves)
+    for i, g in zip(split, gathered):
+      leaves[i] = (jax.random.wrap_key_data(g, impl=jax.random.key_impl(leaves[i]))
+                   if _is_key(leaves[i]) else np.asarray(g))
+
   def local(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      if not x.is_fully_replicated:
-        raise ValueError("fetch: array is neither replicated nor addressable by this process")
-      return x.addressable_shards[0].data
+      return x.addressable_shards[0].data       # replicated: this process's first replica
     return x
 
   def host(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return x
-    return np.asarray(x)
-  return jax.tree.map(host, jax.device_get(jax.tree.map(local, tree)))
+    return x if _is_key(x) else np.asarray(x)
+  return jax.tree.map(host, jax.device_get(jax.tree.unflatten(treedef, [local(x) for x in leaves])))
 
 
 def local_replica(tree, device=None) -> Any:

@@ -49,7 +49,8 @@ def main(argv) -> int:
   from rtrl_rl.system.actors import NoAcceleratorError  # pylint: disable=g-import-not-at-top
   try:
     summary = trainer.run(config, run_dir)
-  except (MissingDependencyError, NoAcceleratorError, trainer.CheckpointMismatch) as e:
+  except (MissingDependencyError, NoAcceleratorError, trainer.CheckpointMismatch,
+          experiment.ExperimentConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except trainer.RunFailed as e:

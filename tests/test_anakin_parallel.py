@@ -17,7 +17,8 @@ import pytest
 
 from rtrl_rl.agents.ppo import acting
 from tests._anakin_parallel_worker import B, T
-from tests._multiprocess import ROOT, device_env, load_prefixed
+from rtrl_rl.io.checkpoint import Checkpointer
+from tests._multiprocess import ROOT, device_env, free_port, load_prefixed
 
 WORKER = os.path.join(ROOT, "tests", "_anakin_parallel_worker.py")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
@@ -30,14 +31,23 @@ TRAIN = [  # PPO with an RTRL RTU on cue memory: 8 envs x 8 steps per iteration
 STEPS_PER_ITERATION = 64
 
 
-def _start(args):
-  return subprocess.Popen(args, cwd=ROOT, env=device_env(4), stdout=subprocess.PIPE,
+def _start(args, devices=4):
+  return subprocess.Popen(args, cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 
 def _train(run_dir, iterations):
   return _start([*TRAIN, f"--run_dir={run_dir}",
                  f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"])
+
+
+def _train_two_hosts(run_dir, iterations):
+  """The same run as two processes x 2 devices (jax.distributed, gloo on 127.0.0.1)."""
+  address = f"127.0.0.1:{free_port()}"
+  return [_start([*TRAIN, f"--run_dir={run_dir}",
+                  f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}",
+                  "--config.system.num_processes=2", f"--config.system.process_id={i}",
+                  f"--config.system.coordinator_address={address}"], devices=2) for i in range(2)]
 
 
 def _output(proc) -> str:
@@ -48,6 +58,12 @@ def _output(proc) -> str:
     out, _ = proc.communicate()
   assert proc.returncode == 0, out[-4000:]
   return out
+
+
+def _checkpoint_leaves(run_dir, step) -> dict:
+  state, _ = Checkpointer(os.path.join(run_dir, "checkpoints")).restore(step)
+  raw = lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  return {jax.tree_util.keystr(k): np.asarray(raw(v)) for k, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
 def _summary(output: str) -> dict:
@@ -63,6 +79,7 @@ def runs(tmp_path_factory):
   procs = {"worker": subprocess.Popen([sys.executable, WORKER, out], env=device_env(4, FAST_COMPILE),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
            "train": _train(tmp / "run", 2)}
+  procs.update({f"host{i}": p for i, p in enumerate(_train_two_hosts(tmp / "hosts", 2))})
   yield dict(worker=out, dir=tmp, procs=procs)
   for p in procs.values():
     if p.poll() is None:
@@ -162,3 +179,27 @@ def test_trainer_anakin_on_4_devices_runs_and_resumes(runs):
   resumed = _summary(_output(_train(runs["dir"] / "run", 3)))
   assert resumed["updates"] == 3 and resumed["frames"] == 3 * STEPS_PER_ITERATION
   assert resumed["params_crc32"] != first["params_crc32"]
+
+
+def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
+  """Two processes x 2 devices (jax.distributed, gloo): each process's devices act on their share of
+  the envs and the update is data-parallel over all 4. Both processes end with the same parameters,
+  the checkpointed global state (env states, carries, keys, learner) equals that of one process
+  with 4 devices (floats up to summation order), and a restart of both resumes it."""
+  outs = [_output(runs["procs"][f"host{i}"]) for i in range(2)]
+  assert "Anakin PPO data-parallel over 4 devices of 2 processes" in outs[0]
+  first = [_summary(out) for out in outs]
+  same = lambda summary: {k: v for k, v in summary.items() if k != "elapsed_s"}  # each process's clock
+  assert same(first[0]) == same(first[1]) and first[0]["updates"] == 2
+  _output(runs["procs"]["train"])
+  hosts, single = (_checkpoint_leaves(runs["dir"] / name, 2) for name in ("hosts", "run"))
+  assert hosts.keys() == single.keys() and len(hosts) > 20
+  for k, want in single.items():
+    if want.dtype.kind == "f":
+      np.testing.assert_allclose(hosts[k], want, rtol=1e-4, atol=1e-6, err_msg=k)
+    else:
+      np.testing.assert_array_equal(hosts[k], want, err_msg=k)
+  resumed = [_summary(_output(p)) for p in _train_two_hosts(runs["dir"] / "hosts", 3)]
+  assert same(resumed[0]) == same(resumed[1]) and resumed[0]["updates"] == 3
+  assert resumed[0]["elapsed_s"] > first[0]["elapsed_s"]          # the counters continued
+  assert resumed[0]["params_crc32"] != first[0]["params_crc32"]

@@ -90,6 +90,14 @@ def test_invalid_combinations_fail_at_load_time_naming_the_fields():
   config.system.actor_device = "tpu"
   with pytest.raises(ValueError, match=r"system.actor_device='tpu': expected one of \('cpu', 'gpu'\)"):
     experiment.validate(config)
+  config = load("rtu_popgym.py")               # backend "sync": one process
+  config.system.num_processes, config.system.coordinator_address = 2, "127.0.0.1:1234"
+  with pytest.raises(ValueError, match="system.backend='sync' runs on one process"):
+    experiment.validate(config)
+  config = load("rtu_trace_conditioning.py")
+  config.system.num_processes, config.system.coordinator_address = 2, "127.0.0.1:1234"
+  with pytest.raises(ValueError, match="algo='prediction' runs on one process"):
+    experiment.validate(config)
   config = load("rtu_trace_conditioning.py")
   config.system.actor_device = "gpu"
   with pytest.raises(ValueError, match="system.actor_device='gpu' places actor processes"):

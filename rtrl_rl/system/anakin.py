@@ -14,7 +14,8 @@ RTRL traces threaded through) and then applies the learner's pure update:
 Per-iteration metrics include the returns of the episodes that ended during the iteration:
 `episode_return_sum`, `episodes`, `mean_episode_return` (NaN when none ended), `mean_episode_length`.
 
-Data parallelism (`mesh=`, a 1-D mesh of local devices from rtrl_rl/parallel.py; Podracer's Anakin):
+Data parallelism (`mesh=`, a 1-D mesh from rtrl_rl/parallel.py: the local devices, or all devices of
+all processes of a jax.distributed run, each process driving its own; Podracer's Anakin):
 the iteration is still ONE jitted function. The envs are split over the mesh's D devices: device d
 acts on its own `num_envs / D` envs (all their per-env state, `ActorState.batch_axes()`) with its
 own key chain (the actor keys are `fold_in(k, d)`, one per device), inside `jax.shard_map`. The

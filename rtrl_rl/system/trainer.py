@@ -8,8 +8,8 @@ their environments and put rollouts into a shared-memory queue; the learner take
 all devices of all processes (rtrl_rl/parallel.py), runs the jitted update, and publishes the new
 parameters with their version. Backend "anakin" (JAX environments, IMPALA or PPO): the whole
 act-and-learn iteration is one jitted function (system/anakin.py), data-parallel over the local
-devices. Backend "sync" (PPO on host environments, e.g. MuJoCo POMDP or POPGym): one process acts
-for a rollout, then updates.
+devices, or over all devices of all processes in a multi-host run. Backend "sync" (PPO on host
+environments, e.g. MuJoCo POMDP or POPGym): one process acts for a rollout, then updates.
 
 The run directory holds `config.json` (resolved config), `metrics.jsonl` + `tb/` (process 0), and
 `checkpoints/` (orbax, atomic). A run restarted on the same directory resumes from its latest
@@ -62,10 +62,16 @@ def params_crc32(params) -> int:
 
 def _any_process(flag: bool) -> bool:
   """True on every process if `flag` is true on any (keeps multi-host runs in lockstep)."""
+  return _any_process_each([flag])[0]
+
+
+def _any_process_each(flags: list[bool]) -> list[bool]:
+  """`_any_process` of each flag, in one collective."""
   if jax.process_count() == 1:
-    return bool(flag)
+    return [bool(f) for f in flags]
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  return bool(np.any(multihost_utils.process_allgather(np.array([flag], np.int32))))
+  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))   # [processes, flags]
+  return [bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0)]
 
 
 class CheckpointMismatch(ValueError):
@@ -91,7 +97,7 @@ class _Checkpoints:
       raise CheckpointMismatch(
           f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: {e}. "
           "Resume with the config it was written with (and, for the 'anakin' and 'sync' backends, "
-          "the same number of local devices), or start a new run with another --run_dir") from None
+          "the same number of devices), or start a new run with another --run_dir") from None
     if restored is None:
       return None
     _, state, metadata = restored
@@ -251,7 +257,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
 
 
 class _Iterations(NamedTuple):
-  """A single-process training loop: `state = init()`, `state, metrics = step(state)`; the part of
+  """A training loop in one jitted step (on one process, or in lockstep on several): `state = init()`, `state, metrics = step(state)`; the part of
   the state that a checkpoint holds (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
   init: Callable[[], Any]
   step: Callable[[Any], tuple[Any, dict]]
@@ -261,10 +267,21 @@ class _Iterations(NamedTuple):
   params: Callable[[Any], Any]
 
 
-def _local_mesh(what: str, sizes: dict[str, int]):
-  """A mesh of all local devices when every one of `sizes` (name: size) splits evenly over them;
-  None (one device, logged with the reason) otherwise."""
+def _loop_mesh(what: str, sizes: dict[str, int]):
+  """The mesh of a loop that splits `sizes` (name: size) over its devices. One process: all local
+  devices when every size splits evenly over them, else None (one device, logged with the reason).
+  Several processes (jax.distributed): all devices of all processes, and every size must split
+  evenly over them (ExperimentConfigError naming the sizes otherwise)."""
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    devices = jax.devices()
+    uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
+    if uneven:
+      raise experiment.ExperimentConfigError(
+          f"{what} on {jax.process_count()} processes splits over all their {len(devices)} devices: "
+          f"{', '.join(uneven)} not divisible by {len(devices)}")
+    log.info("%s data-parallel over %d devices of %d processes", what, len(devices), jax.process_count())
+    return parallel.make_mesh(devices)
   devices = jax.local_devices()
   if len(devices) == 1:
     return None
@@ -278,9 +295,11 @@ def _local_mesh(what: str, sizes: dict[str, int]):
 
 def _anakin_iterations(config) -> _Iterations:
   """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed. With several
-  local devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
-  divisible by their number) the loop is data-parallel over a mesh of them (system/anakin.py); a
-  checkpoint then holds the global state, restored onto the same number of devices."""
+  devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
+  divisible by their number) the loop is data-parallel over a mesh of them (system/anakin.py):
+  the local devices, or with several processes all devices of all of them (each process's devices
+  act on their share of the envs); a checkpoint then holds the global state, restored onto the same
+  number of devices."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
   a = config.agent
@@ -288,12 +307,12 @@ def _anakin_iterations(config) -> _Iterations:
   if config.algo == "ppo":
     from rtrl_rl.agents.ppo import learning as ppo_learning  # pylint: disable=g-import-not-at-top
     sizes = ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length)
-    loop = anakin.make_ppo(fenv, a, mesh=_local_mesh("Anakin PPO", sizes))
+    loop = anakin.make_ppo(fenv, a, mesh=_loop_mesh("Anakin PPO", sizes))
     steps = a.num_envs * a.rollout_length
   else:
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
     agent = impala_config.make_agent(a, fenv.observation_space, fenv.action_space)
-    loop = anakin.make_impala(fenv, agent, a, mesh=_local_mesh("Anakin IMPALA", {"batch_size": a.batch_size}))
+    loop = anakin.make_impala(fenv, agent, a, mesh=_loop_mesh("Anakin IMPALA", {"batch_size": a.batch_size}))
     steps = a.batch_size * a.unroll_length
   return _Iterations(lambda: loop.init(jax.random.PRNGKey(config.seed)), loop.step, steps,
                      saved=lambda state: state, resume=lambda state, tree: loop.place(tree),
@@ -316,7 +335,7 @@ def _sync_ppo_iterations(config) -> _Iterations:
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   acting = anakin.host_acting(env, agent, a)
-  mesh = _local_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size,
+  mesh = _loop_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size,
                                                            a.sequence_length))
   update = ppo_learning.make_learner_step(agent, a, mesh)
   bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
@@ -345,7 +364,10 @@ def _sync_ppo_iterations(config) -> _Iterations:
 
 
 def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
-  """Drive a single-process loop with metrics, progress, checkpoints, resume and signals."""
+  """Drive a loop with metrics, progress, checkpoints, resume and signals. On several processes
+  every one runs the same steps: each iteration they agree (one collective) whether to stop (a
+  signal reached any of them) and whether to checkpoint (process 0 writes)."""
+  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
   s, a = config.system, config.agent
   total_iterations = max(1, math.ceil(a.total_env_steps / it.steps_per_iteration))
   state = it.init()
@@ -356,8 +378,10 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
     tree, meta = restored
     state = it.resume(state, tree)
     counters.update({k: meta[k] for k in counters if k in meta})
-  writer = MetricsWriter(run_dir)
-  progress = Progress(total_frames=total_iterations * it.steps_per_iteration, interval_s=s.log_every_s)
+  primary = jax.process_index() == 0
+  writer = MetricsWriter(run_dir, is_primary=primary)
+  progress = Progress(total_frames=total_iterations * it.steps_per_iteration,
+                      interval_s=s.log_every_s) if primary else None
   stop = {"requested": False}
   restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
   start = time.monotonic() - counters["elapsed_s"]
@@ -365,9 +389,16 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   window = {"sum": 0.0, "episodes": 0}
   recent = collections.deque(maxlen=100)
   try:
-    while counters["updates"] < total_iterations and not stop["requested"]:
+    while counters["updates"] < total_iterations:
+      now = time.monotonic()
+      stop_now, save_now = _any_process_each([stop["requested"], now - last_ckpt >= s.checkpoint_every_s])
+      if stop_now:
+        break
+      if save_now:
+        last_ckpt = now
+        ckpt.save(it.saved(state), counters)
       state, metrics = it.step(state)
-      metrics = jax.device_get(metrics)
+      metrics = parallel.fetch(metrics)
       counters["updates"] += 1
       counters["frames"] += it.steps_per_iteration
       episodes = int(metrics["episodes"])
@@ -386,11 +417,9 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
                    fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
         writer.write(row, step=counters["frames"])
         window = {"sum": 0.0, "episodes": 0}
-      progress.update(counters["frames"], counters["updates"],
-                      episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
-      if now - last_ckpt >= s.checkpoint_every_s:
-        last_ckpt = now
-        ckpt.save(it.saved(state), counters)
+      if progress is not None:
+        progress.update(counters["frames"], counters["updates"],
+                        episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
   finally:
     restore_signals()
     ckpt.save(it.saved(state), counters)
@@ -398,7 +427,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
     writer.close()
   summary = dict(counters, episode_return=float(np.mean(recent)) if recent else float("nan"),
                  stopped_early=counters["updates"] < total_iterations,
-                 params_crc32=params_crc32(jax.device_get(it.params(state))))
+                 params_crc32=params_crc32(parallel.fetch(it.params(state))))
   _finish(config, run_dir, summary)
   return summary
 
