@@ -56,6 +56,11 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
   """
   if num_processes < 1 or not 0 <= process_id < num_processes:
     raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
+  if jax.distributed.is_initialized():          # joined already (e.g. by rtrl_rl.train)
+    if (jax.process_count(), jax.process_index()) != (num_processes, process_id):
+      raise ValueError(f"already joined a run as process {jax.process_index()} of "
+                       f"{jax.process_count()}, not {process_id} of {num_processes}")
+    return
   if cpu_collectives is not None:
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,

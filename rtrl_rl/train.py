@@ -41,7 +41,7 @@ def main(argv) -> int:
     return 2
   run_dir = _RUN_DIR.value or default_run_dir(config)
   try:
-    experiment.validate(config)
+    trainer.prepare(config)           # validates; joins jax.distributed for multi-host runs
   except (experiment.ExperimentConfigError, ConfigError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

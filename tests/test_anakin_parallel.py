@@ -41,13 +41,19 @@ def _train(run_dir, iterations):
                  f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"])
 
 
-def _train_two_hosts(run_dir, iterations):
+def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION):
   """The same run as two processes x 2 devices (jax.distributed, gloo on 127.0.0.1)."""
   address = f"127.0.0.1:{free_port()}"
-  return [_start([*TRAIN, f"--run_dir={run_dir}",
-                  f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}",
+  return [_start([*train, f"--run_dir={run_dir}",
+                  f"--config.agent.total_env_steps={iterations * steps_per_iteration}",
                   "--config.system.num_processes=2", f"--config.system.process_id={i}",
                   f"--config.system.coordinator_address={address}"], devices=2) for i in range(2)]
+
+
+TRAIN_IMPALA = [  # feed-forward IMPALA on gymnax CartPole (describing it starts JAX's backend)
+    sys.executable, "-m", "rtrl_rl.train", "--config=configs/default.py:ff",
+    "--config.env.id=gymnax/CartPole-v1", "--config.system.backend=anakin",
+    "--config.system.plot=False"]
 
 
 def _output(proc) -> str:
@@ -80,6 +86,8 @@ def runs(tmp_path_factory):
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
            "train": _train(tmp / "run", 2)}
   procs.update({f"host{i}": p for i, p in enumerate(_train_two_hosts(tmp / "hosts", 2))})
+  procs.update({f"impala_host{i}": p for i, p in enumerate(
+      _train_two_hosts(tmp / "impala_hosts", 2, TRAIN_IMPALA, steps_per_iteration=20 * 32))})
   yield dict(worker=out, dir=tmp, procs=procs)
   for p in procs.values():
     if p.poll() is None:
@@ -203,3 +211,12 @@ def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
   assert same(resumed[0]) == same(resumed[1]) and resumed[0]["updates"] == 3
   assert resumed[0]["elapsed_s"] > first[0]["elapsed_s"]          # the counters continued
   assert resumed[0]["params_crc32"] != first[0]["params_crc32"]
+
+
+def test_trainer_anakin_impala_on_two_processes_on_a_gymnax_env(runs):
+  """Joining jax.distributed comes before the env is described (a gymnax env starts JAX's backend)."""
+  outs = [_output(runs["procs"][f"impala_host{i}"]) for i in range(2)]
+  assert "Anakin IMPALA data-parallel over 4 devices of 2 processes" in outs[0]
+  summaries = [_summary(out) for out in outs]
+  assert summaries[0]["updates"] == 2 and summaries[0]["frames"] == 2 * 20 * 32
+  assert summaries[0]["params_crc32"] == summaries[1]["params_crc32"]

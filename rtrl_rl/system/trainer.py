@@ -111,13 +111,22 @@ class _Checkpoints:
     self._ckpt.close()
 
 
-def run(config, run_dir: str) -> dict[str, Any]:
-  """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return)."""
-  experiment.validate(config)
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+def prepare(config) -> None:
+  """Validate `config` (ExperimentConfigError / ValueError naming the fields) and, for a multi-host
+  run, join jax.distributed: after the system fields are checked and before the environment is
+  (describing a JAX environment starts JAX's backend, which must come after joining)."""
   s = config.system
   if s.num_processes > 1:
+    experiment.validate(config, check_env=False)
+    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
     parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id)
+  experiment.validate(config)
+
+
+def run(config, run_dir: str) -> dict[str, Any]:
+  """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return)."""
+  prepare(config)
+  s = config.system
   if jax.process_index() == 0:
     _write_config(config, run_dir)
   if config.algo == "prediction":
