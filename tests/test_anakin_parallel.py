@@ -7,8 +7,10 @@ compilations overlap."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,7 @@ import pytest
 
 from rtrl_rl.agents.ppo import acting
 from tests._anakin_parallel_worker import B, T
+from rtrl_rl.io import read_metrics
 from rtrl_rl.io.checkpoint import Checkpointer
 from tests._multiprocess import ROOT, device_env, free_port, load_prefixed
 
@@ -41,13 +44,14 @@ def _train(run_dir, iterations):
                  f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"])
 
 
-def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION):
+def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION, *flags):
   """The same run as two processes x 2 devices (jax.distributed, gloo on 127.0.0.1)."""
   address = f"127.0.0.1:{free_port()}"
   return [_start([*train, f"--run_dir={run_dir}",
                   f"--config.agent.total_env_steps={iterations * steps_per_iteration}",
                   "--config.system.num_processes=2", f"--config.system.process_id={i}",
-                  f"--config.system.coordinator_address={address}"], devices=2) for i in range(2)]
+                  f"--config.system.coordinator_address={address}", *flags], devices=2)
+          for i in range(2)]
 
 
 TRAIN_IMPALA = [  # feed-forward IMPALA on gymnax CartPole (describing it starts JAX's backend)
@@ -87,7 +91,7 @@ def runs(tmp_path_factory):
            "train": _train(tmp / "run", 2)}
   procs.update({f"host{i}": p for i, p in enumerate(_train_two_hosts(tmp / "hosts", 2))})
   procs.update({f"impala_host{i}": p for i, p in enumerate(
-      _train_two_hosts(tmp / "impala_hosts", 2, TRAIN_IMPALA, steps_per_iteration=20 * 32))})
+      _train_two_hosts(tmp / "impala_hosts", 2, TRAIN_IMPALA, 20 * 32))})
   yield dict(worker=out, dir=tmp, procs=procs)
   for p in procs.values():
     if p.poll() is None:
@@ -193,7 +197,8 @@ def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
   """Two processes x 2 devices (jax.distributed, gloo): each process's devices act on their share of
   the envs and the update is data-parallel over all 4. Both processes end with the same parameters,
   the checkpointed global state (env states, carries, keys, learner) equals that of one process
-  with 4 devices (floats up to summation order), and a restart of both resumes it."""
+  with 4 devices (floats up to summation order). Restarted, both resume it; SIGTERM to one of them
+  stops both at the same update, with a final checkpoint."""
   outs = [_output(runs["procs"][f"host{i}"]) for i in range(2)]
   assert "Anakin PPO data-parallel over 4 devices of 2 processes" in outs[0]
   first = [_summary(out) for out in outs]
@@ -207,10 +212,19 @@ def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
       np.testing.assert_allclose(hosts[k], want, rtol=1e-4, atol=1e-6, err_msg=k)
     else:
       np.testing.assert_array_equal(hosts[k], want, err_msg=k)
-  resumed = [_summary(_output(p)) for p in _train_two_hosts(runs["dir"] / "hosts", 3)]
-  assert same(resumed[0]) == same(resumed[1]) and resumed[0]["updates"] == 3
-  assert resumed[0]["elapsed_s"] > first[0]["elapsed_s"]          # the counters continued
+  run_dir = runs["dir"] / "hosts"
+  procs = _train_two_hosts(run_dir, 10_000, TRAIN, STEPS_PER_ITERATION, "--config.system.log_every_s=0.1")
+  deadline = time.time() + 300
+  while not any(row["updates"] >= 4 for row in read_metrics(run_dir)):  # resumed at 2, 2 more done
+    assert time.time() < deadline and all(p.poll() is None for p in procs)
+    time.sleep(0.2)
+  procs[1].send_signal(signal.SIGTERM)                                 # one process only
+  resumed = [_summary(_output(p)) for p in procs]
+  assert same(resumed[0]) == same(resumed[1]) and resumed[0]["stopped_early"]
+  assert resumed[0]["updates"] >= 4 and resumed[0]["elapsed_s"] > first[0]["elapsed_s"]
   assert resumed[0]["params_crc32"] != first[0]["params_crc32"]
+  final = Checkpointer(os.path.join(run_dir, "checkpoints")).latest_step()
+  assert final == resumed[0]["updates"]
 
 
 def test_trainer_anakin_impala_on_two_processes_on_a_gymnax_env(runs):
