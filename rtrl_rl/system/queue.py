@@ -805,6 +805,15 @@ class RolloutQueue:
         out.append(ArraySpec(tuple(shape), s.dtype))
     return unflatten(self._treedef, out)
 
+  def batch_buffer(self, n: int, axis=None) -> Any:
+    """A preallocated output for `get_batch(n, axis, out=...)`: every leaf 64-byte aligned, in one
+    allocation. On CPU, `jax.device_put` of an aligned array does not copy (the device array
+    aliases it), so a caller that reuses the buffer must not refill it while a computation reads it."""
+    leaves, treedef = flatten_spec(self.batch_spec(n, axis))
+    layout = _Layout(leaves)
+    raw = np.zeros(layout.nbytes + _ALIGN, np.uint8)
+    return unflatten(treedef, layout.views(raw, (-raw.ctypes.data) % _ALIGN))
+
   def get_batch(self, n: int, axis=None, timeout: float | None = None, out=None) -> Any:
     """`n` records combined leaf by leaf, copied straight from the slots into the output.
 

@@ -156,6 +156,58 @@ def _run_prediction(config, run_dir: str) -> dict[str, Any]:
   return summary
 
 
+class _Learner:
+  """The learner loop of the actors backend, pipelined over one update (`learner.state` is the
+  state after the latest dispatched update):
+
+      dispatch update k (JAX runs it asynchronously)
+      take the records of update k+1 and put them on the devices    <- while update k computes
+      wait for update k; publish its parameters (version = updates done); bookkeeping of update k
+      any_process(records of k+1 missing)? stop : continue with k+1
+
+  The results are those of the serial loop (take, update, publish): the same updates on the same
+  batches in the same order, every version published once, in order. Multi-host: every process
+  makes the same collective calls in the same order as the serial loop (`any_process` before
+  each update, then the update), and never two at once: the update k is complete before the
+  `any_process` of k+1. `next_records` writes into one of two host buffers in turn: when it
+  takes the records of k+2, update k (the last reader of that buffer) has finished.
+  """
+
+  def __init__(self, state, step_fn: Callable, any_process: Callable[[bool], bool] = _any_process):
+    self.state = state
+    self._step = step_fn
+    self._any_process = any_process
+
+  def run(self, next_records: Callable[[], Any], to_device: Callable[[Any], Any],
+          publish: Callable[[Any, int], None], after_update: Callable[[Any, dict, Any], None],
+          counters: dict, total_updates: int, frames_per_update: int) -> None:
+    """Update until `total_updates` or until `next_records()` returns None on any process.
+
+    next_records() -> host records of one update, or None (stop); to_device(records) -> the
+    update's batch; publish(params, version); after_update(state, metrics, records): the
+    bookkeeping of a finished update (logs, checkpoints). Updates `counters` ("updates",
+    "frames") as each update is dispatched."""
+    if counters["updates"] >= total_updates:
+      return
+    records = next_records()
+    if self._any_process(records is None):
+      return
+    batch = to_device(records)
+    while True:
+      self.state, metrics = self._step(self.state, batch)
+      counters["updates"] += 1
+      counters["frames"] += frames_per_update
+      done = counters["updates"] >= total_updates
+      upcoming = None if done else next_records()
+      upcoming_batch = None if upcoming is None else to_device(upcoming)
+      jax.block_until_ready((self.state, metrics))
+      publish(self.state.params, counters["updates"])
+      after_update(self.state, metrics, records)
+      if done or self._any_process(upcoming is None):
+        return
+      records, batch = upcoming, upcoming_batch
+
+
 def _run_actors(config, run_dir: str) -> dict[str, Any]:
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
@@ -178,7 +230,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     counters.update({k: meta[k] for k in counters if k in meta})
     log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
   state = parallel.replicate(state, mesh)
-  step_fn = learning.make_learner_step(agent, a, mesh)
+  step_fn = learning.make_learner_step(agent, a, mesh, donate=True)
   total_updates = learning.updates_per_run(a)
   frames_per_update = a.unroll_length * a.batch_size
   records_per_update = a.batch_size // (s.envs_per_actor * jax.process_count())
@@ -205,49 +257,61 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   failure = None
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
-  metrics = {}
   axes = actors.record_batch_axes()
+  host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]  # device_put: no copy on CPU
+  taken = [0]
   sup.start()
   sup.start_monitor()
+
+  def next_records():
+    """The next update's records, into the host buffer the in-flight update does not read
+    (`_Learner.run` waits for update k before taking the records of k + 2); None on a stop."""
+    out = host_batches[taken[0] % 2]
+    while not stop["requested"] and sup.failure is None:
+      try:
+        records = queue.get_batch(records_per_update, axis=axes, timeout=1.0, out=out)
+      except TimeoutError:
+        continue
+      taken[0] += 1
+      return records
+    return None
+
+  def after_update(state, metrics, records):
+    nonlocal last_log, last_ckpt
+    ended = records.episode_return[~np.isnan(records.episode_return)]
+    returns.extend(ended.tolist())
+    now = time.monotonic()
+    counters["elapsed_s"] = now - start
+    if now - last_log >= s.log_every_s or counters["updates"] == total_updates:
+      last_log = now
+      row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      row.update(frames=counters["frames"], updates=counters["updates"],
+                 episode_return=float(np.mean(returns)) if returns else float("nan"),
+                 episodes=len(returns), queue_depth=queue.qsize(), elapsed_s=counters["elapsed_s"],
+                 fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
+      writer.write(row, step=counters["frames"])
+    if progress is not None:
+      progress.update(counters["frames"], counters["updates"], episode_returns=ended.tolist(),
+                      policy_lag=float(metrics["policy_lag"]),
+                      queue_depth=queue.qsize(), queue_capacity=s.queue_capacity)
+    if now - last_ckpt >= s.checkpoint_every_s:
+      last_ckpt = now
+      ckpt.save(state, counters)
+
+  if jax.process_count() == 1 and mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu":
+    to_device = lambda records: records.rollout      # the jitted update takes the host arrays (no copy)
+  else:
+    to_device = lambda records: parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
+  learner = _Learner(state, step_fn)
   try:
-    while counters["updates"] < total_updates:
-      records = None                  # wait for a batch locally; then one collective per update
-      while records is None and not stop["requested"] and sup.failure is None:
-        try:
-          records = queue.get_batch(records_per_update, axis=axes, timeout=1.0)
-        except TimeoutError:
-          pass
-      if _any_process(records is None):
-        break
-      batch = parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
-      state, metrics = step_fn(state, batch)
-      counters["updates"] += 1
-      counters["frames"] += frames_per_update
-      store.publish(parallel.fetch(state.params), counters["updates"])
-      ended = records.episode_return[~np.isnan(records.episode_return)]
-      returns.extend(ended.tolist())
-      now = time.monotonic()
-      counters["elapsed_s"] = now - start
-      if now - last_log >= s.log_every_s or counters["updates"] == total_updates:
-        last_log = now
-        row = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        row.update(frames=counters["frames"], updates=counters["updates"],
-                   episode_return=float(np.mean(returns)) if returns else float("nan"),
-                   episodes=len(returns), queue_depth=queue.qsize(), elapsed_s=counters["elapsed_s"],
-                   fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
-        writer.write(row, step=counters["frames"])
-      if progress is not None:
-        progress.update(counters["frames"], counters["updates"], episode_returns=ended.tolist(),
-                        policy_lag=float(metrics["policy_lag"]) if metrics else None,
-                        queue_depth=queue.qsize(), queue_capacity=s.queue_capacity)
-      if now - last_ckpt >= s.checkpoint_every_s:
-        last_ckpt = now
-        ckpt.save(state, counters)
+    learner.run(next_records, to_device, lambda params, version: store.publish(parallel.fetch(params), version),
+                after_update, counters, total_updates, frames_per_update)
     if sup.failure is not None:
       failure = sup.failure
   except QueueBroken as e:          # a live process hung holding the queue lock (a dead one is repaired)
     failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
   finally:
+    state = learner.state             # the latest dispatched update (the save waits for it)
     restore_signals()
     sup.shutdown()
     queue.close()
