@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long train bench-cells bench-learner bench-envs bench-system clean
+.PHONY: setup test test-long train bench-cells bench-learner bench-envs bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ bench-envs: setup
 
 bench-system: setup
 	$(PY) -m bench.bench_system
+
+# The GPU kit (bench/gpu/run.sh) at tiny sizes on this CPU: every step's plumbing, a few minutes.
+bench-gpu-smoke: setup
+	bash bench/gpu/run.sh --smoke
 
 clean:
 	rm -rf .venv .pytest_cache

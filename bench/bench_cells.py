@@ -139,6 +139,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch", default=None, help="comma-separated batch sizes (default 32,256)")
   parser.add_argument("--hidden", default=None, help="comma-separated hidden sizes (default 256,512)")
   parser.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement")
+  parser.add_argument("--stream", action="store_true",
+                      help="also print each table row as soon as it is measured (for runs under a time limit)")
   args = parser.parse_args(argv)
   labels = [c for c in args.cells.split(",") if c]
   unknown = [c for c in labels if c not in CELLS]
@@ -161,6 +163,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows.append(bench_config(label, b, n, repeats))
         r = rows[-1]
+        if args.stream:                               # header with the first row, then one row each
+          lines = table(rows).splitlines()
+          print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
         print(f"  {label} B={b} N={n}: actor/floor {r['actor'] / r['floor']:.2f}, "
               f"RTRL/TBPTT {r['rtrl'] / r['tbptt']:.2f}, floor {r['floor_GBps']:.1f} GB/s "
               f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)

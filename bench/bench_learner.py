@@ -99,7 +99,11 @@ def main(argv=None):
   print(f"# jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, "
         f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
   t0 = time.perf_counter()
-  thunks = {label: _setup(label, m, b, args.hidden_size) for label in labels}
+  thunks = {}
+  for label in labels:
+    t1 = time.perf_counter()
+    thunks[label] = _setup(label, m, b, args.hidden_size)
+    print(f"#   {label}: setup + compile {time.perf_counter() - t1:.1f}s", flush=True)
   print(f"# setup + AOT compile {time.perf_counter() - t0:.1f}s; timing interleaved: "
         f"{args.repeats} rounds of 1 update per variant (median)")
   t0 = time.perf_counter()

@@ -3,6 +3,8 @@
     python -m bench.bench_system               # CartPole (MLP, RTRL RTU) and Pong (ResNet, RTRL eLSTM)
     python -m bench.bench_system --quick       # shorter runs (a smoke test)
     python -m bench.bench_system --memory --minutes=10     # RSS of the default job over 10 minutes
+    python -m bench.bench_system --gpu --actor-devices=cpu,gpu   # Pong, RTRL eLSTM and feed-forward,
+                                               # sized for a GPU host (bench/gpu/run.sh runs this)
 
 Throughput (one run, the same cores, one system after the other). Per system:
   raw env       raw envpool steps/s, random actions, sync `step` of ONE pool holding all the run's
@@ -24,6 +26,17 @@ Systems:
   pong      configs/irie_atari.py:M=20 on atari/Pong (IMPALA ResNet, RTRL eLSTM N=256), shrunk for
             this CPU: B=8, 1 actor x 2 pools x 8 envs (an update takes seconds here; the learner
             is the bottleneck)
+  pong-ff   the same with the feed-forward agent (configs/irie_atari.py:M=20,mode=ff)
+
+GPU host (`--gpu`): the Pong systems sized for one GPU and ~16 cores (defaults: systems pong and
+pong-ff, M=50, B=32, max(2, cpus - 4) actors x 2 pools x 8 envs; learner-only timed for >= 3 s
+like CartPole). `--actors`, `--envs-per-actor`, `--batch-size` and `--unroll-length` override the
+Pong sizes (with or without `--gpu`). `--actor-devices=cpu,gpu` runs the end-to-end trainer once per
+`system.actor_device` (the ceilings are shared); without it the config's default placement is used.
+`--no-ceilings` skips the raw-env and learner-only measurements (end-to-end runs only).
+This process allocates GPU memory on demand (XLA_PYTHON_CLIENT_PREALLOCATE=false, set before JAX is
+imported) so that the trainer it starts, which inherits the caller's environment unchanged, can
+take its usual share; SIGTERM stops the trainer it started before exiting.
 
 Memory (`--memory`): runs configs/default.py (total_env_steps raised so it does not finish early)
 for `--minutes`, samples the resident memory of the trainer and all its descendants (psutil) every
@@ -60,7 +73,32 @@ SYSTEMS = {
         overrides={"env.id": "atari/Pong", "agent.batch_size": 8, "system.num_actors": 1,
                    "system.envs_per_actor": 8},
         quick_overrides={}),
+    "pong-ff": dict(
+        label="Pong, ResNet feed-forward", config="configs/irie_atari.py:M=20,mode=ff",
+        overrides={"env.id": "atari/Pong", "agent.batch_size": 8, "system.num_actors": 1,
+                   "system.envs_per_actor": 8},
+        quick_overrides={}),
 }
+_CHILD_ENV = dict(os.environ)   # the trainer subprocess's environment (see the module docstring)
+
+
+def gpu_overrides(cpus: int | None = None) -> dict:
+  """Pong sizes for a GPU host with `cpus` cores (`--gpu`)."""
+  cpus = cpus or os.cpu_count() or 1
+  return {"agent.unroll_length": 50, "agent.batch_size": 32, "system.num_actors": max(2, cpus - 4),
+          "system.envs_per_actor": 8}
+
+
+def size_overrides(name: str, args) -> dict:
+  """The Pong systems' sizes from --gpu / --actors / --envs-per-actor / --batch-size / --unroll-length."""
+  if not name.startswith("pong"):
+    return {}
+  out = gpu_overrides() if args.gpu else {}
+  for flag, key in (("actors", "system.num_actors"), ("envs_per_actor", "system.envs_per_actor"),
+                    ("batch_size", "agent.batch_size"), ("unroll_length", "agent.unroll_length")):
+    if getattr(args, flag) is not None:
+      out[key] = getattr(args, flag)
+  return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,7 +236,7 @@ def end_to_end(spec: str, overrides: dict, run_seconds: float, warmup_s: float, 
   log_path = os.path.join(run_dir, "stdout.log")
   t_start = time.monotonic()
   with open(log_path, "w") as log:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=_CHILD_ENV)
     metrics = os.path.join(run_dir, "metrics.jsonl")
     first_row_at = None
     try:
@@ -244,50 +282,77 @@ def end_to_end(spec: str, overrides: dict, run_seconds: float, warmup_s: float, 
   return result
 
 
+def _secs(x) -> str:
+  return "-" if x is None else f"{x:.1f}s"
+
+
 def bench_throughput(args) -> list[dict]:
   names = [n for n in args.systems.split(",") if n]
   for n in names:
     if n not in SYSTEMS:
       raise SystemExit(f"unknown system {n!r}; expected some of {list(SYSTEMS)}")
+  devices = [d for d in (args.actor_devices or "").split(",") if d]
   results = []
   for name in names:
     sysd = SYSTEMS[name]
-    overrides = dict(sysd["overrides"], **(sysd["quick_overrides"] if args.quick else {}))
+    overrides = dict(sysd["overrides"], **(sysd["quick_overrides"] if args.quick else {}),
+                     **size_overrides(name, args))
     config = load_config(sysd["config"], overrides)
-    pong = name == "pong"
+    if devices and "actor_device" not in config.system:
+      raise SystemExit("--actor-devices: this trainer has no system.actor_device option")
+    pong = name.startswith("pong")
     run_s = (args.pong_seconds if pong else args.cartpole_seconds) * (0.5 if args.quick else 1.0)
     warm_s = (args.pong_warmup if pong else args.cartpole_warmup) * (0.5 if args.quick else 1.0)
     print(f"## {name}: {_describe(config)}", flush=True)
     t0 = time.perf_counter()
-    learner = Learner(config)
-    print(f"   learner compile {learner.compile_s:.1f}s, one update {learner.run(1):.3f}s", flush=True)
-    lmin = 1.5 if args.quick else 3.0
-    env_before = raw_env_rate(config, 1.0)
-    learn_before = learner.rate(lmin if not pong else 0.0)
-    print(f"   before: raw env {env_before:,.0f}/s, learner-only {learn_before:,.0f} samples/s "
-          f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    e2e = end_to_end(sysd["config"], overrides, run_s, warm_s, timeout_s=run_s + warm_s + 240)
-    print(f"   end-to-end {e2e['fps']:,.0f} steps/s over {e2e['window_s']:.0f}s "
-          f"({e2e['updates']} updates; start-up {e2e['startup_s']}s; exit {e2e['returncode']}) "
-          f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    if "log_tail" in e2e:
-      print("   --- trainer output (tail) ---\n" + e2e["log_tail"], flush=True)
-    env_after = raw_env_rate(config, 1.0)
-    learn_after = learner.rate(lmin if not pong else 0.0)
-    print(f"   after:  raw env {env_after:,.0f}/s, learner-only {learn_after:,.0f} samples/s "
-          f"({time.perf_counter() - t0:.0f}s for this system)", flush=True)
+    nan = float("nan")
+    if args.no_ceilings:
+      learner, env_before, learn_before = None, nan, nan
+    else:
+      learner = Learner(config)
+      print(f"   learner compile {learner.compile_s:.1f}s, one update {learner.run(1):.3f}s", flush=True)
+    lmin = 0.0 if pong and not args.gpu else 1.5 if args.quick else 3.0   # a CPU Atari update: seconds
+    if learner is not None:
+      env_before = raw_env_rate(config, 1.0)
+      learn_before = learner.rate(lmin)
+      print(f"   before: raw env {env_before:,.0f}/s, learner-only {learn_before:,.0f} samples/s "
+            f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    runs = []
+    for device in devices or [None]:
+      run_overrides = dict(overrides, **({"system.actor_device": device} if device else {}))
+      e2e = end_to_end(sysd["config"], run_overrides, run_s, warm_s,
+                       timeout_s=run_s + warm_s + args.startup_timeout)
+      where = f" [{device} actors]" if device else ""
+      print(f"   end-to-end{where} {e2e['fps']:,.0f} steps/s over {e2e['window_s']:.0f}s "
+            f"({e2e['updates']} updates; start-up {_secs(e2e['startup_s'])}; exit {e2e['returncode']}) "
+            f"(load {os.getloadavg()[0]:.1f})", flush=True)
+      if "log_tail" in e2e:
+        print("   --- trainer output (tail) ---\n" + e2e["log_tail"], flush=True)
+      runs.append((f"{name}[{device}]" if device else name, e2e))
+    env_after = learn_after = nan
+    if learner is not None:
+      env_after = raw_env_rate(config, 1.0)
+      learn_after = learner.rate(lmin)
+      print(f"   after:  raw env {env_after:,.0f}/s, learner-only {learn_after:,.0f} samples/s "
+            f"({time.perf_counter() - t0:.0f}s for this system)", flush=True)
     env_rate, learn_rate = (env_before + env_after) / 2, (learn_before + learn_after) / 2
     bound = min(env_rate, learn_rate)
-    results.append(dict(name=name, e2e=e2e["fps"], env=env_rate, learner=learn_rate,
-                        ratio=e2e["fps"] / bound, limit="env" if env_rate < learn_rate else "learner",
-                        lag=e2e.get("policy_lag", float("nan")), queue=e2e.get("queue_depth", float("nan"))))
+    for label, e2e in runs:
+      results.append(dict(name=label, e2e=e2e["fps"], env=env_rate, learner=learn_rate,
+                          ratio=e2e["fps"] / bound,
+                          limit="-" if not np.isfinite(bound) else "env" if env_rate < learn_rate else "learner",
+                          lag=e2e.get("policy_lag", float("nan")),
+                          queue=e2e.get("queue_depth", float("nan"))))
     del learner
+  width = max([9] + [len(r["name"]) for r in results])
   print()
-  print(f"{'system':<9} {'end-to-end':>11} {'raw env':>10} {'learner-only':>13} {'bound':>8} "
+  print(f"{'system':<{width}} {'end-to-end':>11} {'raw env':>10} {'learner-only':>13} {'bound':>8} "
         f"{'e2e/min':>8} {'lag':>5} {'queue':>6}  verdict")
   for r in results:
-    verdict = "OK" if r["ratio"] >= TARGET else f"BELOW TARGET {TARGET}"
-    print(f"{r['name']:<9} {r['e2e']:11,.0f} {r['env']:10,.0f} {r['learner']:13,.0f} "
+    verdict = ("NO END-TO-END RATE (see the trainer output above)" if not np.isfinite(r["e2e"]) else
+               "no ceilings measured (--no-ceilings)" if not np.isfinite(r["ratio"]) else
+               "OK" if r["ratio"] >= TARGET else f"BELOW TARGET {TARGET}")
+    print(f"{r['name']:<{width}} {r['e2e']:11,.0f} {r['env']:10,.0f} {r['learner']:13,.0f} "
           f"{r['limit']:>8} {r['ratio']:8.2f} {r['lag']:5.1f} {r['queue']:6.1f}  {verdict}")
   print("(agent steps/s; Pong: x4 frames. 'bound' names the smaller ceiling; lag = mean policy lag "
         "in updates, queue = mean records waiting)")
@@ -376,10 +441,28 @@ def bench_memory(args) -> dict:
   return out
 
 
+def _exit_on_sigterm(signum, frame):
+  del frame
+  raise SystemExit(128 + signum)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true", help="half-length runs")
-  p.add_argument("--systems", default="cartpole,pong", help="comma-separated subset of " + ",".join(SYSTEMS))
+  p.add_argument("--systems", default=None,
+                 help="comma-separated subset of " + ",".join(SYSTEMS) + " (default cartpole,pong; "
+                 "--gpu: pong,pong-ff)")
+  p.add_argument("--gpu", action="store_true", help="size the Pong systems for a GPU host (see above)")
+  p.add_argument("--actors", type=int, default=None, help="Pong systems: system.num_actors")
+  p.add_argument("--envs-per-actor", type=int, default=None, help="Pong systems: system.envs_per_actor")
+  p.add_argument("--batch-size", type=int, default=None, help="Pong systems: agent.batch_size")
+  p.add_argument("--unroll-length", type=int, default=None, help="Pong systems: agent.unroll_length")
+  p.add_argument("--actor-devices", default=None,
+                 help="comma-separated system.actor_device values, one end-to-end run each (cpu,gpu)")
+  p.add_argument("--no-ceilings", action="store_true",
+                 help="end-to-end runs only (no raw-env and learner-only ceilings)")
+  p.add_argument("--startup-timeout", type=float, default=240.0,
+                 help="seconds an end-to-end run may take beyond its warm-up + window")
   p.add_argument("--cartpole-seconds", type=float, default=60.0, help="end-to-end window after warm-up")
   p.add_argument("--cartpole-warmup", type=float, default=10.0, help="seconds after the first metrics row")
   p.add_argument("--pong-seconds", type=float, default=90.0)
@@ -389,9 +472,13 @@ def main(argv=None):
   p.add_argument("--interval", type=float, default=5.0, help="--memory: sampling period (s)")
   p.add_argument("--warmup", type=float, default=120.0, help="--memory: seconds left out of the slope")
   args = p.parse_args(argv)
+  if args.systems is None:
+    args.systems = "pong,pong-ff" if args.gpu else "cartpole,pong"
   os.chdir(REPO)
+  signal.signal(signal.SIGTERM, _exit_on_sigterm)  # run the `finally:` that stops a child trainer
   if args.memory:
     return bench_memory(args)
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")   # see the module docstring
   import jax  # pylint: disable=g-import-not-at-top
   print(f"# bench_system: {os.cpu_count()} cpus, jax {jax.__version__} ({jax.default_backend()}), "
         f"python {sys.version.split()[0]}, {platform.machine()}, load {os.getloadavg()[0]:.1f}",
