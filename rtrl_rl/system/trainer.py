@@ -330,8 +330,9 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
 
 
 class _Iterations(NamedTuple):
-  """A training loop in one jitted step (on one process, or in lockstep on several): `state = init()`, `state, metrics = step(state)`; the part of
-  the state that a checkpoint holds (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
+  """A training loop in one jitted step (on one process, or in lockstep on several):
+  `state = init()`, `state, metrics = step(state)`; the part of the state that a checkpoint holds
+  (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
   init: Callable[[], Any]
   step: Callable[[Any], tuple[Any, dict]]
   steps_per_iteration: int
