@@ -171,3 +171,68 @@ def test_batch_buffer_is_aligned_and_device_put_of_it_aliases_on_cpu():
     if jax.default_backend() == "cpu":          # the reason `_Learner` refills a buffer only after its update
       buf["traces"][0, 0] = 5.0
       assert complex(on_device[0, 0]) == 5.0
+
+
+def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
+  """The actors backend's pieces together (records through the real queue into the two reused
+  aligned buffers, the IMPALA update with the state donated taking the host arrays, pipelined)
+  publish exactly the parameters of the old serial loop (fresh arrays, `global_batch`, no donation)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import multiprocessing  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
+  spec_ = importlib.util.spec_from_file_location("_default_cfg", path)
+  mod = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(mod)
+  c = mod.get_config("rtu")
+  c.agent.unroll_length, c.agent.batch_size, c.system.envs_per_actor = 5, 8, 4
+  c.agent.network.hidden_size = 8
+  obs, act = envs.describe(c.env.id, **c.env.options.to_dict())
+  agent = impala_config.make_agent(c.agent, obs, act)
+  mesh = parallel.make_mesh(jax.local_devices()[:1])
+  init = learning.init_learner(agent, c.agent, obs, seed=0)
+  spec = actors.record_spec(c, obs, act, agent)
+  axes = actors.record_batch_axes()
+  leaves, treedef = flatten_spec(spec)
+
+  def record(i):
+    rng = np.random.default_rng(i)
+    def fill(l):
+      if l.dtype == bool:
+        return rng.random(l.shape) < 0.1
+      if np.issubdtype(l.dtype, np.integer):
+        return rng.integers(0, 2, l.shape).astype(l.dtype)
+      return (rng.normal(size=l.shape) * 0.1).astype(l.dtype)
+    return unflatten(treedef, [fill(l) for l in leaves])
+  n = 6
+  recs = [record(i) for i in range(2 * n)]
+  with RolloutQueue(spec, 4, multiprocessing.get_context("spawn")) as q:
+    state, serial = parallel.replicate(init, mesh), []
+    step = learning.make_learner_step(agent, c.agent, mesh)
+    for k in range(n):
+      q.put(recs[2 * k])
+      q.put(recs[2 * k + 1])
+      r = q.get_batch(2, axis=axes, timeout=5)
+      state, _ = step(state, parallel.global_batch(r.rollout, mesh, Rollout.batch_axes()))
+      serial.append(parallel.fetch(state.params))
+    bufs, sent, piped = [q.batch_buffer(2, axes) for _ in range(2)], [0], []
+
+    def next_records():
+      k = sent[0]
+      sent[0] += 1
+      q.put(recs[2 * k])
+      q.put(recs[2 * k + 1])
+      return q.get_batch(2, axis=axes, timeout=5, out=bufs[k % 2])
+    learner = _Learner(parallel.replicate(init, mesh),
+                       learning.make_learner_step(agent, c.agent, mesh, donate=True), any_process=bool)
+    learner.run(next_records, lambda r: r.rollout, lambda p, v: piped.append(parallel.fetch(p)),
+                lambda *_: None, {"updates": 0, "frames": 0}, n, frames_per_update=40)
+  assert len(piped) == n
+  for want, got in zip(serial, piped):
+    for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(x, y)
