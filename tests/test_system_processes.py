@@ -113,8 +113,8 @@ def test_shutdown_kills_stragglers_and_leaves_no_children():
   pids = list(sup.pids().values())
   assert {c.pid for c in live_children()} == set(pids)
   t0 = time.monotonic()
-  codes = sup.shutdown(timeout=0.5)
-  assert time.monotonic() - t0 < 4
+  codes = sup.shutdown(timeout=3.0)               # ample for "good" to stop on a loaded machine
+  assert time.monotonic() - t0 < 10               # "stubborn": 3 s grace + 0.5 s after SIGTERM
   assert codes == {"good": 0, "stubborn": -signal.SIGKILL}
   assert live_children() == []
   assert not any(psutil.pid_exists(p) for p in pids)
