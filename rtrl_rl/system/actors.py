@@ -192,8 +192,9 @@ def actor_main(info, config, process_index: int, actor_index: int, queue, param_
                jax_env: dict[str, str]) -> None:
   """Entry point of one actor process (called by the Supervisor as `target(info, *args)`);
   `jax_env` (`actor_jax_env`) places its policy."""
-  os.environ.update(jax_env)                  # before JAX is imported in this process
+  os.environ.update(jax_env)                  # read when JAX starts its backends (below)
   import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_platforms", jax_env["JAX_PLATFORMS"])  # also if JAX was imported already
   from rtrl_rl.agents.impala import acting, config as impala_config  # pylint: disable=g-import-not-at-top
 
   seed = actor_seed(config, process_index, actor_index, info.attempt)
