@@ -258,7 +258,8 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
   axes = actors.record_batch_axes()
-  host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]  # device_put: no copy on CPU
+  # two reused, aligned host buffers (on CPU the update reads them without a copy)
+  host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]
   taken = [0]
   sup.start()
   sup.start_monitor()
@@ -304,8 +305,9 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     to_device = lambda records: parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
   learner = _Learner(state, step_fn)
   try:
-    learner.run(next_records, to_device, lambda params, version: store.publish(parallel.fetch(params), version),
-                after_update, counters, total_updates, frames_per_update)
+    publish = lambda params, version: store.publish(parallel.fetch(params), version)
+    learner.run(next_records, to_device, publish, after_update, counters, total_updates,
+                frames_per_update)
     if sup.failure is not None:
       failure = sup.failure
   except QueueBroken as e:          # a live process hung holding the queue lock (a dead one is repaired)
