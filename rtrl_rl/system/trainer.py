@@ -74,6 +74,18 @@ def _any_process_each(flags: list[bool]) -> list[bool]:
   return [bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0)]
 
 
+class _StopRequest:
+  """`requested` turns true on SIGINT / SIGTERM (`processes.install_shutdown_handlers`: a second
+  Ctrl-C forces) until `uninstall()` reinstates the previous handlers."""
+
+  def __init__(self):
+    self.requested = False
+    self.uninstall = processes.install_shutdown_handlers(self._request)
+
+  def _request(self) -> None:
+    self.requested = True
+
+
 class CheckpointMismatch(ValueError):
   """The run directory's checkpoint does not fit this run (another config or device count)."""
 
@@ -142,15 +154,14 @@ def _run_prediction(config, run_dir: str) -> dict[str, Any]:
   """Online prediction (agents/prediction): checkpoints, resume and signals as the other loops."""
   from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
   ckpt = _Checkpoints(run_dir, config.system.keep_checkpoints)
-  stop = {"requested": False}
-  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  stop = _StopRequest()
   try:
     with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
       summary = prediction.run_experiment(config, writer=writer, log=log.info, checkpoints=ckpt,
-                                          should_stop=lambda: stop["requested"],
+                                          should_stop=lambda: stop.requested,
                                           checkpoint_every_s=config.system.checkpoint_every_s)
   finally:
-    restore_signals()
+    stop.uninstall()
     ckpt.close()
   _finish(config, run_dir, summary)
   return summary
@@ -252,8 +263,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   progress = Progress(total_frames=total_updates * frames_per_update,
                       interval_s=s.log_every_s) if jax.process_index() == 0 else None
   returns = collections.deque(maxlen=100)
-  stop = {"requested": False}
-  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  stop = _StopRequest()
   failure = None
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
@@ -268,7 +278,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     """The next update's records, into the host buffer the in-flight update does not read
     (`_Learner.run` waits for update k before taking the records of k + 2); None on a stop."""
     out = host_batches[taken[0] % 2]
-    while not stop["requested"] and sup.failure is None:
+    while not stop.requested and sup.failure is None:
       try:
         records = queue.get_batch(records_per_update, axis=axes, timeout=1.0, out=out)
       except TimeoutError:
@@ -314,7 +324,7 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
   finally:
     state = learner.state             # the latest dispatched update (the save waits for it)
-    restore_signals()
+    stop.uninstall()
     sup.shutdown()
     queue.close()
     ckpt.save(state, counters)        # final checkpoint, also on errors and signals
@@ -458,8 +468,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   writer = MetricsWriter(run_dir, is_primary=primary)
   progress = Progress(total_frames=total_iterations * it.steps_per_iteration,
                       interval_s=s.log_every_s) if primary else None
-  stop = {"requested": False}
-  restore_signals = processes.install_shutdown_handlers(lambda: stop.__setitem__("requested", True))
+  stop = _StopRequest()
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
   window = {"sum": 0.0, "episodes": 0}
@@ -467,7 +476,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   try:
     while counters["updates"] < total_iterations:
       now = time.monotonic()
-      stop_now, save_now = _any_process_each([stop["requested"], now - last_ckpt >= s.checkpoint_every_s])
+      stop_now, save_now = _any_process_each([stop.requested, now - last_ckpt >= s.checkpoint_every_s])
       if stop_now:
         break
       if save_now:
@@ -497,7 +506,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
         progress.update(counters["frames"], counters["updates"],
                         episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
   finally:
-    restore_signals()
+    stop.uninstall()
     ckpt.save(it.saved(state), counters)
     ckpt.close()
     writer.close()
