@@ -21,6 +21,7 @@ restarts are exhausted the run stops with a final checkpoint and an error naming
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import math
@@ -270,21 +271,19 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   axes = actors.record_batch_axes()
   # two reused, aligned host buffers (on CPU the update reads them without a copy)
   host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]
-  taken = [0]
+  buffers = itertools.cycle(host_batches)
   sup.start()
   sup.start_monitor()
 
   def next_records():
     """The next update's records, into the host buffer the in-flight update does not read
     (`_Learner.run` waits for update k before taking the records of k + 2); None on a stop."""
-    out = host_batches[taken[0] % 2]
+    out = next(buffers)
     while not stop.requested and sup.failure is None:
       try:
-        records = queue.get_batch(records_per_update, axis=axes, timeout=1.0, out=out)
+        return queue.get_batch(records_per_update, axis=axes, timeout=1.0, out=out)
       except TimeoutError:
         continue
-      taken[0] += 1
-      return records
     return None
 
   def after_update(state, metrics, records):
@@ -359,23 +358,20 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   Several processes (jax.distributed): all devices of all processes, and every size must split
   evenly over them (ExperimentConfigError naming the sizes otherwise)."""
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    devices = jax.devices()
-    uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
-    if uneven:
-      raise experiment.ExperimentConfigError(
-          f"{what} on {jax.process_count()} processes splits over all their {len(devices)} devices: "
-          f"{', '.join(uneven)} not divisible by {len(devices)}")
-    log.info("%s data-parallel over %d devices of %d processes", what, len(devices), jax.process_count())
-    return parallel.make_mesh(devices)
-  devices = jax.local_devices()
+  procs = jax.process_count()
+  devices = jax.devices() if procs > 1 else jax.local_devices()
   if len(devices) == 1:
     return None
   uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
+  if uneven and procs > 1:
+    raise experiment.ExperimentConfigError(
+        f"{what} on {procs} processes splits over all their {len(devices)} devices: "
+        f"{', '.join(uneven)} not divisible by {len(devices)}")
   if uneven:
     log.info("%s on one device: %s not divisible by the %d devices", what, ", ".join(uneven), len(devices))
     return None
-  log.info("%s data-parallel over %d local devices", what, len(devices))
+  log.info("%s data-parallel over %d %s", what, len(devices),
+           f"devices of {procs} processes" if procs > 1 else "local devices")
   return parallel.make_mesh(devices)
 
 
