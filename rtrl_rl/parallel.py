@@ -140,13 +140,14 @@ def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
   return _map_with_axes(lambda x, axis: _put_global(x, batch_sharding(mesh, axis)), batch_axes, tree)
 
 
-def _is_key(x) -> bool:
-  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+def is_typed_key(x) -> bool:
+  """True for a typed PRNG key array (`jax.random.key`), false for raw `uint32` keys and the rest."""
+  return jax.dtypes.issubdtype(getattr(x, "dtype", np.float32), jax.dtypes.prng_key)
 
 
 def _put_global(x, sharding: NamedSharding) -> jax.Array:
   """One leaf onto a sharding that may span processes (every process passes the same value)."""
-  if _is_key(x):
+  if is_typed_key(x):
     return jax.random.wrap_key_data(_put_global(jax.random.key_data(x), sharding),
                                     impl=jax.random.key_impl(x))
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -202,12 +203,12 @@ def fetch(tree) -> Any:
            and not x.is_fully_replicated]
   if split:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    parts = [jax.random.key_data(leaves[i]) if _is_key(leaves[i]) else leaves[i] for i in split]
+    parts = [jax.random.key_data(leaves[i]) if is_typed_key(leaves[i]) else leaves[i] for i in split]
     gathered = multihost_utils.process_allgather(parts, tiled=True)
     leaves = list(leaves)
     for i, g in zip(split, gathered):
       leaves[i] = (jax.random.wrap_key_data(g, impl=jax.random.key_impl(leaves[i]))
-                   if _is_key(leaves[i]) else np.asarray(g))
+                   if is_typed_key(leaves[i]) else np.asarray(g))
 
   def local(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -215,7 +216,7 @@ def fetch(tree) -> Any:
     return x
 
   def host(x):
-    return x if _is_key(x) else np.asarray(x)
+    return x if is_typed_key(x) else np.asarray(x)
   return jax.tree.map(host, jax.device_get(jax.tree.unflatten(treedef, [local(x) for x in leaves])))
 
 

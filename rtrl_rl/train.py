@@ -48,7 +48,7 @@ def main(argv) -> int:
   from rtrl_rl.envs import MissingDependencyError  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system.actors import NoAcceleratorError  # pylint: disable=g-import-not-at-top
   try:
-    summary = trainer.run(config, run_dir)
+    summary = trainer.run(config, run_dir, prepared=True)
   except (MissingDependencyError, NoAcceleratorError, trainer.CheckpointMismatch,
           experiment.ExperimentConfigError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -96,3 +96,57 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   ended = np.asarray(r1.terminated | r1.truncated)
   np.testing.assert_array_equal(np.asarray(tr.mask), (~ended[:-1]).astype(np.float32))
   np.testing.assert_array_equal(ended[:-1], first[1:])
+
+
+@pytest.fixture(scope="module")
+def host_state():
+  """A host copy of a small IMPALA Anakin state (one device)."""
+  from rtrl_rl.agents.impala import config as impala_config
+  env = cue_memory_functional(num_cues=2, length=2)
+  c = impala_config.get_config()
+  c.batch_size, c.unroll_length = 4, 3
+  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
+  c.network.cell, c.network.hidden_size = "rtu", 4
+  loop = anakin.make_impala(env, impala_config.make_agent(c, env.observation_space, env.action_space), c)
+  return jax.device_get(loop.init(jax.random.PRNGKey(0)))
+
+
+@pytest.mark.parametrize("saved_keys,like_keys", [((4,), ()), ((), (4,)), ((2,), (3,))])
+@pytest.mark.parametrize("typed", [False, True])
+def test_relayout_keeps_every_global_leaf_and_splits_new_device_keys(host_state, saved_keys, like_keys,
+                                                                     typed):
+  """A checkpoint of D devices resumed on D' (`()`: one device, no mesh): every leaf but the actor
+  keys is kept bitwise; the keys take this run's layout, split from the first saved key, so they
+  are distinct and reproducible."""
+  state = host_state
+  make = (lambda n: jax.random.split(jax.random.key(7), n) if n else jax.random.key(7)) if typed else \
+         (lambda n: np.asarray(jax.random.split(jax.random.PRNGKey(7), n) if n else jax.random.PRNGKey(7)))
+  with_keys = lambda s, shape: s._replace(actor=s.actor._replace(key=make(*shape) if shape else make(0)))
+  saved_state, like = with_keys(state, saved_keys), with_keys(state, like_keys)
+  saved = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved_state)}
+
+  got = anakin.relayout(saved, like)
+
+  key_data = lambda k: np.asarray(jax.random.key_data(k) if typed else k)
+  assert key_data(got.actor.key).shape == key_data(like.actor.key).shape
+  first = jnp.reshape(saved_state.actor.key, (-1, *(() if typed else (2,))))[0]
+  np.testing.assert_array_equal(
+      key_data(got.actor.key).reshape(-1, 2),
+      key_data(jax.random.split(first, max(1, int(np.prod(like_keys))))).reshape(-1, 2))
+  assert len({tuple(k) for k in key_data(got.actor.key).reshape(-1, 2)}) == max(1, int(np.prod(like_keys)))
+  rest = lambda s: jax.tree.leaves(s._replace(actor=s.actor._replace(key=None)))
+  for a, b in zip(rest(got), rest(saved_state), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_relayout_names_the_leaves_that_do_not_fit(host_state):
+  """A checkpoint of another config (here: fewer envs, a missing leaf) is not relaid: ValueError
+  naming the leaves."""
+  state = host_state
+  saved = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(state)}
+  saved[".actor.episode_return"] = np.zeros((2,), np.float32)
+  saved[".actor.extra"] = saved.pop(".actor.reward")
+  with pytest.raises(ValueError, match=r"\.actor\.reward: not in the checkpoint; \.actor\.episode_return: "
+                                       r"float32\[2\] in the checkpoint vs float32\[4\] here; not in "
+                                       r"this run: \.actor\.extra"):
+    anakin.relayout(saved, state)

@@ -7,6 +7,7 @@ compilations overlap."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,9 +40,9 @@ def _start(args, devices=4):
                           stderr=subprocess.STDOUT, text=True)
 
 
-def _train(run_dir, iterations):
+def _train(run_dir, iterations, devices=4):
   return _start([*TRAIN, f"--run_dir={run_dir}",
-                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"])
+                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"], devices)
 
 
 def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION, *flags):
@@ -183,11 +184,16 @@ def test_merged_running_stats_equal_those_of_the_whole_batch():
 
 def test_trainer_anakin_on_4_devices_runs_and_resumes(runs):
   """The trainer splits the envs over the 4 devices and says so; restarted on its directory, the run
-  restores the sharded state from its checkpoint and continues with its counters."""
+  restores the sharded state from its checkpoint and continues with its counters. A copy of the
+  directory resumes on 1 device (new actor keys, `anakin.relayout`)."""
   out = _output(runs["procs"]["train"])
   assert "Anakin PPO data-parallel over 4 local devices" in out
   first = _summary(out)
   assert first["updates"] == 2 and first["frames"] == 2 * STEPS_PER_ITERATION
+  shutil.copytree(runs["dir"] / "run", runs["dir"] / "run_on_1")
+  moved = _output(_train(runs["dir"] / "run_on_1", 3, devices=1))
+  assert "written on another number of devices" in moved and "data-parallel" not in moved
+  assert _summary(moved)["updates"] == 3 and _summary(moved)["frames"] == 3 * STEPS_PER_ITERATION
   resumed = _summary(_output(_train(runs["dir"] / "run", 3)))
   assert resumed["updates"] == 3 and resumed["frames"] == 3 * STEPS_PER_ITERATION
   assert resumed["params_crc32"] != first["params_crc32"]

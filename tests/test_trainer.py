@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from rtrl_rl.io import read_metrics
-from tests._multiprocess import ROOT, free_port
+from tests._multiprocess import ROOT, device_env, free_port
 
 SMALL = [  # a small, fast job: CartPole with an RTRL eLSTM, 2 actors x 8 envs
     "--config=configs/default.py:elstm", "--config.env.id=memory/cartpole",
@@ -200,8 +200,8 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
 
 
 def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
-  """A run directory whose checkpoint has another shape (another config or device count) is not
-  resumed: the trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
+  """A run directory whose checkpoint has another shape (another config) is not resumed: the
+  trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
   from rtrl_rl.system import trainer
   run_dir = str(tmp_path / "run")
   ckpt = trainer._Checkpoints(run_dir, 2)
@@ -220,3 +220,35 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   assert out.returncode == 2, out.stderr[-3000:]
   assert "error:" in out.stderr and "cannot be resumed" in out.stderr and "--run_dir" in out.stderr
   assert _checkpoint_steps(run_dir) == [7]
+
+
+SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8 envs x 8 steps
+    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py", "--config.system.plot=False",
+    "--config.agent.num_envs=8", "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
+    "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32", "--config.agent.hidden_size=8",
+    "--config.agent.torso_sizes=(8,)", "--config.agent.head_sizes=(8,)"]
+
+
+def test_sync_ppo_on_host_envs_is_data_parallel_and_resumes_on_another_device_count(tmp_path):
+  """Backend "sync" (the RTU paper's PPO on POPGym / MuJoCo): on 2 devices the update is
+  data-parallel, metrics and a checkpoint are written; the same directory resumes on 1 device
+  (the checkpoint holds the learner once and the normalisation statistics) and continues the
+  counters with new parameters."""
+  run_dir = str(tmp_path / "run")
+
+  def train(devices, iterations):
+    out = subprocess.run([*SYNC, f"--run_dir={run_dir}", f"--config.agent.total_env_steps={iterations * 64}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                         env=device_env(devices))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+  first = train(2, 2)
+  assert "PPO update data-parallel over 2 local devices" in first
+  assert _summary(first)["updates"] == 2 and _checkpoint_steps(run_dir) == [2]
+  rows = read_metrics(run_dir)
+  assert rows[-1]["frames"] == 128 and np.isfinite(rows[-1]["loss"])
+  resumed = train(1, 3)
+  assert "data-parallel" not in resumed
+  assert _summary(resumed)["updates"] == 3 and _summary(resumed)["frames"] == 192
+  assert _summary(resumed)["params_crc32"] != _summary(first)["params_crc32"]

@@ -30,6 +30,7 @@ folded key and updating on the concatenated buffer (PPO: `make_update(..., num_s
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -298,6 +299,51 @@ def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, co
     return state, stacked
 
   return Anakin(init, step, run, agent, env, place)
+
+
+def _rekey(saved, like):
+  """`like`-shaped keys (one per device, or one) split from the first of the `saved` keys; raw
+  `uint32[..., 2]` keys or typed key arrays."""
+  typed = parallel.is_typed_key(like)
+  if typed != parallel.is_typed_key(saved):
+    raise ValueError(f"actor keys: {saved.dtype} in the checkpoint vs {like.dtype} here")
+  data_shape = () if typed else like.shape[-1:]
+  first = jnp.reshape(saved, (-1, *data_shape))[0]
+  count = math.prod(like.shape[:like.ndim - len(data_shape)])
+  keys = jnp.reshape(jax.random.split(first, count), like.shape)
+  return keys if typed else np.asarray(keys)
+
+
+def relayout(saved: dict, like: AnakinState) -> AnakinState:
+  """A checkpointed state written on another number of devices, in the form of `like` (this run's
+  host state). `saved`: the checkpoint's leaves by tree path (`jax.tree_util.keystr`). Every leaf
+  but the actor keys is global whatever the devices (per-env state `[num_envs, ...]`, replicated
+  learner and statistics) and is kept as saved; the keys, one per device (`[D, ...]`, or one key
+  without a mesh), are re-derived from the first saved one: `split(first, D_now)`. The resumed run
+  then differs from an uninterrupted one only in its random draws.
+
+  Raises ValueError naming the leaves that are missing or have another shape or dtype."""
+  key_path = jax.tree_util.keystr((jax.tree_util.GetAttrKey("actor"), jax.tree_util.GetAttrKey("key")))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  out, problems = [], []
+  for path, want in leaves:
+    name = jax.tree_util.keystr(path)
+    got = saved.get(name)
+    if got is None:
+      problems.append(f"{name}: not in the checkpoint")
+    elif name == key_path:
+      out.append(_rekey(got, want))
+      continue
+    elif np.shape(got) != np.shape(want) or np.asarray(got).dtype != np.asarray(want).dtype:
+      problems.append(f"{name}: {np.asarray(got).dtype}{list(np.shape(got))} in the checkpoint vs "
+                      f"{np.asarray(want).dtype}{list(np.shape(want))} here")
+    out.append(got)
+  extra = sorted(saved.keys() - {jax.tree_util.keystr(path) for path, _ in leaves})
+  if extra:
+    problems.append(f"not in this run: {', '.join(extra)}")
+  if problems:
+    raise ValueError("; ".join(problems[:5]))
+  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 # -- PPO ----------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class _StopRequest:
 
 
 class CheckpointMismatch(ValueError):
-  """The run directory's checkpoint does not fit this run (another config or device count)."""
+  """The run directory's checkpoint does not fit this run (written with another config)."""
 
 
 class _Checkpoints:
@@ -99,18 +99,33 @@ class _Checkpoints:
     self._dir = os.path.join(run_dir, "checkpoints")
     self._ckpt = Checkpointer(self._dir, max_to_keep=keep)
 
-  def restore(self, like):
+  def restore(self, like, relayout: Callable[[dict, Any], Any] | None = None):
     """`(state, metadata)` of the latest checkpoint shaped like `like`, or None when there is none.
+
+    relayout: `(leaves by tree path, host copy of like) -> state` for a checkpoint of the same run
+      written on another number of devices (raises ValueError when it is not); tried when the
+      checkpoint does not fit `like` as it is.
     Raises CheckpointMismatch when it was written by a run of another shape."""
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
     from rtrl_rl.io.checkpoint import CheckpointStructureError  # pylint: disable=g-import-not-at-top
+    host_like = parallel.fetch(like)
     try:
-      restored = self._ckpt.restore_latest(parallel.fetch(like))
+      restored = self._ckpt.restore_latest(host_like)
     except CheckpointStructureError as e:
+      problem = str(e)
+      if relayout is not None:
+        _, leaves, metadata = self._ckpt.restore_latest()
+        try:
+          state = relayout(leaves, host_like)
+        except ValueError as e2:
+          problem = f"{problem} (nor is it this run on another number of devices: {e2})"
+        else:
+          log.info("the checkpoint was written on another number of devices: restored onto these")
+          return state, metadata
       raise CheckpointMismatch(
-          f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: {e}. "
-          "Resume with the config it was written with (and, for the 'anakin' and 'sync' backends, "
-          "the same number of devices), or start a new run with another --run_dir") from None
+          f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: "
+          f"{problem}. Resume with the config it was written with, or start a new run with another "
+          "--run_dir") from None
     if restored is None:
       return None
     _, state, metadata = restored
@@ -136,9 +151,12 @@ def prepare(config) -> None:
   experiment.validate(config)
 
 
-def run(config, run_dir: str) -> dict[str, Any]:
-  """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return)."""
-  prepare(config)
+def run(config, run_dir: str, *, prepared: bool = False) -> dict[str, Any]:
+  """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return).
+  `prepared`: `prepare(config)` was called already (`python -m rtrl_rl.train` does, to report a bad
+  config before anything else)."""
+  if not prepared:
+    prepare(config)
   s = config.system
   if jax.process_index() == 0:
     _write_config(config, run_dir)
@@ -350,6 +368,7 @@ class _Iterations(NamedTuple):
   saved: Callable[[Any], Any]
   resume: Callable[[Any, Any], Any]
   params: Callable[[Any], Any]
+  relayout: Callable[[dict, Any], Any] | None = None   # see _Checkpoints.restore
 
 
 def _loop_mesh(what: str, sizes: dict[str, int]):
@@ -380,8 +399,8 @@ def _anakin_iterations(config) -> _Iterations:
   devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
   divisible by their number) the loop is data-parallel over a mesh of them (system/anakin.py):
   the local devices, or with several processes all devices of all of them (each process's devices
-  act on their share of the envs); a checkpoint then holds the global state, restored onto the same
-  number of devices."""
+  act on their share of the envs); a checkpoint then holds the global state, which a run on any
+  number of devices (and processes) resumes (`anakin.relayout`: only the per-device keys change)."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
   a = config.agent
@@ -398,7 +417,7 @@ def _anakin_iterations(config) -> _Iterations:
     steps = a.batch_size * a.unroll_length
   return _Iterations(lambda: loop.init(jax.random.PRNGKey(config.seed)), loop.step, steps,
                      saved=lambda state: state, resume=lambda state, tree: loop.place(tree),
-                     params=lambda state: state.learner.params)
+                     params=lambda state: state.learner.params, relayout=anakin.relayout)
 
 
 def _sync_ppo_iterations(config) -> _Iterations:
@@ -455,7 +474,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   state = it.init()
   ckpt = _Checkpoints(run_dir, s.keep_checkpoints)
   counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
-  restored = ckpt.restore(it.saved(state))
+  restored = ckpt.restore(it.saved(state), it.relayout)
   if restored is not None:
     tree, meta = restored
     state = it.resume(state, tree)
