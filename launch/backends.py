@@ -4,21 +4,28 @@ This is the only module of the project that imports submitit.
 
 * `TrainJob` (a `submitit.helpers.Checkpointable`) is what every backend submits: inside the job it
   runs `python -m rtrl_rl.train ... --run_dir=<run_dir>` as a child process and waits for it. On a
-  multi-node job it first reads the job's environment (`submitit.JobEnvironment`: hostnames, task
+  multi-process job it first reads the job's environment (`submitit.JobEnvironment`: hostnames, task
   count, global rank) and appends the `jax.distributed` fields
   `--config.system.coordinator_address=<first node>:<port> --config.system.num_processes=<tasks>
   --config.system.process_id=<rank>` (`distributed_overrides`).
+* Several tasks per node (`resources["tasks_per_node"]`, e.g. one process per GPU): task `l` of a
+  node gets its own consecutive share of the node's GPUs (CUDA_VISIBLE_DEVICES, `task_gpu_env`).
+  On any multi-process SLURM job the child also gets JAX_LOCAL_DEVICE_IDS = all of its GPUs:
+  otherwise `jax.distributed.initialize`, seeing SLURM's variables, restricts each process to the
+  single GPU numbered SLURM_LOCALID (one GPU of eight with one task per node).
 * Preemption / time limit: SLURM signals the job (`--signal=USR2@<delay>`); submitit calls
   `TrainJob.checkpoint()`, which stops the training child with SIGTERM (the trainer writes a final
   checkpoint and exits), and resubmits the same TrainJob (requeue). The requeued job reruns the same
   command on the same run directory, which resumes from the latest checkpoint. The child ignores
   USR2 itself (SLURM may signal every process of the job) so that only the wrapper decides.
+  A helper thread waits for the child (`_wait_child`): the USR2 handler runs in the main thread
+  while it waits, and a second wait on the same Popen there would deadlock on Popen's lock.
 * A run whose child exits with an error leaves `<run_dir>/failed.json` (return code, log path).
   `<run_dir>/launch.json` records the backend, job id and submitit folder of the latest launch.
 * `run_local`: submitit's LocalExecutor, at most `max_parallel` runs at a time; with GPUs each run
   gets `resources.gpus_per_node` (default 1) of the `devices` to itself (CUDA_VISIBLE_DEVICES).
 * `submit_slurm`: submitit's AutoExecutor(cluster="slurm"); runs with the same resources go into
-  one job array (`executor.batch()`), one task per node.
+  one job array (`executor.batch()`), `resources["tasks_per_node"]` tasks per node (default 1).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from typing import Any, Mapping, Sequence
@@ -63,6 +71,32 @@ def distributed_overrides(job_env) -> dict[str, Any]:
           "system.process_id": int(job_env.global_rank)}
 
 
+def task_gpu_env(num_tasks: int, local_rank: int, tasks_per_node: int, gpus_per_node: int,
+                 visible: str | None) -> dict[str, str]:
+  """Environment for the training child of one task of a SLURM job (empty: nothing to change).
+
+  `visible`: the CUDA_VISIBLE_DEVICES SLURM gave the task (None: unset; then GPUs
+  0..gpus_per_node-1). With `tasks_per_node` > 1 the task keeps its consecutive share of them
+  (unless SLURM already bound each task to its share, e.g. with --gpus-per-task). A multi-process
+  job sets JAX_LOCAL_DEVICE_IDS to every GPU the task keeps: without it jax.distributed.initialize
+  detects SLURM and makes only GPU #SLURM_LOCALID visible to the process.
+  """
+  if num_tasks <= 1 or gpus_per_node <= 0:
+    return {}
+  ids = [x.strip() for x in (visible or "").split(",") if x.strip()] or \
+      [str(i) for i in range(gpus_per_node)]
+  env = {}
+  share = gpus_per_node // max(1, tasks_per_node)
+  if tasks_per_node > 1 and len(ids) != share:
+    if len(ids) % tasks_per_node:
+      raise ValueError(f"{len(ids)} visible GPUs ({visible!r}) do not split into {tasks_per_node} tasks")
+    share = len(ids) // tasks_per_node
+    ids = ids[local_rank * share:(local_rank + 1) * share]
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+  env["JAX_LOCAL_DEVICE_IDS"] = ",".join(str(i) for i in range(len(ids)))
+  return env
+
+
 def _ignore_usr2() -> None:  # runs in the child between fork and exec
   signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
@@ -79,19 +113,24 @@ class TrainJob(submitit.helpers.Checkpointable):
 
   def __init__(self, name: str, config: str, overrides: Mapping[str, Any], run_dir: str,
                cwd: str | None = None, stop_timeout_s: float = DEFAULT_SIGNAL_DELAY_S - 30,
-               env: Mapping[str, str] | None = None):
+               env: Mapping[str, str] | None = None, tasks_per_node: int = 1, gpus_per_node: int = 0):
     self.name, self.config, self.overrides = name, config, dict(overrides)
     self.run_dir = os.path.abspath(run_dir)
     self.cwd = os.path.abspath(cwd or os.getcwd())
     self.stop_timeout_s = float(stop_timeout_s)
     self.env = dict(env or {})
+    self.tasks_per_node, self.gpus_per_node = int(tasks_per_node), int(gpus_per_node)
     self._proc = None
+    self._waiter = None
     self.attempts = 0
 
   def __getstate__(self):
     state = dict(self.__dict__)
-    state["_proc"] = None           # a Popen does not pickle (checkpoint() dumps this object)
+    state["_proc"] = state["_waiter"] = None  # neither pickles (checkpoint() dumps this object)
     return state
+
+  def __setstate__(self, state):
+    self.__dict__.update({"tasks_per_node": 1, "gpus_per_node": 0, "_waiter": None, **state})
 
   def job_environment(self):
     try:
@@ -116,9 +155,13 @@ class TrainJob(submitit.helpers.Checkpointable):
     self.attempts += 1
     print(f"[launch] {self.name} attempt {self.attempts}: {' '.join(argv)}", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+    if job_env is not None:
+      env.update(task_gpu_env(job_env.num_tasks, job_env.local_rank, self.tasks_per_node,
+                              self.gpus_per_node, os.environ.get("CUDA_VISIBLE_DEVICES")))
     self._proc = subprocess.Popen(argv, cwd=self.cwd, env=env, preexec_fn=_ignore_usr2)
+    self._waiter = None
     try:
-      rc = self._proc.wait()
+      rc = self._wait_child()
     except KeyboardInterrupt:            # Ctrl-C reached the child too: let it checkpoint and exit
       self._stop_child(signal.SIGINT)
       raise
@@ -134,17 +177,32 @@ class TrainJob(submitit.helpers.Checkpointable):
         return json.load(f)
     return {"returncode": rc}
 
+  def _wait_child(self, timeout: float | None = None) -> int | None:
+    """The child's return code, or None while it runs after `timeout` seconds.
+
+    Only a helper thread calls the blocking `Popen.wait`, which holds Popen's waitpid lock while it
+    waits; this thread joins that helper. submitit runs `checkpoint()` (which waits for the child
+    too) as a signal handler in the main thread, in the middle of __call__'s wait: two waits on one
+    Popen in one thread would deadlock on that lock (seen on SLURM: the job hung, no requeue)."""
+    if self._waiter is None:
+      self._waiter = threading.Thread(target=self._proc.wait, name=f"wait-{self._proc.pid}", daemon=True)
+      self._waiter.start()
+    self._waiter.join(timeout)
+    return None if self._waiter.is_alive() else self._proc.returncode
+
   def _stop_child(self, sig=signal.SIGTERM) -> int | None:
     """SIGTERM the training child (it writes a final checkpoint) and wait for it, bounded."""
-    proc = self._proc
-    if proc is None or proc.poll() is not None:
-      return None if proc is None else proc.returncode
-    try:
-      proc.send_signal(sig)
-      return proc.wait(timeout=self.stop_timeout_s)
-    except subprocess.TimeoutExpired:
-      proc.kill()                        # the checkpoint on disk stays restorable (atomic saves)
-      return proc.wait()
+    if self._proc is None:
+      return None
+    rc = self._wait_child(0)
+    if rc is not None:
+      return rc
+    self._proc.send_signal(sig)
+    rc = self._wait_child(self.stop_timeout_s)
+    if rc is None:
+      self._proc.kill()                  # the checkpoint on disk stays restorable (atomic saves)
+      rc = self._wait_child()
+    return rc
 
   def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
     """Preempted / timed out: stop the child gracefully and resubmit the same run (it resumes)."""
@@ -154,8 +212,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def make_job(run, env: Mapping[str, str] | None = None) -> TrainJob:
-  stop = max(30, run.resources_dict.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S) - 30)
-  return TrainJob(run.name, run.config, run.overrides_dict, run.run_dir, stop_timeout_s=stop, env=env)
+  r = run.resources_dict
+  stop = max(30, r.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S) - 30)
+  return TrainJob(run.name, run.config, run.overrides_dict, run.run_dir, stop_timeout_s=stop, env=env,
+                  tasks_per_node=int(r.get("tasks_per_node", 1)),
+                  gpus_per_node=int(r.get("gpus_per_node", 1)))
 
 
 def record_launch(run, backend: str, job_id: str, folder: str, **extra: Any) -> None:
@@ -279,9 +340,10 @@ def slurm_parameters(resources: Mapping[str, Any], sweep: str,
                      defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """`AutoExecutor.update_parameters` keyword arguments for one run's resources.
 
-  One task per node (one `jax.distributed` process per host, using all its GPUs); `time_min`
-  defaults to 3 days, `gpus_per_node` to 1, `cpus` (per task) to 10. Requeue is enabled and the
-  preemption signal comes `DEFAULT_SIGNAL_DELAY_S` seconds before the kill.
+  `tasks_per_node` (default 1) `jax.distributed` processes per node, each with
+  `gpus_per_node / tasks_per_node` of its GPUs (TrainJob sets them apart); `time_min` defaults to 3
+  days, `gpus_per_node` to 1, `cpus` (per task) to 10. Requeue is enabled and the preemption signal
+  (USR2) comes `signal_delay_s` (default `DEFAULT_SIGNAL_DELAY_S`) seconds before the time limit.
   """
   d = dict(defaults or {})
   r = dict(resources)
@@ -296,10 +358,10 @@ def slurm_parameters(resources: Mapping[str, Any], sweep: str,
       "name": f"{sweep}",
       "timeout_min": int(r.get("time_min", DEFAULT_TIME_MIN)),
       "nodes": int(r.get("nodes", 1)),
-      "tasks_per_node": 1,
+      "tasks_per_node": int(r.get("tasks_per_node", 1)),
       "gpus_per_node": int(r.get("gpus_per_node", 1)),
       "cpus_per_task": int(r.get("cpus", 10)),
-      "slurm_signal_delay_s": DEFAULT_SIGNAL_DELAY_S,
+      "slurm_signal_delay_s": int(r.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S)),
       "slurm_additional_parameters": additional,
   }
   if r.get("mem_gb"):

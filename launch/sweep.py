@@ -12,6 +12,11 @@ A sweep file is a Python file with `get_sweep() -> list[dict]`, one dict per run
      "overrides": {"seed": 0, "agent.unroll_length": 50},    # -> --config.<key>=<value>
      "resources": {"nodes": 1, "gpus_per_node": 1, "cpus": 10, "time_min": 2880, "partition": "gpu"}}
 
+(resources, SLURM: `nodes`, `tasks_per_node` (jax.distributed processes per node, default 1, each
+with gpus_per_node / tasks_per_node GPUs), `gpus_per_node`, `cpus` (per task), `time_min`,
+`signal_delay_s` (USR2 this long before the time limit: checkpoint and requeue), `mem_gb`,
+`partition`, `account`, `qos`, `constraint`, `slurm` (extra sbatch flags)),
+
 and optionally `NAME` (the sweep's name; default: the file's stem). `grid(...)` below builds such
 lists (product over axes x seeds). Run `r` of sweep `s` lives in `<root>/<s>/<r.name>`; its command is
 
@@ -36,8 +41,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 DEFAULT_ROOT = os.path.join("runs", "sweeps")
 TRAIN_MODULE = "rtrl_rl.train"
-RESOURCE_KEYS = ("nodes", "gpus_per_node", "cpus", "time_min", "partition", "mem_gb", "account",
-                 "qos", "constraint")
+RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus", "time_min", "signal_delay_s",
+                 "partition", "mem_gb", "account", "qos", "constraint")
 RUN_KEYS = ("name", "config", "overrides", "resources")
 
 
@@ -118,11 +123,16 @@ def _check_run(d: Any, i: int) -> None:
   bad = set(res) - set(RESOURCE_KEYS) - {"slurm"}
   if bad:
     raise SweepError(f"run {name!r}: unknown resources {sorted(bad)}; expected {RESOURCE_KEYS} or 'slurm'")
-  for k in ("nodes", "gpus_per_node", "cpus", "time_min"):
+  for k in ("nodes", "tasks_per_node", "gpus_per_node", "cpus", "time_min", "signal_delay_s"):
     if k in res and not (isinstance(res[k], int) and not isinstance(res[k], bool) and res[k] >= 0):
       raise SweepError(f"run {name!r}: resources[{k!r}]={res[k]!r} must be an int >= 0")
-  if res.get("nodes", 1) < 1:
-    raise SweepError(f"run {name!r}: resources['nodes'] must be >= 1")
+  for k in ("nodes", "tasks_per_node"):
+    if res.get(k, 1) < 1:
+      raise SweepError(f"run {name!r}: resources[{k!r}] must be >= 1")
+  tasks, gpus = res.get("tasks_per_node", 1), res.get("gpus_per_node", 0)
+  if gpus and gpus % tasks:
+    raise SweepError(f"run {name!r}: resources['gpus_per_node']={gpus} must be a multiple of "
+                     f"resources['tasks_per_node']={tasks} (each task gets its share of the GPUs)")
 
 
 def _freeze(x: Any) -> Any:
@@ -319,11 +329,14 @@ def print_dry_run(sweep: str, runs: list[Run], args, out=None) -> None:
     if args.backend == "slurm":
       params = backends.slurm_parameters(run.resources_dict, sweep, defaults=backends.slurm_defaults(args))
       print(f"  sbatch: {json.dumps(params, sort_keys=True, default=str)}", file=out)
-      if run.resources_dict.get("nodes", 1) > 1:
-        print(f"  multi-node: each of {run.resources_dict['nodes']} nodes adds "
+      res = run.resources_dict
+      procs = res.get("nodes", 1) * res.get("tasks_per_node", 1)
+      if procs > 1:
+        print(f"  multi-process: each of {procs} tasks ({res.get('nodes', 1)} node(s) x "
+              f"{res.get('tasks_per_node', 1)}) adds "
               f"--config.system.coordinator_address=<first node>:<port> "
-              f"--config.system.num_processes={run.resources_dict['nodes']} "
-              f"--config.system.process_id=<node rank>", file=out)
+              f"--config.system.num_processes={procs} "
+              f"--config.system.process_id=<task rank>", file=out)
     else:
       print(f"  devices: {backends.local_device_note(run.resources_dict, devices)}", file=out)
     print(f"  command: {shlex.join(run.command())}", file=out)

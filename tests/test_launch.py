@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -222,6 +223,40 @@ def test_slurm_parameters():
                                               "exclusive": True}
 
 
+def test_slurm_parameters_tasks_per_node_and_signal_delay(tmp_path):
+  """`tasks_per_node` and `signal_delay_s` reach sbatch (the delay also bounds the child's stop)."""
+  run, = sweep.runs_from_dicts([{"name": "r", "config": "configs/default.py",
+                                 "resources": {"tasks_per_node": 4, "gpus_per_node": 8,
+                                               "signal_delay_s": 90}}], "s", str(tmp_path))
+  p = backends.slurm_parameters(run.resources_dict, "s")
+  assert p["tasks_per_node"] == 4 and p["gpus_per_node"] == 8 and p["slurm_signal_delay_s"] == 90
+  default = backends.slurm_parameters({}, "s")
+  assert default["tasks_per_node"] == 1 and default["slurm_signal_delay_s"] == backends.DEFAULT_SIGNAL_DELAY_S
+  job = backends.make_job(run)
+  assert (job.tasks_per_node, job.gpus_per_node, job.stop_timeout_s) == (4, 8, 60)
+  with pytest.raises(sweep.SweepError, match="multiple of"):
+    sweep.runs_from_dicts([{"name": "r", "config": "c.py",
+                            "resources": {"tasks_per_node": 3, "gpus_per_node": 8}}], "s", str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="tasks_per_node"):
+    sweep.runs_from_dicts([{"name": "r", "config": "c.py", "resources": {"tasks_per_node": 0}}],
+                          "s", str(tmp_path))
+
+
+def test_task_gpu_env():
+  """Each task of a node keeps its share of the GPUs; a multi-process job names them to JAX
+  (jax.distributed.initialize would otherwise keep only GPU #SLURM_LOCALID)."""
+  env = backends.task_gpu_env
+  assert env(1, 0, 1, 8, "0,1,2,3,4,5,6,7") == {}                  # one process: as it is
+  assert env(4, 0, 2, 0, None) == {}                                 # CPU job
+  assert env(2, 0, 1, 8, "0,1,2,3,4,5,6,7") == {"JAX_LOCAL_DEVICE_IDS": "0,1,2,3,4,5,6,7"}
+  assert env(4, 1, 2, 8, "0,1,2,3,4,5,6,7") == {"CUDA_VISIBLE_DEVICES": "4,5,6,7",
+                                                 "JAX_LOCAL_DEVICE_IDS": "0,1,2,3"}
+  assert env(2, 1, 2, 4, None) == {"CUDA_VISIBLE_DEVICES": "2,3", "JAX_LOCAL_DEVICE_IDS": "0,1"}
+  assert env(8, 3, 8, 8, "3") == {"JAX_LOCAL_DEVICE_IDS": "0"}     # SLURM bound the task already
+  with pytest.raises(ValueError, match="do not split"):
+    env(2, 0, 2, 4, "0,1,2")
+
+
 def test_slurm_submission_arrays_with_fake_sbatch(tmp_path, monkeypatch):
   bindir, record = _fake_slurm_bin(tmp_path)
   monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
@@ -293,6 +328,47 @@ def test_checkpoint_stops_child_and_requeues_same_run(tmp_path):
   assert delayed.function is job and delayed.args == ()
   clone = pickle.loads(pickle.dumps(delayed.function))
   assert clone.command() == job.command() and clone._proc is None
+
+
+def test_preemption_signal_during_the_wait_stops_child_and_requeues(tmp_path):
+  """submitit calls checkpoint() from its USR2 handler in the main thread while __call__ waits for
+  the child; both waiting on the Popen deadlocked there (found on a real SLURM: no requeue)."""
+  started, stopped = tmp_path / "started", tmp_path / "got_sigterm"
+  child = ("import signal, sys, time\n"
+           f"signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), open({str(stopped)!r}, 'w').close(), "
+           "sys.exit(0)))\n"
+           f"open({str(started)!r}, 'w').close()\ntime.sleep(60)\n")
+  script = tmp_path / "preempt.py"
+  script.write_text(textwrap.dedent(f"""\
+      import os, signal, sys, threading, time
+      from launch import backends
+
+      class Job(backends.TrainJob):
+        def command(self, job_env=None):
+          return [sys.executable, "-c", {child!r}]
+
+      job = Job("r", "configs/default.py", {{}}, {str(tmp_path / "run")!r}, stop_timeout_s=5)
+
+      def handler(signum, frame):                # what submitit's SignalHandler does on USR2
+        delayed = job.checkpoint()
+        print("requeue", delayed.function is job, job._proc.returncode, flush=True)
+        sys.exit(3)
+
+      def preempt():
+        while not os.path.exists({str(started)!r}):
+          time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+      signal.signal(signal.SIGUSR2, handler)
+      threading.Thread(target=preempt, daemon=True).start()
+      job()
+      """))
+  t0 = time.time()
+  out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 3, out.stdout + out.stderr
+  assert "requeue True 0" in out.stdout and stopped.exists()
+  assert time.time() - t0 < 30                   # the child stopped by itself, no kill after 5 s
 
 
 # -- end to end: a 2-job sweep through submitit's LocalExecutor -----------------------------------------
