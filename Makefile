@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long train bench-cells bench-learner bench-envs bench-system bench-gpu-smoke clean
+.PHONY: setup test test-long test-slurm train bench-cells bench-learner bench-envs bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ test: setup
 
 test-long: setup
 	$(PY) -m pytest -q -m long
+
+# The SLURM backend on a real SLURM: a private cluster (two slurmd) on this machine (launch/local_slurm.sh,
+# which installs slurm and munge with apt when root), stopped again however the tests end.
+test-slurm: setup
+	trap 'bash launch/local_slurm.sh stop' EXIT; trap 'exit 130' INT TERM; \
+	bash launch/local_slurm.sh start && $(PY) -m pytest -q -m slurm
 
 bench-cells: setup
 	$(PY) -m bench.bench_cells
