@@ -1,0 +1,39 @@
+"""Settings of a test session that make the suite faster without changing what it runs.
+
+* A persistent JAX compilation cache for this session only (a fresh temporary directory, removed
+  at the end), shared with every subprocess the tests start: the trainer tests start many
+  processes that compile the same programs (a trainer subprocess starts in ~17 s instead of ~28 s
+  when its programs are cached). Compilation is deterministic, so a cached executable is the one
+  the process would have compiled. Entries are written under a file lock (the cache has a size
+  limit, which turns the lock on), so concurrent processes never read a half-written entry.
+* Optimisation level 0 of XLA's CPU backend in this process only (not in the subprocesses, which
+  run the trainer as users do): the in-process tests are compile-bound (small float64 problems),
+  and level 0 compiles ~20% faster; the tests compare results computed under the same flags.
+
+These must run before JAX is imported (it reads its configuration from the environment then).
+"""
+
+import os
+import shutil
+import tempfile
+
+_CACHE_DIR = tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_")
+os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",   # skip the many tiny eager-mode programs
+    JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),        # a limit enables the cache's file lock
+)
+
+_subprocess_xla_flags = os.environ.get("XLA_FLAGS")
+os.environ["XLA_FLAGS"] = f"{_subprocess_xla_flags or ''} --xla_backend_optimization_level=0".strip()
+import jax  # pylint: disable=wrong-import-position
+
+jax.devices()                     # the CPU backend starts now, with the flags above
+if _subprocess_xla_flags is None:
+  del os.environ["XLA_FLAGS"]
+else:
+  os.environ["XLA_FLAGS"] = _subprocess_xla_flags
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
