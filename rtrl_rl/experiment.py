@@ -46,6 +46,8 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   s.coordinator_address = ""         # jax.distributed coordinator "host:port" (multi-host); "" = one process
   s.num_processes = 1                # processes in a multi-host run
   s.process_id = 0                   # this process's index in a multi-host run
+  s.heartbeat_timeout_s = 100        # multi-host: a process silent this long is lost, and jax.distributed
+                                     #   stops the others (a failed collective stops them sooner)
   if algo == "impala":
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
     c.agent = impala_config.get_config()
@@ -87,7 +89,7 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
                "keep_checkpoints", "num_processes"):
     if not _positive_int(s[name]):
       err(f"system.{name}={s[name]!r} must be a positive int")
-  for name in ("log_every_s", "checkpoint_every_s"):
+  for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
   from rtrl_rl.system.actors import ACTOR_DEVICES  # pylint: disable=g-import-not-at-top

@@ -36,6 +36,7 @@ data-parallel step, all in one jitted function.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -47,12 +48,14 @@ DATA_AXIS = "data"
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int, *,
                            local_device_ids=None, cpu_collectives: str | None = "gloo",
-                           initialization_timeout: int = 120) -> None:
+                           initialization_timeout: int = 120, heartbeat_timeout_s: int = 100) -> None:
   """Join a multi-process JAX run (call in every process before any other JAX computation).
 
   coordinator_address: "host:port" of process 0's coordinator (e.g. "127.0.0.1:12345").
   cpu_collectives: the CPU cross-process collectives implementation ("gloo"), needed when the
     devices are CPUs; ignored by GPU/TPU backends. None leaves JAX's default.
+  heartbeat_timeout_s: a process that has sent no heartbeat for this long is lost; JAX then
+    terminates the others (which may be waiting for it in a collective).
   """
   if num_processes < 1 or not 0 <= process_id < num_processes:
     raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
@@ -65,7 +68,8 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id, local_device_ids=local_device_ids,
-                             initialization_timeout=initialization_timeout)
+                             initialization_timeout=initialization_timeout,
+                             heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)))
 
 
 def shutdown_distributed() -> None:

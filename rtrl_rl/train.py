@@ -27,6 +27,15 @@ def default_run_dir(config) -> str:
   return os.path.join("runs", f"{config.name}_seed{config.seed}")
 
 
+def _exit_now(code: int) -> None:
+  """Exit without jax.distributed's shutdown, which waits at a barrier for every process of the run:
+  after a process was lost, that wait lasts until the heartbeat timeout and ends in an abort."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  logging.shutdown()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 def main(argv) -> int:
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -55,6 +64,8 @@ def main(argv) -> int:
     return 2
   except trainer.RunFailed as e:
     print(f"error: {e}", file=sys.stderr)
+    if config.system.num_processes > 1:
+      _exit_now(1)
     return 1
   print(f"run finished in {run_dir}: {json.dumps(summary)}")
   return 0

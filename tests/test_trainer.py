@@ -252,3 +252,44 @@ def test_sync_ppo_on_host_envs_is_data_parallel_and_resumes_on_another_device_co
   assert "data-parallel" not in resumed
   assert _summary(resumed)["updates"] == 3 and _summary(resumed)["frames"] == 192
   assert _summary(resumed)["params_crc32"] != _summary(first)["params_crc32"]
+
+
+def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
+  """SIGKILL process 1 of two mid-run. Process 0 stops within seconds, whichever way it learns of the
+  loss: its collective fails (then it exits 1 with our message naming the newest checkpoint and how
+  to resume) or, when the collective just waits, jax.distributed's heartbeat timeout
+  (`system.heartbeat_timeout_s`, 5 s here) terminates it with JAX's message that another process
+  died. Either way its actors exit and the newest checkpoint is intact."""
+  from rtrl_rl.io.checkpoint import Checkpointer
+  run_dir = str(tmp_path / "run")
+  port = free_port()
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  procs = [_train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.checkpoint_every_s=1",
+                  "--config.system.num_actors=1", "--config.system.num_processes=2",
+                  "--config.system.heartbeat_timeout_s=5", f"--config.system.process_id={i}",
+                  f"--config.system.coordinator_address=127.0.0.1:{port}", env=env)
+           for i in range(2)]
+  _wait_for_updates(run_dir, 3, procs[0])
+  actors = _actor_pids(procs[0])
+  procs[1].kill()
+  procs[1].communicate(timeout=60)
+  start = time.time()
+  out, _ = procs[0].communicate(timeout=240)
+  stopped_after = time.time() - start
+  print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed, exit code {procs[0].returncode}")
+  assert stopped_after < 60, f"process 0 took {stopped_after:.0f} s to stop"
+  steps = _checkpoint_steps(run_dir)
+  if procs[0].returncode == 1:                    # the collective failed
+    error = [l for l in out.splitlines() if l.startswith("error: ")]
+    assert error and "processes of this run failed" in error[-1] and "Restart every process" in error[-1]
+    assert f"checkpoint (update {steps[-1]}) is in" in error[-1], error[-1]
+  else:                                           # the heartbeat timeout
+    assert procs[0].returncode == -signal.SIGABRT, out[-3000:]
+    assert "another task died" in out, out[-3000:]
+  deadline = time.time() + 30
+  while _alive(actors):
+    assert time.time() < deadline, "actors outlived their trainer"
+    time.sleep(0.5)
+  with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
+    step, _, meta = ckpt.restore_latest()
+  assert step == steps[-1] == meta["updates"] >= 1

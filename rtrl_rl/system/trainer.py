@@ -44,7 +44,20 @@ log = logging.getLogger(__name__)
 
 
 class RunFailed(RuntimeError):
-  """The run stopped on an error after writing its final checkpoint."""
+  """The run stopped on an error; its message says which checkpoint it resumes from."""
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _lost_process(error: BaseException) -> RuntimeError:
+  """A computation across the processes of a multi-host run failed (e.g. a gloo/NCCL collective
+  whose peer died): one of the processes stopped or cannot be reached."""
+  return RuntimeError(
+      f"a computation across the {jax.process_count()} processes of this run failed "
+      f"({_first_line(error)}), so one of them has probably stopped: see the other processes' logs. "
+      "Restart every process with the same command to resume")
 
 
 def _write_config(config, run_dir: str) -> None:
@@ -135,6 +148,21 @@ class _Checkpoints:
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
     self._ckpt.save(int(counters["updates"]), parallel.fetch(state), dict(counters), wait=True)
 
+  def save_final(self, state, counters: dict) -> str:
+    """The final checkpoint (also after an error or a signal); returns where the run resumes from.
+    A state lost with a failed computation (a collective whose peer died, a device error) cannot
+    be read, so nothing is written and the newest periodic checkpoint stays the latest."""
+    try:
+      self.save(state, counters)
+      return f"the final checkpoint (update {counters['updates']}) is in {self._dir}"
+    except jax.errors.JaxRuntimeError as e:
+      log.error("no final checkpoint: the learner state was lost with a failed computation (%s)",
+                _first_line(e))
+      latest = self._ckpt.latest_step()
+      return ("no final checkpoint could be written (the state was lost with the failed computation); "
+              + (f"the newest checkpoint (update {latest}) is in {self._dir}" if latest is not None
+                 else f"{self._dir} holds no checkpoint"))
+
   def close(self):
     self._ckpt.close()
 
@@ -147,7 +175,8 @@ def prepare(config) -> None:
   if s.num_processes > 1:
     experiment.validate(config, check_env=False)
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-    parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id)
+    parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id,
+                                    heartbeat_timeout_s=s.heartbeat_timeout_s)
   experiment.validate(config)
 
 
@@ -339,18 +368,22 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
       failure = sup.failure
   except QueueBroken as e:          # a live process hung holding the queue lock (a dead one is repaired)
     failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    failure = _lost_process(e)
   finally:
     state = learner.state             # the latest dispatched update (the save waits for it)
     stop.uninstall()
     sup.shutdown()
     queue.close()
-    ckpt.save(state, counters)        # final checkpoint, also on errors and signals
+    saved = ckpt.save_final(state, counters)   # also on errors and signals
     ckpt.close()
     writer.close()
     queue.unlink()
     store.unlink()
   if failure is not None:
-    raise RunFailed(f"{failure}; the final checkpoint is in {run_dir}/checkpoints") from failure
+    raise RunFailed(f"{failure}; {saved}") from failure
   summary = dict(counters, episode_return=float(np.mean(returns)) if returns else float("nan"),
                  stopped_early=counters["updates"] < total_updates,
                  params_crc32=params_crc32(parallel.fetch(state.params)))
@@ -488,6 +521,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   last_log = last_ckpt = time.monotonic()
   window = {"sum": 0.0, "episodes": 0}
   recent = collections.deque(maxlen=100)
+  failure = None
   try:
     while counters["updates"] < total_iterations:
       now = time.monotonic()
@@ -520,11 +554,17 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
       if progress is not None:
         progress.update(counters["frames"], counters["updates"],
                         episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    failure = _lost_process(e)
   finally:
     stop.uninstall()
-    ckpt.save(it.saved(state), counters)
+    saved = ckpt.save_final(it.saved(state), counters)
     ckpt.close()
     writer.close()
+  if failure is not None:
+    raise RunFailed(f"{failure}; {saved}") from failure
   summary = dict(counters, episode_return=float(np.mean(recent)) if recent else float("nan"),
                  stopped_early=counters["updates"] < total_iterations,
                  params_crc32=params_crc32(parallel.fetch(it.params(state))))
