@@ -93,10 +93,6 @@ class Run:
   def command(self, python: str = "python", extra: Mapping[str, Any] | None = None) -> list[str]:
     return train_command(self.config, self.overrides_dict, self.run_dir, python, extra)
 
-  @property
-  def config_path(self) -> str:
-    return self.config.split(":", 1)[0]
-
 
 def _check_run(d: Any, i: int) -> None:
   if not isinstance(d, Mapping):

@@ -117,8 +117,6 @@ class Progress:
     self._last_frames = 0
     self._last_steps = 0
     self._start_frames: int | None = None
-    self._start_steps: int | None = None
-    self.last_line: str | None = None
 
   def add_returns(self, returns: Iterable[float]) -> None:
     """Records finished episodes' returns (non-finite values are ignored)."""
@@ -144,7 +142,7 @@ class Progress:
     """The line for these counters now (rates over the time since the previous printed line)."""
     now = self._clock() if now is None else now
     if self._start_frames is None:
-      self._start_frames, self._start_steps = frames, learner_steps
+      self._start_frames = frames
       self._last_frames, self._last_steps = frames, learner_steps
     since = self._t0 if self._last_t is None else self._last_t
     dt = now - since
@@ -189,7 +187,7 @@ class Progress:
     self.add_returns(episode_returns)
     now = self._clock()
     if self._start_frames is None:
-      self._start_frames, self._start_steps = frames, learner_steps
+      self._start_frames = frames
       self._last_frames, self._last_steps = frames, learner_steps
     since = self._t0 if self._last_t is None else self._last_t
     if not force and now - since < self.interval_s:
@@ -199,7 +197,6 @@ class Progress:
         queue_capacity=queue_capacity, now=now,
     )
     self._last_t, self._last_frames, self._last_steps = now, frames, learner_steps
-    self.last_line = text
     if self.enabled:
       if self._print_fn is not None:
         self._print_fn(text)

@@ -186,9 +186,7 @@ class _Worker:
   err_conn: Any = None
   restarts: int = 0
   finished: bool = False
-  last_exitcode: int | None = None
   last_error: str | None = None
-  started_at: float = 0.0
 
 
 class Supervisor:
@@ -261,7 +259,7 @@ class Supervisor:
       wconn.close()
     if w.err_conn is not None:
       w.err_conn.close()
-    w.process, w.err_conn, w.started_at = p, r, time.monotonic()
+    w.process, w.err_conn = p, r
     log.info("started worker %r (pid %d, attempt %d)", w.name, p.pid, w.restarts)
 
   def start(self) -> None:
@@ -318,7 +316,6 @@ class Supervisor:
         if p is None or w.finished or p.exitcode is None:
           continue
         code = p.exitcode
-        w.last_exitcode = code
         if w.err_conn is not None and w.err_conn.poll():
           try:
             w.last_error = w.err_conn.recv()
