@@ -7,10 +7,12 @@
   the process would have compiled. Entries are written under a file lock (the cache has a size
   limit, which turns the lock on), so concurrent processes never read a half-written entry.
 * Optimisation level 0 of XLA's CPU backend in this process only (not in the subprocesses, which
-  run the trainer as users do): the in-process tests are compile-bound (small float64 problems),
-  and level 0 compiles ~20% faster; the tests compare results computed under the same flags.
+  run the trainer as users do), unless the session selects the long learning tests: the default
+  in-process tests are compile-bound (small float64 problems) and level 0 compiles ~20% faster,
+  while the long tests are bound by execution, which level 0 slows. The tests compare results
+  computed under the same flags.
 
-These must run before JAX is imported (it reads its configuration from the environment then).
+This runs before JAX is imported (it reads its configuration from the environment then).
 """
 
 import os
@@ -18,21 +20,25 @@ import shutil
 import tempfile
 
 _CACHE_DIR = tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_")
-os.environ.update(
-    JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",   # skip the many tiny eager-mode programs
-    JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),        # a limit enables the cache's file lock
-)
 
-_subprocess_xla_flags = os.environ.get("XLA_FLAGS")
-os.environ["XLA_FLAGS"] = f"{_subprocess_xla_flags or ''} --xla_backend_optimization_level=0".strip()
-import jax  # pylint: disable=wrong-import-position
 
-jax.devices()                     # the CPU backend starts now, with the flags above
-if _subprocess_xla_flags is None:
-  del os.environ["XLA_FLAGS"]
-else:
-  os.environ["XLA_FLAGS"] = _subprocess_xla_flags
+def pytest_configure(config):
+  os.environ.update(
+      JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",   # skip the many tiny eager-mode programs
+      JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),        # a limit enables the cache's file lock
+  )
+  markexpr = config.getoption("markexpr") or ""
+  selects_long = "long" in markexpr and "not long" not in markexpr
+  subprocess_flags = os.environ.get("XLA_FLAGS")
+  if not selects_long:
+    os.environ["XLA_FLAGS"] = f"{subprocess_flags or ''} --xla_backend_optimization_level=0".strip()
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.devices()                   # the CPU backend starts now, with the flags above
+  if subprocess_flags is None:
+    os.environ.pop("XLA_FLAGS", None)
+  else:
+    os.environ["XLA_FLAGS"] = subprocess_flags
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
