@@ -18,6 +18,12 @@ This is the only module of the project that imports submitit.
   checkpoint and exits), and resubmits the same TrainJob (requeue). The requeued job reruns the same
   command on the same run directory, which resumes from the latest checkpoint. The child ignores
   USR2 itself (SLURM may signal every process of the job) so that only the wrapper decides.
+  SLURM's own requeue / preemption (`scontrol requeue`, PreemptMode=REQUEUE) and a time limit
+  without USR2 send SIGCONT + SIGTERM to every process of the job (SIGKILL KillWait s later):
+  submitit's wrapper ignores both, the trainer child writes its final checkpoint and exits 0 with
+  `stopped_early`, and this job returns that summary; a requeued job then resumes from it (its
+  attempt number counts SLURM_RESTART_COUNT), and `launch.status` reports a job squeue still
+  holds as queued / running, not stopped.
   A helper thread waits for the child (`_wait_child`): the USR2 handler runs in the main thread
   while it waits, and a second wait on the same Popen there would deadlock on Popen's lock.
 * A run whose child exits with an error leaves `<run_dir>/failed.json` (return code, log path).
@@ -122,15 +128,18 @@ class TrainJob(submitit.helpers.Checkpointable):
     self.tasks_per_node, self.gpus_per_node = int(tasks_per_node), int(gpus_per_node)
     self._proc = None
     self._waiter = None
+    self._stopping = False               # _stop_child signalled the child (not SLURM)
     self.attempts = 0
 
   def __getstate__(self):
     state = dict(self.__dict__)
     state["_proc"] = state["_waiter"] = None  # neither pickles (checkpoint() dumps this object)
+    state["_stopping"] = False
     return state
 
   def __setstate__(self, state):
-    self.__dict__.update({"tasks_per_node": 1, "gpus_per_node": 0, "_waiter": None, **state})
+    self.__dict__.update({"tasks_per_node": 1, "gpus_per_node": 0, "_waiter": None, "_stopping": False,
+                          **state})
 
   def job_environment(self):
     try:
@@ -152,7 +161,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     failed = os.path.join(self.run_dir, FAILED_FILE)
     if rank == 0 and os.path.exists(failed):
       os.remove(failed)
-    self.attempts += 1
+    self.attempts = self.next_attempt()
     print(f"[launch] {self.name} attempt {self.attempts}: {' '.join(argv)}", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
     if job_env is not None:
@@ -166,6 +175,10 @@ class TrainJob(submitit.helpers.Checkpointable):
       self._stop_child(signal.SIGINT)
       raise
     summary_path = os.path.join(self.run_dir, "summary.json")
+    if rc == 0 and not self._stopping and _stopped_early(summary_path):
+      print(f"[launch] {self.name}: the run was stopped from outside (SIGTERM from SLURM: requeue, "
+            "preemption or time limit); it resumes from its final checkpoint when SLURM requeues the "
+            "job or the sweep is relaunched", flush=True)
     if rc != 0:
       if rank == 0:
         log = job_env.paths.stdout if job_env is not None else None
@@ -176,6 +189,16 @@ class TrainJob(submitit.helpers.Checkpointable):
       with open(summary_path) as f:
         return json.load(f)
     return {"returncode": rc}
+
+  def next_attempt(self) -> int:
+    """This attempt's number. A job SLURM requeued by itself (`scontrol requeue`, PreemptMode=
+    REQUEUE) reruns the pickle of the first submission, whose `attempts` never counted the earlier
+    runs: SLURM_RESTART_COUNT does."""
+    try:
+      restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+      restarts = 0
+    return max(self.attempts + 1, restarts + 1)
 
   def _wait_child(self, timeout: float | None = None) -> int | None:
     """The child's return code, or None while it runs after `timeout` seconds.
@@ -194,6 +217,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     """SIGTERM the training child (it writes a final checkpoint) and wait for it, bounded."""
     if self._proc is None:
       return None
+    self._stopping = True
     rc = self._wait_child(0)
     if rc is not None:
       return rc
@@ -209,6 +233,14 @@ class TrainJob(submitit.helpers.Checkpointable):
     print(f"[launch] {self.name}: preempted; stopping the run for requeue", flush=True)
     self._stop_child()
     return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _stopped_early(summary_path: str) -> bool:
+  try:
+    with open(summary_path) as f:
+      return bool(json.load(f).get("stopped_early"))
+  except (OSError, ValueError, AttributeError):
+    return False
 
 
 def make_job(run, env: Mapping[str, str] | None = None) -> TrainJob:

@@ -30,6 +30,8 @@
 #     SlurmUser=root; ports $LOCAL_SLURM_PORT (slurmctld, default 16817) and the next ones (slurmd),
 #     away from the defaults of a real installation. No GPUs (no gres). A requeued job starts again
 #     ~11 s after the requeue (AuthInfo cred_expire=10; SLURM's default makes it wait ~2 min).
+#     KillWait=30 (SLURM's default): SIGTERM -> SIGKILL delay of a requeue / preemption / time
+#     limit, the time the trainer has for its final checkpoint (~1 s for the tests' small runs).
 #   * starts munged, slurmctld and the slurmd as daemons and waits (up to 60 s) until `sinfo` shows
 #     every node idle. `start` on a running cluster only waits for the nodes.
 # The client commands find this cluster through SLURM_CONF=$LOCAL_SLURM_DIR/slurm.conf (`env`).
@@ -104,7 +106,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SlurmdParameters=config_overrides
 ReturnToService=2
-KillWait=10
+KillWait=30
 MinJobAge=600
 ${nodelines}PartitionName=local Nodes=$names Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -6,6 +6,8 @@
 States (first match wins):
   pending   no run directory (or an empty one: never launched)
   finished  summary.json without `stopped_early`
+  running / queued  a SLURM launch whose job `squeue` still lists: RUNNING / any other state
+            (PENDING after a requeue by SLURM or by submitit, ...): it resumes by itself
   failed    failed.json (the training process exited with an error) or submitit recorded an error
   running   metrics.jsonl modified within `stale_s` seconds
   stopped   summary.json with `stopped_early` (SIGTERM / preemption): relaunch to resume
@@ -20,9 +22,10 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
 
@@ -46,6 +49,34 @@ def _default_stale_s(run_dir: str) -> float:
   return max(300.0, 10.0 * period)
 
 
+def slurm_job_states(job_ids: Sequence[str]) -> dict[str, str] | None:
+  """{job id: SLURM state} of those of `job_ids` that `squeue` still lists (pending, running,
+  requeued, completing, ...; array tasks as `<array id>_<task>`), from one squeue call; None when
+  squeue is missing or does not answer (then the run files alone decide)."""
+  ids = sorted({str(j) for j in job_ids if j})
+  if not ids:
+    return {}
+  try:
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"],
+                         capture_output=True, text=True, timeout=30)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if out.returncode != 0:          # every id already left the queue: "Invalid job id specified"
+    return {} if "invalid job id" in out.stderr.lower() else None
+  states = {}
+  for line in out.stdout.splitlines():
+    parts = line.split()
+    if len(parts) == 2:
+      states[parts[0]] = parts[1]
+  return states
+
+
+def _slurm_launch(launch: Mapping | None) -> str | None:
+  if launch and launch.get("backend") == "slurm" and launch.get("job_id"):
+    return str(launch["job_id"])
+  return None
+
+
 def _latest(rows: list[dict]) -> tuple[int | None, float | None]:
   frames = ret = None
   for row in rows:
@@ -57,8 +88,12 @@ def _latest(rows: list[dict]) -> tuple[int | None, float | None]:
   return frames, ret
 
 
-def run_state(run_dir: str, stale_s: float | None = None, now: float | None = None) -> dict[str, Any]:
-  """{'run_dir', 'name', 'state', 'frames', 'episode_return', 'age_s', 'job_id', 'detail'}."""
+def run_state(run_dir: str, stale_s: float | None = None, now: float | None = None,
+              slurm_states: Mapping[str, str] | None = None) -> dict[str, Any]:
+  """{'run_dir', 'name', 'state', 'frames', 'episode_return', 'age_s', 'job_id', 'detail'}.
+
+  `slurm_states`: `slurm_job_states` of the sweep's jobs (None: asks squeue about this run's job
+  when it was launched on SLURM)."""
   now = time.time() if now is None else now
   out: dict[str, Any] = {"run_dir": run_dir, "name": os.path.basename(os.path.normpath(run_dir)),
                          "state": "pending", "frames": None, "episode_return": None, "age_s": None,
@@ -80,6 +115,15 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
       out["episode_return"] = summary["episode_return"]
     out["state"] = "finished"
     return out
+  job = _slurm_launch(launch)
+  if job is not None:   # SLURM still holds the job, e.g. PENDING after a requeue: not stopped, alive
+    if slurm_states is None:
+      slurm_states = slurm_job_states([job])
+    job_state = (slurm_states or {}).get(job)
+    if job_state:
+      out["state"] = "running" if job_state == "RUNNING" else "queued"
+      out["detail"] = f"slurm {job_state}"
+      return out
   failed = _load(os.path.join(run_dir, FAILED_FILE))
   if failed is not None:
     out["state"] = "failed"
@@ -104,7 +148,10 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
 
 
 def collect(run_dirs: Sequence[str], stale_s: float | None = None) -> list[dict]:
-  return [run_state(d, stale_s) for d in run_dirs]
+  """`run_state` of each run directory, with one squeue call for all SLURM launches."""
+  jobs = [_slurm_launch(_load(os.path.join(d, LAUNCH_FILE))) for d in run_dirs]
+  queue = slurm_job_states([j for j in jobs if j]) if any(jobs) else {}
+  return [run_state(d, stale_s, slurm_states=queue or {}) for d in run_dirs]
 
 
 def discover(root: str) -> list[str]:

@@ -354,8 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from launch import backends  # pylint: disable=g-import-not-at-top
     from launch import status  # pylint: disable=g-import-not-at-top
     todo = []
-    for run in runs:
-      st = status.run_state(run.run_dir, stale_s=args.stale_s)
+    for run, st in zip(runs, status.collect([r.run_dir for r in runs], stale_s=args.stale_s)):
       if not args.force and st["state"] in ("finished", "running", "queued"):
         print(f"skip {run.name}: {st['state']}" + (" (use --force to relaunch)" if st["state"] != "finished"
                                                     else ""))

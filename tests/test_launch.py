@@ -290,6 +290,60 @@ def test_slurm_submission_arrays_with_fake_sbatch(tmp_path, monkeypatch):
   assert status.run_state(runs[1].run_dir)["state"] == "queued"
 
 
+def test_status_reports_a_slurm_job_squeue_still_holds_as_alive(tmp_path, monkeypatch):
+  """After SLURM's own requeue the trainer has written summary.json with `stopped_early` while the
+  job waits PENDING: not "stopped" (a relaunch would start a second job on the same run directory)."""
+  bindir = tmp_path / "bin"
+  bindir.mkdir()
+  calls = tmp_path / "squeue_calls"
+  (bindir / "squeue").write_text(
+      "#!/bin/bash\necho \"$*\" >> " + str(calls) + "\n"
+      "case \"$*\" in *broken*) echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2;"
+      " exit 1;; esac\n"
+      "found=0\nfor id in $(echo \"$4\" | tr , ' '); do\n"
+      "  case $id in 4242) echo '4242 PENDING'; found=1;; 4300_1) echo '4300_1 RUNNING'; found=1;; esac\n"
+      "done\n[ $found = 1 ] || { echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1; }\n")
+  (bindir / "squeue").chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+  old = time.time() - 3600
+  dirs = {}
+  for name, job in (("requeued", "4242"), ("array", "4300_1"), ("gone", "4243"), ("local", "4242")):
+    d = dirs[name] = str(tmp_path / "runs" / name)
+    _write(os.path.join(d, "launch.json"), {"backend": "local" if name == "local" else "slurm",
+                                            "job_id": job})
+    _write(os.path.join(d, "metrics.jsonl"), '{"frames": 640}\n')
+    _write(os.path.join(d, "summary.json"), {"frames": 640, "stopped_early": True})
+    os.utime(os.path.join(d, "metrics.jsonl"), (old, old))
+  rows = {r["name"]: r for r in status.collect(list(dirs.values()), stale_s=300)}
+  assert {n: r["state"] for n, r in rows.items()} == {"requeued": "queued", "array": "running",
+                                                      "gone": "stopped", "local": "stopped"}
+  assert rows["requeued"]["detail"] == "slurm PENDING"
+  assert open(calls).read().split() == ["-h", "-r", "-j", "4242,4243,4300_1", "-o", "%i", "%T"]
+  assert status.run_state(dirs["requeued"])["state"] == "queued"         # asks squeue by itself
+  assert status.run_state(dirs["gone"])["state"] == "stopped"            # left the queue
+  assert status.slurm_job_states(["broken"]) is None                     # no answer: files decide
+  monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+  assert status.slurm_job_states(["4242"]) is None                       # no squeue
+  assert status.run_state(dirs["requeued"])["state"] == "stopped"
+
+
+def test_train_job_attempt_counts_slurm_restarts(monkeypatch, tmp_path):
+  """SLURM's own requeue reruns the first submission's pickle (attempts=0): SLURM_RESTART_COUNT
+  numbers the attempt; submitit's requeue (USR2 -> checkpoint) pickles attempts=1 and SLURM counts
+  that restart too: attempt 2 either way."""
+  job = backends.TrainJob("r", "configs/default.py:elstm", {}, str(tmp_path / "run"))
+  monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+  assert job.next_attempt() == 1
+  monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+  assert job.next_attempt() == 2
+  job.attempts = 1
+  assert job.next_attempt() == 2
+  job = pickle.loads(pickle.dumps(job))
+  assert job.attempts == 1 and job._stopping is False
+  monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+  assert job.next_attempt() == 4
+
+
 def test_multinode_task_gets_jax_distributed_overrides(monkeypatch, tmp_path):
   env = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "123456", "SLURM_NTASKS": "2",
          "SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",

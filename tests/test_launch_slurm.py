@@ -8,6 +8,9 @@ through submitit's AutoExecutor, sbatch and srun, and checks what the jobs left 
   * preemption: USR2 to the job's processes (what `--signal=USR2@<delay>` sends before the time
     limit) -> TrainJob.checkpoint stops the trainer (final checkpoint), submitit requeues the job,
     the second attempt resumes at the update where the first stopped and finishes;
+  * SLURM's own requeue (`scontrol requeue`, as PreemptMode=REQUEUE does): SIGTERM, no USR2 ->
+    the trainer writes its final checkpoint, `--status` says queued while the job is PENDING, the
+    job restarts, resumes from that checkpoint and finishes;
   * two processes, on two nodes (`nodes=2`) or on one (`tasks_per_node=2`): jax.distributed over
     2 processes (gloo on CPU) with the coordinator on the job's first node; both end with the
     same parameters.
@@ -138,24 +141,45 @@ def test_one_run_sweep_runs_as_a_slurm_job(slurm_env, tmp_path):
   assert [(r["name"], r["state"], r["job_id"]) for r in rows] == [("one_seed0", "finished", job_id)]
 
 
-def test_preempted_job_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
-  updates = 2000          # ~20 s of updates after ~15 s of compilation, on an idle machine
-  sweep_file = _write_sweep(tmp_path, "preempt", [{
+LONG_UPDATES = 2000       # ~20 s of updates after ~15 s of compilation, on an idle machine
+
+
+def _start_long_run(env, tmp_path, sweep):
+  """Submits a run of LONG_UPDATES updates and waits until it trains: (sweep file, root, job id,
+  run dir)."""
+  sweep_file = _write_sweep(tmp_path, sweep, [{
       "name": "long_seed0", "config": "configs/default.py:elstm",
       # no periodic checkpoints: the second attempt can only resume from the final one
-      "overrides": {**SMALL, "agent.total_env_steps": updates * FRAMES_PER_UPDATE,
+      "overrides": {**SMALL, "agent.total_env_steps": LONG_UPDATES * FRAMES_PER_UPDATE,
                     "system.checkpoint_every_s": 3600.0, "seed": 0},
       "resources": {"gpus_per_node": 0, "cpus": 1, "time_min": 30, "signal_delay_s": 60}}])
   root = str(tmp_path / "runs")
-  job_id = _submit(slurm_env, sweep_file, root)
-  assert "#SBATCH --signal=USR2@60" in open(os.path.join(root, "preempt", ".submitit",
-                                                         f"{job_id}_submission.sh")).read()
-  run_dir = os.path.join(root, "preempt", "long_seed0")
+  job_id = _submit(env, sweep_file, root)
+  run_dir = os.path.join(root, sweep, "long_seed0")
   metrics = os.path.join(run_dir, "metrics.jsonl")
   deadline = time.time() + JOB_TIMEOUT_S
   while not (os.path.exists(metrics) and os.path.getsize(metrics)):       # training has started
-    assert time.time() < deadline and _job_info(slurm_env, job_id)["JobState"] in ("PENDING", "RUNNING")
+    assert time.time() < deadline and _job_info(env, job_id)["JobState"] in ("PENDING", "RUNNING")
     time.sleep(0.5)
+  return sweep_file, root, job_id, run_dir
+
+
+def _assert_resumed_and_finished(log, run_dir):
+  """Attempt 1 stopped early after its final checkpoint, attempt 2 resumed from exactly that update
+  (no periodic checkpoints) and ran to LONG_UPDATES."""
+  first, last = _summaries(log)
+  assert first["stopped_early"] and 0 < first["updates"] < LONG_UPDATES
+  resumed = re.findall(r"resumed from update (\d+)", log)
+  assert resumed == [str(first["updates"])], log[-3000:]     # from the final checkpoint of attempt 1
+  assert last["updates"] == LONG_UPDATES and last["frames"] == LONG_UPDATES * FRAMES_PER_UPDATE
+  assert not last["stopped_early"]
+  assert json.load(open(os.path.join(run_dir, "summary.json"))) == last
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
+  sweep_file, root, job_id, run_dir = _start_long_run(slurm_env, tmp_path, "preempt")
+  assert "#SBATCH --signal=USR2@60" in open(os.path.join(root, "preempt", ".submitit",
+                                                         f"{job_id}_submission.sh")).read()
   # what SLURM does `signal_delay_s` before the time limit: USR2 to every process of the job's
   # steps (not to the batch shell)
   subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True, timeout=60)
@@ -164,14 +188,60 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
   assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
   assert info["Restarts"] == "1", info
   assert "preempted; stopping the run for requeue" in log and "attempt 2:" in log
-  first, last = _summaries(log)
-  assert first["stopped_early"] and 0 < first["updates"] < updates
-  resumed = re.findall(r"resumed from update (\d+)", log)
-  assert resumed == [str(first["updates"])], log[-3000:]     # from the final checkpoint of attempt 1
-  assert last["updates"] == updates and last["frames"] == updates * FRAMES_PER_UPDATE
-  assert not last["stopped_early"]
-  assert json.load(open(os.path.join(run_dir, "summary.json"))) == last
+  _assert_resumed_and_finished(log, run_dir)
   assert backends.job_outcome(os.path.join(root, "preempt", ".submitit"), job_id) == "success"
+  assert [r["state"] for r in _status(slurm_env, sweep_file, root)] == ["finished"]
+
+
+def _log_time(log: str, message: str) -> float:
+  """The time of submitit's first log line containing `message` (local time, ms)."""
+  m = re.search(r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\) - .*" + re.escape(message),
+                log, re.M)
+  assert m, message
+  return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+
+
+def test_slurm_requeue_by_slurm_itself_resumes_from_the_final_checkpoint(slurm_env, tmp_path):
+  """SLURM's own requeue (`scontrol requeue`, what PreemptMode=REQUEUE does for a higher-priority
+  job; a time limit without USR2 margin signals the same way): no USR2, SIGCONT + SIGTERM to every
+  process of the job, SIGKILL KillWait s later. submitit's wrapper ignores SIGTERM ("Bypassing"),
+  the trainer child gets it directly, writes its final checkpoint and exits 0 (`stopped_early`)
+  well within KillWait; SLURM starts the job again, which resumes from that checkpoint."""
+  config = subprocess.run(["scontrol", "show", "config"], env=slurm_env, capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+  kill_wait = int(re.search(r"^KillWait\s*=\s*(\d+)", config, re.M).group(1))
+  assert kill_wait >= 30, f"KillWait={kill_wait} s: too short for a final checkpoint of a real run"
+  sweep_file, root, job_id, run_dir = _start_long_run(slurm_env, tmp_path, "requeue")
+  deadline = time.time() + JOB_TIMEOUT_S
+  requeued_at = time.time()
+  subprocess.run(["scontrol", "requeue", job_id], env=slurm_env, check=True, timeout=60)
+  # until SLURM starts it again the job is PENDING with the first attempt's stopped_early summary:
+  # `--status` must not call that "stopped" (a relaunch would start a second job on the run)
+  summary_path = os.path.join(run_dir, "summary.json")
+  while True:
+    info = _job_info(slurm_env, job_id)
+    assert time.time() < deadline and info["JobState"] in ("RUNNING", "COMPLETING", "PENDING"), info
+    if info["JobState"] == "PENDING" and os.path.exists(summary_path):
+      rows = _status(slurm_env, sweep_file, root)
+      if _job_info(slurm_env, job_id)["JobState"] == "PENDING":     # still waiting: rows are valid
+        break
+    time.sleep(0.5)
+  assert json.load(open(summary_path))["stopped_early"]
+  assert [(r["state"], r["detail"]) for r in rows] == [("queued", "slurm PENDING")], rows
+  info = _wait_job(slurm_env, job_id)
+  log = _logs(root, "requeue", job_id)
+  assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", log[-3000:]
+  assert int(info["Restarts"]) >= 1, info
+  # the signals: SIGTERM reached the wrapper (ignored) and the trainer (final checkpoint); no USR2
+  assert "Bypassing signal SIGTERM" in log and "SIGTERM received: shutting down" in log, log[-3000:]
+  assert "preempted; stopping the run for requeue" not in log
+  assert "the run was stopped from outside" in log and "attempt 2:" in log
+  stopped_s = _log_time(log, "Job completed successfully") - requeued_at  # trainer + wrapper done
+  assert stopped_s < kill_wait, f"the first attempt ended {stopped_s:.1f} s after the requeue"
+  _assert_resumed_and_finished(log, run_dir)
+  assert not os.path.exists(os.path.join(run_dir, backends.FAILED_FILE))
+  assert json.load(open(os.path.join(run_dir, "launch.json")))["job_id"] == job_id
+  assert backends.job_outcome(os.path.join(root, "requeue", ".submitit"), job_id) == "success"
   assert [r["state"] for r in _status(slurm_env, sweep_file, root)] == ["finished"]
 
 
