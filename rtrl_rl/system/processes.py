@@ -22,15 +22,17 @@ count, with the tail of the worker's traceback when it raised. Deaths are seen a
 `on_death(name, exitcode)` is called for every death (e.g. `queue.reclaim` to return the slots of
 an actor killed mid-write at once).
 
-Signals. Workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and only the
-parent should react, once, by requesting a stop (`install_shutdown_handlers`). SIGINT is blocked in
-the starting thread while a worker is spawned and set to SIG_IGN before the worker's Python starts
-running user code, so no worker sees a KeyboardInterrupt even during start-up. SIGTERM keeps its
-default action in workers (the supervisor's last-resort `terminate`). A second Ctrl-C in the
-parent raises KeyboardInterrupt (force quit).
+Signals. Workers ignore SIGINT and SIGTERM: Ctrl-C reaches the whole foreground process group, and
+SLURM (preemption, `scontrol requeue`, the time limit), systemd and `kill -- -<pgid>` send SIGTERM to
+every process of the job; only the parent should react, once, by requesting a stop
+(`install_shutdown_handlers`), and then stop its workers in order (a worker that died of the
+SIGTERM would be restarted as a crash first). Both signals are blocked in the starting thread while
+a worker is spawned and set to SIG_IGN before the worker's Python starts running user code, so no
+worker dies of them even during start-up. A second Ctrl-C in the parent raises KeyboardInterrupt
+(force quit).
 
 Shutdown (`shutdown(timeout)`): stop the monitor, set `stop_event`, join every worker for up to
-`timeout` s in total, then SIGTERM the stragglers, join `term_timeout` s, then SIGKILL and reap.
+`timeout` s in total, then SIGKILL the stragglers and reap them.
 No worker outlives it. Workers also watch their parent: if it disappears (SIGKILL, crash) they set
 `stop_event` and exit after `orphan_grace` s at the latest, so they never linger as orphans.
 
@@ -150,9 +152,13 @@ def _watch_parent(ppid: int, stop_event, grace: float) -> None:
   os._exit(70)
 
 
+_GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}   # sent to every process of a job: the parent reacts
+
+
 def _worker_main(target, info: WorkerInfo, args, kwargs, err_conn, ppid: int, orphan_grace: float):
-  signal.signal(signal.SIGINT, signal.SIG_IGN)
-  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  for s in _GROUP_SIGNALS:
+    signal.signal(s, signal.SIG_IGN)
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, _GROUP_SIGNALS)
   threading.Thread(target=_watch_parent, args=(ppid, info.stop_event, orphan_grace),
                    name="parent-watch", daemon=True).start()
   try:
@@ -197,7 +203,6 @@ class Supervisor:
     max_restarts: restarts allowed per worker (override per worker in `add`).
     restart_delay: seconds to wait before a restart.
     join_timeout: default total seconds `shutdown` waits for workers to stop by themselves.
-    term_timeout: seconds between SIGTERM and SIGKILL for stragglers.
     daemon: start workers as daemon processes (terminated at interpreter exit; they may not
       start processes themselves).
     restart_on_clean_exit: also restart workers that return normally.
@@ -206,14 +211,13 @@ class Supervisor:
   """
 
   def __init__(self, ctx=None, *, max_restarts: int = 3, restart_delay: float = 0.0,
-               join_timeout: float = 10.0, term_timeout: float = 2.0, daemon: bool = True,
+               join_timeout: float = 10.0, daemon: bool = True,
                restart_on_clean_exit: bool = False, orphan_grace: float = 5.0,
                on_death: Callable[[str, int | None], None] | None = None):
     self._ctx = ctx or multiprocessing.get_context("spawn")
     self._max_restarts = int(max_restarts)
     self._restart_delay = float(restart_delay)
     self._join_timeout = float(join_timeout)
-    self._term_timeout = float(term_timeout)
     self._daemon = daemon
     self._restart_on_clean_exit = restart_on_clean_exit
     self._orphan_grace = float(orphan_grace)
@@ -251,7 +255,7 @@ class Supervisor:
     p = self._ctx.Process(target=_worker_main, name=w.name, daemon=self._daemon,
                           args=(w.target, info, w.args, w.kwargs, wconn, os.getpid(),
                                 self._orphan_grace))
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited through exec
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)  # inherited through exec
     try:
       p.start()
     finally:
@@ -413,7 +417,7 @@ class Supervisor:
   # -- shutdown --------------------------------------------------------------------------------
 
   def shutdown(self, timeout: float | None = None) -> dict[str, int | None]:
-    """Stop every worker (stop event -> join -> SIGTERM -> SIGKILL) and return their exit codes.
+    """Stop every worker (stop event -> join -> SIGKILL) and return their exit codes.
     Idempotent; never raises WorkerFailed."""
     timeout = self._join_timeout if timeout is None else float(timeout)
     self._monitor_stop.set()
@@ -431,18 +435,10 @@ class Supervisor:
     deadline = time.monotonic() + timeout
     for _, p in procs:
       p.join(max(0.0, deadline - time.monotonic()))
-    stragglers = [p for _, p in procs if p.is_alive()]
-    for p in stragglers:
-      log.warning("worker %r (pid %d) did not stop within %.1f s: SIGTERM", p.name, p.pid, timeout)
-      p.terminate()
-    deadline = time.monotonic() + self._term_timeout
-    for p in stragglers:
-      p.join(max(0.0, deadline - time.monotonic()))
-    for p in stragglers:
-      if p.is_alive():
-        log.warning("worker %r (pid %d) ignored SIGTERM: SIGKILL", p.name, p.pid)
-        p.kill()
-        p.join(5.0)
+    for p in [p for _, p in procs if p.is_alive()]:
+      log.warning("worker %r (pid %d) did not stop within %.1f s: SIGKILL", p.name, p.pid, timeout)
+      p.kill()
+      p.join(5.0)
     codes = {}
     for w, p in procs:
       codes[w.name] = p.exitcode
