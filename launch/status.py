@@ -150,8 +150,8 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
 def collect(run_dirs: Sequence[str], stale_s: float | None = None) -> list[dict]:
   """`run_state` of each run directory, with one squeue call for all SLURM launches."""
   jobs = [_slurm_launch(_load(os.path.join(d, LAUNCH_FILE))) for d in run_dirs]
-  queue = slurm_job_states([j for j in jobs if j]) if any(jobs) else {}
-  return [run_state(d, stale_s, slurm_states=queue or {}) for d in run_dirs]
+  queue = slurm_job_states(jobs) or {}      # None (no squeue): the run files decide, asked once
+  return [run_state(d, stale_s, slurm_states=queue) for d in run_dirs]
 
 
 def discover(root: str) -> list[str]:

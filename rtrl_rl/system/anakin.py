@@ -325,9 +325,9 @@ def relayout(saved: dict, like: AnakinState) -> AnakinState:
   Raises ValueError naming the leaves that are missing or have another shape or dtype."""
   key_path = jax.tree_util.keystr((jax.tree_util.GetAttrKey("actor"), jax.tree_util.GetAttrKey("key")))
   leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+  names = [jax.tree_util.keystr(path) for path, _ in leaves]
   out, problems = [], []
-  for path, want in leaves:
-    name = jax.tree_util.keystr(path)
+  for name, (_, want) in zip(names, leaves):
     got = saved.get(name)
     if got is None:
       problems.append(f"{name}: not in the checkpoint")
@@ -338,7 +338,7 @@ def relayout(saved: dict, like: AnakinState) -> AnakinState:
       problems.append(f"{name}: {np.asarray(got).dtype}{list(np.shape(got))} in the checkpoint vs "
                       f"{np.asarray(want).dtype}{list(np.shape(want))} here")
     out.append(got)
-  extra = sorted(saved.keys() - {jax.tree_util.keystr(path) for path, _ in leaves})
+  extra = sorted(saved.keys() - set(names))
   if extra:
     problems.append(f"not in this run: {', '.join(extra)}")
   if problems:
