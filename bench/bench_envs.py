@@ -177,7 +177,12 @@ def bench_jax_scan(env_id, num_envs, steps):
     import jax
 
     fenv = envs.make_functional(env_id)
-    n_act = fenv.action_space.num_values
+    space = fenv.action_space
+
+    def actions(key):
+        if space.kind == "discrete":
+            return jax.random.randint(key, (num_envs,), 0, space.num_values)
+        return jax.random.uniform(key, (num_envs,) + space.shape, minval=-1.0, maxval=1.0)
 
     @jax.jit
     def run(key):
@@ -186,7 +191,7 @@ def bench_jax_scan(env_id, num_envs, steps):
         def body(carry, _):
             state, k = carry
             k, ka, ks = jax.random.split(k, 3)
-            a = jax.random.randint(ka, (num_envs,), 0, n_act)
+            a = actions(ka)
             state, ts = jax.vmap(fenv.step)(jax.random.split(ks, num_envs), state, a)
             return (state, k), ts.reward.sum()
 
@@ -228,13 +233,18 @@ def main(argv=None) -> None:
     ep("MuJoCo Reacher POMDP", "mujoco/Reacher-POMDP", 16)
     ep("MiniGrid Memory", "memory/minigrid-memory-s7", 32)
     ep("CartPole masked", "memory/cartpole-masked", 32)
-    for label, env_id, n in [("POPGym (Python loop)", "popgym/CountRecall-easy", 32),
+    for label, env_id, n in [("POPGym, the package (Python loop)", "popgym-numpy/CountRecall-easy", 32),
+                             ("POPGym in JAX, numpy form", "popgym/CountRecall-easy", 32),
                              ("gymnax, numpy form", "gymnax/CartPole-v1", 32),
                              ("trace cond., numpy form", "jax/trace-conditioning", 32)]:
         w = bench_plain(env_id, n, s, r)
         rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-", "-"))
         print(f"  {label}: {w:,.0f}", flush=True)
-    for label, env_id, n in [("gymnax, jitted scan", "gymnax/CartPole-v1", 1024),
+    for label, env_id, n in [("POPGym in JAX, jitted scan", "popgym/CountRecall-easy", 1),
+                             ("POPGym in JAX, jitted scan", "popgym/CountRecall-easy", 1024),
+                             ("POPGym in JAX, jitted scan", "popgym/Concentration-hard", 1024),
+                             ("POPGym in JAX, jitted scan", "popgym/LabyrinthEscape-easy", 1024),
+                             ("gymnax, jitted scan", "gymnax/CartPole-v1", 1024),
                              ("trace cond., jitted scan", "jax/trace-conditioning", 1024)]:
         w = bench_jax_scan(env_id, n, 1000)
         rows.append((label, env_id, n, f"{w:,.0f}", "-", "-", "-", "-", "-"))

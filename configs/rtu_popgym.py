@@ -1,23 +1,32 @@
 """Elelimy et al. 2024: PPO with RTRL cores on POPGym memory tasks.
 
     --config=configs/rtu_popgym.py:task=CountRecall,level=easy,core=rtu_nonlinear,seed=0
-    (task: CountRecall | RepeatFirst | Concentration | Autoencode | HigherLower;
-     level: easy | medium | hard; T: the truncation of the T-BPTT cores lru_tbptt and gru)
+    task:  any of the package's 16 (the paper: CountRecall, RepeatFirst, Concentration, Autoencode,
+           HigherLower); level: easy | medium | hard; core: a key of ppo.config.RTU_PAPER_CORES;
+    T:     the truncation of the T-BPTT cores lru_tbptt and gru;
+    env_family: jax (default: `popgym/` ids, our JAX port, on the fully-jitted `anakin` backend, as
+           the paper's code ran) | numpy (`popgym-numpy/` ids, the package itself, on the host
+           `sync` backend).
 """
 
 from rtrl_rl import experiment
 from rtrl_rl.agents.ppo import config as ppo_config
+from rtrl_rl.envs._popgym import LEVELS, TASKS
 
-TASKS = ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")
-LEVELS = ("easy", "medium", "hard")
+FAMILIES = {"jax": ("popgym", "anakin"), "numpy": ("popgym-numpy", "sync")}
 
 
 def get_config(arg=None):
   args = experiment.parse_args(arg, task="CountRecall", level="easy", core="rtu_nonlinear", seed=0,
-                               steps=5_000_000, T=ppo_config.DEFAULT_TRUNCATION)
+                               steps=5_000_000, T=ppo_config.DEFAULT_TRUNCATION, env_family="jax")
   if args["task"] not in TASKS or args["level"] not in LEVELS:
     raise ValueError(f"task={args['task']!r}, level={args['level']!r}: expected a task in {TASKS} "
                      f"and a level in {LEVELS}")
-  return experiment.rtu_paper_ppo(f"rtu_popgym_{args['task']}-{args['level']}",
-                         f"popgym/{args['task']}-{args['level']}", args["core"], args["seed"],
-                         args["steps"], args["T"])
+  if args["env_family"] not in FAMILIES:
+    raise ValueError(f"env_family={args['env_family']!r}: expected one of {tuple(FAMILIES)}")
+  prefix, backend = FAMILIES[args["env_family"]]
+  config = experiment.rtu_paper_ppo(f"rtu_popgym_{args['task']}-{args['level']}",
+                                    f"{prefix}/{args['task']}-{args['level']}", args["core"],
+                                    args["seed"], args["steps"], args["T"])
+  config.system.backend = backend
+  return config

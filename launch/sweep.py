@@ -5,7 +5,8 @@
     python -m launch.sweep --sweep=launch/sweeps/irie_atari.py --backend=slurm --partition=gpu
     python -m launch.sweep --sweep=launch/sweeps/default.py --status
 
-A sweep file is a Python file with `get_sweep() -> list[dict]`, one dict per run:
+A sweep file is a Python file with `get_sweep() -> list[dict]`, one dict per run (a sweep that takes
+arguments, `--sweep=<file>:key=value,...`, has `get_sweep(arg=None)`):
 
     {"name": "atari-Breakout_rtrl_M50_seed0",               # unique within the sweep
      "config": "configs/irie_atari.py:game=Breakout,mode=rtrl",
@@ -178,9 +179,14 @@ def runs_from_dicts(dicts: Sequence[Mapping], sweep: str, root: str) -> list[Run
 
 
 def load_sweep(path: str, root: str = DEFAULT_ROOT) -> tuple[str, list[Run]]:
-  """`(sweep name, runs)` of a sweep file; raises SweepError on a malformed file."""
+  """`(sweep name, runs)` of a sweep file, `path[:key=value,...]` (the arguments go to
+  `get_sweep(arg)`, as a config file's); raises SweepError on a malformed file or argument."""
+  path, _, arg = path.partition(":")
   module = load_module(path)
-  dicts = module.get_sweep()
+  try:
+    dicts = module.get_sweep(arg) if arg else module.get_sweep()
+  except (TypeError, ValueError) as e:
+    raise SweepError(f"{path}: sweep arguments {arg!r}: {e}") from None
   if not isinstance(dicts, (list, tuple)) or not dicts:
     raise SweepError(f"{path}: get_sweep() must return a non-empty list of dicts")
   name = sweep_name(path, module)

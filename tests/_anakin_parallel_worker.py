@@ -94,7 +94,8 @@ def main(argv):
   @jax.jit
   def ppo_collect(params, actors):
     def group(actor):
-      actor, traj, ep = anakin.act(env, agent, c, params, actor, T, parallel.DATA_AXIS)
+      buf = anakin.carry_buffer(agent, T, actor.reward.shape[0])
+      actor, traj, ep = anakin.act(env, agent, c, params, actor, T, parallel.DATA_AXIS, carry_buffer=buf)
       return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor)), ep
     return jax.vmap(group, axis_name=parallel.DATA_AXIS)(actors)
 

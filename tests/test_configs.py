@@ -25,7 +25,23 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
     ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
     *[("rtu_popgym.py", f"task={t},level={l}") for t in ("CountRecall", "RepeatFirst", "Concentration",
                                                          "Autoencode", "HigherLower") for l in ("easy", "hard")],
+    ("rtu_popgym.py", "task=PositionOnlyPendulum,level=hard,core=rtu_linear"),  # Box actions
+    ("rtu_popgym.py", "task=Battleship,level=medium,env_family=numpy"),         # host path
 ]
+
+
+def test_rtu_popgym_runs_every_task_on_the_jitted_loop_or_the_package_on_the_host():
+  from rtrl_rl.envs._popgym import LEVELS, TASKS
+  for task in TASKS:
+    for level in LEVELS:
+      c = load("rtu_popgym.py", f"task={task},level={level}")
+      assert (c.env.id, c.system.backend) == (f"popgym/{task}-{level}", "anakin")
+  c = load("rtu_popgym.py", "task=MineSweeper,level=hard,env_family=numpy")
+  assert (c.env.id, c.system.backend) == ("popgym-numpy/MineSweeper-hard", "sync")
+  with pytest.raises(ValueError, match=r"env_family='torch'.*\('jax', 'numpy'\)"):
+    load("rtu_popgym.py", "env_family=torch")
+  with pytest.raises(ValueError, match="LabyrinthExplore"):
+    load("rtu_popgym.py", "task=Labyrinth")
 
 
 def load(name, arg=None):
@@ -90,7 +106,7 @@ def test_invalid_combinations_fail_at_load_time_naming_the_fields():
   config.system.actor_device = "tpu"
   with pytest.raises(ValueError, match=r"system.actor_device='tpu': expected one of \('cpu', 'gpu'\)"):
     experiment.validate(config)
-  config = load("rtu_popgym.py")               # backend "sync": one process
+  config = load("rtu_popgym.py", "env_family=numpy")   # backend "sync": one process
   config.system.num_processes, config.system.coordinator_address = 2, "127.0.0.1:1234"
   with pytest.raises(ValueError, match="system.backend='sync' runs on one process"):
     experiment.validate(config)

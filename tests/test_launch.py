@@ -71,6 +71,25 @@ def test_dry_run_lists_expected_jobs(filename, capsys, tmp_path):
     _check_config_args(runs)
 
 
+def test_popgym_sweep_can_be_pointed_at_any_tasks(tmp_path):
+  """`--sweep=<file>:key=value`: the POPGym sweep over other tasks/levels/cores/seeds, or the package
+  on the host loop; a bad name fails naming the valid ones."""
+  path = os.path.join(SWEEPS_DIR, "rtu_popgym.py")
+  name, runs = sweep.load_sweep(f"{path}:tasks=Battleship+MineSweeper,levels=hard,cores=rtu_linear,seeds=2",
+                                str(tmp_path))
+  assert name == "rtu_popgym" and len(runs) == 4
+  assert {r.config for r in runs} == {
+      f"configs/rtu_popgym.py:task={t},level=hard,core=rtu_linear,seed={s},env_family=jax"
+      for t in ("Battleship", "MineSweeper") for s in (0, 1)}
+  _check_config_args(runs)
+  _, runs = sweep.load_sweep(f"{path}:tasks=CountRecall,levels=easy,seeds=1,env_family=numpy", str(tmp_path))
+  assert len(runs) == 5 and all(r.config.endswith("env_family=numpy") for r in runs)
+  with pytest.raises(sweep.SweepError, match="tasks='Chess'.*VelocityOnlyCartPole"):
+    sweep.load_sweep(f"{path}:tasks=Chess", str(tmp_path))
+  with pytest.raises(sweep.SweepError, match="expected key=value with key one of"):
+    sweep.load_sweep(f"{path}:games=Chess", str(tmp_path))
+
+
 _CONFIG_MODULES = {}
 
 

@@ -125,3 +125,41 @@ def test_feedforward_impala_solves_cartpole():
   _, returns, seconds = train(runner, jax.random.key(0), 10000, 475.0, chunk=100)
   _report("IMPALA feed-forward CartPole-v1", returns, seconds, chunk=100)
   assert returns[-1] >= 475.0
+
+
+# -- POPGym in JAX: RepeatPrevious-easy ----------------------------------------------------------
+# The agent sees the suit of the card just dealt and must name the suit of the card shown 3
+# observations earlier (k = 4), over the 48 judged steps of a 52-card episode (reward +-1/48 each:
+# returns in [-1, 1]). A feed-forward agent acts on the current suit alone (its other inputs, the
+# first flag and the last reward, say nothing about the judged card beyond the faint correlations of
+# dealing without replacement): its best guess is a suit other than the current one, right with
+# probability 13/51, so its expected return is at most 2 * 13/51 - 1 = -0.49. An agent with memory
+# can reach 1.
+REPEAT_PREVIOUS_FF_BOUND = 2 * 13 / 51 - 1
+REPEAT_PREVIOUS_THRESHOLD = 0.5
+
+
+def repeat_previous_config(cell):
+  c = memory_config(cell, rollout_length=32, num_minibatches=4, minibatch_size=256, hidden_size=32,
+                    torso_sizes=(32,), head_sizes=(32,))
+  c.cell_options = {"nonlinear": False} if cell == "rtu" else {}
+  return ppo.validate(c)
+
+
+def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound():
+  from rtrl_rl import envs
+  env = envs.make_functional("popgym/RepeatPrevious-easy")
+  runner = anakin.make_ppo(env, repeat_previous_config("rtu"))
+  _, returns, seconds = train(runner, jax.random.key(0), 300, REPEAT_PREVIOUS_THRESHOLD)
+  _report("RTRL RTU on popgym/RepeatPrevious-easy", returns, seconds)
+  assert returns[-1] >= REPEAT_PREVIOUS_THRESHOLD > REPEAT_PREVIOUS_FF_BOUND + 0.9
+
+
+@pytest.mark.long
+def test_feedforward_ppo_stays_at_the_bound_on_popgym_repeat_previous():
+  from rtrl_rl import envs
+  env = envs.make_functional("popgym/RepeatPrevious-easy")
+  _, returns, seconds = train(anakin.make_ppo(env, repeat_previous_config(None)), jax.random.key(0),
+                              200, 2.0)
+  _report("feed-forward on popgym/RepeatPrevious-easy", returns, seconds)
+  assert np.mean(returns[-5:]) <= REPEAT_PREVIOUS_FF_BOUND + 0.05

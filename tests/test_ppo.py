@@ -48,7 +48,8 @@ def rollout():
 
   @jax.jit
   def collect(params, actor):
-    actor, traj, _ = anakin.act(env, agent, c, params, actor, c.rollout_length)
+    buf = anakin.carry_buffer(agent, c.rollout_length, c.num_envs)
+    actor, traj, _ = anakin.act(env, agent, c, params, actor, c.rollout_length, carry_buffer=buf)
     return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor))
 
   # Two rollouts: the second starts from a non-zero carry.

@@ -226,7 +226,8 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
 
 
 SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8 envs x 8 steps
-    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py", "--config.system.plot=False",
+    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py:env_family=numpy",
+    "--config.system.plot=False",
     "--config.agent.num_envs=8", "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
     "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32", "--config.agent.hidden_size=8",
     "--config.agent.torso_sizes=(8,)", "--config.agent.head_sizes=(8,)"]

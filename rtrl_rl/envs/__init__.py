@@ -51,13 +51,13 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options: Any) -> Env:
 
 
 def make_functional(env_id: str, **options: Any):
-    """The pure JAX form (:class:`rtrl_rl.envs._jax.FunctionalEnv`) of a ``jax/`` or
-    ``gymnax/`` id: ``reset(key) -> (state, obs)``, ``step(key, state, action) ->
+    """The pure JAX form (:class:`rtrl_rl.envs._jax.FunctionalEnv`) of a ``jax/``,
+    ``gymnax/`` or ``popgym/`` id: ``reset(key) -> (state, obs)``, ``step(key, state, action) ->
     (state, TimeStep)``, single env, vmappable."""
     spec = get_spec(env_id)
     if not spec.functional:
-        raise BadOptionError(f"{env_id}: no functional JAX form; only 'jax/...' and "
-                             f"'gymnax/...' ids have one")
+        raise BadOptionError(f"{env_id}: no functional JAX form; only 'jax/...', "
+                             f"'gymnax/...' and 'popgym/...' ids have one")
     opts = spec.resolve(options)
     return spec.load_builder()(env_id, 1, 0, functional=True, **spec.args, **opts)
 

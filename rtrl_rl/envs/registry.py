@@ -18,8 +18,10 @@ mujoco     ``<Robot>-F`` (full), ``-P`` (velocities        envpool
 memory     ``minigrid-memory-s7`` .. ``-s13-random``,      envpool
            ``-s17-random``; ``cartpole-masked``
            (velocities hidden), ``cartpole`` (reference)
-popgym     ``<Task>-<easy|medium|hard>``:                  popgym (Python loop)
-           ``popgym/CountRecall-easy``
+popgym     ``<Task>-<easy|medium|hard>``, all 16 POPGym    pure JAX (ours, tested
+           tasks: ``popgym/CountRecall-easy``              against the package)
+popgym-    the same ids from the ``popgym`` package:       popgym (Python loop,
+numpy      ``popgym-numpy/CountRecall-easy``               the reference)
 jax        ``trace-conditioning``                          pure JAX
 gymnax     gymnax registry name: ``gymnax/CartPole-v1``    gymnax (JAX)
 dmlab      DMLab-30 level: ``dmlab/rooms_watermaze``       deepmind_lab
@@ -206,8 +208,6 @@ MINIGRID_MEMORY = {"s7": "MiniGrid-MemoryS7-v0", "s9": "MiniGrid-MemoryS9-v0",
                    "s11": "MiniGrid-MemoryS11-v0", "s13": "MiniGrid-MemoryS13-v0",
                    "s13-random": "MiniGrid-MemoryS13Random-v0",
                    "s17-random": "MiniGrid-MemoryS17Random-v0"}
-POPGYM_TASKS = ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")
-POPGYM_LEVELS = ("easy", "medium", "hard")
 DMLAB30_LEVELS = (
     "rooms_collect_good_objects_train", "rooms_collect_good_objects_test",
     "rooms_exploit_deferred_effects_train", "rooms_exploit_deferred_effects_test",
@@ -271,9 +271,19 @@ def _memory_specs() -> list[EnvSpec]:
 
 
 def _popgym_specs() -> list[EnvSpec]:
-    return [EnvSpec(f"popgym/{t}-{lvl}", "popgym", "rtrl_rl.envs._popgym:make_popgym",
-                    {"cls": f"{t}{lvl.capitalize()}"}, POPGYM_OPTIONS, f"POPGym {t}{lvl.capitalize()}")
-            for t in POPGYM_TASKS for lvl in POPGYM_LEVELS]
+    from rtrl_rl.envs._popgym import LEVELS, TASKS
+    return [EnvSpec(f"popgym/{t}-{lvl}", "popgym", "rtrl_rl.envs.popgym_jax:make_popgym_jax",
+                    {"task": t, "level": lvl}, POPGYM_OPTIONS,
+                    f"POPGym {t}{lvl.capitalize()} in JAX", functional=True)
+            for t in TASKS for lvl in LEVELS]
+
+
+def _popgym_numpy_specs() -> list[EnvSpec]:
+    from rtrl_rl.envs._popgym import LEVELS, TASKS
+    return [EnvSpec(f"popgym-numpy/{t}-{lvl}", "popgym-numpy", "rtrl_rl.envs._popgym:make_popgym",
+                    {"task": t, "level": lvl}, POPGYM_OPTIONS,
+                    f"POPGym {t}{lvl.capitalize()} (the popgym package)")
+            for t in TASKS for lvl in LEVELS]
 
 
 def _jax_specs() -> list[EnvSpec]:
@@ -300,7 +310,8 @@ def _dmlab_specs() -> list[EnvSpec]:
 
 FAMILIES: dict[str, Callable[[], list[EnvSpec]]] = {
     "atari": _atari_specs, "procgen": _procgen_specs, "mujoco": _mujoco_specs,
-    "memory": _memory_specs, "popgym": _popgym_specs, "jax": _jax_specs,
+    "memory": _memory_specs, "popgym": _popgym_specs, "popgym-numpy": _popgym_numpy_specs,
+    "jax": _jax_specs,
     "gymnax": _gymnax_specs, "dmlab": _dmlab_specs,
 }
 
@@ -336,7 +347,11 @@ def get_spec(env_id: str) -> EnvSpec:
         msg += f" Ids look like '<family>/<name>' with family in {sorted(FAMILIES)}."
     if near:
         msg += f" Did you mean: {', '.join(near)}?"
-    if family in FAMILIES and len(pool) <= 40:
+    if family in ("popgym", "popgym-numpy"):
+        from rtrl_rl.envs._popgym import LEVELS, TASKS
+        msg += (f" Valid {family} ids: {family}/<Task>-<level> with Task one of {', '.join(TASKS)} "
+                f"and level one of {', '.join(LEVELS)}.")
+    elif family in FAMILIES and len(pool) <= 40:
         msg += f" Valid {family} ids: {', '.join(pool)}."
     msg += " `python -m rtrl_rl.envs --list` prints every id."
     raise UnknownEnvError(msg)

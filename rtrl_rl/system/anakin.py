@@ -147,7 +147,7 @@ def _record(norm_config, a: ActorState, d: _Decision, ts, env_state, axis_name=N
   ep_len = a.episode_length + valid.astype(jnp.int32)
   stats = dict(ended=ended, ret=jnp.where(ended, ep_ret, 0.0), len=jnp.where(ended, ep_len, 0))
   transition = dict(obs=d.obs, first=a.first, prev_reward=a.reward, prev_action=d.prev_action,
-                    carry=a.carry, action=d.out.action, log_prob=d.out.log_prob, value=d.out.value,
+                    action=d.out.action, log_prob=d.out.log_prob, value=d.out.value,
                     reward=reward_n, raw_reward=ts.reward, terminated=ts.terminated,
                     truncated=ts.truncated, mask=valid)
   new = ActorState(env_state, ts.obs, ts.reward, ts.first, ts.terminated, ts.truncated,
@@ -168,23 +168,39 @@ def _episode_metrics(stats, axis_name=None) -> dict:
 
 
 def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: int,
-        axis_name: str | None = None):
+        axis_name: str | None = None, carry_buffer=None):
   """Scan `num_steps` policy+env steps. Returns the new actor state, time-major transitions
   `[num_steps, B, ...]` (dict) and the episode statistics.
 
   `axis_name`: `actor` is one member's envs inside a map over that axis (shard_map or vmap): the
   normalisation statistics fold every member's batch and the episode statistics are summed over
-  the axis (identical on every member)."""
+  the axis (identical on every member).
+  `carry_buffer`: a carry-shaped tree `[num_steps, B, ...]` that receives the carry before each step
+  (as `transitions["carry"]`), written in place when the caller's jit donates it: the stored
+  carries (RTRL traces: `O(D N)` floats per env and step) then reuse one allocation instead of a
+  fresh one per call. None: the carries are not kept (`transitions` has no "carry")."""
   num_envs = actor.reward.shape[0]
 
-  def body(a: ActorState, _):
+  def body(carry, _):
+    a, buf, i = carry
     d = _decide(agent, norm_config, params, a, axis_name)
     env_state, ts = jax.vmap(env.step)(jax.random.split(d.env_key, num_envs), a.env_state, d.out.action)
     new, transition, stats = _record(norm_config, a, d, ts, env_state, axis_name)
-    return new, (transition, stats)
+    if buf is not None:
+      buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, a.carry)
+    return (new, buf, i + 1), (transition, stats)
 
-  actor, (traj, stats) = jax.lax.scan(body, actor, None, length=num_steps)
+  (actor, buf, _), (traj, stats) = jax.lax.scan(body, (actor, carry_buffer, jnp.int32(0)), None,
+                                                length=num_steps)
+  if buf is not None:
+    traj = dict(traj, carry=buf)
   return actor, traj, _episode_metrics(stats, axis_name)
+
+
+def carry_buffer(agent: Agent, num_steps: int, num_envs: int):
+  """Zeros shaped as the stored carries of `num_steps` steps of `num_envs` envs (`act`)."""
+  return jax.tree.map(lambda x: jnp.zeros((num_steps, *x.shape), x.dtype),
+                      agent.initial_carry(num_envs))
 
 
 class HostActing(NamedTuple):
@@ -220,8 +236,9 @@ def host_acting(env, agent: Agent, norm_config) -> HostActing:
     for _ in range(num_steps):
       d = decide(params, actor)
       ts = as_jax(env.step(np.asarray(d.out.action)))
+      carry = actor.carry
       actor, transition, st = record(actor, d, ts)
-      transitions.append(transition)
+      transitions.append(dict(transition, carry=carry))
       stats.append(st)
     stack = lambda *xs: jnp.stack(xs)
     return actor, jax.tree.map(stack, *transitions), _episode_metrics(jax.tree.map(stack, *stats))
@@ -248,16 +265,24 @@ def bootstrap_value(agent: Agent, norm_config, params, actor: ActorState):
 
 
 def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, collect, update,
-                 batch_axes, mesh) -> Anakin:
+                 batch_axes, mesh, scratch=None) -> Anakin:
   """The loop from its halves. `init_learner(key) -> learner state`; `collect(learner, actor,
-  axis_name) -> (actor, batch, episode metrics)`: the per-env part of an iteration (acting and the
-  learner's batch) for `actor`'s envs; `update(learner, batch) -> (learner, metrics)`: the learner
-  step on the whole batch, data-parallel over `mesh` when given (the batch split along
-  `batch_axes`). With a mesh, `collect` runs per device on its envs (module doc)."""
+  axis_name, buffer) -> (actor, batch, episode metrics)`: the per-env part of an iteration (acting
+  and the learner's batch) for `actor`'s envs; `update(learner, batch) -> (learner, metrics)`: the
+  learner step on the whole batch, data-parallel over `mesh` when given (the batch split along
+  `batch_axes`). With a mesh, `collect` runs per device on its envs (module doc).
+
+  `scratch`: None, or `(make, axes, of_batch)`: a buffer the loop keeps between iterations and
+  donates to each (not part of the state: its contents never outlive an iteration). `make(n)` builds
+  it for `n` envs, `axes` is its env axis (a pytree prefix), `of_batch(batch)` the buffer after use;
+  `collect` receives it as `buffer` (None without scratch)."""
+  make_scratch, scratch_axes, of_batch = scratch or (lambda n: None, None, lambda batch: None)
   if mesh is None:
     init_actors = lambda k: init_actor(env, agent, norm_config, num_envs, k)
-    collect_all = lambda learner, actor: collect(learner, actor, None)
-    jit, place = jax.jit, jax.device_put
+    collect_all = lambda learner, actor, buf: collect(learner, actor, None, buf)
+    jit = lambda fn: jax.jit(fn, donate_argnums=(1,))
+    place = jax.device_put
+    new_scratch = jax.jit(lambda: make_scratch(num_envs))
   else:
     local_envs = parallel.shard_size(num_envs, mesh, "the number of environments")
     axes = AnakinState(None, ActorState.batch_axes())
@@ -268,26 +293,39 @@ def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, co
       k = jax.random.fold_in(k, jax.lax.axis_index(parallel.DATA_AXIS))
       return with_key(init_actor(env, agent, norm_config, local_envs, k))
 
-    def collect_local(learner, actor):
-      actor, batch, ep_metrics = collect(learner, own_key(actor), parallel.DATA_AXIS)
+    def collect_local(learner, actor, buf):
+      actor, batch, ep_metrics = collect(learner, own_key(actor), parallel.DATA_AXIS, buf)
       return with_key(actor), batch, ep_metrics
 
-    init_actors = jax.jit(parallel.per_device(init_local, mesh, (None,), axes.actor))
-    collect_all = parallel.per_device(collect_local, mesh, (None, axes.actor),
+    init_actors = parallel.per_device(init_local, mesh, (None,), axes.actor)
+    collect_all = parallel.per_device(collect_local, mesh, (None, axes.actor, scratch_axes),
                                       (axes.actor, batch_axes, None))
-    jit = lambda fn: parallel.sharded_jit(fn, mesh, (axes,), (axes, None))
+    jit = lambda fn: parallel.sharded_jit(fn, mesh, (axes, scratch_axes), (axes, scratch_axes, None),
+                                          donate_argnums=(1,))
+    new_scratch = parallel.sharded_jit(
+        parallel.per_device(lambda: make_scratch(local_envs), mesh, (), scratch_axes), mesh, (),
+        scratch_axes)
     place = lambda state: parallel.shard_batch(state, mesh, axes)
+
+  init_actors = jax.jit(init_actors)   # eagerly, each op dispatches alone (seconds at start-up)
 
   def init(key):
     k_learn, k_act = jax.random.split(key)
     return place(AnakinState(init_learner(k_learn), init_actors(k_act)))
 
-  def step(state: AnakinState):
-    actor, batch, ep_metrics = collect_all(state.learner, state.actor)
+  def iteration(state: AnakinState, buf):
+    actor, batch, ep_metrics = collect_all(state.learner, state.actor, buf)
     learner, metrics = update(state.learner, batch)
-    return AnakinState(learner, actor), dict(metrics, **ep_metrics)
+    return AnakinState(learner, actor), of_batch(batch), dict(metrics, **ep_metrics)
 
-  step = jit(step)
+  iteration = jit(iteration)
+  held = []
+
+  def step(state: AnakinState):
+    buf = held.pop() if held else new_scratch()
+    state, buf, metrics = iteration(state, buf)
+    held.append(buf)
+    return state, metrics
 
   def run(state, num_iterations: int):
     history = []
@@ -366,17 +404,22 @@ def make_ppo(env, config: ml_collections.ConfigDict, agent: Agent | None = None,
   else:
     update = ppo_learning.make_learner_step(agent, config, mesh)
 
+  @jax.jit   # eagerly, each op of the network's and optimiser's init dispatches alone (seconds)
   def init_learner(key):
     obs_example = jnp.zeros(env.observation_space.shape, jnp.float32)
     return ppo_learning.init_learner(key, agent, config, obs_example)
 
-  def collect(learner, actor, axis_name):
+  def collect(learner, actor, axis_name, buf):
     params = learner.params
-    actor, traj, ep_metrics = act(env, agent, config, params, actor, config.rollout_length, axis_name)
+    actor, traj, ep_metrics = act(env, agent, config, params, actor, config.rollout_length, axis_name,
+                                  carry_buffer=buf)
     return actor, ppo_batch(traj, bootstrap_value(agent, config, params, actor)), ep_metrics
 
+  # The stored carries (RTRL traces) are the buffer's bulk: one allocation, reused every iteration.
+  scratch = (lambda n: carry_buffer(agent, config.rollout_length, n),
+             ppo_learning.PPOBatch.batch_axes().carry, lambda batch: batch.carry)
   return _make_runner(env, agent, config, config.num_envs, init_learner, collect, update,
-                      ppo_learning.PPOBatch.batch_axes(), mesh)
+                      ppo_learning.PPOBatch.batch_axes(), mesh, scratch)
 
 
 # -- IMPALA -------------------------------------------------------------------------------------------
@@ -398,7 +441,7 @@ def impala_rollout(traj: dict, before: ActorState, after: ActorState, policy_ver
       first=cat(traj["first"], after.first),
       prev_action=cat(traj["prev_action"], last_prev_action),
       action=traj["action"], behaviour_logits=traj["log_prob"],
-      carry=jax.tree.map(lambda x: x[0], traj["carry"]),
+      carry=before.carry,
       policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)))
 
 
@@ -427,7 +470,8 @@ def make_impala(env, agent: Agent, config: ml_collections.ConfigDict, update_fn=
       return impala_learning.init_learner(agent, config, env.observation_space, seed=seed)
   norm_config = _NoNorm(gamma=float(config.discount))
 
-  def collect(learner, actor, axis_name):
+  def collect(learner, actor, axis_name, buf):
+    del buf  # IMPALA keeps the carry of the rollout's first step only
     after, traj, ep_metrics = act(env, agent, norm_config, learner.params, actor,
                                   config.unroll_length, axis_name)
     return after, impala_rollout(traj, actor, after, learner.step), ep_metrics

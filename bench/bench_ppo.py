@@ -1,0 +1,146 @@
+"""PPO at the RTU paper's settings on the fully-jitted loop, next to its floor.
+
+    python -m bench.bench_ppo                                   # popgym/CountRecall-easy, linear RTU
+    python -m bench.bench_ppo --config=configs/rtu_popgym.py:core=rtu_nonlinear --num_envs=1,8,64
+    python -m bench.bench_ppo --quick                           # short rollouts (plumbing check)
+
+The experiment is the user's: `--config` (default `configs/rtu_popgym.py:core=rtu_linear`, i.e.
+single env, rollout 2048, 4 epochs x 32 minibatches of 64 single steps from stored carries, the
+`anakin` backend) built into `rtrl_rl.system.anakin.make_ppo`, one jitted call per iteration.
+
+With `--num_envs=1,8,64` the envs share the paper's 2048-step buffer (rollout_length = 2048 / B).
+Timed side by side (bench/_timing.py: interleaved, median over rounds), per iteration of
+T = rollout_length steps on B = num_envs envs:
+
+  ours     one iteration of the loop: acting (policy + env, RTRL traces) and the PPO update
+  env      the env alone: T vmapped steps in a jitted scan with random actions
+  update   the PPO update alone on a stored rollout (the buffer of one real iteration)
+
+floor = env + update (acting can at best be free); reported: agent steps/s = T * B / seconds, and
+ours / floor (in steps/s: floor time / our time; target >= 0.9). Start-up: seconds from building the
+loop to the first iteration's result (tracing + compilation + one iteration), measured first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+
+from bench._timing import stateful, time_interleaved
+from rtrl_rl import envs, experiment
+from rtrl_rl.system import anakin
+
+DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
+
+
+def _load(config_arg: str, num_envs: int, quick: bool):
+  path, _, arg = config_arg.partition(":")
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  a = config.agent
+  if quick:
+    a.rollout_length = 128
+  # More envs share the paper's buffer of 2048 steps (rollout_length = 2048 / num_envs): the same
+  # update (minibatches of 64 steps) on the same amount of data, acting batched over the envs. (A
+  # 2048-step rollout of each of 64 envs would store 64 x 2048 carries: 13 GB of linear-RTU traces.)
+  a.num_envs = num_envs
+  a.rollout_length = max(1, a.rollout_length // num_envs)
+  a.num_minibatches = a.rollout_length * num_envs // a.minibatch_size
+  experiment.validate(config)
+  return config
+
+
+def measure(config, repeats: int):
+  """{"startup_s", "ours_s", "env_s", "update_s"} for one config (seconds per iteration)."""
+  a = config.agent
+  fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
+  t0 = time.perf_counter()
+  loop = anakin.make_ppo(fenv, a)
+  state = loop.init(jax.random.PRNGKey(0))
+  state, _ = loop.step(state)
+  jax.block_until_ready(state)
+  startup = time.perf_counter() - t0
+
+  # The update alone, on the buffer of one real iteration.
+  params = state.learner.params
+  buf = anakin.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
+  actor, traj, _ = jax.jit(lambda p, s, b: anakin.act(fenv, loop.agent, a, p, s, a.rollout_length,
+                                                      carry_buffer=b))(params, state.actor, buf)
+  batch = anakin.ppo_batch(traj, anakin.bootstrap_value(loop.agent, a, params, actor))
+  from rtrl_rl.agents.ppo import learning  # pylint: disable=g-import-not-at-top
+  update = jax.jit(learning.make_update(loop.agent, a))
+  learner0 = state.learner
+
+  # The env alone.
+  n, space = a.num_envs, fenv.action_space
+
+  def env_run(key):
+    es, _ = jax.vmap(fenv.reset)(jax.random.split(key, n))
+
+    def body(carry, _):
+      es, k = carry
+      k, ka, ks = jax.random.split(k, 3)
+      if space.kind == "discrete":
+        act = jax.random.randint(ka, (n,), 0, space.num_values)
+      else:
+        act = jax.random.uniform(ka, (n,) + space.shape, minval=-1.0, maxval=1.0)
+      es, ts = jax.vmap(fenv.step)(jax.random.split(ks, n), es, act)
+      return (es, k), ts.reward.sum()
+
+    (_, k), r = jax.lax.scan(body, (es, key), None, length=a.rollout_length)
+    return k, r.sum()
+
+  env_run = jax.jit(env_run)
+  fns = {
+      "ours": stateful(lambda s: loop.step(s)[0], state),
+      "env": stateful(lambda k: env_run(k)[0], jax.random.PRNGKey(1)),
+      "update": lambda: update(learner0, batch)[0].params,
+  }
+  t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0,
+                       number={"ours": 1, "env": 1, "update": 1})
+  return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"], "update_s": t["update"]}
+
+
+def main(argv=None) -> None:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("--config", default=DEFAULT_CONFIG, help="configs/<x>.py[:args] (a PPO config)")
+  ap.add_argument("--num_envs", default="1", help="comma-separated env counts, e.g. 1,8,64")
+  ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
+  ap.add_argument("--quick", action="store_true", help="rollout 128, 2 minibatches: a plumbing check")
+  args = ap.parse_args(argv)
+  counts = [int(x) for x in args.num_envs.split(",")]
+  print(f"# bench_ppo: {args.config}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.repeats} interleaved rounds",
+        flush=True)
+  rows = []
+  for b in counts:
+    config = _load(args.config, b, args.quick)
+    m = measure(config, args.repeats)
+    steps = config.agent.rollout_length * b
+    floor = m["env_s"] + m["update_s"]
+    rows.append((b, steps / m["ours_s"], steps / floor, floor / m["ours_s"], steps / m["env_s"],
+                 steps / m["update_s"], m["startup_s"]))
+    print(f"  num_envs={b}: ours {rows[-1][1]:,.0f} steps/s, floor {rows[-1][2]:,.0f}, "
+          f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s", flush=True)
+  print()
+  print(f"env {config.env.id}, cell {config.agent.cell} {dict(config.agent.cell_options)}, "
+        f"hidden {config.agent.hidden_size}, {config.agent.rollout_length * config.agent.num_envs} "
+        f"steps per update (rollout_length x "
+        f"num_envs), {config.agent.num_epochs} epochs of minibatches of {config.agent.minibatch_size}")
+  print()
+  print("| num_envs | ours steps/s | floor steps/s | ours/floor | env alone steps/s | "
+        "update alone steps/s | start-up (s) |")
+  print("|---|---|---|---|---|---|---|")
+  for b, ours, fl, ratio, env_r, upd_r, start in rows:
+    print(f"| {b} | {ours:,.0f} | {fl:,.0f} | {ratio:.2f} | {env_r:,.0f} | {upd_r:,.0f} | {start:.1f} |")
+
+
+if __name__ == "__main__":
+  main()
