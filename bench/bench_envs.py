@@ -1,6 +1,6 @@
 """Env throughput per family with random actions: the rtrl_rl.envs wrapper vs raw envpool.
 
-    python -m bench.bench_envs [--seconds 1.0] [--rounds 3] [--threads 2]
+    python -m bench.bench_envs [--seconds 1.0] [--rounds 3] [--threads 2] [--skip_envpool]
 
 For envpool families the wrapper and raw envpool drive the SAME pool (same
 settings, same thread count), alternating in blocks of 16 steps; the best round
@@ -209,6 +209,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seconds", type=float, default=1.0, help="per timed round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="envpool num_threads")
+    ap.add_argument("--skip_envpool", action="store_true",
+                    help="only the non-envpool families (POPGym, gymnax, JAX tasks)")
     a = ap.parse_args(argv)
     s, r, th = a.seconds, a.rounds, a.threads
     rows = []
@@ -223,16 +225,17 @@ def main(argv=None) -> None:
 
     print(f"# bench_envs: {os.cpu_count()} cpus, envpool threads={th}, "
           f"{r} rounds x {s}s (best)", flush=True)
-    ep("Atari (sync)", "atari/Pong", 8)
-    w, raw, paired = bench_envpool_async("atari/Pong", 16, 8, th, s, r)
-    rows.append(("Atari (async send/recv)", "atari/Pong", "16/8", f"{w:,.0f}", f"{raw:,.0f}",
-                 f"{w / raw:.2f}", f"{paired:.3f} (runs)", "-", "-"))
-    print(f"  Atari async: {w:,.0f} vs raw {raw:,.0f}", flush=True)
-    ep("ProcGen", "procgen/maze-memory", 16)
-    ep("MuJoCo POMDP", "mujoco/Ant-P", 16)
-    ep("MuJoCo Reacher POMDP", "mujoco/Reacher-POMDP", 16)
-    ep("MiniGrid Memory", "memory/minigrid-memory-s7", 32)
-    ep("CartPole masked", "memory/cartpole-masked", 32)
+    if not a.skip_envpool:
+        ep("Atari (sync)", "atari/Pong", 8)
+        w, raw, paired = bench_envpool_async("atari/Pong", 16, 8, th, s, r)
+        rows.append(("Atari (async send/recv)", "atari/Pong", "16/8", f"{w:,.0f}", f"{raw:,.0f}",
+                     f"{w / raw:.2f}", f"{paired:.3f} (runs)", "-", "-"))
+        print(f"  Atari async: {w:,.0f} vs raw {raw:,.0f}", flush=True)
+        ep("ProcGen", "procgen/maze-memory", 16)
+        ep("MuJoCo POMDP", "mujoco/Ant-P", 16)
+        ep("MuJoCo Reacher POMDP", "mujoco/Reacher-POMDP", 16)
+        ep("MiniGrid Memory", "memory/minigrid-memory-s7", 32)
+        ep("CartPole masked", "memory/cartpole-masked", 32)
     for label, env_id, n in [("POPGym, the package (Python loop)", "popgym-numpy/CountRecall-easy", 32),
                              ("POPGym in JAX, numpy form", "popgym/CountRecall-easy", 32),
                              ("gymnax, numpy form", "gymnax/CartPole-v1", 32),
