@@ -3,6 +3,7 @@
     python -m bench.bench_ppo                                   # popgym/CountRecall-easy, linear RTU
     python -m bench.bench_ppo --config=configs/rtu_popgym.py:core=rtu_nonlinear --num_envs=1,8,64
     python -m bench.bench_ppo --quick                           # short rollouts (plumbing check)
+    python -m bench.bench_ppo --host --config=configs/rtu_popgym.py:core=rtu_linear,env_family=numpy
 
 The experiment is the user's: `--config` (default `configs/rtu_popgym.py:core=rtu_linear`, i.e.
 single env, rollout 2048, 4 epochs x 32 minibatches of 64 single steps from stored carries, the
@@ -16,7 +17,9 @@ T = rollout_length steps on B = num_envs envs:
   env      the env alone: T vmapped steps in a jitted scan with random actions
   update   the PPO update alone on a stored rollout (the buffer of one real iteration)
 
-floor = env + update (acting can at best be free); reported: agent steps/s = T * B / seconds, and
+floor = env + update (acting can at best be free). `--host`: the host loop of `system.backend="sync"`
+(a numpy env stepped in Python, one jitted call per step), and floor = the env's T steps + T policy
+steps alone (one jitted call each, the action fetched) + the update. Reported: agent steps/s = T * B / seconds, and
 ours / floor (in steps/s: floor time / our time; target >= 0.9). Start-up: seconds from building the
 loop to the first iteration's result (tracing + compilation + one iteration), measured first.
 """
@@ -29,6 +32,8 @@ import platform
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from bench._timing import stateful, time_interleaved
 from rtrl_rl import envs, experiment
@@ -108,12 +113,63 @@ def measure(config, repeats: int):
   return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"], "update_s": t["update"]}
 
 
+def measure_host(config, repeats: int):
+  """The host loop (`system.backend="sync"`: a numpy env, one jitted call per step, then the
+  update), as the trainer runs it: {"startup_s", "ours_s", "env_s", "policy_s", "update_s"}."""
+  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
+  a = config.agent
+  t0 = time.perf_counter()
+  it = trainer._sync_ppo_iterations(config)  # pylint: disable=protected-access
+  state = it.init()
+  state, _ = it.step(state)
+  jax.block_until_ready(state)
+  startup = time.perf_counter() - t0
+  learner, actor = state
+  env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
+  from rtrl_rl.agents.ppo import acting as ppo_acting, learning  # pylint: disable=g-import-not-at-top
+  agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
+  agent.init(jax.random.PRNGKey(0), jnp.zeros(env.observation_space.shape))  # binds the sizes
+  acting = anakin.host_acting(env, agent, a)
+  actor0 = acting.init(jax.random.PRNGKey(0))
+  _, traj, _ = acting.act(learner.params, actor0, a.rollout_length)
+  batch = anakin.ppo_batch(jax.tree.map(jnp.copy, dict(traj)), jnp.zeros((a.num_envs,), jnp.float32))
+  update = jax.jit(learning.make_update(agent, a))
+  decide = jax.jit(lambda p, s: anakin._decide(agent, a, p, s))  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  space = env.action_space
+  if space.kind == "discrete":
+    actions = rng.integers(0, space.num_values, (64, a.num_envs)).astype(space.dtype)
+  else:
+    actions = rng.uniform(-1, 1, (64, a.num_envs) + space.shape).astype(np.float32)
+  env.reset()
+
+  def env_run():
+    for t in range(a.rollout_length):
+      env.step(actions[t % len(actions)])
+
+  def policy_run():
+    for _ in range(a.rollout_length):
+      d = decide(learner.params, actor0)
+      np.asarray(d.out.action)
+    return d
+
+  fns = {"ours": stateful(lambda s: it.step(s)[0], state), "env": env_run, "policy": policy_run,
+         "update": lambda: update(learner, batch)[0].params}
+  t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0,
+                       number={k: 1 for k in fns})
+  return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"] + t["policy"],
+          "update_s": t["update"], "policy_s": t["policy"]}
+
+
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--config", default=DEFAULT_CONFIG, help="configs/<x>.py[:args] (a PPO config)")
   ap.add_argument("--num_envs", default="1", help="comma-separated env counts, e.g. 1,8,64")
   ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
-  ap.add_argument("--quick", action="store_true", help="rollout 128, 2 minibatches: a plumbing check")
+  ap.add_argument("--quick", action="store_true", help="rollout 128: a plumbing check")
+  ap.add_argument("--host", action="store_true",
+                  help="the host loop (system.backend='sync'): the config's env made with envs.make; "
+                       "floor = env steps + policy steps (one jitted call each) + update")
   args = ap.parse_args(argv)
   counts = [int(x) for x in args.num_envs.split(",")]
   print(f"# bench_ppo: {args.config}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
@@ -122,7 +178,9 @@ def main(argv=None) -> None:
   rows = []
   for b in counts:
     config = _load(args.config, b, args.quick)
-    m = measure(config, args.repeats)
+    if args.host:
+      config.system.backend = "sync"
+    m = measure_host(config, args.repeats) if args.host else measure(config, args.repeats)
     steps = config.agent.rollout_length * b
     floor = m["env_s"] + m["update_s"]
     rows.append((b, steps / m["ours_s"], steps / floor, floor / m["ours_s"], steps / m["env_s"],
@@ -135,7 +193,8 @@ def main(argv=None) -> None:
         f"steps per update (rollout_length x "
         f"num_envs), {config.agent.num_epochs} epochs of minibatches of {config.agent.minibatch_size}")
   print()
-  print("| num_envs | ours steps/s | floor steps/s | ours/floor | env alone steps/s | "
+  env_label = "env + policy alone" if args.host else "env alone"
+  print(f"| num_envs | ours steps/s | floor steps/s | ours/floor | {env_label} steps/s | "
         "update alone steps/s | start-up (s) |")
   print("|---|---|---|---|---|---|---|")
   for b, ours, fl, ratio, env_r, upd_r, start in rows:

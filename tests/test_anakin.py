@@ -150,3 +150,55 @@ def test_relayout_names_the_leaves_that_do_not_fit(host_state):
                                        r"float32\[2\] in the checkpoint vs float32\[4\] here; not in "
                                        r"this run: \.actor\.extra"):
     anakin.relayout(saved, state)
+
+
+# -- PPO acting on a host env (backend "sync") ---------------------------------------------------
+def _reference_host_act(env, agent, config, params, actor, num_steps):
+  """The plain host loop: a jitted policy half, the host env, a jitted record half per step, the
+  transitions stacked at the end (what `anakin.host_acting` does in one call per step)."""
+  decide = jax.jit(lambda p, a: anakin._decide(agent, config, p, a))
+  record = jax.jit(lambda a, d, ts: anakin._record(config, a, d, ts, None))
+  rows, stats = [], []
+  for _ in range(num_steps):
+    d = decide(params, actor)
+    ts = env.step(np.asarray(d.out.action))
+    carry = actor.carry
+    actor, transition, st = record(actor, d, anakin.TimeStepArrays(
+        *map(jnp.asarray, (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first))))
+    rows.append(dict(transition, carry=carry))
+    stats.append(st)
+  stack = lambda *xs: np.stack(xs)
+  return actor, jax.tree.map(stack, *rows), anakin._episode_metrics(jax.tree.map(stack, *stats))
+
+
+def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
+  """Two rollouts of PPO acting on a host env (the numpy form of cue memory, episodes crossing the
+  rollout boundary): the fused, buffer-reusing host path gives bitwise the plain loop's
+  transitions, stored carries, actor state and episode metrics; the second rollout reuses (donates)
+  the first one's buffers."""
+  from rtrl_rl import envs
+  from rtrl_rl.agents import ppo
+  c = ppo.get_config()
+  c.num_envs, c.rollout_length, c.num_minibatches, c.minibatch_size = 3, 7, 3, 7
+  c.hidden_size, c.torso_sizes, c.head_sizes = 8, (8,), (8,)
+  ppo.validate(c)
+  make_env = lambda: envs.make("jax/cue-memory", num_envs=3, seed=4, num_cues=3, length=2)
+  env, ref_env = make_env(), make_env()
+  agent = ppo.make_agent(c, env.observation_space, env.action_space)
+  params = agent.init(jax.random.key(1), jnp.zeros(env.observation_space.shape))
+  acting = anakin.host_acting(env, agent, c)
+  actor = acting.init(jax.random.PRNGKey(2))
+  ref_actor = anakin.host_acting(ref_env, agent, c).init(jax.random.PRNGKey(2))
+  buffers = []
+  for _ in range(2):
+    actor, traj, metrics = acting.act(params, actor, c.rollout_length)
+    ref_actor, ref_traj, ref_metrics = _reference_host_act(ref_env, agent, c, params, ref_actor,
+                                                           c.rollout_length)
+    for key, value in ref_traj.items():
+      jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b, err_msg=key),
+                   traj[key], value)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 (actor, metrics), (ref_actor, ref_metrics))
+    buffers.append(jax.tree.leaves(traj["carry"])[0])
+  assert buffers[0].is_deleted() and not buffers[1].is_deleted()   # donated to the second rollout
+  assert int(np.sum(traj["first"])) > 0 and int(metrics["episodes"]) > 0

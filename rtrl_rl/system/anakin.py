@@ -30,6 +30,7 @@ folded key and updating on the concatenated buffer (PPO: `make_update(..., num_s
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -205,43 +206,78 @@ def carry_buffer(agent: Agent, num_steps: int, num_envs: int):
 
 class HostActing(NamedTuple):
   """Acting on a numpy batched env (rtrl_rl.envs contract), with the same math as `act`:
-  `init(env, key) -> ActorState` (env_state None; the env lives on the host) and
-  `act(params, actor, num_steps) -> (actor, traj, episode metrics)`."""
+  `init(key) -> ActorState` (env_state None; the env lives on the host) and
+  `act(params, actor, num_steps) -> (actor, traj, episode metrics)`; `traj` lives in buffers
+  that the next `act` call reuses (donates): use it before acting again."""
   init: Callable
   act: Callable
 
 
 def host_acting(env, agent: Agent, norm_config) -> HostActing:
-  """Jitted policy and record halves around a host `env.step` (envpool, POPGym, ...)."""
-  decide = jax.jit(lambda params, a: _decide(agent, norm_config, params, a))
-  record = jax.jit(lambda a, d, ts: _record(norm_config, a, d, ts, None))
+  """Acting around a host `env.step` (envpool, POPGym, a user's env) in one jitted call per step.
 
-  def as_jax(ts):
-    return TimeStepArrays(jnp.asarray(ts.obs), jnp.asarray(ts.reward, jnp.float32),
-                          jnp.asarray(ts.terminated, bool), jnp.asarray(ts.truncated, bool),
-                          jnp.asarray(ts.first, bool))
+  Per rollout of T steps: one call decides step 0; each of the T - 1 next calls folds the env's
+  TimeStep into the actor state, writes the transition (and the carry it started from) into
+  preallocated `[T, B, ...]` buffers in place (donated), and decides the next action; the last call
+  only folds and writes (the next rollout decides with the updated parameters). The env's arrays
+  go to the jitted calls as they are (numpy), moved once."""
+  b = env.num_envs
+
+  def fold(a, d, ts, buf, t):
+    new, transition, stats = _record(norm_config, a, d, ts, None)
+    row = dict(transition, carry=a.carry, stats=stats)
+    buf = jax.tree.map(lambda x, v: jax.lax.dynamic_update_index_in_dim(x, v, t, 0), buf, row)
+    return new, buf
+
+  decide = jax.jit(lambda params, a: _decide(agent, norm_config, params, a))
+
+  @functools.partial(jax.jit, donate_argnums=(3,))
+  def fold_and_decide(params, a, d, buf, t, *ts):
+    a, buf = fold(a, d, TimeStepArrays(*ts), buf, t)
+    return a, buf, _decide(agent, norm_config, params, a)
+
+  @functools.partial(jax.jit, donate_argnums=(2,))
+  def fold_last(a, d, buf, t, *ts):
+    a, buf = fold(a, d, TimeStepArrays(*ts), buf, t)
+    return a, buf, _episode_metrics(buf["stats"])
+
+  def timestep(ts):
+    return (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first)
 
   def init(key):
-    ts = as_jax(env.reset())
-    b = env.num_envs
+    ts = TimeStepArrays(*jax.device_put(timestep(env.reset())))
     return ActorState(
-        env_state=None, obs=ts.obs, reward=ts.reward, first=ts.first, terminated=ts.terminated,
-        truncated=ts.truncated, carry=agent.initial_carry(b),
+        env_state=None, obs=ts.obs, reward=jnp.asarray(ts.reward, jnp.float32), first=ts.first,
+        terminated=ts.terminated, truncated=ts.truncated, carry=agent.initial_carry(b),
         prev_action=_zeros_action(env.action_space, b),
         norm=ppo_acting.norm_init(env.observation_space.shape, b),
         episode_return=jnp.zeros((b,), jnp.float32), episode_length=jnp.zeros((b,), jnp.int32), key=key)
 
+  held = {}
+
+  def buffers(params, a, num_steps):
+    """The `[num_steps, B, ...]` buffers: the previous call's (donated again), or new zeros."""
+    if num_steps not in held:
+      def row(a, d):
+        ts = TimeStepArrays(a.obs, a.reward, a.terminated, a.truncated, a.first)
+        _, transition, stats = _record(norm_config, a, d, ts, None)
+        return dict(transition, carry=a.carry, stats=stats)
+      shapes = jax.eval_shape(row, a, jax.eval_shape(decide, params, a))
+      held.clear()
+      held[num_steps] = jax.tree.map(lambda x: jnp.zeros((num_steps, *x.shape), x.dtype), shapes)
+    return held.pop(num_steps)
+
   def run(params, actor: ActorState, num_steps: int):
-    transitions, stats = [], []
-    for _ in range(num_steps):
-      d = decide(params, actor)
-      ts = as_jax(env.step(np.asarray(d.out.action)))
-      carry = actor.carry
-      actor, transition, st = record(actor, d, ts)
-      transitions.append(dict(transition, carry=carry))
-      stats.append(st)
-    stack = lambda *xs: jnp.stack(xs)
-    return actor, jax.tree.map(stack, *transitions), _episode_metrics(jax.tree.map(stack, *stats))
+    buf = buffers(params, actor, num_steps)
+    d = decide(params, actor)
+    for t in range(num_steps):
+      ts = timestep(env.step(np.asarray(d.out.action)))
+      if t + 1 < num_steps:
+        actor, buf, d = fold_and_decide(params, actor, d, buf, t, *ts)
+      else:
+        actor, buf, metrics = fold_last(actor, d, buf, t, *ts)
+    held[num_steps] = buf
+    return actor, buf, metrics
 
   return HostActing(init, run)
 
