@@ -145,9 +145,40 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   elif config.algo == "ppo":
     from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
     ppo_config.validate(config.agent)
+    if spaces is not None:
+      _check_ppo_buffer_fits(config, spaces)
   else:
     from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
     prediction_config.validate_experiment(config)
+
+
+def device_memory_bytes() -> int:
+  """Memory that holds the learner's buffers: the local accelerators' limits added up (the envs,
+  and so the buffer, split over them), or the host's RAM on CPU."""
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = jax.local_devices()
+  if devices[0].platform != "cpu":
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
+    if all(limits):
+      return int(sum(limits))
+  import psutil  # pylint: disable=g-import-not-at-top
+  return int(psutil.virtual_memory().total)
+
+
+def _check_ppo_buffer_fits(config, spaces) -> None:
+  """Refuse a PPO config whose rollout buffer cannot fit: its stored carries (RTRL traces) are
+  written once per rollout and read by the update, and the run's peak is about twice them."""
+  from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+  a = config.agent
+  need = 2 * ppo_config.stored_carry_bytes(a, *spaces)
+  have = device_memory_bytes()
+  if need > have:
+    raise ExperimentConfigError(
+        f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
+        f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
+        f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
+        f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
+        f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size")
 
 
 def parse_args(arg: str | None, **defaults):

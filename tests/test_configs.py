@@ -128,3 +128,18 @@ def test_reference_scores_name_real_config_groups():
   assert set(reference) <= names, set(reference) - names
   assert reference["irie_atari_Qbert_rtrl_M50"] == 12484
   assert reference["irie_dmlab_rooms_watermaze_rtrl_M10"] == 40.2
+
+
+def test_a_ppo_buffer_that_cannot_fit_is_refused_with_the_size_it_needs():
+  """The stored carries dominate PPO's buffer (non-linear RTU, d_rec 192: ~200 KB per step); a config
+  whose buffer (x2 for the update's working copies) exceeds the machine fails at validation."""
+  from rtrl_rl import envs
+  from rtrl_rl.agents.ppo import config as ppo_config
+  config = load("rtu_popgym.py", "core=rtu_nonlinear")
+  per_step = ppo_config.stored_carry_bytes(config.agent, *envs.describe(config.env.id)) / 2048
+  assert 195_000 < per_step < 215_000            # 2N + 4DN + 4N floats, N = 192, D = 65
+  experiment.validate(config)                      # 400 MB: fits
+  config.agent.num_envs, config.agent.num_minibatches = 1024, 32 * 1024    # 400 GB
+  with pytest.raises(experiment.ExperimentConfigError, match=r"2048 x 1024 carries.*GiB.*lower "
+                     r"agent.rollout_length or agent.num_envs"):
+    experiment.validate(config)

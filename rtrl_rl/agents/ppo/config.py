@@ -134,6 +134,22 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, action_space) -> int:
+  """Bytes of the carries a rollout stores (`rollout_length x num_envs` carries: the RTRL traces are
+  the bulk of the PPO buffer, e.g. ~200 KB per step for the non-linear RTU at d_rec 192)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import acting  # pylint: disable=g-import-not-at-top
+  if config.cell is None:
+    return 0
+  agent = acting.make_agent(config, observation_space, action_space)
+  jax.eval_shape(agent.init, jax.random.PRNGKey(0),
+                 jax.ShapeDtypeStruct(observation_space.shape, jnp.float32))   # binds the sizes
+  carry = jax.eval_shape(lambda: agent.initial_carry(1))
+  per_env = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
+  return per_env * config.rollout_length * config.num_envs
+
+
 # The RTU paper's recurrent-core variants at a matched budget of ~24k recurrent parameters for a
 # 64-dim input: variant -> (cell, core_mode, hidden_size, cell options). The RTRL cores learn from
 # single steps (sequence_length 1); the T-BPTT cores from sequences of `truncation` steps (set_core).
