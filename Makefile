@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long test-slurm train bench-cells bench-learner bench-envs bench-ppo bench-system bench-gpu-smoke clean
+.PHONY: setup test test-long test-slurm train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,9 @@ bench-envs: setup
 
 bench-ppo: setup
 	$(PY) -m bench.bench_ppo --num_envs=1,8,64
+
+bench-rtu: setup
+	$(PY) -m bench.bench_rtu
 
 bench-system: setup
 	$(PY) -m bench.bench_system

@@ -27,6 +27,7 @@ loop to the first iteration's result (tracing + compilation + one iteration), me
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -37,6 +38,7 @@ import numpy as np
 
 from bench._timing import stateful, time_interleaved
 from rtrl_rl import envs, experiment
+from rtrl_rl.agents.ppo import config as ppo_config
 from rtrl_rl.system import anakin
 
 DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
@@ -170,12 +172,13 @@ def main(argv=None) -> None:
   ap.add_argument("--host", action="store_true",
                   help="the host loop (system.backend='sync'): the config's env made with envs.make; "
                        "floor = env steps + policy steps (one jitted call each) + update")
+  ap.add_argument("--json", default="", help="also write the rows to this JSON file")
   args = ap.parse_args(argv)
   counts = [int(x) for x in args.num_envs.split(",")]
   print(f"# bench_ppo: {args.config}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.repeats} interleaved rounds",
         flush=True)
-  rows = []
+  rows, records = [], []
   for b in counts:
     config = _load(args.config, b, args.quick)
     if args.host:
@@ -185,6 +188,11 @@ def main(argv=None) -> None:
     floor = m["env_s"] + m["update_s"]
     rows.append((b, steps / m["ours_s"], steps / floor, floor / m["ours_s"], steps / m["env_s"],
                  steps / m["update_s"], m["startup_s"]))
+    buffer_mb = ppo_config.stored_carry_bytes(config.agent, *envs.describe(
+        config.env.id, **config.env.options.to_dict())) / 2**20
+    records.append(dict(config=args.config, env=config.env.id, num_envs=b, host=args.host,
+                        steps_per_s=rows[-1][1], floor_steps_per_s=rows[-1][2], ratio=rows[-1][3],
+                        startup_s=m["startup_s"], stored_carries_mb=buffer_mb))
     print(f"  num_envs={b}: ours {rows[-1][1]:,.0f} steps/s, floor {rows[-1][2]:,.0f}, "
           f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s", flush=True)
   print()
@@ -199,6 +207,11 @@ def main(argv=None) -> None:
   print("|---|---|---|---|---|---|---|")
   for b, ours, fl, ratio, env_r, upd_r, start in rows:
     print(f"| {b} | {ours:,.0f} | {fl:,.0f} | {ratio:.2f} | {env_r:,.0f} | {upd_r:,.0f} | {start:.1f} |")
+
+
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,27 @@
 first step; the agent must remember it). The paper: the non-linear RTU is clearly best.
 
     --config=configs/rtu_reacher_pomdp.py:core=rtu_nonlinear,seed=0
-    (T: the truncation of the T-BPTT cores lru_tbptt and gru)
+    T:     the truncation of the T-BPTT cores lru_tbptt and gru
+    env_family: brax (default: `brax/Reacher-POMDP` on the fully-jitted `anakin` backend) | envpool
+           (`mujoco/Reacher-POMDP`, MuJoCo through envpool on the host `sync` backend)
+
+The PPO settings are the paper's (configs/rtu_mujoco_pomdp.py); which observation dims are hidden
+after the first step is stated in rtrl_rl/envs/pomdp.py.
 """
 
 from rtrl_rl import experiment
 from rtrl_rl.agents.ppo import config as ppo_config
 
+FAMILIES = {"brax": ("brax", "anakin"), "envpool": ("mujoco", "sync")}
+
 
 def get_config(arg=None):
   args = experiment.parse_args(arg, core="rtu_nonlinear", seed=0, steps=1_000_000,
-                               T=ppo_config.DEFAULT_TRUNCATION)
-  return experiment.rtu_paper_ppo("rtu_reacher_pomdp", "mujoco/Reacher-POMDP", args["core"], args["seed"],
-                         args["steps"], args["T"])
+                               T=ppo_config.DEFAULT_TRUNCATION, env_family="brax")
+  if args["env_family"] not in FAMILIES:
+    raise ValueError(f"env_family={args['env_family']!r}: expected one of {tuple(FAMILIES)}")
+  prefix, backend = FAMILIES[args["env_family"]]
+  config = experiment.rtu_paper_ppo("rtu_reacher_pomdp", f"{prefix}/Reacher-POMDP", args["core"],
+                                    args["seed"], args["steps"], args["T"])
+  config.system.backend = backend
+  return config

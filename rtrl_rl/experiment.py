@@ -135,7 +135,7 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
     else:
       functional = getattr(spec, "functional", False)
       if s.backend == "anakin" and not functional:
-        err(f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/..., popgym/...); "
+        err(f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/..., popgym/..., brax/...); "
             f"env.id={config.env.id!r} is not one")
   if errors:
     raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))

@@ -23,11 +23,26 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
     *[("rtu_mujoco_pomdp.py", f"env={e},core={c}") for e in ("Ant-P", "HalfCheetah-V", "Hopper-P", "Walker2d-V")
       for c in ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru", "ff")],
     ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
+    ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
+    ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
     *[("rtu_popgym.py", f"task={t},level={l}") for t in ("CountRecall", "RepeatFirst", "Concentration",
                                                          "Autoencode", "HigherLower") for l in ("easy", "hard")],
     ("rtu_popgym.py", "task=PositionOnlyPendulum,level=hard,core=rtu_linear"),  # Box actions
     ("rtu_popgym.py", "task=Battleship,level=medium,env_family=numpy"),         # host path
 ]
+
+
+def test_rtu_mujoco_configs_run_brax_on_the_jitted_loop_or_envpool_on_the_host():
+  c = load("rtu_mujoco_pomdp.py")
+  assert (c.env.id, c.system.backend) == ("brax/Ant-P", "anakin")
+  c = load("rtu_mujoco_pomdp.py", "env=Walker2d-V,env_family=envpool")
+  assert (c.env.id, c.system.backend) == ("mujoco/Walker2d-V", "sync")
+  c = load("rtu_reacher_pomdp.py")
+  assert (c.env.id, c.system.backend) == ("brax/Reacher-POMDP", "anakin")
+  assert load("rtu_reacher_pomdp.py", "env_family=envpool").env.id == "mujoco/Reacher-POMDP"
+  for name in ("rtu_mujoco_pomdp.py", "rtu_reacher_pomdp.py"):
+    with pytest.raises(ValueError, match=r"env_family='mjx'.*\('brax', 'envpool'\)"):
+      load(name, "env_family=mjx")
 
 
 def test_rtu_popgym_runs_every_task_on_the_jitted_loop_or_the_package_on_the_host():

@@ -11,7 +11,8 @@ autoreset, ``first`` = the cells' ``resets``, truncation bootstraps and
 termination does not (details in :mod:`rtrl_rl.envs.core`). The id scheme
 and families are documented in :mod:`rtrl_rl.envs.registry`; envpool families
 also expose ``async_reset()/send()/recv()`` (pass ``batch_size < num_envs``);
-JAX families also have a pure functional form, :func:`make_functional`.
+the JAX families (``jax``, ``gymnax``, ``popgym``, ``brax``) also have a pure
+functional form, :func:`make_functional`.
 """
 from __future__ import annotations
 
@@ -52,12 +53,12 @@ def make(env_id: str, num_envs: int = 1, seed: int = 0, **options: Any) -> Env:
 
 def make_functional(env_id: str, **options: Any):
     """The pure JAX form (:class:`rtrl_rl.envs._jax.FunctionalEnv`) of a ``jax/``,
-    ``gymnax/`` or ``popgym/`` id: ``reset(key) -> (state, obs)``, ``step(key, state, action) ->
-    (state, TimeStep)``, single env, vmappable."""
+    ``gymnax/``, ``popgym/`` or ``brax/`` id: ``reset(key) -> (state, obs)``,
+    ``step(key, state, action) -> (state, TimeStep)``, single env, vmappable."""
     spec = get_spec(env_id)
     if not spec.functional:
         raise BadOptionError(f"{env_id}: no functional JAX form; only 'jax/...', "
-                             f"'gymnax/...' and 'popgym/...' ids have one")
+                             f"'gymnax/...', 'popgym/...' and 'brax/...' ids have one")
     opts = spec.resolve(options)
     return spec.load_builder()(env_id, 1, 0, functional=True, **spec.args, **opts)
 

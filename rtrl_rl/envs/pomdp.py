@@ -26,12 +26,28 @@ Ant uses the 27-dim observation without contact forces (envpool
 ``use_contact_force=False``, the Gymnasium v4 default), so that -P and -V
 partition it exactly.
 
+Brax (``brax/`` ids, brax 0.14 ``brax/envs/<robot>.py`` ``_get_obs``) has the
+same layout, ``[q[k:], qd]`` with the world x (Ant: x, y) dropped, so
+:data:`BRAX_POMDP` is this table: Ant has no contact forces (brax raises
+``NotImplementedError`` for ``use_contact_forces``); Hopper/Walker2d replace
+dim 0 by the torso's world height ``x.pos[torso, z]`` (still a position) and
+clip ``qd`` to +-10 as Gymnasium does. The RTU authors' Brax wrappers
+(``src/envs/wrappers/pobrax_{p,v}.py`` of their ``rtus`` code, seen at
+github.com/SakodaShintaro/rtus) keep ``obs[:n]`` / ``obs[-n:]`` with n = Ant
+13 / 14 (Ant-P = first 13 of 27), Hopper 5 / 6, Walker2d 8 / 9 (the sets
+above), but HalfCheetah 9 / 8: their Cheetah-P includes the root x velocity
+(dim 8) and their Cheetah-V drops it; we keep the position/velocity boundary.
+
 Reacher POMDP (RTU paper's long-term-cue Reacher): Reacher-v5 observation
 ``[cos q0, cos q1, sin q0, sin q1, target_x, target_y, qdot0, qdot1,
 (fingertip - target)_x, (fingertip - target)_y]``; the target position
 (4, 5) and the fingertip-to-target vector (8, 9) are shown only on the first
 step of each episode and zeroed on every later step, so the target must be
 remembered for the whole episode. The observation keeps its 10 dims.
+Brax's Reacher observation has 11 dims, ``[cos q0, cos q1, sin q0, sin q1,
+target_x, target_y, tip_vx, tip_vy, (fingertip - target)_{x,y,z}]`` (tip
+velocity instead of joint velocities; the z difference is small but not
+constant), so its hidden dims are (4, 5, 8, 9, 10).
 
 CartPole with velocities hidden (``memory/cartpole-masked``): keep
 ``[0, 2]`` (cart position, pole angle) of ``[x, x_dot, theta, theta_dot]``,
@@ -47,8 +63,13 @@ MUJOCO_POMDP: dict[str, tuple[int, slice, slice]] = {
     "Ant": (27, slice(0, 13), slice(13, 27)),
 }
 
+# Brax's layout is envpool's (module docstring); the brax tests check it against the brax state.
+BRAX_POMDP = MUJOCO_POMDP
+
 REACHER_DIM = 10
 REACHER_HIDDEN_AFTER_FIRST = (4, 5, 8, 9)
+BRAX_REACHER_DIM = 11
+BRAX_REACHER_HIDDEN_AFTER_FIRST = (4, 5, 8, 9, 10)
 
 CARTPOLE_KEPT = (0, 2)
 

@@ -15,6 +15,9 @@ mujoco     ``<Robot>-F`` (full), ``-P`` (velocities        envpool
            removed), ``-V`` (positions/angles removed) for
            Ant, HalfCheetah, Hopper, Walker2d;
            ``mujoco/Reacher-F``, ``mujoco/Reacher-POMDP``
+brax       the ``mujoco`` ids on Brax's robots:            brax (pure JAX),
+           ``brax/Ant-P``, ``brax/Walker2d-V``,            positional pipeline
+           ``brax/Reacher-F``, ``brax/Reacher-POMDP``      by default
 memory     ``minigrid-memory-s7`` .. ``-s13-random``,      envpool
            ``-s17-random``; ``cartpole-masked``
            (velocities hidden), ``cartpole`` (reference)
@@ -124,6 +127,11 @@ PROCGEN_OPTIONS = ENVPOOL_COMMON + (
 
 MUJOCO_OPTIONS = ENVPOOL_COMMON + (_max_steps(1000),)
 REACHER_OPTIONS = ENVPOOL_COMMON + (_max_steps(50),)
+BRAX_OPTIONS = (
+    Option("backend", "positional", "brax physics pipeline (positional: the RTU paper's)",
+           ("positional", "generalized", "spring", "mjx")),  # brax.envs.base.PipelineEnv's
+    _max_steps(1000),  # Reacher too: we found no RTU-authors' Reacher episode length
+)
 MINIGRID_OPTIONS = ENVPOOL_COMMON + (
     Option("max_episode_steps", None, "time limit (None: MiniGrid's 5*size^2)",
            check=lambda v: v is None or _is_int(1)(v), expect="None or an int >= 1"),
@@ -259,6 +267,17 @@ def _mujoco_specs() -> list[EnvSpec]:
     return out
 
 
+def _brax_specs() -> list[EnvSpec]:
+    views = [(robot, view, f"Brax {robot}, {what}") for robot in MUJOCO_ROBOTS
+             for view, what in (("F", "full state"), ("P", "velocities removed"),
+                                ("V", "positions/angles removed"))]
+    views += [("Reacher", "F", "Brax Reacher, full"),
+              ("Reacher", "POMDP", "Brax Reacher; target seen only on the first step of an episode")]
+    return [EnvSpec(f"brax/{robot}-{view}", "brax", "rtrl_rl.envs._brax:make_brax",
+                    {"robot": robot, "view": view}, BRAX_OPTIONS, doc, functional=True)
+            for robot, view, doc in views]
+
+
 def _memory_specs() -> list[EnvSpec]:
     out = [EnvSpec(f"memory/minigrid-memory-{k}", "memory", f"{_EP}:make_minigrid",
                    {"task": task}, MINIGRID_OPTIONS, f"MiniGrid {task} (7x7x3 egocentric view)")
@@ -310,8 +329,8 @@ def _dmlab_specs() -> list[EnvSpec]:
 
 FAMILIES: dict[str, Callable[[], list[EnvSpec]]] = {
     "atari": _atari_specs, "procgen": _procgen_specs, "mujoco": _mujoco_specs,
-    "memory": _memory_specs, "popgym": _popgym_specs, "popgym-numpy": _popgym_numpy_specs,
-    "jax": _jax_specs,
+    "brax": _brax_specs, "memory": _memory_specs, "popgym": _popgym_specs,
+    "popgym-numpy": _popgym_numpy_specs, "jax": _jax_specs,
     "gymnax": _gymnax_specs, "dmlab": _dmlab_specs,
 }
 
