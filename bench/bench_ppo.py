@@ -39,6 +39,7 @@ import numpy as np
 from bench._timing import stateful, time_interleaved
 from rtrl_rl import envs, experiment
 from rtrl_rl.agents.ppo import config as ppo_config
+from rtrl_rl.envs._jax import batched
 from rtrl_rl.system import anakin
 
 DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
@@ -89,7 +90,7 @@ def measure(config, repeats: int):
   n, space = a.num_envs, fenv.action_space
 
   def env_run(key):
-    es, _ = jax.vmap(fenv.reset)(jax.random.split(key, n))
+    es, _ = batched(fenv.reset, n)(jax.random.split(key, n))
 
     def body(carry, _):
       es, k = carry
@@ -98,7 +99,7 @@ def measure(config, repeats: int):
         act = jax.random.randint(ka, (n,), 0, space.num_values)
       else:
         act = jax.random.uniform(ka, (n,) + space.shape, minval=-1.0, maxval=1.0)
-      es, ts = jax.vmap(fenv.step)(jax.random.split(ks, n), es, act)
+      es, ts = batched(fenv.step, n)(jax.random.split(ks, n), es, act)
       return (es, k), ts.reward.sum()
 
     (_, k), r = jax.lax.scan(body, (es, key), None, length=a.rollout_length)

@@ -5,7 +5,8 @@
 * ``reset(key) -> (state, obs)``
 * ``step(key, state, action) -> (state, TimeStep)`` (scalar reward / flags)
 
-that jit, vmap (batch with ``jax.vmap(env.step)``) and scan. It follows the
+that jit, vmap (batch with ``jax.vmap(env.step)``, or :func:`batched` which skips the vmap for
+one env) and scan. It follows the
 package contract (:mod:`rtrl_rl.envs.core`), including the next-step
 autoreset: the step after ``terminated | truncated`` ignores its action and
 returns the first observation of a new episode with ``first = True``. (gymnax
@@ -58,20 +59,43 @@ class FunctionalEnv:
         return FunctionalState(core, jnp.zeros((), bool)), obs
 
     def step(self, key: jax.Array, state: FunctionalState, action) -> tuple[FunctionalState, TimeStep]:
+        """One step, or the autoreset after an ended episode: a ``lax.cond``, so a lone env
+        computes only the branch it takes (under ``vmap`` both run and one is selected)."""
         k_step, k_reset = jax.random.split(key)
-        obs_s, core_s, rew, term, trunc = self._core_step(k_step, state.core, action)
-        obs_r, core_r = self._core_reset(k_reset)
+        # Both branches return the incoming state's dtypes (lax.cond needs equal types).
+        typed = functools.partial(jax.tree.map, lambda x, like: jnp.asarray(x, like.dtype))
+        obs_dtype = np.dtype(self.observation_space.dtype)
+
+        def advance(_):
+            obs, core, rew, term, trunc = self._core_step(k_step, state.core, action)
+            return (typed(core, state.core), jnp.asarray(obs, obs_dtype), jnp.asarray(rew, jnp.float32),
+                    jnp.asarray(term, bool), jnp.asarray(trunc, bool))
+
+        def restart(_):
+            obs, core = self._core_reset(k_reset)
+            return (typed(core, state.core), jnp.asarray(obs, obs_dtype), jnp.zeros((), jnp.float32),
+                    jnp.zeros((), bool), jnp.zeros((), bool))
+
         d = state.done
-        pick = functools.partial(jax.tree.map, lambda r, s: jnp.where(d, r, s))
-        core, obs = pick(core_r, core_s), pick(obs_r, obs_s)
-        term = ~d & jnp.asarray(term, bool)
-        trunc = ~d & jnp.asarray(trunc, bool) & ~term
-        rew = jnp.where(d, 0.0, rew).astype(jnp.float32)
+        core, obs, rew, term, trunc = jax.lax.cond(d, restart, advance, None)
+        trunc = trunc & ~term
         return FunctionalState(core, term | trunc), TimeStep(obs, rew, term, trunc, d, {})
 
     def __repr__(self) -> str:
         return (f"FunctionalEnv({self.env_id!r}, obs={self.observation_space}, "
                 f"act={self.action_space})")
+
+
+def batched(fn, num_envs: int):
+    """``jax.vmap(fn)`` over a leading env axis; for one env, ``fn`` on the env itself (so its
+    ``lax.cond``s, e.g. the autoreset, compute only the branch taken)."""
+    if num_envs != 1:
+        return jax.vmap(fn)
+
+    def single(*args):
+        out = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: jnp.asarray(x)[None], out)
+    return single
 
 
 class JaxVecEnv(Env):

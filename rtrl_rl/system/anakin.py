@@ -43,6 +43,7 @@ from rtrl_rl import cells, parallel
 from rtrl_rl.agents.ppo import acting as ppo_acting
 from rtrl_rl.agents.ppo import learning as ppo_learning
 from rtrl_rl.agents.ppo.config import validate as ppo_validate
+from rtrl_rl.envs._jax import batched
 from rtrl_rl.networks.agent import Agent
 
 
@@ -107,7 +108,7 @@ def _zeros_action(space, num_envs):
 
 def init_actor(env, agent: Agent, norm_config, num_envs: int, key) -> ActorState:
   k_env, k_act = jax.random.split(key)
-  env_state, obs = jax.vmap(env.reset)(jax.random.split(k_env, num_envs))
+  env_state, obs = batched(env.reset, num_envs)(jax.random.split(k_env, num_envs))
   obs_shape = env.observation_space.shape
   return ActorState(
       env_state=env_state, obs=obs, reward=jnp.zeros((num_envs,), jnp.float32),
@@ -185,7 +186,8 @@ def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: in
   def body(carry, _):
     a, buf, i = carry
     d = _decide(agent, norm_config, params, a, axis_name)
-    env_state, ts = jax.vmap(env.step)(jax.random.split(d.env_key, num_envs), a.env_state, d.out.action)
+    env_state, ts = batched(env.step, num_envs)(jax.random.split(d.env_key, num_envs), a.env_state,
+                                                d.out.action)
     new, transition, stats = _record(norm_config, a, d, ts, env_state, axis_name)
     if buf is not None:
       buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, a.carry)
