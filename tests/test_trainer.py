@@ -297,3 +297,27 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
   with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
     step, _, meta = ckpt.restore_latest()
   assert step == steps[-1] == meta["updates"] >= 1
+
+
+BRAX_PPO = [  # PPO with an RTRL RTU on Brax's Reacher POMDP on the anakin loop: 1 env x 64 steps
+    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_reacher_pomdp.py:core=rtu_linear",
+    "--config.system.plot=False", "--config.agent.rollout_length=64",
+    "--config.agent.num_minibatches=1", "--config.agent.hidden_size=16"]
+
+
+@pytest.mark.long
+def test_anakin_ppo_on_brax_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+  """The whole anakin state (the Brax physics state included) is checkpointed: 2 iterations, then
+  resumed to 3 on the same run dir, ends with bitwise the parameters of 3 iterations in one go."""
+  def train(run_dir, iterations):
+    out = subprocess.run([*BRAX_PPO, f"--run_dir={run_dir}",
+                          f"--config.agent.total_env_steps={iterations * 64}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return _summary(out.stdout + out.stderr)
+
+  assert train(tmp_path / "a", 2)["updates"] == 2
+  resumed = train(tmp_path / "a", 3)
+  straight = train(tmp_path / "b", 3)
+  assert resumed["updates"] == straight["updates"] == 3
+  assert resumed["params_crc32"] == straight["params_crc32"]
