@@ -24,6 +24,7 @@ import pytest
 from popgym.core.deck import Deck
 from scipy import stats
 
+from rtrl_rl import envs
 from rtrl_rl.envs import _popgym, popgym_jax
 from rtrl_rl.envs.popgym_jax import _cards
 from tests._popgym_reference import assert_same_episode, reference, reference_episode
@@ -282,7 +283,7 @@ def _package_returns(task, level, policy, episodes):
 def _jax_returns(task, level, policy, batch, episodes):
     """Returns of ``episodes`` consecutive episodes in each of ``batch`` wrapped envs (autoreset:
     an episode of length L and its reset step take L + 1 steps)."""
-    fenv = popgym_jax.functional(f"popgym/{task}-{level}", task, level)
+    fenv = envs.make_functional(f"popgym/{task}-{level}")
     env, _ = reference(task, level, 0)
     length = _length(task, env)
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rtrl_rl import envs
 from rtrl_rl.envs import _popgym, popgym_jax
 from tests._popgym_reference import (assert_same_episode, encode, jax_episode, reference,
                                      reference_episode)
@@ -320,7 +321,7 @@ def test_random_policy_return_matches_package(task):
     """Through the functional env (autoreset wrapper, ``popgym_jax.params``) of the easy level:
     the first episode's return under a uniformly random policy agrees with the package's."""
     level = "easy"
-    f = popgym_jax.functional(f"popgym/{task}-{level}", task, level)
+    f = envs.make_functional(f"popgym/{task}-{level}")
     length = popgym_jax.params(task, level).max_episode_length
     n, horizon = 512, length + 1
 

@@ -18,7 +18,7 @@ A task module ``<task>.py`` exposes
   (scalars: float32 reward, bool flags; ``terminated`` and ``truncated`` as the
   package's ``step`` returns them).
 
-:func:`functional` wraps a module into a
+:func:`functional_env` wraps a module into a
 :class:`~rtrl_rl.envs._jax.FunctionalEnv` (next-step autoreset, ``first``);
 :func:`make_popgym_jax` is the factory's builder for ``popgym/<Task>-<level>``.
 """
@@ -54,7 +54,7 @@ def params(task: str, level: str):
     return levels[(task, level)] if (task, level) in levels else levels[level]
 
 
-def functional(env_id: str, task: str, level: str) -> FunctionalEnv:
+def functional_env(env_id: str, task: str, level: str) -> FunctionalEnv:
     """``task`` at ``level`` as a FunctionalEnv (single env, vmappable)."""
     mod, p = task_module(task), params(task, level)
     obs_space, act_space = mod.spaces(p)
@@ -65,7 +65,7 @@ def functional(env_id: str, task: str, level: str) -> FunctionalEnv:
 def make_popgym_jax(env_id: str, num_envs: int, seed: int, *, task: str, level: str,
                     describe: bool = False, functional: bool = False):
     """POPGym ``task`` at ``level`` in JAX: batched numpy (default) or functional."""
-    f = globals()["functional"](env_id, task, level)
+    f = functional_env(env_id, task, level)
     if describe:
         return f.observation_space, f.action_space
     return f if functional else JaxVecEnv(f, num_envs, seed)
