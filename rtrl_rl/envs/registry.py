@@ -289,19 +289,15 @@ def _memory_specs() -> list[EnvSpec]:
     return out
 
 
-def _popgym_specs() -> list[EnvSpec]:
+def _popgym_specs(family: str = "popgym") -> list[EnvSpec]:
+    """``popgym/``: our JAX port (functional); ``popgym-numpy/``: the package on the host."""
     from rtrl_rl.envs._popgym import LEVELS, TASKS
-    return [EnvSpec(f"popgym/{t}-{lvl}", "popgym", "rtrl_rl.envs.popgym_jax:make_popgym_jax",
-                    {"task": t, "level": lvl}, POPGYM_OPTIONS,
-                    f"POPGym {t}{lvl.capitalize()} in JAX", functional=True)
-            for t in TASKS for lvl in LEVELS]
-
-
-def _popgym_numpy_specs() -> list[EnvSpec]:
-    from rtrl_rl.envs._popgym import LEVELS, TASKS
-    return [EnvSpec(f"popgym-numpy/{t}-{lvl}", "popgym-numpy", "rtrl_rl.envs._popgym:make_popgym",
-                    {"task": t, "level": lvl}, POPGYM_OPTIONS,
-                    f"POPGym {t}{lvl.capitalize()} (the popgym package)")
+    jax_port = family == "popgym"
+    builder = ("rtrl_rl.envs.popgym_jax:make_popgym_jax" if jax_port
+               else "rtrl_rl.envs._popgym:make_popgym")
+    what = "in JAX" if jax_port else "(the popgym package)"
+    return [EnvSpec(f"{family}/{t}-{lvl}", family, builder, {"task": t, "level": lvl}, POPGYM_OPTIONS,
+                    f"POPGym {t}{lvl.capitalize()} {what}", functional=jax_port)
             for t in TASKS for lvl in LEVELS]
 
 
@@ -330,7 +326,7 @@ def _dmlab_specs() -> list[EnvSpec]:
 FAMILIES: dict[str, Callable[[], list[EnvSpec]]] = {
     "atari": _atari_specs, "procgen": _procgen_specs, "mujoco": _mujoco_specs,
     "brax": _brax_specs, "memory": _memory_specs, "popgym": _popgym_specs,
-    "popgym-numpy": _popgym_numpy_specs, "jax": _jax_specs,
+    "popgym-numpy": functools.partial(_popgym_specs, "popgym-numpy"), "jax": _jax_specs,
     "gymnax": _gymnax_specs, "dmlab": _dmlab_specs,
 }
 
