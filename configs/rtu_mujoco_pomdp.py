@@ -28,10 +28,5 @@ def get_config(arg=None):
                                T=ppo_config.DEFAULT_TRUNCATION, env_family="brax")
   if args["env"] not in ENVS:
     raise ValueError(f"env={args['env']!r}: expected one of {ENVS}")
-  if args["env_family"] not in FAMILIES:
-    raise ValueError(f"env_family={args['env_family']!r}: expected one of {tuple(FAMILIES)}")
-  prefix, backend = FAMILIES[args["env_family"]]
-  config = experiment.rtu_paper_ppo(f"rtu_mujoco_{args['env']}", f"{prefix}/{args['env']}",
-                                    args["core"], args["seed"], args["steps"], args["T"])
-  config.system.backend = backend
-  return config
+  return experiment.rtu_paper_ppo(f"rtu_mujoco_{args['env']}", args["env"], args["core"],
+                                  args["seed"], args["steps"], args["T"], args["env_family"], FAMILIES)

@@ -22,11 +22,6 @@ def get_config(arg=None):
   if args["task"] not in TASKS or args["level"] not in LEVELS:
     raise ValueError(f"task={args['task']!r}, level={args['level']!r}: expected a task in {TASKS} "
                      f"and a level in {LEVELS}")
-  if args["env_family"] not in FAMILIES:
-    raise ValueError(f"env_family={args['env_family']!r}: expected one of {tuple(FAMILIES)}")
-  prefix, backend = FAMILIES[args["env_family"]]
-  config = experiment.rtu_paper_ppo(f"rtu_popgym_{args['task']}-{args['level']}",
-                                    f"{prefix}/{args['task']}-{args['level']}", args["core"],
-                                    args["seed"], args["steps"], args["T"])
-  config.system.backend = backend
-  return config
+  return experiment.rtu_paper_ppo(f"rtu_popgym_{args['task']}-{args['level']}",
+                                  f"{args['task']}-{args['level']}", args["core"], args["seed"],
+                                  args["steps"], args["T"], args["env_family"], FAMILIES)

@@ -19,10 +19,5 @@ FAMILIES = {"brax": ("brax", "anakin"), "envpool": ("mujoco", "sync")}
 def get_config(arg=None):
   args = experiment.parse_args(arg, core="rtu_nonlinear", seed=0, steps=1_000_000,
                                T=ppo_config.DEFAULT_TRUNCATION, env_family="brax")
-  if args["env_family"] not in FAMILIES:
-    raise ValueError(f"env_family={args['env_family']!r}: expected one of {tuple(FAMILIES)}")
-  prefix, backend = FAMILIES[args["env_family"]]
-  config = experiment.rtu_paper_ppo("rtu_reacher_pomdp", f"{prefix}/Reacher-POMDP", args["core"],
-                                    args["seed"], args["steps"], args["T"])
-  config.system.backend = backend
-  return config
+  return experiment.rtu_paper_ppo("rtu_reacher_pomdp", "Reacher-POMDP", args["core"], args["seed"],
+                                  args["steps"], args["T"], args["env_family"], FAMILIES)

@@ -217,16 +217,21 @@ def set_core(agent_config, mode: str, cell: str) -> None:
     raise ValueError(f"mode={mode!r}: expected one of ('rtrl', 'tbptt', 'ff')")
 
 
-def rtu_paper_ppo(name: str, env_id: str, core: str, seed: int, total_env_steps: int,
-                  truncation: int):
-  """The RTU paper's PPO experiment (its defaults; backend "sync" for host environments) with a
-  budget-matched core variant from `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`; `truncation` is the
-  T of the T-BPTT variants (`lru_tbptt`, `gru`)."""
+def rtu_paper_ppo(name: str, env_name: str, core: str, seed: int, total_env_steps: int,
+                  truncation: int, env_family: str, families: dict[str, tuple[str, str]]):
+  """The RTU paper's PPO experiment (its defaults) with a budget-matched core variant from
+  `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`; `truncation` is the T of the T-BPTT variants
+  (`lru_tbptt`, `gru`). `families` maps each `env_family` a config offers to (id family, backend):
+  the env is `<id family>/<env_name>` on that backend (e.g. "brax" -> ("brax", "anakin"))."""
   from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+  if env_family not in families:
+    raise ValueError(f"env_family={env_family!r}: expected one of {tuple(families)}")
+  prefix, backend = families[env_family]
   c = base_config("ppo")
   c.name = f"{name}_{core}"
   c.seed = c.agent.seed = seed
-  c.env.id = env_id
+  c.env.id = f"{prefix}/{env_name}"
+  c.system.backend = backend
   c.agent.total_env_steps = total_env_steps
   ppo_config.set_core(c.agent, core, truncation)
   return c
