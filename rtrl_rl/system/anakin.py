@@ -202,8 +202,12 @@ def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: in
 
 def carry_buffer(agent: Agent, num_steps: int, num_envs: int):
   """Zeros shaped as the stored carries of `num_steps` steps of `num_envs` envs (`act`)."""
-  return jax.tree.map(lambda x: jnp.zeros((num_steps, *x.shape), x.dtype),
-                      agent.initial_carry(num_envs))
+  return _stacked_zeros(agent.initial_carry(num_envs), num_steps)
+
+
+def _stacked_zeros(tree, n: int):
+  """Zeros shaped as `n` copies of `tree` stacked on a new leading axis (arrays or shape structs)."""
+  return jax.tree.map(lambda x: jnp.zeros((n, *x.shape), x.dtype), tree)
 
 
 class HostActing(NamedTuple):
@@ -225,9 +229,13 @@ def host_acting(env, agent: Agent, norm_config) -> HostActing:
   go to the jitted calls as they are (numpy), moved once."""
   b = env.num_envs
 
-  def fold(a, d, ts, buf, t):
+  def record_row(a, d, ts):
+    """The actor state after the env's TimeStep `ts`, and the buffers' row of this step."""
     new, transition, stats = _record(norm_config, a, d, ts, None)
-    row = dict(transition, carry=a.carry, stats=stats)
+    return new, dict(transition, carry=a.carry, stats=stats)
+
+  def fold(a, d, ts, buf, t):
+    new, row = record_row(a, d, ts)
     buf = jax.tree.map(lambda x, v: jax.lax.dynamic_update_index_in_dim(x, v, t, 0), buf, row)
     return new, buf
 
@@ -260,13 +268,10 @@ def host_acting(env, agent: Agent, norm_config) -> HostActing:
   def buffers(params, a, num_steps):
     """The `[num_steps, B, ...]` buffers: the previous call's (donated again), or new zeros."""
     if num_steps not in held:
-      def row(a, d):
-        ts = TimeStepArrays(a.obs, a.reward, a.terminated, a.truncated, a.first)
-        _, transition, stats = _record(norm_config, a, d, ts, None)
-        return dict(transition, carry=a.carry, stats=stats)
-      shapes = jax.eval_shape(row, a, jax.eval_shape(decide, params, a))
+      ts = TimeStepArrays(a.obs, a.reward, a.terminated, a.truncated, a.first)
+      _, row = jax.eval_shape(record_row, a, jax.eval_shape(decide, params, a), ts)
       held.clear()
-      held[num_steps] = jax.tree.map(lambda x: jnp.zeros((num_steps, *x.shape), x.dtype), shapes)
+      held[num_steps] = _stacked_zeros(row, num_steps)
     return held.pop(num_steps)
 
   def run(params, actor: ActorState, num_steps: int):
