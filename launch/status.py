@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from rtrl_rl import cli
 from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
 
 LAUNCH_FILE = "launch.json"
@@ -199,14 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--root", required=True, help="a sweep directory (<sweep root>/<sweep name>) or run dir")
   p.add_argument("--stale_s", type=float, default=None)
   p.add_argument("--json", action="store_true")
+  p.add_argument("--verbose", action="store_true", help=cli.VERBOSE_HELP)
   args = p.parse_args(argv)
+  if not os.path.isdir(args.root):
+    what = "not a directory" if os.path.exists(args.root) else "no such directory"
+    raise cli.UsageError(f"--root={args.root}: {what}. Pass a sweep directory (<sweep root>/"
+                         "<sweep name>, e.g. runs/sweeps/default) or a run directory")
   dirs = discover(args.root)
   if not dirs:
-    print(f"no runs under {args.root}", file=sys.stderr)
-    return 1
+    raise cli.UsageError(f"--root={args.root}: no run directories in it. Pass a sweep directory (<sweep "
+                         "root>/<sweep name>, e.g. runs/sweeps/default) or a run directory")
   print_rows(collect(dirs, args.stale_s), as_json=args.json)
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

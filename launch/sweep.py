@@ -40,6 +40,8 @@ import shlex
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from rtrl_rl import cli
+
 DEFAULT_ROOT = os.path.join("runs", "sweeps")
 TRAIN_MODULE = "rtrl_rl.train"
 RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus", "time_min", "signal_delay_s",
@@ -151,11 +153,17 @@ def sweep_name(path: str, module=None) -> str:
 
 def load_module(path: str):
   if not os.path.isfile(path):
-    raise SweepError(f"--sweep={path}: no such file")
+    raise SweepError(f"--sweep={path}: no such file (the sweep files are launch/sweeps/*.py)")
   mod_name = "_sweep_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(mod_name, path)
+  if spec is None:
+    raise SweepError(f"--sweep={path}: not a Python file (the sweep files are launch/sweeps/*.py)")
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  # the user's file
+    raise SweepError(f"--sweep={path}: the file raised {cli.describe(e)}; fix it (--verbose shows the "
+                     "traceback)") from e
   if not callable(getattr(module, "get_sweep", None)):
     raise SweepError(f"{path}: a sweep file must define get_sweep() -> list[dict]")
   return module
@@ -186,7 +194,10 @@ def load_sweep(path: str, root: str = DEFAULT_ROOT) -> tuple[str, list[Run]]:
   try:
     dicts = module.get_sweep(arg) if arg else module.get_sweep()
   except (TypeError, ValueError) as e:
-    raise SweepError(f"{path}: sweep arguments {arg!r}: {e}") from None
+    raise SweepError(f"{path}: sweep arguments {arg!r}: {e}") from e
+  except Exception as e:  # pylint: disable=broad-except  # the user's file
+    raise SweepError(f"{path}: get_sweep({repr(arg) if arg else ''}) raised {cli.describe(e)}; fix the "
+                     "file or its arguments (--verbose shows the traceback)") from e
   if not isinstance(dicts, (list, tuple)) or not dicts:
     raise SweepError(f"{path}: get_sweep() must return a non-empty list of dicts")
   name = sweep_name(path, module)
@@ -306,7 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--stale_s", type=float, default=None,
                  help="status: metrics older than this are 'stale' (default: max(300, 10 x log period))")
   p.add_argument("--no_wait", action="store_true", help="local: submit, do not wait for the runs")
+  p.add_argument("--verbose", action="store_true", help=cli.VERBOSE_HELP)
   return p
+
+
+def _check_slurm() -> None:
+  import shutil  # pylint: disable=g-import-not-at-top
+  missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+  if missing:
+    raise SweepError(f"--backend=slurm: {' and '.join(missing)} not found on PATH (this is not a SLURM "
+                     "node): run the sweep on a SLURM login node, or with --backend=local; --dry_run "
+                     "lists the jobs anywhere")
 
 
 def select(runs: list[Run], only: str) -> list[Run]:
@@ -369,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not todo:
       print(f"sweep {name}: nothing to launch ({len(runs)} runs finished or alive)")
       return 0
+    cli.check_writable(sweep_dir(args.root, name), "--root", directory=True)
+    if args.backend == "slurm":
+      _check_slurm()
     folder = os.path.join(sweep_dir(args.root, name), ".submitit")
     if args.backend == "local":
       devices = _parse_devices(args.devices)
@@ -387,9 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"--root={args.root} --status` shows their state")
     return 0
   except SweepError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return cli.report(e, 2)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -3,7 +3,8 @@
 Loads `<run_dir>/config.json` and the latest checkpoint's parameters, builds the environment and
 the agent, and plays N complete episodes per repeat, the recurrent core's carry threaded through
 every step (reset at episode starts, as in training). Prints mean / std per repeat and overall and
-writes `<run_dir>/eval.json` (`eval_<split>.json` with `--split`, or `--out`).
+writes `<run_dir>/eval.json` (`eval_<split>.json` with `--split`, or `--out`: a run directory this
+user cannot write is refused before evaluating, naming `--out`).
 
 The papers' protocols:
   Irie et al.:  --greedy --episodes=100 --repeats=3
@@ -24,11 +25,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Callable
 
-from absl import app, flags
+from absl import flags
+
+from rtrl_rl import cli
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (holds config.json and checkpoints/)")
 _EPISODES = flags.DEFINE_integer("episodes", 100, "complete episodes per repeat")
@@ -45,7 +47,11 @@ _OUT = flags.DEFINE_string("out", None, "output file (default <run_dir>/eval.jso
 
 
 class EvaluationError(RuntimeError):
-  pass
+  """The run directory or the options cannot be evaluated as asked; the message says why."""
+
+
+class IncompleteEvaluation(EvaluationError):
+  """The episodes did not finish within --max_steps."""
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -53,7 +59,8 @@ def load_config(run_dir: str):
   import ml_collections  # pylint: disable=g-import-not-at-top
   path = os.path.join(run_dir, "config.json")
   if not os.path.exists(path):
-    raise EvaluationError(f"{path} not found: not a run directory")
+    raise EvaluationError(f"{path} not found: {run_dir} is not a run directory. Pass the --run_dir of "
+                          "a trained run (it holds config.json and checkpoints/)")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -67,7 +74,8 @@ def load_checkpoint(run_dir: str) -> tuple[int, dict, dict]:
   finally:
     ckpt.close()
   if restored is None:
-    raise EvaluationError(f"no checkpoint in {run_dir}/checkpoints")
+    raise EvaluationError(f"no checkpoint in {run_dir}/checkpoints: the run has not saved one yet "
+                          "(train it longer, or pass another --run_dir)")
   return restored
 
 
@@ -220,7 +228,7 @@ def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> d
         done[i] += 1
       ret[i], length[i] = 0.0, 0
     if max_steps and steps * b >= max_steps:
-      raise EvaluationError(f"{int(done.sum())}/{episodes} episodes after {steps * b} env steps "
+      raise IncompleteEvaluation(f"{int(done.sum())}/{episodes} episodes after {steps * b} env steps "
                             f"(--max_steps={max_steps})")
   flat_r = [r for rs in returns for r in rs]
   flat_l = [l for ls in lengths for l in ls]
@@ -285,24 +293,33 @@ def main(argv) -> int:
   del argv
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.envs import EnvError, MissingDependencyError  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore step at INFO
   if not _RUN_DIR.value:
-    print("error: --run_dir is required", file=sys.stderr)
-    return 2
+    raise cli.UsageError("--run_dir is required: the directory of a trained run (it holds config.json "
+                         "and checkpoints/)")
+  out = _OUT.value or default_out(_RUN_DIR.value, _SPLIT.value)
+  cli.check_writable(out, "--out")
   try:
     record = evaluate(_RUN_DIR.value, _EPISODES.value, _REPEATS.value, _GREEDY.value, _SEED.value,
                       _NUM_ENVS.value, _SPLIT.value, _parse_options(_ENV_OPTIONS.value), _MAX_STEPS.value)
-  except EvaluationError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  out = _OUT.value or default_out(_RUN_DIR.value, _SPLIT.value)
+  except IncompleteEvaluation as e:
+    return cli.report(e, 1)
+  except (EvaluationError, EnvError, MissingDependencyError) as e:
+    return cli.report(e, 2)
   tmp = out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=2, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x))
-  os.replace(tmp, out)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(record, f, indent=2, default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x))
+    os.replace(tmp, out)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    return cli.report(e, 1, f"the scores above were not saved: writing {out} failed ({e.strerror}). "
+                            "Rerun with --out=<a writable path>")
   print(f"wrote {out}")
   return 0 if all(math.isfinite(x) for x in (record["mean"], record["std"])) else 1
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_absl(main)

@@ -39,6 +39,7 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   s.records_per_pool = 1             # records per pool: the policy runs on records x envs_per_actor envs
   s.queue_capacity = 4               # rollout records buffered between actors and learner (back-pressure)
   s.max_actor_restarts = 3           # restarts per actor before the run stops with a checkpoint
+  s.stall_timeout_s = 60.0           # an actor alive but delivering nothing this long is restarted
   s.log_every_s = 10.0               # progress line and metrics period (seconds)
   s.checkpoint_every_s = 120.0       # checkpoint period (seconds); one is always written at the end
   s.keep_checkpoints = 3             # checkpoints kept on disk
@@ -89,7 +90,7 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
                "keep_checkpoints", "num_processes"):
     if not _positive_int(s[name]):
       err(f"system.{name}={s[name]!r} must be a positive int")
-  for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s"):
+  for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s", "stall_timeout_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
   from rtrl_rl.system.actors import ACTOR_DEVICES  # pylint: disable=g-import-not-at-top

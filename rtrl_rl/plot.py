@@ -33,11 +33,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rtrl_rl import cli
 from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
 
 CONFIG_FILE = 'config.json'
 _SEED_DIR_RE = re.compile(r'^(?P<name>.+?)[_-]seed[_-]?(?P<seed>\d+)$')
 _NAME_FIELDS = ('name', 'experiment', 'exp_name')
+
+
+class PlotError(ValueError):
+  """Nothing to plot, or an input that cannot be read; the message says which and what to pass."""
 
 
 # -- discovering and grouping runs ------------------------------------------------------------------------
@@ -52,7 +57,8 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[str]:
       found.add(p)
       continue
     if not os.path.isdir(p):
-      raise FileNotFoundError(f'--runs: {p} is not a directory')
+      raise PlotError(f'--runs: {p} is not a directory: pass run directories (holding {METRICS_FILE}) '
+                      'or directories above them')
     for root, dirs, files in os.walk(p):
       dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d not in ('tb', 'checkpoints'))
       if METRICS_FILE in files:
@@ -244,8 +250,14 @@ def load_reference(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
   """``{group: {'value': float, 'source': str | None}}`` from a JSON file (see the module docstring)."""
   if not path:
     return {}
-  with open(path, encoding='utf-8') as f:
-    raw = json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      raw = json.load(f)
+  except (OSError, ValueError) as e:
+    raise PlotError(f'--reference={path}: cannot read it ({getattr(e, "strerror", None) or e}): pass a '
+                    'JSON file {"group name": number}') from e
+  if not isinstance(raw, Mapping):
+    raise PlotError(f'--reference={path}: expected a JSON object {{"group name": number}}')
   out = {}
   for k, v in raw.items():
     if isinstance(v, Mapping):
@@ -306,20 +318,28 @@ def plot_runs(
     final_frac: float = 0.1,
     title: str | None = None,
 ) -> dict[str, Any]:
-  """Draws the curves to ``out`` (PNG) and the table to ``<out stem>.md``; returns a summary dict."""
+  """Draws the curves to ``out`` (PNG) and the table to ``<out stem>.md``; returns a summary dict.
+  Raises PlotError when there is nothing to plot or an input cannot be read."""
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from matplotlib.backend_bases import FigureCanvasBase  # pylint: disable=import-outside-toplevel
 
+  ext = os.path.splitext(os.fspath(out))[1][1:].lower()
+  if ext and ext not in FigureCanvasBase.get_supported_filetypes():
+    raise PlotError(f'--out={out}: matplotlib cannot write .{ext} files; name a .png (or .pdf, .svg) file')
   run_dirs = find_runs(runs)
   if not run_dirs:
-    raise FileNotFoundError(f'no run directories with {METRICS_FILE} under {list(map(str, runs))}')
+    raise PlotError(f'no run directory (one holding {METRICS_FILE}) at or under '
+                    f'{", ".join(map(str, runs))}: pass the directories of runs that logged metrics '
+                    'with --runs')
   groups = group_runs(run_dirs)
   results = [gc for g in groups if (gc := group_curves(g, x, y, points=points, smooth=smooth, ci=ci,
                                                        final_frac=final_frac)) is not None]
   if not results:
-    raise ValueError(f'no run has records with both {x!r} and {y!r}')
+    raise PlotError(f'no run has records with both {x!r} and {y!r}: choose metrics the runs log '
+                    f'(the keys of {METRICS_FILE}) with --x and --y')
   ref = reference if isinstance(reference, Mapping) else load_reference(reference)
   ref = {k: (v if isinstance(v, Mapping) else {'value': v, 'source': None}) for k, v in ref.items()}
 
@@ -380,20 +400,23 @@ def _define_flags():
   return flags.FLAGS
 
 
-def main(argv):
+def main(argv) -> int:
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
 
   f = flags.FLAGS
-  summary = plot_runs(f.runs, f.out, f.x, f.y, reference=f.reference, ci=f.ci, points=f.points,
-                      smooth=f.smooth, final_frac=f.final_frac, title=f.title)
+  cli.check_writable(f.out, '--out')
+  try:
+    summary = plot_runs(f.runs, f.out, f.x, f.y, reference=f.reference, ci=f.ci, points=f.points,
+                        smooth=f.smooth, final_frac=f.final_frac, title=f.title)
+  except PlotError as e:
+    return cli.report(e, 2)
   with open(summary['md'], encoding='utf-8') as fh:
     print(fh.read(), end='')
   print(f'wrote {summary["png"]} and {summary["md"]}')
+  return 0
 
 
 if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
-
   _define_flags()
-  app.run(main)
+  cli.run_absl(main)

@@ -40,9 +40,9 @@ def _start(args, devices=4):
                           stderr=subprocess.STDOUT, text=True)
 
 
-def _train(run_dir, iterations, devices=4):
+def _train(run_dir, iterations, devices=4, *flags):
   return _start([*TRAIN, f"--run_dir={run_dir}",
-                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}"], devices)
+                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}", *flags], devices)
 
 
 def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION, *flags):
@@ -191,10 +191,10 @@ def test_trainer_anakin_on_4_devices_runs_and_resumes(runs):
   first = _summary(out)
   assert first["updates"] == 2 and first["frames"] == 2 * STEPS_PER_ITERATION
   shutil.copytree(runs["dir"] / "run", runs["dir"] / "run_on_1")
-  moved = _output(_train(runs["dir"] / "run_on_1", 3, devices=1))
+  moved = _output(_train(runs["dir"] / "run_on_1", 3, 1, "--accept_config_changes"))
   assert "written on another number of devices" in moved and "data-parallel" not in moved
   assert _summary(moved)["updates"] == 3 and _summary(moved)["frames"] == 3 * STEPS_PER_ITERATION
-  resumed = _summary(_output(_train(runs["dir"] / "run", 3)))
+  resumed = _summary(_output(_train(runs["dir"] / "run", 3, 4, "--accept_config_changes")))
   assert resumed["updates"] == 3 and resumed["frames"] == 3 * STEPS_PER_ITERATION
   assert resumed["params_crc32"] != first["params_crc32"]
 
@@ -219,7 +219,8 @@ def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
     else:
       np.testing.assert_array_equal(hosts[k], want, err_msg=k)
   run_dir = runs["dir"] / "hosts"
-  procs = _train_two_hosts(run_dir, 10_000, TRAIN, STEPS_PER_ITERATION, "--config.system.log_every_s=0.1")
+  procs = _train_two_hosts(run_dir, 10_000, TRAIN, STEPS_PER_ITERATION, "--config.system.log_every_s=0.1",
+                           "--accept_config_changes")
   deadline = time.time() + 300
   while not any(row["updates"] >= 4 for row in read_metrics(run_dir)):  # resumed at 2, 2 more done
     assert time.time() < deadline and all(p.poll() is None for p in procs)

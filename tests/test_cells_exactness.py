@@ -1,6 +1,5 @@
 """Exact RTRL == full BPTT (float64, episode resets, across unroll boundaries) and finite differences."""
 
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rtrl_rl import evaluate
+from tests.test_cli import run_cli
 from tests.test_launch import ROOT, default_sweep_root
 
 
@@ -48,8 +49,9 @@ def test_greedy_is_deterministic_and_sampling_differs(run_dir):
     evaluate.evaluate(run_dir, split="test", **kw)
 
 
-def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
-  """A run of the jitted PPO loop (checkpoint = AnakinState: learner params + normaliser)."""
+def _ppo_run(run: str):
+  """A run directory of the jitted PPO loop with random parameters; returns its checkpointed state
+  (an AnakinState: learner params + normaliser)."""
   from rtrl_rl import envs, experiment
   from rtrl_rl.io.checkpoint import Checkpointer
   from rtrl_rl.system import anakin
@@ -59,7 +61,6 @@ def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
   a.num_envs, a.rollout_length, a.num_minibatches, a.minibatch_size = 2, 8, 1, 16
   a.cell, a.hidden_size, a.cell_options = "lru", 8, {}
   a.torso_sizes, a.head_sizes = (8,), (8,)
-  run = str(tmp_path / "ppo_run")
   os.makedirs(run)
   with open(os.path.join(run, "config.json"), "w") as f:
     json.dump(json.loads(c.to_json_best_effort()), f)
@@ -74,6 +75,12 @@ def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
   ckpt = Checkpointer(os.path.join(run, "checkpoints"))
   ckpt.save(3, state, {"frames": 48, "updates": 3}, wait=True)
   ckpt.close()
+  return state
+
+
+def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
+  run = str(tmp_path / "ppo_run")
+  state = _ppo_run(run)
   flat = evaluate.load_checkpoint(run)[1]
   params = evaluate.params_from_flat(flat, state.learner.params)   # not the optimiser's moments
   assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params),
@@ -83,3 +90,30 @@ def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
   assert rec["algo"] == "ppo" and rec["checkpoint_step"] == 3 and rec["frames"] == 48
   assert [len(r["returns"]) for r in rec["per_repeat"]] == [3, 3]
   assert all(math.isfinite(x) and x >= 1 for r in rec["per_repeat"] for x in r["returns"])
+
+
+def test_read_only_run_dir_is_refused_before_evaluating_and_out_writes_elsewhere(tmp_path):
+  """A run directory this user cannot write: no scores then a traceback, but one message naming --out
+  before any episode; with --out the evaluation reads the run directory only."""
+  run = str(tmp_path / "ppo_run")
+  _ppo_run(run)
+  os.chmod(run, 0o555)
+  try:
+    args = [f"--run_dir={run}", "--episodes=2", "--num_envs=2", "--greedy"]
+    out = run_cli("rtrl_rl.evaluate", *args, honour_permissions=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert "--out" in out.stderr and "read-only" in out.stderr and "repeat 0" not in out.stdout
+    elsewhere = str(tmp_path / "eval.json")
+    out = run_cli("rtrl_rl.evaluate", *args, f"--out={elsewhere}", honour_permissions=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.load(open(elsewhere))["episodes"] == 2 and not os.path.exists(os.path.join(run, "eval.json"))
+  finally:
+    os.chmod(run, 0o755)
+
+
+def test_episodes_unfinished_within_max_steps_fail_with_exit_1(tmp_path):
+  run = str(tmp_path / "ppo_run")
+  _ppo_run(run)
+  out = run_cli("rtrl_rl.evaluate", f"--run_dir={run}", "--episodes=2", "--num_envs=2", "--max_steps=4")
+  assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+  assert "error: 0/2 episodes after 4 env steps (--max_steps=4)" in out.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtrl_rl.agents import Rollout, impala
-from rtrl_rl.agents.rollout import batch_slice, synthetic_rollout, transitions
+from rtrl_rl.agents.rollout import synthetic_rollout, transitions
 from rtrl_rl.envs import Space
 
 OBS = Space.box((3,), np.float32)

@@ -86,10 +86,10 @@ def test_progress_line_content_and_rate_limit():
   line = p.update(100_000, 20, episode_returns=[3.0, 4.0], policy_lag=1.5, queue_depth=3, queue_capacity=8)
   assert line is not None and out.getvalue().strip() == line
   assert 'frames 100k/1M (10.0%)' in line
-  assert '2 steps/s' in line and '10k fps' in line
+  assert '| 10k steps/s 2 updates/s |' in line  # agent steps (frames) and learner updates per second
   assert 'return 3 (n=3)' in line  # window of 3: mean(2, 3, 4)
   assert 'lag 1.5' in line and 'queue 3/8' in line
-  assert 'ETA 1m30s' in line  # 900k frames left at 10k fps
+  assert 'ETA 1m30s' in line  # 900k frames left at 10k steps/s
   # rate limited: calls within the next 10 s print nothing
   for _ in range(5):
     clock.t += 1.9
@@ -97,7 +97,7 @@ def test_progress_line_content_and_rate_limit():
   assert len(out.getvalue().splitlines()) == 1
   clock.t += 0.6  # 10.1 s since the last line; rates are over that interval
   line = p.update(200_000, 40)
-  assert line is not None and '1.98 steps/s' in line and '9.9k fps' in line
+  assert line is not None and '9.9k steps/s 1.98 updates/s' in line
   assert len(out.getvalue().splitlines()) == 2
   assert p.update(200_000, 40, force=True) is not None  # force prints regardless
 
@@ -110,4 +110,21 @@ def test_progress_without_total_and_without_returns():
   line = p.update(10, 1)
   assert lines == [line]
   assert 'return - (n=0)' in line and 'ETA' not in line and 'lag' not in line and 'queue' not in line
+  assert '/s' not in line  # the first call prints: no interval to measure rates over (not '0 steps/s')
   assert format_duration(3725) == '1h02m05s' and format_duration(65) == '1m05s' and format_duration(5) == '5s'
+
+
+def test_progress_names_stalled_actors_once_on_the_next_line():
+  clock = FakeClock()
+  lines = []
+  p = Progress(interval_s=10, clock=clock, print_fn=lines.append)
+  p.update(0, 0)
+  clock.t += 4
+  assert p.update(100, 1, stalled=['actor1 (pid 4242)']) is None  # kept until the next line
+  clock.t += 4
+  assert p.update(200, 2, stalled=['actor0 (pid 4240)']) is None
+  clock.t += 4
+  line = p.update(300, 3)
+  assert line.endswith(' | stalled: actor1 (pid 4242), actor0 (pid 4240)')
+  clock.t += 10
+  assert 'stalled' not in p.update(400, 4)

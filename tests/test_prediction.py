@@ -271,6 +271,7 @@ def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
 def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(tmp_path):
   """A run stopped after 2 of 4 chunks (as by SIGTERM) leaves a checkpoint; the rerun on the same
   directory continues the same streams and ends with the uninterrupted run's MSRE per seed."""
+  from rtrl_rl.io import run_dir
   from rtrl_rl.system.trainer import _Checkpoints
   c = _load_experiment_config_module().get_config("cell=rtu_nonlinear,steps=800,chunk=200,window=300,"
                                                   "seeds=2,hidden=4")
@@ -281,10 +282,12 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted
     chunks["n"] += 1
     return chunks["n"] > 2
 
-  first = P.run_experiment(c, checkpoints=_Checkpoints(str(tmp_path), 3), should_stop=stop_after_two)
+  first = P.run_experiment(c, checkpoints=_Checkpoints(str(tmp_path), 3, {}), should_stop=stop_after_two)
   assert first["stopped_early"] and first["steps"] == 400
   logs = []
-  resumed = P.run_experiment(c, checkpoints=_Checkpoints(str(tmp_path), 3), log=logs.append)
+  ckpt = _Checkpoints(str(tmp_path), 3, {})
+  ckpt.plan = run_dir.Plan(step=ckpt.checkpointer.latest_step())
+  resumed = P.run_experiment(c, checkpoints=ckpt, log=logs.append)
   assert "resumed at step 400/800" in logs[0]
   assert not resumed["stopped_early"] and resumed["steps"] == 800
   np.testing.assert_allclose(resumed["msre_per_seed"], full["msre_per_seed"], rtol=1e-6)

@@ -1,6 +1,9 @@
 """Actors: double-buffered collection keeps the Rollout contract per buffer (toy env and envpool's
-async send/recv), records split from a pool are whole rollouts, the episode tracker, and the record
-spec matches what an actor produces."""
+async send/recv), records split from a pool are whole rollouts, the episode tracker, the record
+spec matches what an actor produces, and an actor beats (reports progress, for the stall
+detection) after each record it delivers and while it waits for a full queue, and not otherwise."""
+
+import threading
 
 import jax
 import ml_collections
@@ -10,7 +13,7 @@ import pytest
 from rtrl_rl.agents import impala
 from rtrl_rl.agents.rollout import Rollout
 from rtrl_rl.system import actors
-from rtrl_rl.system.queue import RolloutQueue, flatten_spec
+from rtrl_rl.system.queue import QueueClosed, RolloutQueue, flatten_spec
 from tests.test_impala_acting import _ToyEnv
 
 
@@ -111,8 +114,7 @@ def test_episode_tracker_counts_across_rollouts():
   np.testing.assert_array_equal(length[:, 0], [0, 2])
 
 
-def test_record_spec_matches_what_an_actor_produces():
-  from rtrl_rl import envs
+def _small_actor_config():
   c = ml_collections.ConfigDict()
   c.env = ml_collections.ConfigDict({"id": "memory/cartpole-masked",
                                      "options": ml_collections.ConfigDict({"num_threads": 1})})
@@ -121,6 +123,12 @@ def test_record_spec_matches_what_an_actor_produces():
   c.agent.network.torso, c.agent.network.mlp_hidden_sizes = "mlp", (8,)
   c.agent.network.cell, c.agent.network.hidden_size = "rtu", 4
   c.system = ml_collections.ConfigDict({"envs_per_actor": 2, "actor_pools": 2, "records_per_pool": 2})
+  return c
+
+
+def test_record_spec_matches_what_an_actor_produces():
+  from rtrl_rl import envs
+  c = _small_actor_config()
   assert actors.actor_layout(c) == (2, 2)
   pools = actors.make_actor_envs(c, seed=3)
   assert [p.num_envs for p in pools] == [4, 4]
@@ -175,3 +183,56 @@ def test_gpu_actors_need_a_local_gpu():
     with pytest.raises(actors.NoAcceleratorError, match=r"actor_device=cpu"):
       actors.actor_envs_for_host("gpu", 2)
   assert actors.actor_envs_for_host("cpu", 2) == [{"JAX_PLATFORMS": "cpu"}] * 2
+
+
+class _Info:
+  """A WorkerInfo stand-in that logs the actor's beats."""
+  attempt = 0
+
+  def __init__(self, log):
+    self.stop_event, self._log = threading.Event(), log
+
+  def beat(self):
+    self._log.append("beat")
+
+
+class _Queue:
+  """Full on the first put; closed on the third record."""
+
+  def __init__(self, log):
+    self._log, self._calls = log, 0
+
+  def put(self, record, timeout=None):
+    del record, timeout
+    self._calls += 1
+    if self._calls == 1:
+      self._log.append("full")
+      raise TimeoutError
+    self._log.append("put")
+    if self._log.count("put") == 3:
+      raise QueueClosed
+
+
+class _Store:
+  def __init__(self, params):
+    self._params = params
+
+  def read_if_newer(self, version):
+    return (self._params, 0) if version < 0 else None
+
+
+def test_actor_beats_after_each_delivery_and_while_the_queue_is_full(monkeypatch):
+  from rtrl_rl import envs
+  c = _small_actor_config()
+  c.seed = 0
+  obs_space, act_space = envs.describe(c.env.id)
+  agent = impala.make_agent(c.agent, obs_space, act_space)
+  params = jax.device_get(impala.init_learner(agent, c.agent, obs_space).params)
+  log = []
+  platforms = jax.config.jax_platforms
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")     # restored afterwards (actor_main sets it)
+  try:
+    actors.actor_main(_Info(log), c, 0, 0, _Queue(log), _Store(params), {"JAX_PLATFORMS": "cpu"})
+  finally:
+    jax.config.update("jax_platforms", platforms)
+  assert log == ["full", "beat", "put", "beat", "put", "beat", "put"]

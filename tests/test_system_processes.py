@@ -1,7 +1,11 @@
 """Supervisor: a SIGKILLed worker is detected and restarted within ~2 s; a crashing worker exhausts
-its retries with a clear error; shutdown stops well-behaved workers, kills stubborn ones and leaves
-no child process alive; workers ignore SIGINT; the main-process signal handlers request a shutdown
-once and force on the second Ctrl-C; workers of a parent that was SIGKILLed exit by themselves."""
+its retries with a clear error; a stalled worker (stopped by SIGSTOP) is reported, killed and
+restarted within its budget, while a slow start or a worker that never beats is no stall; shutdown
+stops well-behaved workers, kills stubborn ones and leaves no child process alive; workers ignore
+SIGINT; the main-process signal handlers request a shutdown once and force on the second Ctrl-C;
+workers of a parent that was SIGKILLed exit by themselves."""
+
+import logging
 
 import multiprocessing as mp
 import os
@@ -34,6 +38,26 @@ def _crash(info):
 def _ready_loop(info, ready):
   ready.set()
   _loop_until_stop(info)
+
+
+def _beating(info, stop_first_attempt):
+  """Beats every 0.05 s; its first attempt stops itself (SIGSTOP) after 0.3 s if asked."""
+  t0 = time.monotonic()
+  while not info.stop_event.wait(0.05):
+    info.beat()
+    if stop_first_attempt and info.attempt == 0 and time.monotonic() - t0 > 0.3:
+      os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _slow_start(info):
+  time.sleep(2.5)                               # longer than the stall timeout, before any beat
+  _beating(info, False)
+
+
+def _stops_while_starting(info):
+  if info.attempt == 0:
+    os.kill(os.getpid(), signal.SIGSTOP)        # before its first beat
+  _beating(info, False)
 
 
 def _stubborn(info, ready):                     # never looks at its stop event
@@ -103,6 +127,51 @@ def test_retries_exhausted_raise_clear_error():
     sup.shutdown(timeout=2)
   assert live_children() == []
   assert describe_exitcode(-9) == "was killed by signal SIGKILL (9)"
+
+
+def test_stalled_worker_is_reported_killed_and_restarted(caplog):
+  caplog.set_level(logging.WARNING, logger="rtrl_rl.system.processes")
+  stalls = []
+  sup = Supervisor(CTX, max_restarts=1, stall_timeout=1.0,
+                   on_stall=lambda name, pid, silent_s: stalls.append((name, pid, silent_s)))
+  try:
+    sup.add("stopper", _beating, args=(True,))
+    sup.add("starter", _stops_while_starting)    # stopped while its start-up thread beats for it
+    sup.add("slow", _slow_start)                 # its start-up thread beats for it
+    sup.add("silent", _loop_until_stop)          # never beats: never stalled
+    sup.start()
+    sup.start_monitor()
+    pids = sup.pids()
+    assert _wait_until(lambda: sup.restarts()["stopper"] == sup.restarts()["starter"] == 1, 20), \
+        "the stalled workers were not restarted"
+    assert sorted(s[:2] for s in stalls) == sorted((n, pids[n]) for n in ("starter", "stopper"))
+    assert all(s[2] > 1.0 for s in stalls)
+    pid = pids["stopper"]
+    assert f"worker 'stopper' (pid {pid}) made no progress for" in caplog.text
+    assert f"worker 'stopper' (pid {pid}) stalled (no progress for" in caplog.text   # and restarting
+    assert _wait_until(lambda: not process_alive(pid), 5)
+    time.sleep(3.0)                              # "slow" started; the new ones beat
+    assert sup.restarts() == {"stopper": 1, "starter": 1, "slow": 0, "silent": 0} and len(stalls) == 2
+    assert all(sup.alive().values())
+    sup.check()
+  finally:
+    sup.shutdown(timeout=5)
+  assert live_children() == []
+
+
+def test_a_stall_past_the_restart_budget_fails_naming_it():
+  sup = Supervisor(CTX, max_restarts=0, stall_timeout=0.5)
+  try:
+    sup.add("stopper", _beating, args=(True,))
+    sup.start()
+    deadline = time.monotonic() + 30
+    with pytest.raises(WorkerFailed, match=r"worker 'stopper' \(pid \d+\) stalled \(no progress for "
+                                           r"\d+ s\) and was killed; it was restarted 0 time"):
+      while time.monotonic() < deadline:
+        sup.wait(0.5)
+  finally:
+    sup.shutdown(timeout=2)
+  assert live_children() == []
 
 
 def test_shutdown_kills_stragglers_and_leaves_no_children():

@@ -1,7 +1,8 @@
 """RolloutQueue: bitwise round trips of nested specs, exactly-once delivery from 2 producer
 processes, back-pressure with bounded memory, close() waking blocked calls, reclaiming the slot
 of a producer killed mid-write, and recovering from processes killed while holding the queue's lock
-(at chosen stores inside its critical sections, and as a supervised actor that is then restarted).
+(at chosen stores inside its critical sections, and as a supervised actor that is then restarted),
+and an actor stopped inside the lock being the one the stall detection kills.
 Worker processes use the spawn method (as the actors do)."""
 
 import fcntl
@@ -114,6 +115,30 @@ def _actor_killed_holding_the_lock(info, q, n):
       os.kill(os.getpid(), signal.SIGKILL)
   for rid in range(n):
     q.put(_id_record(rid), timeout=20)
+
+
+def _stops_holding_the_lock(info, q, ready):
+  """Attempt 0 stops itself (SIGSTOP) inside the lock, once the other worker has beaten; then a
+  record and beats."""
+  if info.attempt == 0:
+    ready.wait(30)
+    with q._locked():
+      info.beat()
+      os.kill(os.getpid(), signal.SIGSTOP)
+  q.put(_id_record(100 + info.attempt))
+  while not info.stop_event.wait(0.05):
+    info.beat()
+
+
+def _waits_behind_the_holder(info, q, ready):
+  """Beats before the other worker stops (so it is silent longer), then blocks on the lock."""
+  info.beat()
+  ready.set()
+  while q.lock_holder() is None:
+    time.sleep(0.01)
+  q.put(_id_record(1))
+  while not info.stop_event.wait(0.05):
+    info.beat()
 
 
 def _fork_holding_the_lock(q):
@@ -459,6 +484,30 @@ def test_actor_killed_holding_the_lock_is_restarted_and_the_run_goes_on():
       assert sup.restarts() == {"actor0": 1}
       sup.check()
       assert q.stats()["lock_repairs"] == 1
+    finally:
+      sup.shutdown(timeout=5)
+
+
+def test_actor_stopped_holding_the_lock_is_killed_first_and_the_queue_repaired():
+  """The trainer's stall wiring (Supervisor with stall_timeout and lock_holder=queue.lock_holder): an
+  actor stopped (SIGSTOP) inside the lock is the one killed, though the actor waiting behind it has
+  been silent longer; the lock is repaired and both deliver."""
+  stalls = []
+  with RolloutQueue(_id_spec(), capacity=4, ctx=CTX) as q:
+    ready = CTX.Event()
+    sup = Supervisor(CTX, max_restarts=1, on_death=lambda *_: q.reclaim(), stall_timeout=1.0,
+                     lock_holder=q.lock_holder, on_stall=lambda name, pid, _: stalls.append((name, pid)))
+    try:
+      sup.add("holder", _stops_holding_the_lock, args=(q, ready))
+      sup.add("waiter", _waits_behind_the_holder, args=(q, ready))
+      sup.start()
+      sup.start_monitor()
+      holder = sup.pids()["holder"]
+      assert sorted(int(q.get(timeout=30)["id"]) for _ in range(2)) == [1, 101]
+      assert stalls == [("holder", holder)]
+      assert sup.restarts() == {"holder": 1, "waiter": 0}
+      assert q.stats()["lock_repairs"] == 1
+      sup.check()
     finally:
       sup.shutdown(timeout=5)
 

@@ -82,7 +82,7 @@ def test_end_to_end_learns_and_exits_cleanly(tmp_path):
   assert last > max(2 * first, 60), (first, last)
   assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
   assert os.path.exists(os.path.join(run_dir, "config.json"))
-  assert "| frames" in out and "fps" in out      # the progress line
+  assert "| frames" in out and "steps/s" in out and "updates/s" in out   # the progress line
   assert not _alive(actors)
 
 
@@ -114,7 +114,8 @@ def test_killed_actor_is_restarted_then_sigterm_stops_gracefully_and_the_run_res
   assert not _alive(actors)                                      # no orphans
 
   # restarting on the same directory resumes with the counters continuing
-  proc = _train(run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}")
+  proc = _train(run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}",
+                "--accept_config_changes")
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out
   resumed = _summary(out)
@@ -193,7 +194,8 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
     assert time.time() < deadline, "orphaned actors did not exit"
     time.sleep(0.5)
 
-  proc = _train(run_dir, f"--config.agent.total_env_steps={(saved + 2) * 160}")
+  proc = _train(run_dir, f"--config.agent.total_env_steps={(saved + 2) * 160}", "--config.system.checkpoint_every_s=1",
+                "--accept_config_changes")
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out
   resumed = _summary(out)
@@ -205,10 +207,12 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
 def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   """A run directory whose checkpoint has another shape (another config) is not resumed: the
   trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
+  from rtrl_rl.io import run_dir as run_dir_lib
   from rtrl_rl.system import trainer
   run_dir = str(tmp_path / "run")
-  ckpt = trainer._Checkpoints(run_dir, 2)
+  ckpt = trainer._Checkpoints(run_dir, 2, {})
   ckpt.save({"w": np.zeros(3, np.float32)}, {"updates": 7})
+  ckpt.plan = run_dir_lib.Plan(step=7)
   with pytest.raises(trainer.CheckpointMismatch, match="another --run_dir"):
     ckpt.restore({"w": np.zeros(4, np.float32)})
   state, meta = ckpt.restore({"w": np.ones(3, np.float32)})
@@ -218,11 +222,12 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
       [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", "--config=configs/rtu_popgym.py",
        "--config.env.id=jax/cue-memory", "--config.system.backend=anakin", "--config.agent.num_envs=2",
        "--config.agent.rollout_length=8", "--config.agent.num_minibatches=2",
-       "--config.agent.minibatch_size=8", "--config.agent.hidden_size=4"],
+       "--config.agent.minibatch_size=8", "--config.agent.hidden_size=4", "--accept_config_changes"],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert out.returncode == 2, out.stderr[-3000:]
   assert "error:" in out.stderr and "cannot be resumed" in out.stderr and "--run_dir" in out.stderr
   assert _checkpoint_steps(run_dir) == [7]
+  assert not os.path.exists(os.path.join(run_dir, "config_changes.jsonl"))   # nothing recorded
 
 
 SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8 envs x 8 steps
@@ -241,7 +246,8 @@ def test_sync_ppo_on_host_envs_is_data_parallel_and_resumes_on_another_device_co
   run_dir = str(tmp_path / "run")
 
   def train(devices, iterations):
-    out = subprocess.run([*SYNC, f"--run_dir={run_dir}", f"--config.agent.total_env_steps={iterations * 64}"],
+    out = subprocess.run([*SYNC, f"--run_dir={run_dir}", f"--config.agent.total_env_steps={iterations * 64}",
+                          "--accept_config_changes"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
                          env=device_env(devices))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -310,7 +316,7 @@ def test_anakin_ppo_on_brax_resumed_from_a_checkpoint_equals_an_uninterrupted_ru
   """The whole anakin state (the Brax physics state included) is checkpointed: 2 iterations, then
   resumed to 3 on the same run dir, ends with bitwise the parameters of 3 iterations in one go."""
   def train(run_dir, iterations):
-    out = subprocess.run([*BRAX_PPO, f"--run_dir={run_dir}",
+    out = subprocess.run([*BRAX_PPO, f"--run_dir={run_dir}", "--accept_config_changes",
                           f"--config.agent.total_env_steps={iterations * 64}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]

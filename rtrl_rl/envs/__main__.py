@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import traceback
 
+from rtrl_rl import cli
 from rtrl_rl.envs import FAMILIES, MissingDependencyError, describe, get_spec, list_ids
 
 
@@ -11,9 +12,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rtrl_rl.envs", description=__doc__)
     ap.add_argument("--list", action="store_true", help="print every id with its spaces")
     ap.add_argument("--options", action="store_true", help="also print each family's options")
-    ap.add_argument("families", nargs="*", choices=[[]] + sorted(FAMILIES), default=[],
-                    metavar="FAMILY", help=f"restrict to these families {sorted(FAMILIES)}")
+    ap.add_argument("--verbose", action="store_true",
+                    help="also print the traceback of an id whose spaces cannot be described")
+    ap.add_argument("families", nargs="*", default=[], metavar="FAMILY",
+                    help=f"restrict to these families {sorted(FAMILIES)}")
     args = ap.parse_args(argv)
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        ap.error(f"unknown family {', '.join(map(repr, unknown))}: choose from "
+                 f"{', '.join(sorted(FAMILIES))}")
     if not args.list:
         ap.print_help()
         return 0
@@ -28,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             except MissingDependencyError as e:
                 line = f"(unavailable: {str(e).splitlines()[0]})"
             except Exception as e:  # noqa: BLE001 - keep listing the other ids
-                line = f"(error: {type(e).__name__}: {e})"
+                line = f"(error: {cli.describe(e)})"
+                if args.verbose:
+                    traceback.print_exc()
             print(f"{env_id:48s} {line}")
         if args.options:
             for o in get_spec(ids[0]).options:
@@ -37,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

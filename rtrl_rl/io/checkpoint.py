@@ -25,7 +25,10 @@ primary removes when it next opens the directory (so: one writing process per di
 steps beyond ``max_to_keep`` are deleted only after the new step is renamed into place. orbax does not fsync, so after a
 machine crash (power loss) a renamed step could still hold unwritten blocks; :meth:`restore_latest`
 therefore validates each candidate (``commit_success.txt``, manifest, every leaf's shape, dtype and
-CRC-32) and falls back to the previous step when one does not validate.
+CRC-32) and falls back to the previous step when one does not validate. A run that resumes uses
+:meth:`newest_intact` and :meth:`set_aside` instead: damaged or uncommitted steps newer than the newest
+intact one are moved (never deleted) into ``set_aside_directory``, so that retention counts only
+intact steps and the run's next saves never collide with a damaged step's number.
 
 Multi-process runs: only the primary process (``is_primary``, default ``jax.process_index() == 0``) writes;
 ``save`` on the others is a no-op returning False. orbax is configured with the calling process as its
@@ -37,9 +40,12 @@ process's data.
 
 from __future__ import annotations
 
+import datetime
+import errno
 import logging
 import os
 import shutil
+import sys
 import zlib
 from typing import Any, Mapping, Sequence
 
@@ -65,6 +71,38 @@ _NATIVE_DTYPES = frozenset(
     )
 )
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+class _OrbaxTracebacks(logging.Filter):
+  """Drops orbax's records of exceptions (``logging.exception`` in each of its threads): the same
+  error reaches the caller of ``save`` / ``restore``, which reports it once (a full disk: one
+  paragraph, not a traceback per thread)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and f'{os.sep}orbax{os.sep}' in (record.pathname or ''))
+
+
+logging.getLogger('absl').addFilter(_OrbaxTracebacks())
+
+
+def _quiet_abandoned_reads(hook):
+  """``sys.unraisablehook`` that drops the errors of tensorstore reads still in flight when orbax's
+  restore of a damaged step failed: their callbacks find orbax's event loop closed (one traceback per
+  read, printed after the step was already reported as damaged). Anything else goes to ``hook``."""
+
+  def unraisable(u):
+    tb = u.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+      tb = tb.tb_next
+    if (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == 'Event loop is closed'
+        and tb is not None and tb.tb_frame.f_code.co_name in ('_check_closed', 'call_soon_threadsafe')):
+      return
+    hook(u)
+
+  return unraisable
+
+
+sys.unraisablehook = _quiet_abandoned_reads(sys.unraisablehook)
 
 
 class CheckpointStructureError(ValueError):
@@ -200,6 +238,7 @@ class Checkpointer:
     is_primary: whether this process writes; default ``jax.process_index() == 0``.
     async_save: write in a background thread (``save`` returns once the arrays are copied to host).
     keep_period: additionally keep every step divisible by this (orbax ``keep_period``).
+    set_aside_directory: where :meth:`set_aside` moves steps (default ``<directory>_set_aside``).
 
   Usage::
 
@@ -220,23 +259,27 @@ class Checkpointer:
       is_primary: bool | None = None,
       async_save: bool = True,
       keep_period: int | None = None,
+      set_aside_directory: str | os.PathLike | None = None,
   ):
     self.directory = os.path.abspath(os.fspath(directory))
     self.is_primary = (jax.process_index() == 0) if is_primary is None else bool(is_primary)
     self.max_to_keep = max_to_keep
     self._async = async_save
     self._keep_period = keep_period
+    self.set_aside_directory = os.path.abspath(
+        os.fspath(set_aside_directory) if set_aside_directory is not None else self.directory + '_set_aside')
     self._manager: ocp.CheckpointManager | None = None
     if self.is_primary:
       os.makedirs(self.directory, exist_ok=True)
-      self._remove_tmp_dirs()
+      self.remove_failed_saves()
       self._get_manager()
 
-  def _remove_tmp_dirs(self) -> None:
-    """Deletes the temporary directories of saves that never committed (a process killed mid-save).
+  def remove_failed_saves(self) -> None:
+    """Deletes the temporary directories of saves that never committed (a process killed mid-save, a
+    write that failed on a full disk): partial writes, never a checkpoint.
 
-    Done synchronously here, before this process saves anything (orbax's own ``cleanup_tmp_directories``
-    runs in the background); only the primary calls it.
+    Done synchronously when the primary opens the directory, before it saves anything (orbax's own
+    ``cleanup_tmp_directories`` runs in the background), and by callers after a failed save.
     """
     for name in os.listdir(self.directory):
       if _TMP_MARKER in name and name.split('.', 1)[0].isdigit():
@@ -255,7 +298,7 @@ class Checkpointer:
           keep_period=self._keep_period,
           create=False,
           read_only=not self.is_primary,
-          cleanup_tmp_directories=False,  # done synchronously in _remove_tmp_dirs
+          cleanup_tmp_directories=False,  # done synchronously in remove_failed_saves
           enable_async_checkpointing=self._async,
           multiprocessing_options=ocp.options.MultiprocessingOptions(
               primary_host=pid, active_processes={pid}
@@ -283,6 +326,47 @@ class Checkpointer:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
+  def step_dirs(self) -> list[int]:
+    """Every ``<step>`` directory on disk, ascending, committed or not (a step without orbax's commit
+    marker is an interrupted or damaged save; the temporary directories of saves in flight are not
+    steps)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(n) for n in os.listdir(self.directory)
+                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
+
+  def newest_intact(self) -> tuple[int | None, dict | None, list[tuple[int, str]]]:
+    """``(step, metadata, damaged)``: the newest step that reads back intact (commit marker, manifest,
+    every leaf's CRC-32; the whole step is read), its metadata, and the newer steps that do not, each
+    with the reason, newest first. ``(None, None, damaged)`` when no step is intact (``damaged`` then
+    lists every step; empty for a directory without checkpoints)."""
+    damaged: list[tuple[int, str]] = []
+    for step in reversed(self.step_dirs()):
+      try:
+        _, metadata = self.restore(step)
+      except Exception as e:  # pylint: disable=broad-except
+        damaged.append((step, f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'))
+        continue
+      return step, metadata, damaged
+    return None, None, damaged
+
+  def set_aside(self, step: int, reason: str) -> str:
+    """Moves step ``step`` out of the checkpoints, into ``<set_aside_directory>/<step>.<UTC time>``
+    (nothing is deleted), and appends the reason to ``reasons.txt`` there. Returns the new path."""
+    if not self.is_primary:
+      raise RuntimeError('Checkpointer.set_aside: only the primary process changes the directory')
+    self.wait_until_finished()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')
+    os.makedirs(self.set_aside_directory, exist_ok=True)
+    dest = os.path.join(self.set_aside_directory, f'{int(step)}.{stamp}')
+    os.rename(os.path.join(self.directory, str(int(step))), dest)
+    with open(os.path.join(self.set_aside_directory, 'reasons.txt'), 'a') as f:
+      f.write(f'{stamp} step {int(step)} -> {os.path.basename(dest)}: {reason}\n')
+    if self._manager is not None:
+      self._manager.reload()  # orbax's cache of steps must not list the moved step (retention)
+    _log.warning('Checkpointer: step %d moved aside to %s (%s)', step, dest, reason)
+    return dest
+
   # -- save -------------------------------------------------------------------------------------------------
 
   def save(
@@ -308,7 +392,10 @@ class Checkpointer:
     if step in self.all_steps():
       _log.info('Checkpointer: step %d already saved in %s; not saving again', step, self.directory)
       return False
+    if step in self.step_dirs():  # an uncommitted step in the way: orbax would refuse to save
+      self.set_aside(step, 'no commit marker: an interrupted or damaged save')
     stored, leaves = _flatten_for_save(state)
+    self._check_free_space(sum(a.nbytes for a in stored.values()))
     manifest = {'format': FORMAT_VERSION, 'step': step, 'leaves': leaves}
     meta = to_jsonable(dict(metadata or {}))
     items = {
@@ -321,6 +408,15 @@ class Checkpointer:
     if wait:
       self._wait(manager)
     return True
+
+  def _check_free_space(self, nbytes: int) -> None:
+    """Raises OSError(ENOSPC) before writing when the file system lacks room for ``nbytes`` (plus 1 MiB
+    of orbax's files): a save that fails half-way leaves orbax's error tracebacks and a partial write."""
+    need = nbytes + 2**20
+    free = shutil.disk_usage(self.directory).free
+    if free < need:
+      raise OSError(errno.ENOSPC, f'No space left on device: the checkpoint needs about {need / 2**20:.1f} '
+                    f'MiB, {free / 2**20:.1f} MiB are free', self.directory)
 
   @staticmethod
   def _wait(manager: ocp.CheckpointManager) -> None:

@@ -139,18 +139,45 @@ class MetricsWriter:
       self._tb.flush()
 
   def close(self) -> None:
+    """Closes both files; raises the first error (a full disk fails the last flush) after both are
+    closed, so that nothing is retried at exit."""
+    errors = []
     if self._file is not None:
-      self._file.close()
-      self._file = None
+      file, self._file = self._file, None
+      try:
+        file.close()
+      except OSError as e:
+        errors.append(e)
     if self._tb is not None:
-      self._tb.close()
-      self._tb = None
+      tb, self._tb = self._tb, None
+      try:
+        tb.close()
+      except OSError as e:
+        errors.append(e)
+        _abandon_tensorboard(tb)
+    if errors:
+      raise errors[0]
 
   def __enter__(self) -> 'MetricsWriter':
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _abandon_tensorboard(tb) -> None:
+  """Stops a tensorboardX writer whose final flush failed: its worker thread and its exit hook would
+  otherwise retry the flush and print tracebacks (tensorboardX ``EventFileWriter.close`` sets
+  ``_closed`` only after a successful flush)."""
+  for writer in tb.all_writers.values() if getattr(tb, 'all_writers', None) else ():
+    ev = getattr(writer, 'event_writer', None)
+    if ev is None or getattr(ev, '_closed', True):
+      continue
+    try:
+      ev._worker.stop()  # pylint: disable=protected-access
+    except Exception:  # pylint: disable=broad-except
+      pass
+    ev._closed = True  # pylint: disable=protected-access
 
 
 class NullMetricsWriter(MetricsWriter):

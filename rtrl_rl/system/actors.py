@@ -21,6 +21,10 @@ small CPU-bound networks, at the price of more policy lag). Each pool is stepped
 
 Parameters come from the `ParamStore` with their version, which the record carries so the learner
 can log the policy lag (V-trace corrects for it).
+
+Progress: an actor beats (`info.beat()`, system/processes.py) after each record it delivers and
+while it waits for the learner (a full queue); one silent for `system.stall_timeout_s` (stopped,
+or hung, e.g. in an env step) is restarted by the trainer's Supervisor.
 """
 
 from __future__ import annotations
@@ -213,6 +217,7 @@ def actor_main(info, config, process_index: int, actor_index: int, queue, param_
         host_params, version = newer
         params = jax.device_put(host_params)
       if params is None:                      # the learner has not published yet
+        info.beat()
         info.stop_event.wait(0.05)
         continue
       rollouts = [r for pool_rollout in collector.collect_all(params, policy_version=version)
@@ -222,9 +227,11 @@ def actor_main(info, config, process_index: int, actor_index: int, queue, param_
         while not info.stop_event.is_set():
           try:
             queue.put(record, timeout=0.5)    # blocks while the learner is behind
-            break
           except TimeoutError:
+            info.beat()                       # waiting for the learner is no stall
             continue
+          info.beat()
+          break
   except QueueClosed:
     pass
   finally:

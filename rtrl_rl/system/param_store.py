@@ -23,7 +23,9 @@ shared mapping; this is exact on x86-64 (TSO) and the copies are bracketed by lo
 (`_fence`) that act as compiler/CPU barriers on other architectures in practice.
 
 Pickling: like `RolloutQueue`, pass the store in the `args` of a process being started; the child
-re-attaches by name (the writer lock can only be shared at process start).
+re-attaches by name (the writer lock can only be shared at process start). The segment and the lock
+are named after the creating process, so a run killed with its resource tracker leaves them only
+until the next queue or store is created (system/shm.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from rtrl_rl.system import shm
 from rtrl_rl.system.queue import _PAGE, _Layout, flatten_like, flatten_spec, unflatten
 
 __all__ = ["ParamStore"]
@@ -70,10 +73,11 @@ class ParamStore:
     self._treedef = treedef
     self._leaf_specs = leaves
     layout = _Layout(leaves)
-    self._shm = shared_memory.SharedMemory(create=True, size=_PAGE + 2 * layout.stride)
+    shm.sweep()                       # what runs killed with their resource tracker left
+    self._shm = shm.create("params", _PAGE + 2 * layout.stride)
     self._name = self._shm.name
     self._owner_pid = os.getpid()
-    self._wlock = ctx.Lock()
+    self._wlock = shm.Lock(ctx=ctx)
     self.retries = 0                 # reads of this process object retried (a copy was rewritten)
     self._attach(layout, new=True)
 

@@ -31,6 +31,16 @@ a worker is spawned and set to SIG_IGN before the worker's Python starts running
 worker dies of them even during start-up. A second Ctrl-C in the parent raises KeyboardInterrupt
 (force quit).
 
+Stalls. With `stall_timeout`, a worker that is alive but reports no progress (`info.beat()`) for
+that many seconds is stalled (stopped by SIGSTOP, or hung): it is logged (warning, name and pid),
+`on_stall` is called, and it is killed, so its death is handled as any other: restarted, counted
+against its restart budget. A worker's clock starts when its process runs the worker code, where a
+thread beats for it until its own first beat (its start-up: imports, compiling): a slow start is
+not a stall, a stopped process is one from then on, and a worker that never beats is never
+stalled (nor is a start-up that hangs while the process runs). One stalled worker is killed at a
+time: the holder of a lock the workers share (`lock_holder`) first, as the others may only be
+waiting for it; after each kill the others get a full `stall_timeout` again.
+
 Shutdown (`shutdown(timeout)`): stop the monitor, set `stop_event`, join every worker for up to
 `timeout` s in total, then SIGKILL the stragglers and reap them.
 No worker outlives it. Workers also watch their parent: if it disappears (SIGKILL, crash) they set
@@ -45,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -55,8 +66,8 @@ import time
 import traceback
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["StopEvent", "WorkerInfo", "WorkerFailed", "Supervisor", "install_shutdown_handlers",
-           "describe_exitcode", "live_children"]
+__all__ = ["StopEvent", "Heartbeat", "WorkerInfo", "WorkerFailed", "Supervisor",
+           "install_shutdown_handlers", "describe_exitcode", "live_children"]
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +109,57 @@ class StopEvent:
     return True
 
 
+class Heartbeat:
+  """When a worker last reported progress: one shared float of `time.monotonic()` (on Linux one
+  clock for all processes of a host), created by the Supervisor and passed in `WorkerInfo`; `inf`
+  while its process starts (before `_worker_main` runs)."""
+
+  def __init__(self, ctx):
+    self._t = ctx.RawValue("d", math.inf)
+    self.started = False          # the worker has beaten itself (in the worker's process)
+
+  def beat(self) -> None:
+    """Report progress (the worker's own beat: it has started)."""
+    self.started = True
+    self.touch()
+
+  def touch(self) -> None:
+    """Set the time to now without marking the worker started (its start-up thread)."""
+    self._t.value = time.monotonic()
+
+  def reset(self) -> None:
+    """Mark the worker as starting (before its process is spawned)."""
+    self._t.value = math.inf
+
+  @property
+  def last(self) -> float:
+    return self._t.value
+
+
 class WorkerInfo(NamedTuple):
   """Passed as the first argument of a worker's target."""
   name: str
   index: int             # position in the order of `add`
   attempt: int           # 0 for the first start, k after k restarts
   stop_event: StopEvent  # return promptly once it is set (poll `is_set()` or `wait(timeout)`)
+  heartbeat: Heartbeat | None = None
+
+  def beat(self) -> None:
+    """Report progress; a worker watched for stalls (`Supervisor(stall_timeout=...)`) calls it
+    whenever it got work done or waits for someone else (e.g. a full queue)."""
+    if self.heartbeat is not None:
+      self.heartbeat.beat()
 
 
 class WorkerFailed(RuntimeError):
   """A worker died more often than its restart budget allows."""
 
   def __init__(self, name: str, pid: int | None, exitcode: int | None, restarts: int,
-               max_restarts: int, error: str | None = None):
+               max_restarts: int, error: str | None = None, how: str | None = None):
     self.name, self.pid, self.exitcode = name, pid, exitcode
     self.restarts, self.max_restarts, self.error = restarts, max_restarts, error
-    msg = (f"worker {name!r} (pid {pid}) {describe_exitcode(exitcode)}; it was restarted "
+    how = how or describe_exitcode(exitcode)
+    msg = (f"worker {name!r} (pid {pid}) {how}; it was restarted "
            f"{restarts} time(s) and max_restarts={max_restarts} is exhausted")
     if error:
       msg += "\n--- worker traceback (tail) ---\n" + error.rstrip()
@@ -141,6 +187,12 @@ def describe_exitcode(exitcode: int | None) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
+def _beat_while_starting(heartbeat: Heartbeat) -> None:
+  while not heartbeat.started:
+    heartbeat.touch()
+    time.sleep(0.5)
+
+
 def _watch_parent(ppid: int, stop_event, grace: float) -> None:
   while os.getppid() == ppid:
     time.sleep(0.5)
@@ -161,6 +213,9 @@ def _worker_main(target, info: WorkerInfo, args, kwargs, err_conn, ppid: int, or
   signal.pthread_sigmask(signal.SIG_UNBLOCK, _GROUP_SIGNALS)
   threading.Thread(target=_watch_parent, args=(ppid, info.stop_event, orphan_grace),
                    name="parent-watch", daemon=True).start()
+  if info.heartbeat is not None:
+    threading.Thread(target=_beat_while_starting, args=(info.heartbeat,), name="start-up-beat",
+                     daemon=True).start()
   try:
     target(info, *args, **kwargs)
   except SystemExit:
@@ -190,9 +245,11 @@ class _Worker:
   max_restarts: int
   process: Any = None
   err_conn: Any = None
+  heartbeat: Heartbeat | None = None
   restarts: int = 0
   finished: bool = False
   last_error: str | None = None
+  stalled_s: float | None = None  # killed for a stall after this many silent seconds
 
 
 class Supervisor:
@@ -208,12 +265,20 @@ class Supervisor:
     restart_on_clean_exit: also restart workers that return normally.
     orphan_grace: a worker whose parent died exits after at most this many seconds.
     on_death: `callback(name, exitcode)` after every unexpected death (before a restart).
+    stall_timeout: kill (and so restart) a worker alive without progress for this many seconds
+      (see "Stalls" in the module docstring); None: no stall detection.
+    lock_holder: `() -> pid or None` of the process inside a critical section the workers share
+      (e.g. `RolloutQueue.lock_holder`); a stalled worker there is killed first.
+    on_stall: `callback(name, pid, silent_s)` when a stalled worker is about to be killed.
   """
 
   def __init__(self, ctx=None, *, max_restarts: int = 3, restart_delay: float = 0.0,
                join_timeout: float = 10.0, daemon: bool = True,
                restart_on_clean_exit: bool = False, orphan_grace: float = 5.0,
-               on_death: Callable[[str, int | None], None] | None = None):
+               on_death: Callable[[str, int | None], None] | None = None,
+               stall_timeout: float | None = None,
+               lock_holder: Callable[[], int | None] | None = None,
+               on_stall: Callable[[str, int, float], None] | None = None):
     self._ctx = ctx or multiprocessing.get_context("spawn")
     self._max_restarts = int(max_restarts)
     self._restart_delay = float(restart_delay)
@@ -222,6 +287,10 @@ class Supervisor:
     self._restart_on_clean_exit = restart_on_clean_exit
     self._orphan_grace = float(orphan_grace)
     self._on_death = on_death
+    self._stall_timeout = None if stall_timeout is None else float(stall_timeout)
+    self._lock_holder = lock_holder
+    self._on_stall = on_stall
+    self._stall_epoch = 0.0          # the last stall kill: the others' silence counts from it
     self.stop_event = StopEvent(self._ctx)
     self._workers: dict[str, _Worker] = {}
     self._lock = threading.RLock()
@@ -244,14 +313,17 @@ class Supervisor:
       if self._shut:
         raise RuntimeError("supervisor is shut down")
       w = _Worker(name, len(self._workers), target, tuple(args), dict(kwargs or {}),
-                  self._max_restarts if max_restarts is None else int(max_restarts))
+                  self._max_restarts if max_restarts is None else int(max_restarts),
+                  heartbeat=Heartbeat(self._ctx))
       self._workers[name] = w
       if self._started:
         self._spawn(w)
 
   def _spawn(self, w: _Worker) -> None:
     r, wconn = self._ctx.Pipe(duplex=False)
-    info = WorkerInfo(w.name, w.index, w.restarts, self.stop_event)
+    w.heartbeat.reset()
+    w.stalled_s = None
+    info = WorkerInfo(w.name, w.index, w.restarts, self.stop_event, w.heartbeat)
     p = self._ctx.Process(target=_worker_main, name=w.name, daemon=self._daemon,
                           args=(w.target, info, w.args, w.kwargs, wconn, os.getpid(),
                                 self._orphan_grace))
@@ -335,15 +407,16 @@ class Supervisor:
             self._on_death(w.name, code)
           except Exception:  # noqa: BLE001
             log.exception("on_death callback failed")
+        how = (describe_exitcode(code) if w.stalled_s is None else
+               f"stalled (no progress for {w.stalled_s:.0f} s) and was killed")
         if w.restarts >= w.max_restarts:
           w.finished = True
           self._failure = WorkerFailed(w.name, p.pid, code, w.restarts, w.max_restarts,
-                                       w.last_error)
+                                       w.last_error, how)
           log.error(str(self._failure))
           raise self._failure
         w.restarts += 1
-        msg = (f"worker {w.name!r} (pid {p.pid}) {describe_exitcode(code)}; restarting "
-               f"({w.restarts}/{w.max_restarts})")
+        msg = f"worker {w.name!r} (pid {p.pid}) {how}; restarting ({w.restarts}/{w.max_restarts})"
         log.warning(msg)
         events.append(msg)
         if self._restart_delay:
@@ -356,13 +429,49 @@ class Supervisor:
           self._spawn(w)
     return events
 
+  def _check_stalls(self) -> None:
+    """Kill one stalled worker (see "Stalls" in the module docstring); its death is then handled
+    as any other."""
+    if self._stall_timeout is None:
+      return
+    with self._lock:
+      if self._shut or not self._started or self._failure is not None or self.stop_event.is_set():
+        return
+      now = time.monotonic()
+      silent = {w: now - max(w.heartbeat.last, self._stall_epoch) for w in self._workers.values()
+                if w.process is not None and not w.finished and w.stalled_s is None
+                and w.process.exitcode is None}
+      stalled = [w for w, t in silent.items() if t > self._stall_timeout]
+      if not stalled:
+        return
+      try:
+        holder = self._lock_holder() if self._lock_holder is not None else None
+      except Exception:  # noqa: BLE001 - e.g. the queue was detached at shutdown
+        holder = None
+      holding = [w for w in silent if w.process.pid == holder]
+      if holding and holding[0] not in stalled:
+        return                        # the stalled ones may be waiting for it: it goes on
+      w = holding[0] if holding else max(stalled, key=silent.get)
+      w.stalled_s, self._stall_epoch = silent[w], now
+      pid = w.process.pid
+      log.warning("worker %r (pid %d) made no progress for %.0f s (stopped or hung): killing it",
+                  w.name, pid, silent[w])
+      if self._on_stall is not None:
+        try:
+          self._on_stall(w.name, pid, silent[w])
+        except Exception:  # noqa: BLE001
+          log.exception("on_stall callback failed")
+      w.process.kill()
+
   def poll(self) -> list[str]:
-    """Handle deaths without blocking; returns what happened. Raises WorkerFailed."""
+    """Handle stalls and deaths without blocking; returns what happened. Raises WorkerFailed."""
+    self._check_stalls()
     return self._handle_deaths()
 
   def wait(self, timeout: float | None = None) -> list[str]:
     """Block until a worker dies (or `timeout` s), handle it; returns what happened. Raises
-    WorkerFailed."""
+    WorkerFailed. Stalled workers are killed first."""
+    self._check_stalls()
     with self._lock:
       sentinels = [w.process.sentinel for w in self._workers.values()
                    if w.process is not None and not w.finished]

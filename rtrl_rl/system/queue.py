@@ -68,7 +68,9 @@ semaphores and opens its own lock descriptor (a forked child reopens the ones it
 flock belongs to the open file, which fork shares). `multiprocessing` forbids pickling its
 semaphores at any other time (e.g. through a multiprocessing.Queue), so that raises a RuntimeError.
 Children started with the same context share the parent's resource tracker, which unlinks the
-segment if the whole run dies without `unlink()`.
+segment and semaphores if the whole run dies without `unlink()`. When the tracker dies with it
+(SIGKILL of the process group), the next queue or parameter store created on the host removes
+them: they are named after their creator (system/shm.py).
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ from multiprocessing import shared_memory
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
+
+from rtrl_rl.system import shm
+from rtrl_rl.system.shm import process_alive, process_starttime, this_process
 
 __all__ = [
     "ArraySpec", "QueueClosed", "QueueBroken", "RolloutQueue", "spec_like", "flatten_spec",
@@ -307,56 +312,6 @@ def _copy_in(dst: np.ndarray, src, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Process liveness (pid + start time, so a recycled pid is not mistaken for the owner).
-# ----------------------------------------------------------------------------------------------
-
-
-def process_starttime(pid: int) -> int | None:
-  """The start time of process `pid` in clock ticks since boot, or None if it does not exist or is
-  a zombie (dead, not yet reaped)."""
-  try:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-      stat = f.read()
-  except (FileNotFoundError, ProcessLookupError):
-    return None
-  except OSError:
-    stat = None
-  if stat is not None:
-    fields = stat[stat.rfind(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-      return None
-    return int(fields[19])
-  try:  # no procfs: psutil (a project dependency) as the fallback
-    import psutil
-    p = psutil.Process(pid)
-    if p.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-      return None
-    return int(p.create_time() * 100)
-  except Exception:  # noqa: BLE001 - NoSuchProcess, AccessDenied, ...
-    return None
-
-
-def process_alive(pid: int, starttime: int | None = None) -> bool:
-  """Whether process `pid` (started at `starttime`, if given) is alive."""
-  if pid <= 0:
-    return False
-  st = process_starttime(pid)
-  return st is not None and (starttime is None or starttime <= 0 or st == starttime)
-
-
-_me_cache: tuple[int, int] | None = None
-
-
-def _me() -> tuple[int, int]:
-  """This process's (pid, start time); cached, the cache is dropped in forked children."""
-  global _me_cache
-  if _me_cache is None:
-    pid = os.getpid()
-    _me_cache = (pid, process_starttime(pid) or 0)
-  return _me_cache
-
-
-# ----------------------------------------------------------------------------------------------
 # The queue.
 # ----------------------------------------------------------------------------------------------
 
@@ -406,7 +361,7 @@ class _Lock:
         mv = self._mv
         if mv[_H_HOLDER]:                   # the previous holder never left: it died inside
           self._queue._repair(mv[_H_HOLDER], mv[_H_HOLDER_START])
-        pid, start = _me()
+        pid, start = this_process()
         mv[_H_HOLDER_START], mv[_H_HOLDER] = start, pid     # in this order: the pid marks it valid
       except BaseException:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -465,8 +420,6 @@ _LOCKS: weakref.WeakSet = weakref.WeakSet()   # this process's open locks
 
 
 def _after_fork_in_child() -> None:
-  global _me_cache
-  _me_cache = None
   for lock in list(_LOCKS):
     lock.reopen()
 
@@ -502,11 +455,12 @@ class RolloutQueue:
     layout = _Layout(leaves)
     ctrl_bytes = -(-(_HEADER + _SLOT_FIELDS * capacity) * 8 // _PAGE) * _PAGE
     total = ctrl_bytes + layout.stride * capacity
-    self._shm = shared_memory.SharedMemory(create=True, size=total)
+    shm.sweep()                       # what runs killed with their resource tracker left
+    self._shm = shm.create("queue", total)
     self._name = self._shm.name
     self._owner_pid = os.getpid()
-    self._free = ctx.Semaphore(0)     # wake-up hints only (see _signal)
-    self._ready = ctx.Semaphore(0)
+    self._free = shm.Semaphore(0, ctx=ctx)     # wake-up hints only (see _signal)
+    self._ready = shm.Semaphore(0, ctx=ctx)
     self._attach(layout, ctrl_bytes, new=True)
 
   # -- set up / pickling -----------------------------------------------------------------------
@@ -578,6 +532,12 @@ class RolloutQueue:
     self._check_attached()
     return int(np.count_nonzero(self._slots[:, _S_STATE] == READY))
 
+  def lock_holder(self) -> int | None:
+    """The pid of the process inside the queue's critical section, or None (a snapshot, without
+    the lock: a process stopped there blocks every other one)."""
+    self._check_attached()
+    return int(self._mv[_H_HOLDER]) or None
+
   def stats(self) -> dict:
     """A snapshot: slots per state, records put / got (a record being read counts as got), slots
     reclaimed from dead processes, puts dropped by close, lock repairs (a holder died inside)."""
@@ -603,7 +563,7 @@ class RolloutQueue:
   def _repair(self, pid: int, start: int) -> None:
     """(Under the lock) once the holder that left its critical section unfinished is dead (pid +
     start time), settle its update and reclaim its slots."""
-    if pid and pid != _me()[0]:
+    if pid and pid != this_process()[0]:
       deadline = time.monotonic() + self._lock_timeout
       while process_alive(pid, start):    # exiting: its files are closed before it is a zombie
         if time.monotonic() > deadline:
@@ -656,7 +616,7 @@ class RolloutQueue:
   def _owns(self, i: int, state: int) -> bool:
     """Whether slot `i` is in `state` and this process's (under the lock)."""
     row = _HEADER + i * _SLOT_FIELDS
-    return self._mv[row + _S_STATE] == state and self._mv[row + _S_PID] == _me()[0]
+    return self._mv[row + _S_STATE] == state and self._mv[row + _S_PID] == this_process()[0]
 
   def _signal(self, sem) -> None:
     """Wake one waiter of `sem` (call under the lock). The semaphores are only wake-up hints (the
@@ -673,7 +633,7 @@ class RolloutQueue:
     exists. A process killed anywhere here loses nothing: a claim is one step under the lock."""
     put = want == FREE
     sem = self._free if put else self._ready
-    pid, start = _me()
+    pid, start = this_process()
     deadline = None if timeout is None else time.monotonic() + timeout
     next_reclaim = time.monotonic() + self._reclaim_interval
     while True:

@@ -12,10 +12,14 @@ devices, or over all devices of all processes in a multi-host run. Backend "sync
 environments, e.g. MuJoCo POMDP or POPGym): one process acts for a rollout, then updates.
 
 The run directory holds `config.json` (resolved config), `metrics.jsonl` + `tb/` (process 0), and
-`checkpoints/` (orbax, atomic). A run restarted on the same directory resumes from its latest
-checkpoint with its counters. SIGINT/SIGTERM stop the run cleanly: actors are shut down, a final
-checkpoint is written, no process is left behind. A dead actor is restarted (bounded); when its
-restarts are exhausted the run stops with a final checkpoint and an error naming the actor.
+`checkpoints/` (orbax, atomic; each with the run's config). The run owns it (io/run_dir.py: a lock,
+and the decision to resume, refuse or start over, taken before anything in it changes); a run
+restarted on the same directory resumes from its newest intact checkpoint with its counters.
+SIGINT/SIGTERM stop the run cleanly: actors are shut down, a final checkpoint is written, no
+process is left behind. A dead actor, or a live one that delivers nothing for
+`system.stall_timeout_s`, is restarted (bounded); when its restarts are exhausted the run stops
+with a final checkpoint and an error naming the actor. A failed write (full disk, read-only) stops
+the run with one paragraph; the last good checkpoint stays intact.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import numpy as np
 
 from rtrl_rl import experiment
 from rtrl_rl.io import MetricsWriter, Progress
+from rtrl_rl.io import run_dir as run_dirs
 from rtrl_rl.system import processes
 from rtrl_rl.system.param_store import ParamStore
 from rtrl_rl.system.queue import QueueBroken, RolloutQueue
@@ -58,12 +63,6 @@ def _lost_process(error: BaseException) -> RuntimeError:
       f"a computation across the {jax.process_count()} processes of this run failed "
       f"({_first_line(error)}), so one of them has probably stopped: see the other processes' logs. "
       "Restart every process with the same command to resume")
-
-
-def _write_config(config, run_dir: str) -> None:
-  os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, "config.json"), "w") as f:
-    json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
 
 
 def params_crc32(params) -> int:
@@ -105,29 +104,63 @@ class CheckpointMismatch(ValueError):
 
 
 class _Checkpoints:
-  """Learner state + counters <-> orbax checkpoints (host copies; process 0 writes)."""
+  """Learner state + counters <-> orbax checkpoints (host copies; process 0 writes). Each checkpoint's
+  metadata holds the counters, the run's config and whether the run ended with it (`finished`)."""
 
-  def __init__(self, run_dir: str, keep: int):
+  def __init__(self, run_dir: str, keep: int, config_json: dict):
     from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
     self._dir = os.path.join(run_dir, "checkpoints")
-    self._ckpt = Checkpointer(self._dir, max_to_keep=keep)
+    self._ckpt = Checkpointer(self._dir, max_to_keep=keep, async_save=False,
+                              set_aside_directory=os.path.join(run_dir, run_dirs.SET_ASIDE_DIR))
+    self._config = config_json
+    self._run_dir = run_dir
+    self.plan = run_dirs.Plan(step=None)      # the run directory's plan (`run`), applied on restore
+    self._applied = False
+    self._end: tuple[str, int] | None = None
+    self.write_error: str | None = None       # a failed write (full disk, ...), described for the user
+
+  @property
+  def checkpointer(self):
+    return self._ckpt
+
+  def finish_at(self, counter: str, total: int) -> None:
+    """The run ends when `counters[counter] >= total` (recorded as `finished` in its checkpoint)."""
+    self._end = (counter, total)
+
+  @property
+  def resume_step(self) -> int | None:
+    return self.plan.step
+
+  def _apply_plan(self) -> None:
+    """Prepares the run directory (process 0) once the state was restored or built."""
+    if not self._applied and self._ckpt.is_primary:
+      run_dirs.apply_plan(self._run_dir, self._config, self._ckpt, self.plan)
+    self._applied = True
 
   def restore(self, like, relayout: Callable[[dict, Any], Any] | None = None):
-    """`(state, metadata)` of the latest checkpoint shaped like `like`, or None when there is none.
+    """`(state, metadata)` of the plan's checkpoint shaped like `like`, or None when there is none;
+    then the run directory is prepared (`io.run_dir.apply_plan`): not when the restore fails.
 
     relayout: `(leaves by tree path, host copy of like) -> state` for a checkpoint of the same run
       written on another number of devices (raises ValueError when it is not); tried when the
       checkpoint does not fit `like` as it is.
     Raises CheckpointMismatch when it was written by a run of another shape."""
+    restored = self._restore(like, relayout)
+    self._apply_plan()
+    return restored
+
+  def _restore(self, like, relayout):
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
     from rtrl_rl.io.checkpoint import CheckpointStructureError  # pylint: disable=g-import-not-at-top
+    if self.resume_step is None:
+      return None
     host_like = parallel.fetch(like)
     try:
-      restored = self._ckpt.restore_latest(host_like)
+      return self._ckpt.restore(self.resume_step, host_like)
     except CheckpointStructureError as e:
       problem = str(e)
       if relayout is not None:
-        _, leaves, metadata = self._ckpt.restore_latest()
+        leaves, metadata = self._ckpt.restore(self.resume_step)
         try:
           state = relayout(leaves, host_like)
         except ValueError as e2:
@@ -139,32 +172,55 @@ class _Checkpoints:
           f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: "
           f"{problem}. Resume with the config it was written with, or start a new run with another "
           "--run_dir") from None
-    if restored is None:
-      return None
-    _, state, metadata = restored
-    return state, metadata
 
   def save(self, state, counters: dict) -> None:
+    """Saves (process 0); a failed write (full disk, read-only, ...) raises `RunFailed` describing it
+    (the last good checkpoint stays intact: orbax commits a step only when all of it is written)."""
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-    self._ckpt.save(int(counters["updates"]), parallel.fetch(state), dict(counters), wait=True)
+    self._apply_plan()
+    finished = self._end is not None and counters[self._end[0]] >= self._end[1]
+    try:
+      self._ckpt.save(int(counters["updates"]), parallel.fetch(state),
+                      dict(counters, config=self._config, finished=finished), wait=True)
+    except Exception as e:  # pylint: disable=broad-except
+      disk = run_dirs.disk_error(e)
+      if disk is None:
+        raise
+      self._ckpt.remove_failed_saves()
+      latest = self._ckpt.latest_step()
+      self.write_error = run_dirs.describe_write_failure(
+          disk, f"the checkpoint of update {counters['updates']}", self._dir,
+          f"The last good checkpoint (update {latest}) is intact there" if latest is not None
+          else "No checkpoint of this run was written yet")
+      raise RunFailed(self.write_error) from None
 
   def save_final(self, state, counters: dict) -> str:
     """The final checkpoint (also after an error or a signal); returns where the run resumes from.
     A state lost with a failed computation (a collective whose peer died, a device error) cannot
-    be read, so nothing is written and the newest periodic checkpoint stays the latest."""
+    be read, so nothing is written and the newest periodic checkpoint stays the latest; after a
+    failed write nothing more is tried (`write_error` says what happened)."""
+    latest = self._ckpt.latest_step()
+    newest = (f"the newest checkpoint (update {latest}) is in {self._dir}" if latest is not None
+              else f"{self._dir} holds no checkpoint")
+    if self.write_error is not None:
+      return newest
     try:
       self.save(state, counters)
       return f"the final checkpoint (update {counters['updates']}) is in {self._dir}"
+    except RunFailed:
+      return newest
     except jax.errors.JaxRuntimeError as e:
       log.error("no final checkpoint: the learner state was lost with a failed computation (%s)",
                 _first_line(e))
-      latest = self._ckpt.latest_step()
-      return ("no final checkpoint could be written (the state was lost with the failed computation); "
-              + (f"the newest checkpoint (update {latest}) is in {self._dir}" if latest is not None
-                 else f"{self._dir} holds no checkpoint"))
+      return f"no final checkpoint could be written (the state was lost with the failed computation); {newest}"
 
   def close(self):
-    self._ckpt.close()
+    try:
+      self._ckpt.close()
+    except Exception as e:  # pylint: disable=broad-except
+      if self.write_error is None:
+        raise
+      log.warning("closing the checkpointer after a failed write: %s", _first_line(e))
 
 
 def prepare(config) -> None:
@@ -180,28 +236,93 @@ def prepare(config) -> None:
   experiment.validate(config)
 
 
-def run(config, run_dir: str, *, prepared: bool = False) -> dict[str, Any]:
+def run(config, run_dir: str, *, prepared: bool = False, start_over: bool = False,
+        accept_config_changes: bool = False) -> dict[str, Any]:
   """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return).
-  `prepared`: `prepare(config)` was called already (`python -m rtrl_rl.train` does, to report a bad
-  config before anything else)."""
+
+  prepared: `prepare(config)` was called already (`python -m rtrl_rl.train` does, to report a bad
+    config before anything else).
+  start_over, accept_config_changes: see `io.run_dir.plan_run`.
+  The run owns `run_dir` (an exclusive lock, process 0) until it returns. A run whose newest
+  checkpoint ends it (same config) returns that checkpoint's summary with `already_finished` and
+  changes nothing. Raises run_dir.RunDirError (another trainer holds the directory; its checkpoints
+  are all damaged or of another config) before anything in the directory changes."""
   if not prepared:
     prepare(config)
-  s = config.system
+  config_json = json.loads(config.to_json_best_effort())
+  if config.algo != "prediction" and config.system.backend == "actors":
+    from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+    actors.actor_envs_for_host(config.system.actor_device, config.system.num_actors)  # no GPU: fails
+  lock = run_dirs.RunLock(run_dir) if jax.process_index() == 0 else None
+  try:
+    ckpt = _Checkpoints(run_dir, config.system.keep_checkpoints, config_json)
+    plan = _agreed_plan(run_dir, config_json, ckpt, start_over, accept_config_changes)
+    if plan.finished:
+      return _already_finished(run_dir, plan.step)
+    if lock is not None:
+      lock.name_holder()
+    if plan.changes:
+      log.warning("resuming with %d changed config field(s) (recorded in %s): %s", len(plan.changes),
+                  run_dirs.CHANGES_FILE, ", ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in plan.changes.items()))
+    ckpt.plan = plan
+    if config.algo == "prediction":
+      return _run_prediction(config, run_dir, ckpt)
+    if config.system.backend == "anakin":
+      return _run_iterations(config, run_dir, _anakin_iterations(config), ckpt)
+    if config.system.backend == "sync":
+      return _run_iterations(config, run_dir, _sync_ppo_iterations(config), ckpt)
+    return _run_actors(config, run_dir, ckpt)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _agreed_plan(run_dir: str, config_json: dict, ckpt: "_Checkpoints", start_over: bool,
+                 accept_config_changes: bool):
+  """Process 0 decides (`io.run_dir.plan_run`) and the other processes of a multi-host run follow:
+  the same resume step, the same refusal."""
+  plan, error = None, None
   if jax.process_index() == 0:
-    _write_config(config, run_dir)
-  if config.algo == "prediction":
-    return _run_prediction(config, run_dir)
-  if s.backend == "anakin":
-    return _run_iterations(config, run_dir, _anakin_iterations(config))
-  if s.backend == "sync":
-    return _run_iterations(config, run_dir, _sync_ppo_iterations(config))
-  return _run_actors(config, run_dir)
+    try:
+      plan = run_dirs.plan_run(run_dir, config_json, ckpt.checkpointer, start_over=start_over,
+                               accept_config_changes=accept_config_changes)
+    except run_dirs.RunDirError as e:
+      error = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    mine = [0, -1]
+    if error is not None:
+      mine = [2, -1]
+    elif plan is not None:
+      mine = [int(plan.finished), -1 if plan.step is None else plan.step]
+    status, step = (int(x) for x in multihost_utils.broadcast_one_to_all(np.asarray(mine, np.int64)))
+    if jax.process_index() != 0:
+      if status == 2:
+        raise run_dirs.RunDirError(f"process 0 refused the run directory {run_dir}: see its output")
+      plan = run_dirs.Plan(step=None if step < 0 else step, finished=bool(status))
+  if error is not None:
+    raise error
+  return plan
 
 
-def _run_prediction(config, run_dir: str) -> dict[str, Any]:
+def _already_finished(run_dir: str, step: int) -> dict[str, Any]:
+  """The summary of a run that had ended already (its summary.json when there is one)."""
+  log.info("the run in %s ended already (update %d); nothing to do", run_dir, step)
+  path = os.path.join(run_dir, "summary.json")
+  summary: dict[str, Any] = {"updates": step}
+  if os.path.isfile(path):
+    try:
+      with open(path) as f:
+        summary = json.load(f)
+    except (OSError, ValueError):
+      pass
+  return dict(summary, already_finished=True)
+
+
+def _run_prediction(config, run_dir: str, ckpt: "_Checkpoints") -> dict[str, Any]:
   """Online prediction (agents/prediction): checkpoints, resume and signals as the other loops."""
   from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
-  ckpt = _Checkpoints(run_dir, config.system.keep_checkpoints)
+  ckpt.finish_at("frames", config.agent.steps)
   stop = _StopRequest()
   try:
     with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
@@ -267,7 +388,7 @@ class _Learner:
       records, batch = upcoming, upcoming_batch
 
 
-def _run_actors(config, run_dir: str) -> dict[str, Any]:
+def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
@@ -281,7 +402,6 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   agent = impala_config.make_agent(a, obs_space, act_space)
   mesh = parallel.make_mesh()
   state = learning.init_learner(agent, a, obs_space, seed=config.seed)
-  ckpt = _Checkpoints(run_dir, s.keep_checkpoints)
   counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
   restored = ckpt.restore(state)
   if restored is not None:
@@ -291,16 +411,22 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
   state = parallel.replicate(state, mesh)
   step_fn = learning.make_learner_step(agent, a, mesh, donate=True)
   total_updates = learning.updates_per_run(a)
+  ckpt.finish_at("updates", total_updates)
   frames_per_update = a.unroll_length * a.batch_size
   records_per_update = a.batch_size // (s.envs_per_actor * jax.process_count())
 
   ctx = multiprocessing.get_context("spawn")
   spec = actors.record_spec(config, obs_space, act_space, agent)
-  queue = RolloutQueue(spec, s.queue_capacity, ctx)
+  # the lock wait outlasts the stall timeout: an actor stopped holding the lock is killed (and the
+  # lock repaired) before the learner gives up on it
+  queue = RolloutQueue(spec, s.queue_capacity, ctx, lock_timeout=s.stall_timeout_s + 10)
   host_params = parallel.fetch(state.params)
   store = ParamStore(host_params, ctx)
   store.publish(host_params, counters["updates"])
-  sup = processes.Supervisor(ctx, max_restarts=s.max_actor_restarts, on_death=lambda *_: queue.reclaim())
+  stalled = collections.deque()      # "actor1 (pid 4242)": stalled actors, for the progress line
+  sup = processes.Supervisor(ctx, max_restarts=s.max_actor_restarts, on_death=lambda *_: queue.reclaim(),
+                             stall_timeout=s.stall_timeout_s, lock_holder=queue.lock_holder,
+                             on_stall=lambda name, pid, _: stalled.append(f"{name} (pid {pid})"))
   for k in range(s.num_actors):
     sup.add(f"actor{k}", actors.actor_main,
             args=(config, jax.process_index(), k, queue, store, actor_env[k]))
@@ -350,7 +476,8 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     if progress is not None:
       progress.update(counters["frames"], counters["updates"], episode_returns=ended.tolist(),
                       policy_lag=float(metrics["policy_lag"]),
-                      queue_depth=queue.qsize(), queue_capacity=s.queue_capacity)
+                      queue_depth=queue.qsize(), queue_capacity=s.queue_capacity,
+                      stalled=[stalled.popleft() for _ in range(len(stalled))])
     if now - last_ckpt >= s.checkpoint_every_s:
       last_ckpt = now
       ckpt.save(state, counters)
@@ -372,18 +499,17 @@ def _run_actors(config, run_dir: str) -> dict[str, Any]:
     if jax.process_count() == 1:
       raise
     failure = _lost_process(e)
+  except (RunFailed, OSError) as e:    # a failed write: full disk, read-only, ...
+    failure = _write_failure(e, ckpt, run_dir)
   finally:
     state = learner.state             # the latest dispatched update (the save waits for it)
     stop.uninstall()
     sup.shutdown()
     queue.close()
     saved = ckpt.save_final(state, counters)   # also on errors and signals
-    ckpt.close()
-    writer.close()
-    queue.unlink()
-    store.unlink()
+    failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close, queue.unlink, store.unlink)
   if failure is not None:
-    raise RunFailed(f"{failure}; {saved}") from failure
+    raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
   summary = dict(counters, episode_return=float(np.mean(returns)) if returns else float("nan"),
                  stopped_early=counters["updates"] < total_updates,
                  params_crc32=params_crc32(parallel.fetch(state.params)))
@@ -497,7 +623,7 @@ def _sync_ppo_iterations(config) -> _Iterations:
                      params=lambda state: state[0].params)
 
 
-def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
+def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -> dict[str, Any]:
   """Drive a loop with metrics, progress, checkpoints, resume and signals. On several processes
   every one runs the same steps: each iteration they agree (one collective) whether to stop (a
   signal reached any of them) and whether to checkpoint (process 0 writes)."""
@@ -505,7 +631,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   s, a = config.system, config.agent
   total_iterations = max(1, math.ceil(a.total_env_steps / it.steps_per_iteration))
   state = it.init()
-  ckpt = _Checkpoints(run_dir, s.keep_checkpoints)
+  ckpt.finish_at("updates", total_iterations)
   counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
   restored = ckpt.restore(it.saved(state), it.relayout)
   if restored is not None:
@@ -558,13 +684,14 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
     if jax.process_count() == 1:
       raise
     failure = _lost_process(e)
+  except (RunFailed, OSError) as e:    # a failed write: full disk, read-only, ...
+    failure = _write_failure(e, ckpt, run_dir)
   finally:
     stop.uninstall()
     saved = ckpt.save_final(it.saved(state), counters)
-    ckpt.close()
-    writer.close()
+    failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close)
   if failure is not None:
-    raise RunFailed(f"{failure}; {saved}") from failure
+    raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
   summary = dict(counters, episode_return=float(np.mean(recent)) if recent else float("nan"),
                  stopped_early=counters["updates"] < total_iterations,
                  params_crc32=params_crc32(parallel.fetch(it.params(state))))
@@ -572,11 +699,51 @@ def _run_iterations(config, run_dir: str, it: _Iterations) -> dict[str, Any]:
   return summary
 
 
+def _write_failure(error: BaseException, ckpt: _Checkpoints, run_dir: str) -> BaseException:
+  """`error` as a RunFailed describing a failed write (full disk, read-only, ...); other errors are
+  raised again (a RunFailed of `ckpt.save` describes itself already)."""
+  if isinstance(error, RunFailed):
+    return error
+  disk = run_dirs.disk_error(error)
+  if disk is None:
+    raise error
+  latest = ckpt.checkpointer.latest_step()
+  ckpt.write_error = run_dirs.describe_write_failure(
+      disk, "the run's metrics" if disk.filename is None else disk.filename, run_dir,
+      f"The last good checkpoint (update {latest}) is intact in {ckpt.checkpointer.directory}"
+      if latest is not None else "No checkpoint of this run was written yet")
+  return RunFailed(ckpt.write_error)
+
+
+def _close_all(failure: BaseException | None, ckpt: _Checkpoints, run_dir: str, *closers):
+  """Calls every closer, also when one fails (a full disk fails the metrics' last flush); returns
+  `failure`, else the first failed write as a RunFailed. Another error is raised once all ran."""
+  bug = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # pylint: disable=broad-except
+      if failure is None and isinstance(e, (RunFailed, OSError)) and (
+          isinstance(e, RunFailed) or run_dirs.disk_error(e) is not None):
+        failure = _write_failure(e, ckpt, run_dir)
+      elif failure is None and bug is None:
+        bug = e
+      else:
+        log.warning("after the failure, %s failed too: %s", getattr(close, "__qualname__", close),
+                    _first_line(e))
+  if bug is not None:
+    raise bug
+  return failure
+
+
 def _finish(config, run_dir: str, summary: dict) -> None:
+  """summary.json (it describes the newest checkpoint: the final one) and the learning curve."""
   if jax.process_index() != 0:
     return
-  with open(os.path.join(run_dir, "summary.json"), "w") as f:
+  path = os.path.join(run_dir, "summary.json")
+  with open(path + ".tmp", "w") as f:
     json.dump(summary, f, indent=2)
+  os.replace(path + ".tmp", path)
   if config.system.plot:
     from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
     try:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from rtrl_rl import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py[:arg])",
                                           lock_config=True)
@@ -25,19 +26,24 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (default runs/<na
 def main(argv) -> int:
   del argv
   from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config is None:
-    print("error: --config is required, e.g. --config=configs/rtu_trace_conditioning.py", file=sys.stderr)
-    return 2
+    raise cli.UsageError("--config is required, e.g. --config=configs/rtu_trace_conditioning.py")
   try:
     config_lib.validate_experiment(config)
   except config_lib.PredictionConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return cli.report(e, 2)
   run_dir = _RUN_DIR.value or os.path.join("runs", f"{config.name}_seed{config.seed}")
+  cli.check_writable(run_dir, "--run_dir", directory=True)
+  from rtrl_rl.io.run_dir import RunDirError  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
   os.makedirs(run_dir, exist_ok=True)
-  summary = trainer.run(config, run_dir)  # checkpoints, resume on the same run_dir, SIGTERM
+  try:
+    summary = trainer.run(config, run_dir)  # checkpoints, resume on the same run_dir, SIGTERM
+  except (RunDirError, trainer.CheckpointMismatch) as e:
+    return cli.report(e, 2)
+  except trainer.RunFailed as e:
+    return cli.report(e, 1)
   if summary["stopped_early"]:
     print(f"stopped at step {summary['steps']}/{config.agent.steps}; rerun the same command to resume "
           f"-> {run_dir}")
@@ -50,4 +56,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run_absl(main)

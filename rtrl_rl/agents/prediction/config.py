@@ -158,8 +158,9 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
   `config.agent` passes `validate`. Raises PredictionConfigError naming the fields. Runs no JAX."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   errors = []
-  if config.get("algo") != "prediction":
-    errors.append(f"algo={config.get('algo')!r}: this learner runs algo='prediction'")
+  if config.get("algo") != "prediction":  # its other fields are another learner's: nothing to check
+    raise PredictionConfigError(f"invalid experiment config:\n  algo={config.get('algo')!r}: this "
+                                "learner runs algo='prediction' (python -m rtrl_rl.train runs the others)")
   if not (isinstance(config.get("seed"), int) and config.seed >= 0):
     errors.append(f"seed={config.get('seed')!r} must be an int >= 0")
   try:
