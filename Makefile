@@ -3,7 +3,9 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 APT_PKGS := libqt5gui5
 
-.PHONY: setup test test-long test-slurm train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
+CLAIM ?= all
+
+.PHONY: setup test test-long test-slurm reproduce-small train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -29,6 +31,11 @@ test-long: setup
 test-slurm: setup
 	trap 'bash launch/local_slurm.sh stop' EXIT; trap 'exit 130' INT TERM; \
 	bash launch/local_slurm.sh start && $(PY) -m pytest -q -m slurm
+
+# The papers' claims at reduced scale on this machine (launch/reproduce.py): runs, figures, tables and
+# verdicts in results/<claim>/. One claim: make reproduce-small CLAIM=irie_m
+reproduce-small: setup
+	$(PY) -m launch.reproduce --claim=$(CLAIM)
 
 bench-cells: setup
 	$(PY) -m bench.bench_cells

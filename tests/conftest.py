@@ -19,7 +19,12 @@ import os
 import shutil
 import tempfile
 
-_CACHE_DIR = tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_")
+# One cache for the whole session: the workers of `pytest -n` (pytest-xdist) inherit the
+# controller's directory through the environment; the process that made it removes it.
+_OWN_CACHE = "RTRL_RL_TEST_JAX_CACHE" not in os.environ
+_CACHE_DIR = (tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_") if _OWN_CACHE
+              else os.environ["RTRL_RL_TEST_JAX_CACHE"])
+os.environ["RTRL_RL_TEST_JAX_CACHE"] = _CACHE_DIR
 
 
 def pytest_configure(config):
@@ -42,4 +47,5 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
-  shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+  if _OWN_CACHE:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -23,6 +23,8 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
     *[("rtu_mujoco_pomdp.py", f"env={e},core={c}") for e in ("Ant-P", "HalfCheetah-V", "Hopper-P", "Walker2d-V")
       for c in ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru", "ff")],
     ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
+    *[("claims_irie_m.py", f"core={c},mode={m},M={n}") for c in ("elstm", "rtu", "ff") for m in ("rtrl", "tbptt")
+      for n in (2, 16)],
     ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
     ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
     *[("rtu_popgym.py", f"task={t},level={l}") for t in ("CountRecall", "RepeatFirst", "Concentration",

@@ -161,6 +161,8 @@ def test_gpu_actors_on_a_host_without_a_gpu_fail_naming_the_fix(tmp_path):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+@pytest.mark.long   # the default suite checks the same on fewer processes: tests/test_parallel.py (gloo),
+                    # tests/test_anakin_parallel.py (two processes, the trainer)
 def test_two_hosts_keep_identical_parameters(tmp_path):
   """Two processes x 2 CPU devices (gloo on 127.0.0.1): the whole system, a few updates."""
   port = free_port()
@@ -178,6 +180,8 @@ def test_two_hosts_keep_identical_parameters(tmp_path):
   assert s0["params_crc32"] == s1["params_crc32"]
 
 
+@pytest.mark.long   # the default suite kills trainers with SIGKILL in tests/test_run_dir_trainer.py
+                    # (anakin) and tests/test_run_shm_stall.py (actors, shared memory)
 def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
   run_dir = str(tmp_path / "run")
   proc = _train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.checkpoint_every_s=1")
