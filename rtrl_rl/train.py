@@ -80,8 +80,8 @@ def main(argv) -> int:
     return code
   if summary.get("already_finished"):
     print(f"the run in {run_dir} had finished already (update {summary.get('updates')}); nothing to "
-          "do and nothing was changed. To train it further, raise --config.agent.total_env_steps "
-          "and pass --accept_config_changes")
+          "do and nothing was changed. To train it further, raise its budget (e.g. "
+          "--config.agent.total_env_steps) and pass --accept_config_changes")
   print(f"run finished in {run_dir}: {json.dumps(summary)}")
   return 0
 
