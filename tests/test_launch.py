@@ -21,9 +21,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS_DIR = os.path.join(ROOT, "launch", "sweeps")
 # jobs each sweep file lists (the papers' grids; see the files' docstrings)
 EXPECTED_JOBS = {"default": 2, "irie_atari": 45, "irie_procgen": 69, "irie_dmlab": 54,
-                 "rtu_popgym": 375, "rtu_mujoco_pomdp": 225}
+                 "rtu_popgym": 375, "rtu_mujoco_pomdp": 225,
+                 "claims_irie_m": 51}   # 2 cores x 2 modes x 4 M x 3 seeds + 3 feed-forward
 PAPER_CONFIGS = {"configs/irie_atari.py", "configs/irie_procgen.py", "configs/irie_dmlab.py",
-                 "configs/rtu_popgym.py", "configs/rtu_mujoco_pomdp.py", "configs/rtu_reacher_pomdp.py"}
+                 "configs/rtu_popgym.py", "configs/rtu_mujoco_pomdp.py", "configs/rtu_reacher_pomdp.py",
+                 "configs/claims_irie_m.py"}
 
 
 def _sweep_files():
