@@ -419,6 +419,10 @@ def slurm_executor(folder: str, params: Mapping[str, Any], array_parallelism: in
   return ex
 
 
+class SubmissionFailed(RuntimeError):
+  """sbatch refused a job array (a partition, account or limit the cluster does not accept)."""
+
+
 def submit_slurm(runs: Sequence, folder: str, *, sweep: str, defaults: Mapping[str, Any] | None = None,
                  array_parallelism: int | None = None) -> list[tuple[Any, str]]:
   """Submits `runs` as SLURM job arrays (one array per distinct resource set); returns
@@ -433,8 +437,18 @@ def submit_slurm(runs: Sequence, folder: str, *, sweep: str, defaults: Mapping[s
   submitted = []
   for key, group in groups.items():
     ex = slurm_executor(folder, params_of[key], array_parallelism)
-    with ex.batch():
-      jobs = [ex.submit(make_job(run)) for run in group]
+    try:
+      with ex.batch():
+        jobs = [ex.submit(make_job(run)) for run in group]
+    except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError) as e:  # sbatch failed
+      reason = " ".join(line.strip() for line in str(e).splitlines() if "error" in line.lower())[:500]
+      before = (f" ({len(submitted)} run(s) of earlier job arrays were submitted: "
+                f"{', '.join(r.name for r, _ in submitted[:5])}{', ...' if len(submitted) > 5 else ''})"
+                if submitted else "")
+      raise SubmissionFailed(
+          f"sbatch refused the job array of {len(group)} run(s) ({group[0].name}, ...): "
+          f"{reason or str(e).strip().splitlines()[-1]}{before}. Check --partition, --account and the "
+          "sweep's resources (time_min, mem_gb, gpus_per_node, cpus) against the cluster's limits") from None
     for run, job in zip(group, jobs):
       record_launch(run, "slurm", job.job_id, folder)
       submitted.append((run, job.job_id))

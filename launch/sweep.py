@@ -403,8 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sweep {name}: {len(failed)} run(s) failed: {', '.join(failed)}")
         return 1
       return 0
-    jobs = backends.submit_slurm(todo, folder, sweep=name, defaults=backends.slurm_defaults(args),
-                                 array_parallelism=args.max_parallel or None)
+    try:
+      jobs = backends.submit_slurm(todo, folder, sweep=name, defaults=backends.slurm_defaults(args),
+                                   array_parallelism=args.max_parallel or None)
+    except backends.SubmissionFailed as e:
+      return cli.report(e, 2)
     for run, job_id in jobs:
       print(f"submitted {run.name}: slurm job {job_id}")
     print(f"sweep {name}: {len(jobs)} jobs submitted; `python -m launch.sweep --sweep={args.sweep} "

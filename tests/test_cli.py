@@ -164,3 +164,19 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     cli.run(mistaken)
   assert exit_.value.code == 2
   assert capsys.readouterr().err == "error: what is wrong; how to fix it\n"
+
+
+def test_a_job_array_that_sbatch_refuses_is_one_message(tmp_path):
+  """A fake `sbatch` that refuses as SLURM does (a partition the cluster does not have)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
+                                  "echo 'sbatch: error: Batch job submission failed: Invalid partition "
+                                  "name specified' >&2\nexit 1\n")
+  (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+  for f in bin_dir.iterdir():
+    f.chmod(0o755)
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+  out = run_cli("launch.sweep", "--sweep=launch/sweeps/default.py", "--backend=slurm",
+                f"--root={tmp_path}/root", "--partition=gpux", env=env)
+  _assert_message(out, "sbatch refused the job array", "invalid partition specified: gpux", "--partition")
