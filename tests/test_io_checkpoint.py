@@ -316,3 +316,22 @@ def test_sigkill_during_saves_never_leaves_a_broken_latest(tmp_path):
   finally:
     proc.kill()
     proc.wait()
+
+
+def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
+  """newest_intact reads and verifies the step; the restore of that step that follows reuses those
+  arrays (a resume validates and restores its checkpoint with one read from disk)."""
+  ckpt = Checkpointer(tmp_path / 'c', async_save=False)
+  like = {'w': jnp.zeros(16), 'n': jnp.zeros((), jnp.int32)}
+  for s in (1, 2):
+    ckpt.save(s, {'w': jnp.full(16, float(s)), 'n': jnp.asarray(s, jnp.int32)}, {'updates': s}, wait=True)
+  reads = []
+  real = Checkpointer._read_stored
+  monkeypatch.setattr(Checkpointer, '_read_stored', lambda self, step, records: reads.append(step) or
+                      real(self, step, records))
+  step, meta, damaged = ckpt.newest_intact()
+  assert (step, meta['updates'], damaged, reads) == (2, 2, [], [2])
+  state, _ = ckpt.restore(2, like)
+  assert reads == [2] and float(state['w'][0]) == 2.0 and int(state['n']) == 2
+  state, _ = ckpt.restore(2, like)          # once only: a second restore reads again
+  assert reads == [2, 2] and float(state['w'][3]) == 2.0

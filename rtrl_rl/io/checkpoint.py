@@ -269,6 +269,7 @@ class Checkpointer:
     self.set_aside_directory = os.path.abspath(
         os.fspath(set_aside_directory) if set_aside_directory is not None else self.directory + '_set_aside')
     self._manager: ocp.CheckpointManager | None = None
+    self._validated: tuple | None = None  # (step, records, metadata, stored) of newest_intact
     if self.is_primary:
       os.makedirs(self.directory, exist_ok=True)
       self.remove_failed_saves()
@@ -339,15 +340,21 @@ class Checkpointer:
     """``(step, metadata, damaged)``: the newest step that reads back intact (commit marker, manifest,
     every leaf's CRC-32; the whole step is read), its metadata, and the newer steps that do not, each
     with the reason, newest first. ``(None, None, damaged)`` when no step is intact (``damaged`` then
-    lists every step; empty for a directory without checkpoints)."""
+    lists every step; empty for a directory without checkpoints). The arrays read are kept for the
+    next :meth:`restore` of that step, which then reads nothing from disk again (a resume reads its
+    checkpoint once)."""
     damaged: list[tuple[int, str]] = []
     for step in reversed(self.step_dirs()):
       try:
-        _, metadata = self.restore(step)
+        records, metadata = self._read_head(step)
+        stored = self._read_stored(step, records)
+        for rec in records:
+          _leaf_from_stored(rec, stored)  # verifies shape, dtype, CRC-32
       except Exception as e:  # pylint: disable=broad-except
         damaged.append((step, f'{type(e).__name__}: {(str(e).strip().splitlines() or [""])[0][:300]}'))
         continue
-      return step, metadata, damaged
+      self._validated = (step, records, metadata, stored)  # the restore of this step reads no more
+      return step, dict(metadata), damaged
     return None, None, damaged
 
   def set_aside(self, step: int, reason: str) -> str:
@@ -435,19 +442,8 @@ class Checkpointer:
 
   # -- restore ----------------------------------------------------------------------------------------------
 
-  def restore(self, step: int, target_like: Any = None) -> tuple[Any, dict]:
-    """Restores ``(state, metadata)`` of ``step``.
-
-    With ``target_like`` (a pytree of the same structure: arrays, ``jax.ShapeDtypeStruct``, typed keys,
-    scalars) the state has that structure and each leaf takes the target leaf's form: jax arrays (placed
-    with the target's sharding), numpy arrays, Python scalars. Without it, the state is a dict from tree
-    path (``jax.tree_util.keystr``) to numpy array / typed key / Python scalar.
-
-    Raises:
-      CheckpointStructureError: the target's structure, shapes or dtypes differ from the checkpoint's.
-      CheckpointCorruptError (or an orbax / OS error): the step cannot be read back intact.
-    """
-    step = int(step)
+  def _read_head(self, step: int) -> tuple[list[dict], dict]:
+    """``(manifest records, metadata)`` of committed step ``step``."""
     manager = self._get_manager()
     step_dir = os.path.join(self.directory, str(step))
     if manager is None or not os.path.isdir(step_dir):
@@ -463,7 +459,38 @@ class Checkpointer:
     manifest, metadata = head[_MANIFEST], head[_METADATA]
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT_VERSION:
       raise CheckpointCorruptError(f'{step_dir}: unreadable manifest')
-    records = manifest['leaves']
+    return manifest['leaves'], metadata
+
+  def _read_stored(self, step: int, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The stored arrays of step ``step`` by leaf name (read from disk, not yet verified)."""
+    stored_names = [r['name'] for r in records if r['stored']]
+    if not stored_names:
+      return {}
+    restore_args = {name: ocp.RestoreArgs(restore_type=np.ndarray) for name in stored_names}
+    return self._get_manager().restore(
+        step,
+        args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}),
+    )[_STATE]
+
+  def restore(self, step: int, target_like: Any = None) -> tuple[Any, dict]:
+    """Restores ``(state, metadata)`` of ``step``.
+
+    With ``target_like`` (a pytree of the same structure: arrays, ``jax.ShapeDtypeStruct``, typed keys,
+    scalars) the state has that structure and each leaf takes the target leaf's form: jax arrays (placed
+    with the target's sharding), numpy arrays, Python scalars. Without it, the state is a dict from tree
+    path (``jax.tree_util.keystr``) to numpy array / typed key / Python scalar.
+
+    Raises:
+      CheckpointStructureError: the target's structure, shapes or dtypes differ from the checkpoint's.
+      CheckpointCorruptError (or an orbax / OS error): the step cannot be read back intact.
+    """
+    step = int(step)
+    validated, self._validated = self._validated, None
+    if validated is not None and validated[0] == step:  # read and checked by newest_intact just now
+      _, records, metadata, stored = validated
+    else:
+      records, metadata = self._read_head(step)
+      stored = None
 
     target_leaves = treedef = None
     if target_like is not None:
@@ -486,14 +513,8 @@ class Checkpointer:
         )
       target_leaves = [leaf for _, leaf in target_with_path]
 
-    stored_names = [r['name'] for r in records if r['stored']]
-    stored: dict[str, np.ndarray] = {}
-    if stored_names:
-      restore_args = {name: ocp.RestoreArgs(restore_type=np.ndarray) for name in stored_names}
-      stored = manager.restore(
-          step,
-          args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}),
-      )[_STATE]
+    if stored is None:
+      stored = self._read_stored(step, records)
     values = [_leaf_from_stored(rec, stored) for rec in records]
 
     if target_like is None:
