@@ -146,7 +146,8 @@ class Plan:
   at_update: int | None = None
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
+def write_json_atomic(path: str, obj: Any) -> None:
+  """`obj` as JSON in `path`, replaced in one rename (a reader never sees half a file)."""
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True)
@@ -212,7 +213,7 @@ def apply_plan(run_dir: str, config: dict, checkpointer, plan: Plan) -> list[str
         os.rename(os.path.join(run_dir, n), os.path.join(dest, n))
       moved.append(dest)
   moved += [checkpointer.set_aside(s, why) for s, why in plan.damaged]
-  _write_json_atomic(os.path.join(run_dir, CONFIG_FILE), config)
+  write_json_atomic(os.path.join(run_dir, CONFIG_FILE), config)
   if plan.changes:
     with open(os.path.join(run_dir, CHANGES_FILE), "a") as f:
       f.write(json.dumps({"time": _now(), "at_update": plan.at_update, "checkpoint": plan.step,

@@ -187,12 +187,16 @@ class _Checkpoints:
       if disk is None:
         raise
       self._ckpt.remove_failed_saves()
-      latest = self._ckpt.latest_step()
-      self.write_error = run_dirs.describe_write_failure(
-          disk, f"the checkpoint of update {counters['updates']}", self._dir,
-          f"The last good checkpoint (update {latest}) is intact there" if latest is not None
-          else "No checkpoint of this run was written yet")
-      raise RunFailed(self.write_error) from None
+      raise self.write_failed(disk, f"the checkpoint of update {counters['updates']}", self._dir) from None
+
+  def write_failed(self, disk: OSError, what: str, where: str) -> "RunFailed":
+    """A failed write (full disk, read-only, ...) of `what` in `where`, kept as `write_error`: the
+    RunFailed to raise, naming the last good checkpoint."""
+    latest = self._ckpt.latest_step()
+    self.write_error = run_dirs.describe_write_failure(
+        disk, what, where, f"The last good checkpoint (update {latest}) is intact in {self._dir}"
+        if latest is not None else "No checkpoint of this run was written yet")
+    return RunFailed(self.write_error)
 
   def save_final(self, state, counters: dict) -> str:
     """The final checkpoint (also after an error or a signal); returns where the run resumes from.
@@ -707,12 +711,7 @@ def _write_failure(error: BaseException, ckpt: _Checkpoints, run_dir: str) -> Ba
   disk = run_dirs.disk_error(error)
   if disk is None:
     raise error
-  latest = ckpt.checkpointer.latest_step()
-  ckpt.write_error = run_dirs.describe_write_failure(
-      disk, "the run's metrics" if disk.filename is None else disk.filename, run_dir,
-      f"The last good checkpoint (update {latest}) is intact in {ckpt.checkpointer.directory}"
-      if latest is not None else "No checkpoint of this run was written yet")
-  return RunFailed(ckpt.write_error)
+  return ckpt.write_failed(disk, "the run's metrics" if disk.filename is None else disk.filename, run_dir)
 
 
 def _close_all(failure: BaseException | None, ckpt: _Checkpoints, run_dir: str, *closers):
@@ -723,8 +722,7 @@ def _close_all(failure: BaseException | None, ckpt: _Checkpoints, run_dir: str, 
     try:
       close()
     except Exception as e:  # pylint: disable=broad-except
-      if failure is None and isinstance(e, (RunFailed, OSError)) and (
-          isinstance(e, RunFailed) or run_dirs.disk_error(e) is not None):
+      if failure is None and (isinstance(e, RunFailed) or run_dirs.disk_error(e) is not None):
         failure = _write_failure(e, ckpt, run_dir)
       elif failure is None and bug is None:
         bug = e
@@ -740,10 +738,7 @@ def _finish(config, run_dir: str, summary: dict) -> None:
   """summary.json (it describes the newest checkpoint: the final one) and the learning curve."""
   if jax.process_index() != 0:
     return
-  path = os.path.join(run_dir, "summary.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(path + ".tmp", path)
+  run_dirs.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
   if config.system.plot:
     from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
     try:
