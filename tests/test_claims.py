@@ -10,7 +10,6 @@ gradient reaches the cue across unroll boundaries. `make reproduce-small CLAIM=i
 whole grid (cores x M x seeds).
 """
 
-import importlib.util
 import os
 
 import jax
@@ -19,22 +18,16 @@ import numpy as np
 from rtrl_rl import envs
 from rtrl_rl.agents.impala import config as impala_config
 from rtrl_rl.system import anakin
+from tests.test_configs import load as load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOUND = 0.5           # 1/K with K = 2 cues
 CHUNK = 200           # iterations per measurement (200 x 128 agent steps)
 
 
-def _claims_config(arg):
-  spec = importlib.util.spec_from_file_location("claims_irie_m", os.path.join(ROOT, "configs/claims_irie_m.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def _returns(mode, stop_at=None):
   """Mean episode return per CHUNK iterations over the config's budget (stops at `stop_at`)."""
-  c = _claims_config(f"core=elstm,mode={mode},M=4,delay=8,cues=2,seed=0")
+  c = load_config("claims_irie_m.py", f"core=elstm,mode={mode},M=4,delay=8,cues=2,seed=0")
   fenv = envs.make_functional(c.env.id, **c.env.options.to_dict())
   agent = impala_config.make_agent(c.agent, fenv.observation_space, fenv.action_space)
   runner = anakin.make_impala(fenv, agent, c.agent)

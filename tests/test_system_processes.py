@@ -20,7 +20,7 @@ import pytest
 
 from rtrl_rl.system.processes import (StopEvent, Supervisor, WorkerFailed, describe_exitcode,
                                       install_shutdown_handlers, live_children)
-from rtrl_rl.system.queue import process_alive
+from rtrl_rl.system.shm import process_alive
 
 CTX = mp.get_context("spawn")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

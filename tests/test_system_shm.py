@@ -12,7 +12,8 @@ import numpy as np
 
 from rtrl_rl.system import shm
 from rtrl_rl.system.param_store import ParamStore
-from rtrl_rl.system.queue import RolloutQueue, process_starttime
+from rtrl_rl.system.queue import RolloutQueue
+from rtrl_rl.system.shm import process_starttime
 
 CTX = mp.get_context("spawn")
 

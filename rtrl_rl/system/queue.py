@@ -89,11 +89,11 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 
 from rtrl_rl.system import shm
-from rtrl_rl.system.shm import process_alive, process_starttime, this_process
+from rtrl_rl.system.shm import process_alive, this_process
 
 __all__ = [
     "ArraySpec", "QueueClosed", "QueueBroken", "RolloutQueue", "spec_like", "flatten_spec",
-    "flatten_like", "unflatten", "TreeDef", "process_alive", "process_starttime",
+    "flatten_like", "unflatten", "TreeDef",
 ]
 
 _ALIGN = 64
