@@ -1,0 +1,89 @@
+"""Training results pinned across refactors: four deterministic runs end with recorded parameters.
+
+Recorded (tests/golden/behaviour/) from the code before the training layer's redesign (issue 17):
+the fully-jitted loop with IMPALA (RTRL eLSTM) and with PPO (RTRL RTU) on JAX envs, online TD
+prediction, and PPO acting on host envs (backend "sync"), each a few updates on one CPU device, run
+as a user runs them (`python -m rtrl_rl.train`). A change to the training layer that alters what
+any of them computes fails here. On the recording machine the parameters are bitwise equal
+(`params_crc32`); another CPU may vectorise XLA's reductions differently, so the assertion allows
+float32 rounding (1e-5 relative) rather than a checksum.
+
+Re-record (only for an intended change of behaviour, saying why in the commit):
+    RTRL_RL_RECORD_GOLDEN=1 python -m pytest tests/test_behaviour_pinned.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from rtrl_rl.io.checkpoint import Checkpointer
+from tests._multiprocess import ROOT, device_env
+
+GOLDEN = os.path.join(ROOT, "tests", "golden", "behaviour")
+RECORD = os.environ.get("RTRL_RL_RECORD_GOLDEN") == "1"
+
+RUNS = {  # name: flags of `python -m rtrl_rl.train` (3 updates each)
+    "anakin_impala_elstm": [
+        "--config=configs/default.py:elstm", "--config.env.id=jax/cue-memory",
+        "--config.system.backend=anakin", "--config.agent.unroll_length=10",
+        "--config.agent.batch_size=8", "--config.agent.network.hidden_size=16",
+        "--config.agent.total_env_steps=240"],
+    "anakin_ppo_rtu": [
+        "--config=configs/rtu_popgym.py", "--config.env.id=jax/cue-memory",
+        "--config.system.backend=anakin", "--config.agent.num_envs=8",
+        "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
+        "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
+        "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)",
+        "--config.agent.head_sizes=(8,)", "--config.agent.total_env_steps=192"],
+    "prediction_rtu": [
+        "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=200,"
+        "window=200,seeds=2,hidden=4"],
+    "sync_ppo_popgym": [
+        "--config=configs/rtu_popgym.py:env_family=numpy", "--config.agent.num_envs=8",
+        "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
+        "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
+        "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)",
+        "--config.agent.head_sizes=(8,)", "--config.agent.total_env_steps=192"],
+}
+
+
+def _final_params(run_dir: str) -> list[np.ndarray]:
+  """The parameters of the run's final checkpoint, in the order of `jax.tree.leaves(params)`."""
+  with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
+    leaves, _ = ckpt.restore(ckpt.latest_step())
+  return [np.asarray(v) for path, v in leaves.items() if ".params[" in path or path.endswith(".params")]
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_a_run_ends_with_the_recorded_parameters(tmp_path, name):
+  run_dir = str(tmp_path / "run")
+  out = subprocess.run(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *RUNS[name],
+       "--config.system.plot=False"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+      env=device_env(1))
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads(open(os.path.join(run_dir, "summary.json")).read())
+  params = _final_params(run_dir)
+  assert params and all(np.all(np.isfinite(p)) for p in params)
+  crc = 0
+  for p in params:
+    crc = zlib.crc32(np.ascontiguousarray(p).tobytes(), crc)
+  assert summary.get("params_crc32", crc) == crc   # the summary describes the final checkpoint
+  golden = os.path.join(GOLDEN, f"{name}.npz")
+  if RECORD:
+    os.makedirs(GOLDEN, exist_ok=True)
+    np.savez(golden, *params, params_crc32=np.int64(crc))
+    pytest.skip(f"recorded {golden} (params_crc32 {crc})")
+  with np.load(golden) as g:
+    expected = [g[f"arr_{i}"] for i in range(len(g.files) - 1)]
+    recorded = int(g["params_crc32"])
+  assert [p.shape for p in params] == [e.shape for e in expected]
+  for i, (p, e) in enumerate(zip(params, expected)):
+    np.testing.assert_allclose(p, e, rtol=1e-5, atol=1e-7, err_msg=f"{name}: parameter leaf {i}")
+  if crc != recorded:  # rounding of another CPU's kernels (module doc): say so
+    print(f"{name}: params_crc32 {crc} != recorded {recorded}; equal within 1e-5")
