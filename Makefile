@@ -5,7 +5,7 @@ APT_PKGS := libqt5gui5
 
 CLAIM ?= all
 
-.PHONY: setup test test-long test-slurm reproduce-small train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
+.PHONY: setup lint format test test-long test-slurm reproduce-small train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# The formatter and the linter (ruff; settings in pyproject.toml): `make format` rewrites, `make lint` checks.
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 test-long: setup
 	$(PY) -m pytest -q -m long

@@ -56,9 +56,14 @@ def calibrate(thunk: Thunk, min_sample_s: float, max_number: int = 1000) -> int:
   return max(1, min(max_number, int(min_sample_s / t + 0.5)))
 
 
-def time_interleaved(fns: dict[str, Thunk], *, repeats: int = 7, warmup: int = 2,
-                     min_sample_s: float = 0.05, number: dict[str, int] | None = None,
-                     ) -> dict[str, float]:
+def time_interleaved(
+  fns: dict[str, Thunk],
+  *,
+  repeats: int = 7,
+  warmup: int = 2,
+  min_sample_s: float = 0.05,
+  number: dict[str, int] | None = None,
+) -> dict[str, float]:
   """Median seconds per call of each thunk, timed interleaved.
 
   warmup: untimed calls of each thunk first (compilation, allocation). Each timed sample runs a
@@ -75,7 +80,7 @@ def time_interleaved(fns: dict[str, Thunk], *, repeats: int = 7, warmup: int = 2
     number.setdefault(name, calibrate(fns[name], min_sample_s))
   samples: dict[str, list[float]] = {name: [] for name in names}
   for r in range(repeats):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for name in order:
       samples[name].append(_run(fns[name], number[name]))
   return {name: statistics.median(s) for name, s in samples.items()}

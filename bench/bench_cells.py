@@ -36,10 +36,10 @@ from rtrl_rl import cells
 D = 257
 M = 50
 CELLS = {  # label -> cells.make arguments
-    "elstm": ("elstm", {}),
-    "rtu-linear": ("rtu", {"nonlinear": False}),
-    "rtu-nonlinear": ("rtu", {"nonlinear": True}),
-    "lru": ("lru", {}),
+  "elstm": ("elstm", {}),
+  "rtu-linear": ("rtu", {"nonlinear": False}),
+  "rtu-nonlinear": ("rtu", {"nonlinear": True}),
+  "lru": ("lru", {}),
 }
 TARGET_FLOOR = 1.5
 TARGET_LEARNER = 1.2
@@ -85,6 +85,7 @@ def bench_config(label: str, batch: int, hidden: int, repeats: int, seed: int = 
   def actor(mode):
     def fn(carry, p, x, reset):
       return cells.step(cell, p, carry, x, reset, mode=mode)
+
     fn = jax.jit(fn, donate_argnums=0)
     return lambda carry: fn(carry, params, x, reset)
 
@@ -92,6 +93,7 @@ def bench_config(label: str, batch: int, hidden: int, repeats: int, seed: int = 
     def loss(p, carry, xs, resets):
       ys, _ = cells.unroll(cell, p, carry, xs, resets, mode=mode, outgoing_traces=False)
       return jnp.mean(ys**2)
+
     return jax.jit(jax.grad(loss))
 
   fwd, act = actor("tbptt"), actor("rtrl")
@@ -106,29 +108,38 @@ def bench_config(label: str, batch: int, hidden: int, repeats: int, seed: int = 
   tbptt_carry = cell.initial_carry(batch, traces=False)
 
   thunks = {
-      "floor": stateful(floor_fn, floor_traces),
-      "forward": stateful(fwd, cell.initial_carry(batch, traces=False), lambda out: out[1]),
-      "actor": stateful(act, carry, lambda out: out[1]),
-      "rtrl": lambda: rtrl(params, learner_carry, xs, resets),
-      "tbptt": lambda: tbptt(params, tbptt_carry, xs, resets),
+    "floor": stateful(floor_fn, floor_traces),
+    "forward": stateful(fwd, cell.initial_carry(batch, traces=False), lambda out: out[1]),
+    "actor": stateful(act, carry, lambda out: out[1]),
+    "rtrl": lambda: rtrl(params, learner_carry, xs, resets),
+    "tbptt": lambda: tbptt(params, tbptt_carry, xs, resets),
   }
   t = time_interleaved(thunks, repeats=repeats, warmup=2, min_sample_s=0.05)
   per_env = {k: v / batch for k, v in t.items()}
   per_env["rtrl"] /= M
   per_env["tbptt"] /= M
-  return {"cell": label, "B": batch, "N": hidden, "trace_MB": trace_bytes / 1e6,
-          "floor_GBps": 2 * trace_bytes / t["floor"] / 1e9, **{k: v * 1e6 for k, v in per_env.items()}}
+  return {
+    "cell": label,
+    "B": batch,
+    "N": hidden,
+    "trace_MB": trace_bytes / 1e6,
+    "floor_GBps": 2 * trace_bytes / t["floor"] / 1e9,
+    **{k: v * 1e6 for k, v in per_env.items()},
+  }
 
 
 def table(rows) -> str:
-  head = ("| cell | B | N | traces MB | floor | forward | actor | learner RTRL | learner TBPTT "
-          "| actor/floor | actor/forward | RTRL/TBPTT |")
+  head = (
+    "| cell | B | N | traces MB | floor | forward | actor | learner RTRL | learner TBPTT "
+    "| actor/floor | actor/forward | RTRL/TBPTT |"
+  )
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     lines.append(
-        f"| {r['cell']} | {r['B']} | {r['N']} | {r['trace_MB']:.0f} | {r['floor']:.3g} | "
-        f"{r['forward']:.3g} | {r['actor']:.3g} | {r['rtrl']:.3g} | {r['tbptt']:.3g} | "
-        f"{r['actor'] / r['floor']:.2f} | {r['actor'] / r['forward']:.1f} | {r['rtrl'] / r['tbptt']:.2f} |")
+      f"| {r['cell']} | {r['B']} | {r['N']} | {r['trace_MB']:.0f} | {r['floor']:.3g} | "
+      f"{r['forward']:.3g} | {r['actor']:.3g} | {r['rtrl']:.3g} | {r['tbptt']:.3g} | "
+      f"{r['actor'] / r['floor']:.2f} | {r['actor'] / r['forward']:.1f} | {r['rtrl'] / r['tbptt']:.2f} |"
+    )
   return "\n".join(lines)
 
 
@@ -139,8 +150,11 @@ def main(argv=None) -> int:
   parser.add_argument("--batch", default=None, help="comma-separated batch sizes (default 32,256)")
   parser.add_argument("--hidden", default=None, help="comma-separated hidden sizes (default 256,512)")
   parser.add_argument("--repeats", type=int, default=None, help="timed rounds per measurement")
-  parser.add_argument("--stream", action="store_true",
-                      help="also print each table row as soon as it is measured (for runs under a time limit)")
+  parser.add_argument(
+    "--stream",
+    action="store_true",
+    help="also print each table row as soon as it is measured (for runs under a time limit)",
+  )
   args = parser.parse_args(argv)
   labels = [c for c in args.cells.split(",") if c]
   unknown = [c for c in labels if c not in CELLS]
@@ -151,9 +165,11 @@ def main(argv=None) -> int:
   repeats = args.repeats or (5 if args.quick else 7)
 
   dev = jax.devices()[0]
-  print(f"# cells benchmark: D={D}, M={M}, float32, jax {jax.__version__}, {dev.platform} "
-        f"({dev.device_kind}), {platform.machine()}, {jax.local_device_count()} device(s); "
-        f"median of {repeats} interleaved rounds")
+  print(
+    f"# cells benchmark: D={D}, M={M}, float32, jax {jax.__version__}, {dev.platform} "
+    f"({dev.device_kind}), {platform.machine()}, {jax.local_device_count()} device(s); "
+    f"median of {repeats} interleaved rounds"
+  )
   print("# times: microseconds per env-step (learner: per env-step of the M-step unroll, fwd + bwd)\n")
   rows = []
   start = time.perf_counter()
@@ -163,18 +179,24 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows.append(bench_config(label, b, n, repeats))
         r = rows[-1]
-        if args.stream:                               # header with the first row, then one row each
+        if args.stream:  # header with the first row, then one row each
           lines = table(rows).splitlines()
           print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
-        print(f"  {label} B={b} N={n}: actor/floor {r['actor'] / r['floor']:.2f}, "
-              f"RTRL/TBPTT {r['rtrl'] / r['tbptt']:.2f}, floor {r['floor_GBps']:.1f} GB/s "
-              f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        print(
+          f"  {label} B={b} N={n}: actor/floor {r['actor'] / r['floor']:.2f}, "
+          f"RTRL/TBPTT {r['rtrl'] / r['tbptt']:.2f}, floor {r['floor_GBps']:.1f} GB/s "
+          f"({time.perf_counter() - t0:.0f} s)",
+          file=sys.stderr,
+          flush=True,
+        )
   print(table(rows))
   worst_floor = max(r["actor"] / r["floor"] for r in rows)
   worst_learner = max(r["rtrl"] / r["tbptt"] for r in rows)
-  print(f"\nworst actor/floor {worst_floor:.2f} (target <= {TARGET_FLOOR}); "
-        f"worst RTRL/TBPTT {worst_learner:.2f} (target <= {TARGET_LEARNER}); "
-        f"total {time.perf_counter() - start:.0f} s")
+  print(
+    f"\nworst actor/floor {worst_floor:.2f} (target <= {TARGET_FLOOR}); "
+    f"worst RTRL/TBPTT {worst_learner:.2f} (target <= {TARGET_LEARNER}); "
+    f"total {time.perf_counter() - start:.0f} s"
+  )
   return 0
 
 

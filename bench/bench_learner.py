@@ -34,10 +34,10 @@ from rtrl_rl.agents.rollout import synthetic_rollout
 from rtrl_rl.envs import Space
 
 VARIANTS = {  # label -> (cell, core_mode, cell options)
-    "feed-forward": (None, "rtrl", {}),
-    "tbptt-elstm": ("elstm", "tbptt", {}),
-    "rtrl-elstm": ("elstm", "rtrl", {}),
-    "rtrl-rtu": ("rtu", "rtrl", {"nonlinear": False}),
+  "feed-forward": (None, "rtrl", {}),
+  "tbptt-elstm": ("elstm", "tbptt", {}),
+  "rtrl-elstm": ("elstm", "rtrl", {}),
+  "rtrl-rtu": ("rtu", "rtrl", {"nonlinear": False}),
 }
 TARGET = 0.9
 
@@ -52,10 +52,10 @@ def _setup(label, m, b, hidden):
   agent = impala.make_agent(c, obs, act)
   state = impala.init_learner(agent, c, obs)
   rng = np.random.default_rng(0)
-  carry = jax.tree.map(lambda x: (rng.normal(size=x.shape) * 0.1).astype(x.dtype),
-                       agent.initial_carry(b))
-  rollout = synthetic_rollout(0, unroll_length=m, batch_size=b, obs_shape=obs.shape,
-                              obs_dtype=np.uint8, num_actions=6, carry=carry)
+  carry = jax.tree.map(lambda x: (rng.normal(size=x.shape) * 0.1).astype(x.dtype), agent.initial_carry(b))
+  rollout = synthetic_rollout(
+    0, unroll_length=m, batch_size=b, obs_shape=obs.shape, obs_dtype=np.uint8, num_actions=6, carry=carry
+  )
   rollout = jax.device_put(rollout)
   # Compile ahead of time (no warm-up update needed: an Atari-size update takes ~30 s on 2 CPUs).
   step = impala.make_learner_step(agent, c, donate=True).lower(state, rollout).compile()
@@ -70,7 +70,7 @@ def _time_interleaved(thunks, repeats):
   wall = {n: [] for n in names}
   cpu = {n: [] for n in names}
   for r in range(repeats):
-    for n in names[r % len(names):] + names[:r % len(names)]:
+    for n in names[r % len(names) :] + names[: r % len(names)]:
       w0, c0 = time.perf_counter(), time.process_time()
       jax.block_until_ready(thunks[n]())
       wall[n].append(time.perf_counter() - w0)
@@ -94,24 +94,31 @@ def main(argv=None):
     if v not in VARIANTS:
       p.error(f"unknown variant {v!r}; expected some of {list(VARIANTS)}")
 
-  print(f"# bench_learner: IMPALA learner step, Atari network (84x84x4 uint8, IMPALA ResNet, "
-        f"N={args.hidden_size}), M={m}, B={b}")
-  print(f"# jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, "
-        f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
+  print(
+    f"# bench_learner: IMPALA learner step, Atari network (84x84x4 uint8, IMPALA ResNet, "
+    f"N={args.hidden_size}), M={m}, B={b}"
+  )
+  print(
+    f"# jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.devices()}, "
+    f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}"
+  )
   t0 = time.perf_counter()
   thunks = {}
   for label in labels:
     t1 = time.perf_counter()
     thunks[label] = _setup(label, m, b, args.hidden_size)
     print(f"#   {label}: setup + compile {time.perf_counter() - t1:.1f}s", flush=True)
-  print(f"# setup + AOT compile {time.perf_counter() - t0:.1f}s; timing interleaved: "
-        f"{args.repeats} rounds of 1 update per variant (median)")
+  print(
+    f"# setup + AOT compile {time.perf_counter() - t0:.1f}s; timing interleaved: "
+    f"{args.repeats} rounds of 1 update per variant (median)"
+  )
   t0 = time.perf_counter()
   times, cpu = _time_interleaved(thunks, args.repeats)
   print(f"# timing {time.perf_counter() - t0:.1f}s")
   base, base_cpu = times.get("feed-forward"), cpu.get("feed-forward")
-  print(f"{'variant':<14} {'s/update':>9} {'samples/s':>10} {'vs ff':>7} {'cpu-s/upd':>10} "
-        f"{'vs ff(cpu)':>10}")
+  print(
+    f"{'variant':<14} {'s/update':>9} {'samples/s':>10} {'vs ff':>7} {'cpu-s/upd':>10} {'vs ff(cpu)':>10}"
+  )
   for label in labels:
     t, tc = times[label], cpu[label]
     ratio = f"{base / t:.2f}x" if base else "n/a"
@@ -119,8 +126,10 @@ def main(argv=None):
     print(f"{label:<14} {t:9.3f} {m * b / t:10.1f} {ratio:>7} {tc:10.3f} {ratio_cpu:>10}")
   if base and "rtrl-elstm" in times:
     r, rc = base / times["rtrl-elstm"], base_cpu / cpu["rtrl-elstm"]
-    print(f"# rtrl-elstm / feed-forward throughput: {r:.2f}x wall, {rc:.2f}x cpu "
-          f"(target >= {TARGET}x): {'OK' if min(r, rc) >= TARGET else 'BELOW TARGET'}")
+    print(
+      f"# rtrl-elstm / feed-forward throughput: {r:.2f}x wall, {rc:.2f}x cpu "
+      f"(target >= {TARGET}x): {'OK' if min(r, rc) >= TARGET else 'BELOW TARGET'}"
+    )
   return times
 
 

@@ -48,6 +48,7 @@ DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
 def _load(config_arg: str, num_envs: int, quick: bool):
   path, _, arg = config_arg.partition(":")
   import importlib.util  # pylint: disable=g-import-not-at-top
+
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -79,10 +80,12 @@ def measure(config, repeats: int):
   # The update alone, on the buffer of one real iteration.
   params = state.learner.params
   buf = anakin.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
-  actor, traj, _ = jax.jit(lambda p, s, b: anakin.act(fenv, loop.agent, a, p, s, a.rollout_length,
-                                                      carry_buffer=b))(params, state.actor, buf)
+  actor, traj, _ = jax.jit(
+    lambda p, s, b: anakin.act(fenv, loop.agent, a, p, s, a.rollout_length, carry_buffer=b)
+  )(params, state.actor, buf)
   batch = anakin.ppo_batch(traj, anakin.bootstrap_value(loop.agent, a, params, actor))
   from rtrl_rl.agents.ppo import learning  # pylint: disable=g-import-not-at-top
+
   update = jax.jit(learning.make_update(loop.agent, a))
   learner0 = state.learner
 
@@ -107,12 +110,13 @@ def measure(config, repeats: int):
 
   env_run = jax.jit(env_run)
   fns = {
-      "ours": stateful(lambda s: loop.step(s)[0], state),
-      "env": stateful(lambda k: env_run(k)[0], jax.random.PRNGKey(1)),
-      "update": lambda: update(learner0, batch)[0].params,
+    "ours": stateful(lambda s: loop.step(s)[0], state),
+    "env": stateful(lambda k: env_run(k)[0], jax.random.PRNGKey(1)),
+    "update": lambda: update(learner0, batch)[0].params,
   }
-  t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0,
-                       number={"ours": 1, "env": 1, "update": 1})
+  t = time_interleaved(
+    fns, repeats=repeats, warmup=1, min_sample_s=0.0, number={"ours": 1, "env": 1, "update": 1}
+  )
   return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"], "update_s": t["update"]}
 
 
@@ -120,6 +124,7 @@ def measure_host(config, repeats: int):
   """The host loop (`system.backend="sync"`: a numpy env, one jitted call per step, then the
   update), as the trainer runs it: {"startup_s", "ours_s", "env_s", "policy_s", "update_s"}."""
   from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
+
   a = config.agent
   t0 = time.perf_counter()
   it = trainer._sync_ppo_iterations(config)  # pylint: disable=protected-access
@@ -129,7 +134,9 @@ def measure_host(config, repeats: int):
   startup = time.perf_counter() - t0
   learner, actor = state
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
-  from rtrl_rl.agents.ppo import acting as ppo_acting, learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import learning
+
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   agent.init(jax.random.PRNGKey(0), jnp.zeros(env.observation_space.shape))  # binds the sizes
   acting = anakin.host_acting(env, agent, a)
@@ -156,12 +163,20 @@ def measure_host(config, repeats: int):
       np.asarray(d.out.action)
     return d
 
-  fns = {"ours": stateful(lambda s: it.step(s)[0], state), "env": env_run, "policy": policy_run,
-         "update": lambda: update(learner, batch)[0].params}
-  t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0,
-                       number={k: 1 for k in fns})
-  return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"] + t["policy"],
-          "update_s": t["update"], "policy_s": t["policy"]}
+  fns = {
+    "ours": stateful(lambda s: it.step(s)[0], state),
+    "env": env_run,
+    "policy": policy_run,
+    "update": lambda: update(learner, batch)[0].params,
+  }
+  t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0, number={k: 1 for k in fns})
+  return {
+    "startup_s": startup,
+    "ours_s": t["ours"],
+    "env_s": t["env"] + t["policy"],
+    "update_s": t["update"],
+    "policy_s": t["policy"],
+  }
 
 
 def main(argv=None) -> None:
@@ -170,15 +185,20 @@ def main(argv=None) -> None:
   ap.add_argument("--num_envs", default="1", help="comma-separated env counts, e.g. 1,8,64")
   ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
   ap.add_argument("--quick", action="store_true", help="rollout 128: a plumbing check")
-  ap.add_argument("--host", action="store_true",
-                  help="the host loop (system.backend='sync'): the config's env made with envs.make; "
-                       "floor = env steps + policy steps (one jitted call each) + update")
+  ap.add_argument(
+    "--host",
+    action="store_true",
+    help="the host loop (system.backend='sync'): the config's env made with envs.make; "
+    "floor = env steps + policy steps (one jitted call each) + update",
+  )
   ap.add_argument("--json", default="", help="also write the rows to this JSON file")
   args = ap.parse_args(argv)
   counts = [int(x) for x in args.num_envs.split(",")]
-  print(f"# bench_ppo: {args.config}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.repeats} interleaved rounds",
-        flush=True)
+  print(
+    f"# bench_ppo: {args.config}, {os.cpu_count()} cpus, {platform.processor() or platform.machine()}, "
+    f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.repeats} interleaved rounds",
+    flush=True,
+  )
   rows, records = [], []
   for b in counts:
     config = _load(args.config, b, args.quick)
@@ -187,28 +207,57 @@ def main(argv=None) -> None:
     m = measure_host(config, args.repeats) if args.host else measure(config, args.repeats)
     steps = config.agent.rollout_length * b
     floor = m["env_s"] + m["update_s"]
-    rows.append((b, steps / m["ours_s"], steps / floor, floor / m["ours_s"], steps / m["env_s"],
-                 steps / m["update_s"], m["startup_s"]))
-    buffer_mb = ppo_config.stored_carry_bytes(config.agent, *envs.describe(
-        config.env.id, **config.env.options.to_dict())) / 2**20
-    records.append(dict(config=args.config, env=config.env.id, num_envs=b, host=args.host,
-                        steps_per_s=rows[-1][1], floor_steps_per_s=rows[-1][2], ratio=rows[-1][3],
-                        startup_s=m["startup_s"], stored_carries_mb=buffer_mb))
-    print(f"  num_envs={b}: ours {rows[-1][1]:,.0f} steps/s, floor {rows[-1][2]:,.0f}, "
-          f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s", flush=True)
+    rows.append(
+      (
+        b,
+        steps / m["ours_s"],
+        steps / floor,
+        floor / m["ours_s"],
+        steps / m["env_s"],
+        steps / m["update_s"],
+        m["startup_s"],
+      )
+    )
+    buffer_mb = (
+      ppo_config.stored_carry_bytes(
+        config.agent, *envs.describe(config.env.id, **config.env.options.to_dict())
+      )
+      / 2**20
+    )
+    records.append(
+      dict(
+        config=args.config,
+        env=config.env.id,
+        num_envs=b,
+        host=args.host,
+        steps_per_s=rows[-1][1],
+        floor_steps_per_s=rows[-1][2],
+        ratio=rows[-1][3],
+        startup_s=m["startup_s"],
+        stored_carries_mb=buffer_mb,
+      )
+    )
+    print(
+      f"  num_envs={b}: ours {rows[-1][1]:,.0f} steps/s, floor {rows[-1][2]:,.0f}, "
+      f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s",
+      flush=True,
+    )
   print()
-  print(f"env {config.env.id}, cell {config.agent.cell} {dict(config.agent.cell_options)}, "
-        f"hidden {config.agent.hidden_size}, {config.agent.rollout_length * config.agent.num_envs} "
-        f"steps per update (rollout_length x "
-        f"num_envs), {config.agent.num_epochs} epochs of minibatches of {config.agent.minibatch_size}")
+  print(
+    f"env {config.env.id}, cell {config.agent.cell} {dict(config.agent.cell_options)}, "
+    f"hidden {config.agent.hidden_size}, {config.agent.rollout_length * config.agent.num_envs} "
+    f"steps per update (rollout_length x "
+    f"num_envs), {config.agent.num_epochs} epochs of minibatches of {config.agent.minibatch_size}"
+  )
   print()
   env_label = "env + policy alone" if args.host else "env alone"
-  print(f"| num_envs | ours steps/s | floor steps/s | ours/floor | {env_label} steps/s | "
-        "update alone steps/s | start-up (s) |")
+  print(
+    f"| num_envs | ours steps/s | floor steps/s | ours/floor | {env_label} steps/s | "
+    "update alone steps/s | start-up (s) |"
+  )
   print("|---|---|---|---|---|---|---|")
   for b, ours, fl, ratio, env_r, upd_r, start in rows:
     print(f"| {b} | {ours:,.0f} | {fl:,.0f} | {ratio:.2f} | {env_r:,.0f} | {upd_r:,.0f} | {start:.1f} |")
-
 
   if args.json:
     with open(args.json, "w") as f:

@@ -26,10 +26,10 @@ import sys
 import tempfile
 
 EXPERIMENTS = (  # (label, config file and argument, host loop)
-    ("brax/Ant-P", "configs/rtu_mujoco_pomdp.py:env=Ant-P", False),
-    ("mujoco/Ant-P (envpool, host)", "configs/rtu_mujoco_pomdp.py:env=Ant-P,env_family=envpool", True),
-    ("brax/Reacher-POMDP", "configs/rtu_reacher_pomdp.py:", False),
-    ("popgym/CountRecall-easy", "configs/rtu_popgym.py:task=CountRecall,level=easy", False),
+  ("brax/Ant-P", "configs/rtu_mujoco_pomdp.py:env=Ant-P", False),
+  ("mujoco/Ant-P (envpool, host)", "configs/rtu_mujoco_pomdp.py:env=Ant-P,env_family=envpool", True),
+  ("brax/Reacher-POMDP", "configs/rtu_reacher_pomdp.py:", False),
+  ("popgym/CountRecall-easy", "configs/rtu_popgym.py:task=CountRecall,level=easy", False),
 )
 CORES = ("rtu_linear", "rtu_nonlinear", "lru", "gru")
 NUM_ENVS = (1, 8, 64)
@@ -47,8 +47,15 @@ def _grid(full: bool):
 def run_one(config: str, num_envs: int, host: bool, repeats: int) -> dict:
   """One bench_ppo run in a child process; its rows plus the child's peak RSS (MB)."""
   with tempfile.NamedTemporaryFile(suffix=".json") as out:
-    cmd = [sys.executable, "-m", "bench.bench_ppo", f"--config={config}", f"--num_envs={num_envs}",
-           f"--repeats={repeats}", f"--json={out.name}"] + (["--host"] if host else [])
+    cmd = [
+      sys.executable,
+      "-m",
+      "bench.bench_ppo",
+      f"--config={config}",
+      f"--num_envs={num_envs}",
+      f"--repeats={repeats}",
+      f"--json={out.name}",
+    ] + (["--host"] if host else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -66,8 +73,10 @@ def main(argv=None) -> None:
   ap.add_argument("--only", default="", help="only experiments whose label contains this")
   ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per run (median)")
   args = ap.parse_args(argv)
-  print("| experiment | core | num_envs | steps/s | floor steps/s | ours/floor | start-up (s) | "
-        "stored carries (MB) | peak RSS (MB) |")
+  print(
+    "| experiment | core | num_envs | steps/s | floor steps/s | ours/floor | start-up (s) | "
+    "stored carries (MB) | peak RSS (MB) |"
+  )
   print("|---|---|---|---|---|---|---|---|---|", flush=True)
   for label, config, host, core, n in _grid(args.full):
     if args.only and args.only not in label:
@@ -76,9 +85,12 @@ def main(argv=None) -> None:
     if "error" in r:
       print(f"| {label} | {core} | {n} | failed: {r['error'][:120]} | | | | | |", flush=True)
       continue
-    print(f"| {label} | {core} | {n} | {r['steps_per_s']:,.0f} | {r['floor_steps_per_s']:,.0f} | "
-          f"{r['ratio']:.2f} | {r['startup_s']:.1f} | {r['stored_carries_mb']:,.0f} | "
-          f"{r['peak_rss_mb']:,.0f} |", flush=True)
+    print(
+      f"| {label} | {core} | {n} | {r['steps_per_s']:,.0f} | {r['floor_steps_per_s']:,.0f} | "
+      f"{r['ratio']:.2f} | {r['startup_s']:.1f} | {r['stored_carries_mb']:,.0f} | "
+      f"{r['peak_rss_mb']:,.0f} |",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -65,28 +65,44 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.7
 
 SYSTEMS = {
-    "cartpole": dict(
-        label="CartPole-masked, MLP + RTRL RTU", config="configs/default.py:rtu", overrides={},
-        quick_overrides={}),
-    "pong": dict(
-        label="Pong, ResNet + RTRL eLSTM N=256", config="configs/irie_atari.py:M=20",
-        overrides={"env.id": "atari/Pong", "agent.batch_size": 8, "system.num_actors": 1,
-                   "system.envs_per_actor": 8},
-        quick_overrides={}),
-    "pong-ff": dict(
-        label="Pong, ResNet feed-forward", config="configs/irie_atari.py:M=20,mode=ff",
-        overrides={"env.id": "atari/Pong", "agent.batch_size": 8, "system.num_actors": 1,
-                   "system.envs_per_actor": 8},
-        quick_overrides={}),
+  "cartpole": dict(
+    label="CartPole-masked, MLP + RTRL RTU", config="configs/default.py:rtu", overrides={}, quick_overrides={}
+  ),
+  "pong": dict(
+    label="Pong, ResNet + RTRL eLSTM N=256",
+    config="configs/irie_atari.py:M=20",
+    overrides={
+      "env.id": "atari/Pong",
+      "agent.batch_size": 8,
+      "system.num_actors": 1,
+      "system.envs_per_actor": 8,
+    },
+    quick_overrides={},
+  ),
+  "pong-ff": dict(
+    label="Pong, ResNet feed-forward",
+    config="configs/irie_atari.py:M=20,mode=ff",
+    overrides={
+      "env.id": "atari/Pong",
+      "agent.batch_size": 8,
+      "system.num_actors": 1,
+      "system.envs_per_actor": 8,
+    },
+    quick_overrides={},
+  ),
 }
-_CHILD_ENV = dict(os.environ)   # the trainer subprocess's environment (see the module docstring)
+_CHILD_ENV = dict(os.environ)  # the trainer subprocess's environment (see the module docstring)
 
 
 def gpu_overrides(cpus: int | None = None) -> dict:
   """Pong sizes for a GPU host with `cpus` cores (`--gpu`)."""
   cpus = cpus or os.cpu_count() or 1
-  return {"agent.unroll_length": 50, "agent.batch_size": 32, "system.num_actors": max(2, cpus - 4),
-          "system.envs_per_actor": 8}
+  return {
+    "agent.unroll_length": 50,
+    "agent.batch_size": 32,
+    "system.num_actors": max(2, cpus - 4),
+    "system.envs_per_actor": 8,
+  }
 
 
 def size_overrides(name: str, args) -> dict:
@@ -94,8 +110,12 @@ def size_overrides(name: str, args) -> dict:
   if not name.startswith("pong"):
     return {}
   out = gpu_overrides() if args.gpu else {}
-  for flag, key in (("actors", "system.num_actors"), ("envs_per_actor", "system.envs_per_actor"),
-                    ("batch_size", "agent.batch_size"), ("unroll_length", "agent.unroll_length")):
+  for flag, key in (
+    ("actors", "system.num_actors"),
+    ("envs_per_actor", "system.envs_per_actor"),
+    ("batch_size", "agent.batch_size"),
+    ("unroll_length", "agent.unroll_length"),
+  ):
     if getattr(args, flag) is not None:
       out[key] = getattr(args, flag)
   return out
@@ -104,6 +124,7 @@ def size_overrides(name: str, args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # config helpers (one source for the subprocess flags and the in-process ceilings)
 # ----------------------------------------------------------------------------------------------
+
 
 def load_config(spec: str, overrides: dict):
   path, _, arg = spec.partition(":")
@@ -127,14 +148,17 @@ def _flag(k, v) -> str:
 def _describe(config) -> str:
   a, s = config.agent, config.system
   cell = a.network.cell or "ff"
-  return (f"{config.env.id}, torso={a.network.torso}, core={cell}/{a.network.core_mode} "
-          f"N={a.network.hidden_size}, M={a.unroll_length}, B={a.batch_size}, "
-          f"{s.num_actors} actors x {actor_envs(config)[0]} pools x {actor_envs(config)[1]} envs")
+  return (
+    f"{config.env.id}, torso={a.network.torso}, core={cell}/{a.network.core_mode} "
+    f"N={a.network.hidden_size}, M={a.unroll_length}, B={a.batch_size}, "
+    f"{s.num_actors} actors x {actor_envs(config)[0]} pools x {actor_envs(config)[1]} envs"
+  )
 
 
 def actor_envs(config) -> tuple[int, int]:
   """(pools per actor, envs per pool) of the actors (rtrl_rl/system/actors.py)."""
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+
   pools, records = actors.actor_layout(config)
   return pools, records * config.system.envs_per_actor
 
@@ -143,9 +167,11 @@ def actor_envs(config) -> tuple[int, int]:
 # ceilings
 # ----------------------------------------------------------------------------------------------
 
+
 def raw_env_rate(config, seconds: float, rounds: int = 3) -> float:
   """Raw envpool agent steps/s (random actions, sync step) for all the run's envs in one pool."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
   s = config.system
   pools, per_pool = actor_envs(config)
   n = s.num_actors * pools * per_pool
@@ -174,25 +200,35 @@ class Learner:
 
   def __init__(self, config):
     import jax  # pylint: disable=g-import-not-at-top
+
     from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
     from rtrl_rl.agents import impala  # pylint: disable=g-import-not-at-top
     from rtrl_rl.agents.rollout import synthetic_rollout  # pylint: disable=g-import-not-at-top
+
     a = config.agent
     obs, act = envs.describe(config.env.id, **config.env.options.to_dict())
     agent = impala.make_agent(a, obs, act)
     self.m, self.b = a.unroll_length, a.batch_size
-    self.state = impala.init_learner(agent, a, obs)    # also gives the agent its input sizes
+    self.state = impala.init_learner(agent, a, obs)  # also gives the agent its input sizes
     rng = np.random.default_rng(0)
-    carry = jax.tree.map(lambda x: (rng.normal(size=x.shape) * 0.1).astype(x.dtype),
-                         agent.initial_carry(self.b))
-    rollout = synthetic_rollout(0, unroll_length=self.m, batch_size=self.b, obs_shape=obs.shape,
-                                obs_dtype=obs.dtype, num_actions=act.num_values, carry=carry)
+    carry = jax.tree.map(
+      lambda x: (rng.normal(size=x.shape) * 0.1).astype(x.dtype), agent.initial_carry(self.b)
+    )
+    rollout = synthetic_rollout(
+      0,
+      unroll_length=self.m,
+      batch_size=self.b,
+      obs_shape=obs.shape,
+      obs_dtype=obs.dtype,
+      num_actions=act.num_values,
+      carry=carry,
+    )
     self.rollout = jax.device_put(rollout)
     t0 = time.perf_counter()
     self.step = impala.make_learner_step(agent, a, donate=True).lower(self.state, self.rollout).compile()
     self.compile_s = time.perf_counter() - t0
     self._jax = jax
-    self.run(1)                                       # warm-up
+    self.run(1)  # warm-up
 
   def run(self, n: int) -> float:
     """Seconds per update over `n` back-to-back updates."""
@@ -213,6 +249,7 @@ class Learner:
 # end-to-end
 # ----------------------------------------------------------------------------------------------
 
+
 def _rows(path):
   if not os.path.exists(path):
     return []
@@ -222,17 +259,27 @@ def _rows(path):
       try:
         out.append(json.loads(line))
       except json.JSONDecodeError:
-        pass                                          # a partly written last line
+        pass  # a partly written last line
   return [r for r in out if "frames" in r and "elapsed_s" in r]
 
 
 def end_to_end(spec: str, overrides: dict, run_seconds: float, warmup_s: float, timeout_s: float):
   """Steady-state agent steps/s of `python -m rtrl_rl.train` (see the module docstring)."""
   run_dir = tempfile.mkdtemp(prefix="bench_system_", dir="/tmp")
-  flags = {"system.log_every_s": 2.0, "system.plot": False, "system.checkpoint_every_s": 1e9,
-           "agent.total_env_steps": 10**10, **overrides}
-  cmd = [sys.executable, "-m", "rtrl_rl.train", f"--config={os.path.join(REPO, spec)}",
-         f"--run_dir={run_dir}"] + [_flag(k, v) for k, v in flags.items()]
+  flags = {
+    "system.log_every_s": 2.0,
+    "system.plot": False,
+    "system.checkpoint_every_s": 1e9,
+    "agent.total_env_steps": 10**10,
+    **overrides,
+  }
+  cmd = [
+    sys.executable,
+    "-m",
+    "rtrl_rl.train",
+    f"--config={os.path.join(REPO, spec)}",
+    f"--run_dir={run_dir}",
+  ] + [_flag(k, v) for k, v in flags.items()]
   log_path = os.path.join(run_dir, "stdout.log")
   t_start = time.monotonic()
   with open(log_path, "w") as log:
@@ -258,22 +305,35 @@ def end_to_end(spec: str, overrides: dict, run_seconds: float, warmup_s: float, 
         proc.kill()
         proc.wait()
   rows = _rows(metrics)
-  result = {"returncode": proc.returncode, "rows": len(rows), "run_dir": run_dir,
-            "startup_s": None, "fps": float("nan"), "window_s": 0.0, "updates": 0}
+  result = {
+    "returncode": proc.returncode,
+    "rows": len(rows),
+    "run_dir": run_dir,
+    "startup_s": None,
+    "fps": float("nan"),
+    "window_s": 0.0,
+    "updates": 0,
+  }
   if rows:
     result["startup_s"] = rows[0]["elapsed_s"]
     steady = [r for r in rows if r["elapsed_s"] >= rows[0]["elapsed_s"] + warmup_s]
     if len(steady) >= 2:
       a, b = steady[0], steady[-1]
-      result.update(fps=(b["frames"] - a["frames"]) / (b["elapsed_s"] - a["elapsed_s"]),
-                    window_s=b["elapsed_s"] - a["elapsed_s"], updates=b["updates"] - a["updates"],
-                    policy_lag=float(np.mean([r.get("policy_lag", np.nan) for r in steady])),
-                    queue_depth=float(np.mean([r.get("queue_depth", np.nan) for r in steady])))
-    elif len(rows) >= 2:                              # too short for a warm-up cut: say so
+      result.update(
+        fps=(b["frames"] - a["frames"]) / (b["elapsed_s"] - a["elapsed_s"]),
+        window_s=b["elapsed_s"] - a["elapsed_s"],
+        updates=b["updates"] - a["updates"],
+        policy_lag=float(np.mean([r.get("policy_lag", np.nan) for r in steady])),
+        queue_depth=float(np.mean([r.get("queue_depth", np.nan) for r in steady])),
+      )
+    elif len(rows) >= 2:  # too short for a warm-up cut: say so
       a, b = rows[0], rows[-1]
-      result.update(fps=(b["frames"] - a["frames"]) / max(b["elapsed_s"] - a["elapsed_s"], 1e-9),
-                    window_s=b["elapsed_s"] - a["elapsed_s"], updates=b["updates"] - a["updates"],
-                    note="no warm-up cut")
+      result.update(
+        fps=(b["frames"] - a["frames"]) / max(b["elapsed_s"] - a["elapsed_s"], 1e-9),
+        window_s=b["elapsed_s"] - a["elapsed_s"],
+        updates=b["updates"] - a["updates"],
+        note="no warm-up cut",
+      )
   if result["rows"] == 0 or not np.isfinite(result["fps"]):
     with open(log_path) as f:
       result["log_tail"] = f.read()[-3000:]
@@ -295,8 +355,9 @@ def bench_throughput(args) -> list[dict]:
   results = []
   for name in names:
     sysd = SYSTEMS[name]
-    overrides = dict(sysd["overrides"], **(sysd["quick_overrides"] if args.quick else {}),
-                     **size_overrides(name, args))
+    overrides = dict(
+      sysd["overrides"], **(sysd["quick_overrides"] if args.quick else {}), **size_overrides(name, args)
+    )
     config = load_config(sysd["config"], overrides)
     if devices and "actor_device" not in config.system:
       raise SystemExit("--actor-devices: this trainer has no system.actor_device option")
@@ -311,21 +372,28 @@ def bench_throughput(args) -> list[dict]:
     else:
       learner = Learner(config)
       print(f"   learner compile {learner.compile_s:.1f}s, one update {learner.run(1):.3f}s", flush=True)
-    lmin = 0.0 if pong and not args.gpu else 1.5 if args.quick else 3.0   # a CPU Atari update: seconds
+    lmin = 0.0 if pong and not args.gpu else 1.5 if args.quick else 3.0  # a CPU Atari update: seconds
     if learner is not None:
       env_before = raw_env_rate(config, 1.0)
       learn_before = learner.rate(lmin)
-      print(f"   before: raw env {env_before:,.0f}/s, learner-only {learn_before:,.0f} samples/s "
-            f"(load {os.getloadavg()[0]:.1f})", flush=True)
+      print(
+        f"   before: raw env {env_before:,.0f}/s, learner-only {learn_before:,.0f} samples/s "
+        f"(load {os.getloadavg()[0]:.1f})",
+        flush=True,
+      )
     runs = []
     for device in devices or [None]:
       run_overrides = dict(overrides, **({"system.actor_device": device} if device else {}))
-      e2e = end_to_end(sysd["config"], run_overrides, run_s, warm_s,
-                       timeout_s=run_s + warm_s + args.startup_timeout)
+      e2e = end_to_end(
+        sysd["config"], run_overrides, run_s, warm_s, timeout_s=run_s + warm_s + args.startup_timeout
+      )
       where = f" [{device} actors]" if device else ""
-      print(f"   end-to-end{where} {e2e['fps']:,.0f} steps/s over {e2e['window_s']:.0f}s "
-            f"({e2e['updates']} updates; start-up {_secs(e2e['startup_s'])}; exit {e2e['returncode']}) "
-            f"(load {os.getloadavg()[0]:.1f})", flush=True)
+      print(
+        f"   end-to-end{where} {e2e['fps']:,.0f} steps/s over {e2e['window_s']:.0f}s "
+        f"({e2e['updates']} updates; start-up {_secs(e2e['startup_s'])}; exit {e2e['returncode']}) "
+        f"(load {os.getloadavg()[0]:.1f})",
+        flush=True,
+      )
       if "log_tail" in e2e:
         print("   --- trainer output (tail) ---\n" + e2e["log_tail"], flush=True)
       runs.append((f"{name}[{device}]" if device else name, e2e))
@@ -333,29 +401,51 @@ def bench_throughput(args) -> list[dict]:
     if learner is not None:
       env_after = raw_env_rate(config, 1.0)
       learn_after = learner.rate(lmin)
-      print(f"   after:  raw env {env_after:,.0f}/s, learner-only {learn_after:,.0f} samples/s "
-            f"({time.perf_counter() - t0:.0f}s for this system)", flush=True)
+      print(
+        f"   after:  raw env {env_after:,.0f}/s, learner-only {learn_after:,.0f} samples/s "
+        f"({time.perf_counter() - t0:.0f}s for this system)",
+        flush=True,
+      )
     env_rate, learn_rate = (env_before + env_after) / 2, (learn_before + learn_after) / 2
     bound = min(env_rate, learn_rate)
     for label, e2e in runs:
-      results.append(dict(name=label, e2e=e2e["fps"], env=env_rate, learner=learn_rate,
-                          ratio=e2e["fps"] / bound,
-                          limit="-" if not np.isfinite(bound) else "env" if env_rate < learn_rate else "learner",
-                          lag=e2e.get("policy_lag", float("nan")),
-                          queue=e2e.get("queue_depth", float("nan"))))
+      results.append(
+        dict(
+          name=label,
+          e2e=e2e["fps"],
+          env=env_rate,
+          learner=learn_rate,
+          ratio=e2e["fps"] / bound,
+          limit="-" if not np.isfinite(bound) else "env" if env_rate < learn_rate else "learner",
+          lag=e2e.get("policy_lag", float("nan")),
+          queue=e2e.get("queue_depth", float("nan")),
+        )
+      )
     del learner
   width = max([9] + [len(r["name"]) for r in results])
   print()
-  print(f"{'system':<{width}} {'end-to-end':>11} {'raw env':>10} {'learner-only':>13} {'bound':>8} "
-        f"{'e2e/min':>8} {'lag':>5} {'queue':>6}  verdict")
+  print(
+    f"{'system':<{width}} {'end-to-end':>11} {'raw env':>10} {'learner-only':>13} {'bound':>8} "
+    f"{'e2e/min':>8} {'lag':>5} {'queue':>6}  verdict"
+  )
   for r in results:
-    verdict = ("NO END-TO-END RATE (see the trainer output above)" if not np.isfinite(r["e2e"]) else
-               "no ceilings measured (--no-ceilings)" if not np.isfinite(r["ratio"]) else
-               "OK" if r["ratio"] >= TARGET else f"BELOW TARGET {TARGET}")
-    print(f"{r['name']:<{width}} {r['e2e']:11,.0f} {r['env']:10,.0f} {r['learner']:13,.0f} "
-          f"{r['limit']:>8} {r['ratio']:8.2f} {r['lag']:5.1f} {r['queue']:6.1f}  {verdict}")
-  print("(agent steps/s; Pong: x4 frames. 'bound' names the smaller ceiling; lag = mean policy lag "
-        "in updates, queue = mean records waiting)")
+    verdict = (
+      "NO END-TO-END RATE (see the trainer output above)"
+      if not np.isfinite(r["e2e"])
+      else "no ceilings measured (--no-ceilings)"
+      if not np.isfinite(r["ratio"])
+      else "OK"
+      if r["ratio"] >= TARGET
+      else f"BELOW TARGET {TARGET}"
+    )
+    print(
+      f"{r['name']:<{width}} {r['e2e']:11,.0f} {r['env']:10,.0f} {r['learner']:13,.0f} "
+      f"{r['limit']:>8} {r['ratio']:8.2f} {r['lag']:5.1f} {r['queue']:6.1f}  {verdict}"
+    )
+  print(
+    "(agent steps/s; Pong: x4 frames. 'bound' names the smaller ceiling; lag = mean policy lag "
+    "in updates, queue = mean records waiting)"
+  )
   return results
 
 
@@ -363,8 +453,10 @@ def bench_throughput(args) -> list[dict]:
 # memory
 # ----------------------------------------------------------------------------------------------
 
+
 def _tree_memory(proc):
   import psutil  # pylint: disable=g-import-not-at-top
+
   procs = [proc]
   try:
     procs += proc.children(recursive=True)
@@ -383,18 +475,29 @@ def _tree_memory(proc):
 
 def bench_memory(args) -> dict:
   import psutil  # pylint: disable=g-import-not-at-top
+
   run_dir = tempfile.mkdtemp(prefix="bench_system_memory_", dir="/tmp")
-  cmd = [sys.executable, "-m", "rtrl_rl.train", f"--config={os.path.join(REPO, 'configs/default.py')}",
-         f"--run_dir={run_dir}", _flag("agent.total_env_steps", 10**10), _flag("system.plot", False)]
+  cmd = [
+    sys.executable,
+    "-m",
+    "rtrl_rl.train",
+    f"--config={os.path.join(REPO, 'configs/default.py')}",
+    f"--run_dir={run_dir}",
+    _flag("agent.total_env_steps", 10**10),
+    _flag("system.plot", False),
+  ]
   duration = args.minutes * 60.0
   warmup = min(args.warmup, duration / 3)
-  print(f"# bench_system --memory: configs/default.py (total_env_steps=1e10 so it runs the whole "
-        f"time) for {args.minutes} min, RSS/USS of the trainer and its descendants every "
-        f"{args.interval}s, slope after {warmup:.0f}s; run dir {run_dir}", flush=True)
+  print(
+    f"# bench_system --memory: configs/default.py (total_env_steps=1e10 so it runs the whole "
+    f"time) for {args.minutes} min, RSS/USS of the trainer and its descendants every "
+    f"{args.interval}s, slope after {warmup:.0f}s; run dir {run_dir}",
+    flush=True,
+  )
   log = open(os.path.join(run_dir, "stdout.log"), "w")
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
   ps = psutil.Process(proc.pid)
-  samples = []                                        # (t_s, rss_mb, uss_mb, nproc)
+  samples = []  # (t_s, rss_mb, uss_mb, nproc)
   t0 = time.monotonic()
   last_print = -1e9
   try:
@@ -406,8 +509,9 @@ def bench_memory(args) -> dict:
         last_print = t
         rows = _rows(os.path.join(run_dir, "metrics.jsonl"))
         frames = rows[-1]["frames"] if rows else 0
-        print(f"  t={t:5.0f}s  processes={n}  RSS={rss:8.1f} MB  USS={uss:8.1f} MB  "
-              f"frames={frames:,}", flush=True)
+        print(
+          f"  t={t:5.0f}s  processes={n}  RSS={rss:8.1f} MB  USS={uss:8.1f} MB  frames={frames:,}", flush=True
+        )
       time.sleep(args.interval)
   finally:
     if proc.poll() is None:
@@ -425,18 +529,24 @@ def bench_memory(args) -> dict:
   if len(steady) >= 3:
     for col, name in ((1, "rss"), (2, "uss")):
       slope = np.polyfit(steady[:, 0] / 60.0, steady[:, col], 1)[0]
-      out[name] = dict(start=s[0, col], after_warmup=steady[0, col], peak=s[:, col].max(),
-                       end=s[-1, col], slope=slope)
-  print(f"\n{'memory':<6} {'first':>9} {'after warm-up':>14} {'peak':>9} {'end':>9} "
-        f"{'slope after warm-up':>21}")
+      out[name] = dict(
+        start=s[0, col], after_warmup=steady[0, col], peak=s[:, col].max(), end=s[-1, col], slope=slope
+      )
+  print(
+    f"\n{'memory':<6} {'first':>9} {'after warm-up':>14} {'peak':>9} {'end':>9} {'slope after warm-up':>21}"
+  )
   for name in ("rss", "uss"):
     if name in out:
       m = out[name]
-      print(f"{name.upper():<6} {m['start']:7.1f}MB {m['after_warmup']:12.1f}MB {m['peak']:7.1f}MB "
-            f"{m['end']:7.1f}MB {m['slope']:+15.2f} MB/min")
-  print(f"({len(s)} samples over {s[-1, 0] if len(s) else 0:.0f}s, {out['frames']:,} agent steps, "
-        f"trainer exit code {proc.returncode}; processes: trainer, 2 actors and multiprocessing's "
-        "resource tracker)")
+      print(
+        f"{name.upper():<6} {m['start']:7.1f}MB {m['after_warmup']:12.1f}MB {m['peak']:7.1f}MB "
+        f"{m['end']:7.1f}MB {m['slope']:+15.2f} MB/min"
+      )
+  print(
+    f"({len(s)} samples over {s[-1, 0] if len(s) else 0:.0f}s, {out['frames']:,} agent steps, "
+    f"trainer exit code {proc.returncode}; processes: trainer, 2 actors and multiprocessing's "
+    "resource tracker)"
+  )
   shutil.rmtree(run_dir, ignore_errors=True)
   return out
 
@@ -449,20 +559,30 @@ def _exit_on_sigterm(signum, frame):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--quick", action="store_true", help="half-length runs")
-  p.add_argument("--systems", default=None,
-                 help="comma-separated subset of " + ",".join(SYSTEMS) + " (default cartpole,pong; "
-                 "--gpu: pong,pong-ff)")
+  p.add_argument(
+    "--systems",
+    default=None,
+    help="comma-separated subset of " + ",".join(SYSTEMS) + " (default cartpole,pong; --gpu: pong,pong-ff)",
+  )
   p.add_argument("--gpu", action="store_true", help="size the Pong systems for a GPU host (see above)")
   p.add_argument("--actors", type=int, default=None, help="Pong systems: system.num_actors")
   p.add_argument("--envs-per-actor", type=int, default=None, help="Pong systems: system.envs_per_actor")
   p.add_argument("--batch-size", type=int, default=None, help="Pong systems: agent.batch_size")
   p.add_argument("--unroll-length", type=int, default=None, help="Pong systems: agent.unroll_length")
-  p.add_argument("--actor-devices", default=None,
-                 help="comma-separated system.actor_device values, one end-to-end run each (cpu,gpu)")
-  p.add_argument("--no-ceilings", action="store_true",
-                 help="end-to-end runs only (no raw-env and learner-only ceilings)")
-  p.add_argument("--startup-timeout", type=float, default=240.0,
-                 help="seconds an end-to-end run may take beyond its warm-up + window")
+  p.add_argument(
+    "--actor-devices",
+    default=None,
+    help="comma-separated system.actor_device values, one end-to-end run each (cpu,gpu)",
+  )
+  p.add_argument(
+    "--no-ceilings", action="store_true", help="end-to-end runs only (no raw-env and learner-only ceilings)"
+  )
+  p.add_argument(
+    "--startup-timeout",
+    type=float,
+    default=240.0,
+    help="seconds an end-to-end run may take beyond its warm-up + window",
+  )
   p.add_argument("--cartpole-seconds", type=float, default=60.0, help="end-to-end window after warm-up")
   p.add_argument("--cartpole-warmup", type=float, default=10.0, help="seconds after the first metrics row")
   p.add_argument("--pong-seconds", type=float, default=90.0)
@@ -478,11 +598,14 @@ def main(argv=None):
   signal.signal(signal.SIGTERM, _exit_on_sigterm)  # run the `finally:` that stops a child trainer
   if args.memory:
     return bench_memory(args)
-  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")   # see the module docstring
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see the module docstring
   import jax  # pylint: disable=g-import-not-at-top
-  print(f"# bench_system: {os.cpu_count()} cpus, jax {jax.__version__} ({jax.default_backend()}), "
-        f"python {sys.version.split()[0]}, {platform.machine()}, load {os.getloadavg()[0]:.1f}",
-        flush=True)
+
+  print(
+    f"# bench_system: {os.cpu_count()} cpus, jax {jax.__version__} ({jax.default_backend()}), "
+    f"python {sys.version.split()[0]}, {platform.machine()}, load {os.getloadavg()[0]:.1f}",
+    flush=True,
+  )
   return bench_throughput(args)
 
 

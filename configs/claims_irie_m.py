@@ -19,35 +19,37 @@ from rtrl_rl import experiment
 
 CORES = ("elstm", "rtu", "ff")
 MODES = ("rtrl", "tbptt")
-STEPS_PER_UPDATE = 128   # M x batch_size: at a fixed budget of agent steps, every M gets as many updates
+STEPS_PER_UPDATE = 128  # M x batch_size: at a fixed budget of agent steps, every M gets as many updates
 
 
 def get_config(arg=None):
-  args = experiment.parse_args(arg, core="elstm", mode="rtrl", M=4, delay=8, cues=2, seed=0,
-                               steps=600_000)
+  args = experiment.parse_args(arg, core="elstm", mode="rtrl", M=4, delay=8, cues=2, seed=0, steps=600_000)
   if args["core"] not in CORES or args["mode"] not in MODES:
-    raise ValueError(f"core={args['core']!r}, mode={args['mode']!r}: expected a core in {CORES} "
-                     f"and a mode in {MODES}")
+    raise ValueError(
+      f"core={args['core']!r}, mode={args['mode']!r}: expected a core in {CORES} and a mode in {MODES}"
+    )
   if args["M"] < 1 or STEPS_PER_UPDATE % args["M"]:
-    raise ValueError(f"M={args['M']}: expected a divisor of {STEPS_PER_UPDATE} (the agent steps of "
-                     "one update, the same for every M)")
+    raise ValueError(
+      f"M={args['M']}: expected a divisor of {STEPS_PER_UPDATE} (the agent steps of "
+      "one update, the same for every M)"
+    )
   c = experiment.base_config("impala")
   c.name = f"claims_irie_m_{args['core']}_{args['mode']}_M{args['M']}_L{args['delay']}"
   c.seed = args["seed"]
   c.env.id = "jax/cue-memory"
   c.env.options = ml_collections.ConfigDict({"num_cues": args["cues"], "length": args["delay"]})
   a = c.agent
-  a.unroll_length = args["M"]          # M
-  a.batch_size = STEPS_PER_UPDATE // args["M"]   # rollouts per update: every M updates as often
+  a.unroll_length = args["M"]  # M
+  a.batch_size = STEPS_PER_UPDATE // args["M"]  # rollouts per update: every M updates as often
   a.total_env_steps = args["steps"]
-  a.learning_rate = 6e-4               # the paper's RMSProp (eps 0.01 outside the sqrt) on the
-  a.reduction = "sum"                  # summed loss, as torchbeast
+  a.learning_rate = 6e-4  # the paper's RMSProp (eps 0.01 outside the sqrt) on the
+  a.reduction = "sum"  # summed loss, as torchbeast
   a.discount = 0.9
   a.network.torso = "mlp"
   a.network.mlp_hidden_sizes = (32,)
   a.network.mlp_activation = "tanh"
   a.network.hidden_size = 32
-  a.network.use_last_action = False    # the last action would be a memory for every core
+  a.network.use_last_action = False  # the last action would be a memory for every core
   if args["core"] == "ff":
     a.network.cell = None
   else:

@@ -21,19 +21,19 @@ def get_config(arg=None):
   c.name = f"irie_dmlab_{args['level']}_{args['mode']}_M{args['M']}"
   c.seed = args["seed"]
   c.env.id = f"dmlab/{args['level']}"
-  c.env.options.action_repeat = 4      # 4 engine frames per agent step
+  c.env.options.action_repeat = 4  # 4 engine frames per agent step
   a = c.agent
-  a.unroll_length = args["M"]          # M in {10, 50, 100}
-  a.batch_size = 32                    # rollouts per update
-  a.total_env_steps = 300_000_000      # agent steps (x4 frames = 1.2B frames)
-  a.network.torso = "impala_resnet"    # 72x96 RGB frames
-  a.network.hidden_size = 512          # N
-  a.network.use_last_action = True     # IMPALA's core input [features ; reward ; last action]
+  a.unroll_length = args["M"]  # M in {10, 50, 100}
+  a.batch_size = 32  # rollouts per update
+  a.total_env_steps = 300_000_000  # agent steps (x4 frames = 1.2B frames)
+  a.network.torso = "impala_resnet"  # 72x96 RGB frames
+  a.network.hidden_size = 512  # N
+  a.network.use_last_action = True  # IMPALA's core input [features ; reward ; last action]
   if args["stem"]:
-    a.network.stem_grad = "frozen"     # DMLab protocol: a pre-trained stem, not updated
+    a.network.stem_grad = "frozen"  # DMLab protocol: a pre-trained stem, not updated
     a.network.stem_checkpoint = args["stem"]
   else:
-    a.network.stem_grad = "unroll"     # stem pre-training run (TBPTT within the unroll)
+    a.network.stem_grad = "unroll"  # stem pre-training run (TBPTT within the unroll)
   experiment.set_core(a, args["mode"], "elstm")
   c.system.num_actors = 6
   c.system.envs_per_actor = 8

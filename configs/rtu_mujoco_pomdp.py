@@ -24,9 +24,24 @@ FAMILIES = {"brax": ("brax", "anakin"), "envpool": ("mujoco", "sync")}
 
 
 def get_config(arg=None):
-  args = experiment.parse_args(arg, env="Ant-P", core="rtu_nonlinear", seed=0, steps=1_000_000,
-                               T=ppo_config.DEFAULT_TRUNCATION, env_family="brax")
+  args = experiment.parse_args(
+    arg,
+    env="Ant-P",
+    core="rtu_nonlinear",
+    seed=0,
+    steps=1_000_000,
+    T=ppo_config.DEFAULT_TRUNCATION,
+    env_family="brax",
+  )
   if args["env"] not in ENVS:
     raise ValueError(f"env={args['env']!r}: expected one of {ENVS}")
-  return experiment.rtu_paper_ppo(f"rtu_mujoco_{args['env']}", args["env"], args["core"],
-                                  args["seed"], args["steps"], args["T"], args["env_family"], FAMILIES)
+  return experiment.rtu_paper_ppo(
+    f"rtu_mujoco_{args['env']}",
+    args["env"],
+    args["core"],
+    args["seed"],
+    args["steps"],
+    args["T"],
+    args["env_family"],
+    FAMILIES,
+  )

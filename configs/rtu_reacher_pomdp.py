@@ -17,7 +17,16 @@ FAMILIES = {"brax": ("brax", "anakin"), "envpool": ("mujoco", "sync")}
 
 
 def get_config(arg=None):
-  args = experiment.parse_args(arg, core="rtu_nonlinear", seed=0, steps=1_000_000,
-                               T=ppo_config.DEFAULT_TRUNCATION, env_family="brax")
-  return experiment.rtu_paper_ppo("rtu_reacher_pomdp", "Reacher-POMDP", args["core"], args["seed"],
-                                  args["steps"], args["T"], args["env_family"], FAMILIES)
+  args = experiment.parse_args(
+    arg, core="rtu_nonlinear", seed=0, steps=1_000_000, T=ppo_config.DEFAULT_TRUNCATION, env_family="brax"
+  )
+  return experiment.rtu_paper_ppo(
+    "rtu_reacher_pomdp",
+    "Reacher-POMDP",
+    args["core"],
+    args["seed"],
+    args["steps"],
+    args["T"],
+    args["env_family"],
+    FAMILIES,
+  )

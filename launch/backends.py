@@ -50,9 +50,9 @@ import submitit
 
 LAUNCH_FILE = "launch.json"
 FAILED_FILE = "failed.json"
-DEFAULT_TIME_MIN = 3 * 24 * 60          # local jobs: effectively no limit; slurm: override per run
-DEFAULT_SIGNAL_DELAY_S = 180             # seconds between SLURM's USR2 and the kill
-PORT_BASE, PORT_RANGE = 20000, 20000    # coordinator port = PORT_BASE + job_id % PORT_RANGE
+DEFAULT_TIME_MIN = 3 * 24 * 60  # local jobs: effectively no limit; slurm: override per run
+DEFAULT_SIGNAL_DELAY_S = 180  # seconds between SLURM's USR2 and the kill
+PORT_BASE, PORT_RANGE = 20000, 20000  # coordinator port = PORT_BASE + job_id % PORT_RANGE
 
 
 # -- the job every backend runs -----------------------------------------------------------------------
@@ -72,13 +72,16 @@ def distributed_overrides(job_env) -> dict[str, Any]:
   if job_env.num_tasks <= 1:
     return {}
   host = job_env.hostnames[0]
-  return {"system.coordinator_address": f"{host}:{coordinator_port(job_env.raw_job_id)}",
-          "system.num_processes": int(job_env.num_tasks),
-          "system.process_id": int(job_env.global_rank)}
+  return {
+    "system.coordinator_address": f"{host}:{coordinator_port(job_env.raw_job_id)}",
+    "system.num_processes": int(job_env.num_tasks),
+    "system.process_id": int(job_env.global_rank),
+  }
 
 
-def task_gpu_env(num_tasks: int, local_rank: int, tasks_per_node: int, gpus_per_node: int,
-                 visible: str | None) -> dict[str, str]:
+def task_gpu_env(
+  num_tasks: int, local_rank: int, tasks_per_node: int, gpus_per_node: int, visible: str | None
+) -> dict[str, str]:
   """Environment for the training child of one task of a SLURM job (empty: nothing to change).
 
   `visible`: the CUDA_VISIBLE_DEVICES SLURM gave the task (None: unset; then GPUs
@@ -89,15 +92,14 @@ def task_gpu_env(num_tasks: int, local_rank: int, tasks_per_node: int, gpus_per_
   """
   if num_tasks <= 1 or gpus_per_node <= 0:
     return {}
-  ids = [x.strip() for x in (visible or "").split(",") if x.strip()] or \
-      [str(i) for i in range(gpus_per_node)]
+  ids = [x.strip() for x in (visible or "").split(",") if x.strip()] or [str(i) for i in range(gpus_per_node)]
   env = {}
   share = gpus_per_node // max(1, tasks_per_node)
   if tasks_per_node > 1 and len(ids) != share:
     if len(ids) % tasks_per_node:
       raise ValueError(f"{len(ids)} visible GPUs ({visible!r}) do not split into {tasks_per_node} tasks")
     share = len(ids) // tasks_per_node
-    ids = ids[local_rank * share:(local_rank + 1) * share]
+    ids = ids[local_rank * share : (local_rank + 1) * share]
     env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
   env["JAX_LOCAL_DEVICE_IDS"] = ",".join(str(i) for i in range(len(ids)))
   return env
@@ -117,9 +119,18 @@ def _write_json(path: str, obj: Mapping) -> None:
 class TrainJob(submitit.helpers.Checkpointable):
   """Runs one training run (`argv` without the interpreter) in a child process; requeueable."""
 
-  def __init__(self, name: str, config: str, overrides: Mapping[str, Any], run_dir: str,
-               cwd: str | None = None, stop_timeout_s: float = DEFAULT_SIGNAL_DELAY_S - 30,
-               env: Mapping[str, str] | None = None, tasks_per_node: int = 1, gpus_per_node: int = 0):
+  def __init__(
+    self,
+    name: str,
+    config: str,
+    overrides: Mapping[str, Any],
+    run_dir: str,
+    cwd: str | None = None,
+    stop_timeout_s: float = DEFAULT_SIGNAL_DELAY_S - 30,
+    env: Mapping[str, str] | None = None,
+    tasks_per_node: int = 1,
+    gpus_per_node: int = 0,
+  ):
     self.name, self.config, self.overrides = name, config, dict(overrides)
     self.run_dir = os.path.abspath(run_dir)
     self.cwd = os.path.abspath(cwd or os.getcwd())
@@ -128,7 +139,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     self.tasks_per_node, self.gpus_per_node = int(tasks_per_node), int(gpus_per_node)
     self._proc = None
     self._waiter = None
-    self._stopping = False               # _stop_child signalled the child (not SLURM)
+    self._stopping = False  # _stop_child signalled the child (not SLURM)
     self.attempts = 0
 
   def __getstate__(self):
@@ -138,8 +149,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     return state
 
   def __setstate__(self, state):
-    self.__dict__.update({"tasks_per_node": 1, "gpus_per_node": 0, "_waiter": None, "_stopping": False,
-                          **state})
+    self.__dict__.update(
+      {"tasks_per_node": 1, "gpus_per_node": 0, "_waiter": None, "_stopping": False, **state}
+    )
 
   def job_environment(self):
     try:
@@ -150,6 +162,7 @@ class TrainJob(submitit.helpers.Checkpointable):
   def command(self, job_env=None) -> list[str]:
     """The exact argv this task runs (with the multi-node fields from `job_env`)."""
     from launch.sweep import train_command  # pylint: disable=g-import-not-at-top
+
     extra = distributed_overrides(job_env) if job_env is not None else {}
     return train_command(self.config, self.overrides, self.run_dir, python=sys.executable, extra=extra)
 
@@ -165,25 +178,36 @@ class TrainJob(submitit.helpers.Checkpointable):
     print(f"[launch] {self.name} attempt {self.attempts}: {' '.join(argv)}", flush=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
     if job_env is not None:
-      env.update(task_gpu_env(job_env.num_tasks, job_env.local_rank, self.tasks_per_node,
-                              self.gpus_per_node, os.environ.get("CUDA_VISIBLE_DEVICES")))
+      env.update(
+        task_gpu_env(
+          job_env.num_tasks,
+          job_env.local_rank,
+          self.tasks_per_node,
+          self.gpus_per_node,
+          os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+      )
     self._proc = subprocess.Popen(argv, cwd=self.cwd, env=env, preexec_fn=_ignore_usr2)
     self._waiter = None
     try:
       rc = self._wait_child()
-    except KeyboardInterrupt:            # Ctrl-C reached the child too: let it checkpoint and exit
+    except KeyboardInterrupt:  # Ctrl-C reached the child too: let it checkpoint and exit
       self._stop_child(signal.SIGINT)
       raise
     summary_path = os.path.join(self.run_dir, "summary.json")
     if rc == 0 and not self._stopping and _stopped_early(summary_path):
-      print(f"[launch] {self.name}: the run was stopped from outside (SIGTERM from SLURM: requeue, "
-            "preemption or time limit); it resumes from its final checkpoint when SLURM requeues the "
-            "job or the sweep is relaunched", flush=True)
+      print(
+        f"[launch] {self.name}: the run was stopped from outside (SIGTERM from SLURM: requeue, "
+        "preemption or time limit); it resumes from its final checkpoint when SLURM requeues the "
+        "job or the sweep is relaunched",
+        flush=True,
+      )
     if rc != 0:
       if rank == 0:
         log = job_env.paths.stdout if job_env is not None else None
-        _write_json(failed, {"returncode": rc, "time": time.time(), "log": str(log) if log else None,
-                             "command": argv})
+        _write_json(
+          failed, {"returncode": rc, "time": time.time(), "log": str(log) if log else None, "command": argv}
+        )
       raise RuntimeError(f"run {self.name} exited with code {rc}; see the job log")
     if rank == 0 and os.path.exists(summary_path):
       with open(summary_path) as f:
@@ -224,7 +248,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     self._proc.send_signal(sig)
     rc = self._wait_child(self.stop_timeout_s)
     if rc is None:
-      self._proc.kill()                  # the checkpoint on disk stays restorable (atomic saves)
+      self._proc.kill()  # the checkpoint on disk stays restorable (atomic saves)
       rc = self._wait_child()
     return rc
 
@@ -246,9 +270,16 @@ def _stopped_early(summary_path: str) -> bool:
 def make_job(run, env: Mapping[str, str] | None = None) -> TrainJob:
   r = run.resources_dict
   stop = max(30, r.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S) - 30)
-  return TrainJob(run.name, run.config, run.overrides_dict, run.run_dir, stop_timeout_s=stop, env=env,
-                  tasks_per_node=int(r.get("tasks_per_node", 1)),
-                  gpus_per_node=int(r.get("gpus_per_node", 1)))
+  return TrainJob(
+    run.name,
+    run.config,
+    run.overrides_dict,
+    run.run_dir,
+    stop_timeout_s=stop,
+    env=env,
+    tasks_per_node=int(r.get("tasks_per_node", 1)),
+    gpus_per_node=int(r.get("gpus_per_node", 1)),
+  )
 
 
 def record_launch(run, backend: str, job_id: str, folder: str, **extra: Any) -> None:
@@ -256,10 +287,19 @@ def record_launch(run, backend: str, job_id: str, folder: str, **extra: Any) -> 
   failed = os.path.join(run.run_dir, FAILED_FILE)
   if os.path.exists(failed):
     os.remove(failed)
-  _write_json(os.path.join(run.run_dir, LAUNCH_FILE),
-              {"backend": backend, "job_id": str(job_id), "submitit_folder": os.path.abspath(folder),
-               "submitted_at": time.time(), "sweep": run.sweep, "name": run.name,
-               "command": run.command(), **extra})
+  _write_json(
+    os.path.join(run.run_dir, LAUNCH_FILE),
+    {
+      "backend": backend,
+      "job_id": str(job_id),
+      "submitit_folder": os.path.abspath(folder),
+      "submitted_at": time.time(),
+      "sweep": run.sweep,
+      "name": run.name,
+      "command": run.command(),
+      **extra,
+    },
+  )
 
 
 def job_outcome(folder: str, job_id: str) -> str | None:
@@ -286,7 +326,7 @@ def device_groups(devices: Sequence[int] | None, gpus_per_run: int) -> list[tupl
   n = len(devices) // gpus_per_run
   if n == 0:
     raise ValueError(f"a run needs {gpus_per_run} GPUs; only {list(devices)} are available")
-  return [tuple(devices[i * gpus_per_run:(i + 1) * gpus_per_run]) for i in range(n)]
+  return [tuple(devices[i * gpus_per_run : (i + 1) * gpus_per_run]) for i in range(n)]
 
 
 def local_device_note(resources: Mapping, devices: Sequence[int] | None) -> str:
@@ -304,8 +344,16 @@ def _local_executor(folder: str, group: tuple[int, ...], time_min: int):
   return ex
 
 
-def run_local(runs: Sequence, folder: str, *, max_parallel: int = 0, devices: Sequence[int] | None = None,
-              wait: bool = True, poll_s: float = 1.0, out=None) -> dict[str, bool | None]:
+def run_local(
+  runs: Sequence,
+  folder: str,
+  *,
+  max_parallel: int = 0,
+  devices: Sequence[int] | None = None,
+  wait: bool = True,
+  poll_s: float = 1.0,
+  out=None,
+) -> dict[str, bool | None]:
   """Runs `runs` with submitit's LocalExecutor, `max_parallel` at a time, each on its own device
   group. Returns {run name: True (finished) / False (failed) / None (not waited for)}."""
   out = out or sys.stdout
@@ -327,14 +375,17 @@ def run_local(runs: Sequence, folder: str, *, max_parallel: int = 0, devices: Se
         time_min = int(run.resources_dict.get("time_min", DEFAULT_TIME_MIN))
         job = _local_executor(folder, group, time_min).submit(make_job(run))
         record_launch(run, "local", job.job_id, folder, devices=list(group))
-        print(f"launched {run.name} (local job {job.job_id}, devices {list(group) or 'cpu'}); "
-              f"log {job.paths.stdout}", file=out, flush=True)
+        print(
+          f"launched {run.name} (local job {job.job_id}, devices {list(group) or 'cpu'}); "
+          f"log {job.paths.stdout}",
+          file=out,
+          flush=True,
+        )
         active.append((run, job, group))
       if not wait:
         results.update({r.name: None for r, _, _ in active})
         if pending:
-          print(f"--no_wait with {len(pending)} runs beyond --max_parallel: they are not launched",
-                file=out)
+          print(f"--no_wait with {len(pending)} runs beyond --max_parallel: they are not launched", file=out)
         return results
       time.sleep(poll_s)
       for item in list(active):
@@ -349,12 +400,19 @@ def run_local(runs: Sequence, folder: str, *, max_parallel: int = 0, devices: Se
           print(f"finished {run.name}: {json.dumps(summary)}", file=out, flush=True)
         except Exception as e:  # pylint: disable=broad-except
           ok = False
-          print(f"FAILED {run.name}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}; "
-                f"log {job.paths.stdout}", file=out, flush=True)
+          print(
+            f"FAILED {run.name}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}; "
+            f"log {job.paths.stdout}",
+            file=out,
+            flush=True,
+          )
         results[run.name] = ok
   except KeyboardInterrupt:
-    print("interrupted: the runs received Ctrl-C, write their final checkpoints and stop; relaunch "
-          "the sweep to resume them", file=out)
+    print(
+      "interrupted: the runs received Ctrl-C, write their final checkpoints and stop; relaunch "
+      "the sweep to resume them",
+      file=out,
+    )
     raise
   return results
 
@@ -363,13 +421,18 @@ def run_local(runs: Sequence, folder: str, *, max_parallel: int = 0, devices: Se
 def slurm_defaults(args) -> dict[str, Any]:
   """Sweep-wide SLURM settings from the CLI (`--partition`, `--account`, `--slurm_*`)."""
   from launch.sweep import _parse_kv  # pylint: disable=g-import-not-at-top
-  return {"partition": getattr(args, "partition", None), "account": getattr(args, "account", None),
-          "setup": list(getattr(args, "slurm_setup", []) or []),
-          "additional": _parse_kv(getattr(args, "slurm_additional", "") or "")}
+
+  return {
+    "partition": getattr(args, "partition", None),
+    "account": getattr(args, "account", None),
+    "setup": list(getattr(args, "slurm_setup", []) or []),
+    "additional": _parse_kv(getattr(args, "slurm_additional", "") or ""),
+  }
 
 
-def slurm_parameters(resources: Mapping[str, Any], sweep: str,
-                     defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def slurm_parameters(
+  resources: Mapping[str, Any], sweep: str, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
   """`AutoExecutor.update_parameters` keyword arguments for one run's resources.
 
   `tasks_per_node` (default 1) `jax.distributed` processes per node, each with
@@ -387,14 +450,14 @@ def slurm_parameters(resources: Mapping[str, Any], sweep: str,
   additional.update(d.get("additional") or {})
   additional.update(dict(r.get("slurm") or {}))
   params = {
-      "name": f"{sweep}",
-      "timeout_min": int(r.get("time_min", DEFAULT_TIME_MIN)),
-      "nodes": int(r.get("nodes", 1)),
-      "tasks_per_node": int(r.get("tasks_per_node", 1)),
-      "gpus_per_node": int(r.get("gpus_per_node", 1)),
-      "cpus_per_task": int(r.get("cpus", 10)),
-      "slurm_signal_delay_s": int(r.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S)),
-      "slurm_additional_parameters": additional,
+    "name": f"{sweep}",
+    "timeout_min": int(r.get("time_min", DEFAULT_TIME_MIN)),
+    "nodes": int(r.get("nodes", 1)),
+    "tasks_per_node": int(r.get("tasks_per_node", 1)),
+    "gpus_per_node": int(r.get("gpus_per_node", 1)),
+    "cpus_per_task": int(r.get("cpus", 10)),
+    "slurm_signal_delay_s": int(r.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S)),
+    "slurm_additional_parameters": additional,
   }
   if r.get("mem_gb"):
     params["mem_gb"] = float(r["mem_gb"])
@@ -423,8 +486,14 @@ class SubmissionFailed(RuntimeError):
   """sbatch refused a job array (a partition, account or limit the cluster does not accept)."""
 
 
-def submit_slurm(runs: Sequence, folder: str, *, sweep: str, defaults: Mapping[str, Any] | None = None,
-                 array_parallelism: int | None = None) -> list[tuple[Any, str]]:
+def submit_slurm(
+  runs: Sequence,
+  folder: str,
+  *,
+  sweep: str,
+  defaults: Mapping[str, Any] | None = None,
+  array_parallelism: int | None = None,
+) -> list[tuple[Any, str]]:
   """Submits `runs` as SLURM job arrays (one array per distinct resource set); returns
   [(run, job id)]. Needs `sbatch` and `srun` on PATH."""
   groups: dict[str, list] = {}
@@ -440,15 +509,22 @@ def submit_slurm(runs: Sequence, folder: str, *, sweep: str, defaults: Mapping[s
     try:
       with ex.batch():
         jobs = [ex.submit(make_job(run)) for run in group]
-    except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError) as e:  # sbatch failed
+    except (
+      submitit.core.utils.FailedSubmissionError,
+      submitit.core.utils.FailedJobError,
+    ) as e:  # sbatch failed
       reason = " ".join(line.strip() for line in str(e).splitlines() if "error" in line.lower())[:500]
-      before = (f" ({len(submitted)} run(s) of earlier job arrays were submitted: "
-                f"{', '.join(r.name for r, _ in submitted[:5])}{', ...' if len(submitted) > 5 else ''})"
-                if submitted else "")
+      before = (
+        f" ({len(submitted)} run(s) of earlier job arrays were submitted: "
+        f"{', '.join(r.name for r, _ in submitted[:5])}{', ...' if len(submitted) > 5 else ''})"
+        if submitted
+        else ""
+      )
       raise SubmissionFailed(
-          f"sbatch refused the job array of {len(group)} run(s) ({group[0].name}, ...): "
-          f"{reason or str(e).strip().splitlines()[-1]}{before}. Check --partition, --account and the "
-          "sweep's resources (time_min, mem_gb, gpus_per_node, cpus) against the cluster's limits") from None
+        f"sbatch refused the job array of {len(group)} run(s) ({group[0].name}, ...): "
+        f"{reason or str(e).strip().splitlines()[-1]}{before}. Check --partition, --account and the "
+        "sweep's resources (time_min, mem_gb, gpus_per_node, cpus) against the cluster's limits"
+      ) from None
     for run, job in zip(group, jobs):
       record_launch(run, "slurm", job.job_id, folder)
       submitted.append((run, job.job_id))

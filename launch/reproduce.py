@@ -31,7 +31,7 @@ from rtrl_rl import cli
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-  sweep: str                                          # the sweep file
+  sweep: str  # the sweep file
   summarize: Callable[[dict[str, "Final"], str], tuple[str, list[str]]]
   # (finals, the claim's results folder) -> (table, verdicts); it may draw its own figure there
 
@@ -39,6 +39,7 @@ class Claim:
 @dataclasses.dataclass(frozen=True)
 class Final:
   """A group's final return (the mean of the last 10% of each seed's curve) over its seeds."""
+
   mean: float
   lo: float
   hi: float
@@ -54,33 +55,46 @@ class Final:
 def finals(run_dirs: Sequence[str]) -> dict[str, Final]:
   """{group name (the run's config name): Final} of the finished runs."""
   from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
+
   out = {}
   for group in plot.group_runs(run_dirs):
     curves = plot.group_curves(group, "frames", "episode_return")
     if curves is not None:
-      out[group.name] = Final(curves.final_mean, curves.final_lo, curves.final_hi,
-                              int(sum(math.isfinite(v) for v in curves.final_per_seed)))
+      out[group.name] = Final(
+        curves.final_mean,
+        curves.final_lo,
+        curves.final_hi,
+        int(sum(math.isfinite(v) for v in curves.final_per_seed)),
+      )
   return out
 
 
 # -- irie_m -----------------------------------------------------------------------------------------
-SPAN = 8          # launch/sweeps/claims_irie_m.py: DELAY
-CHANCE = 0.5      # 2 cues: a feed-forward agent's return is at most 1/K (rtrl_rl/envs/cue_memory.py)
+SPAN = 8  # launch/sweeps/claims_irie_m.py: DELAY
+CHANCE = 0.5  # 2 cues: a feed-forward agent's return is at most 1/K (rtrl_rl/envs/cue_memory.py)
 
 
 def _irie_m_figure(table: dict, floor: "Final | None", path: str) -> None:
   """Final return against M, one panel per core: RTRL, T-BPTT, the feed-forward floor, the span."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   cores = sorted({c for c, _, _ in table})
   fig, axes = plt.subplots(1, len(cores), figsize=(4.5 * len(cores), 3.6), sharey=True, squeeze=False)
   for ax, c in zip(axes[0], cores):
     for mode, label in (("rtrl", "RTRL"), ("tbptt", "T-BPTT")):
       pts = sorted((M, f) for (cc, mm, M), f in table.items() if cc == c and mm == mode)
       ms = [M for M, _ in pts]
-      ax.errorbar(ms, [f.mean for _, f in pts], yerr=[(f.hi - f.lo) / 2 for _, f in pts], marker="o",
-                  capsize=3, label=label)
+      ax.errorbar(
+        ms,
+        [f.mean for _, f in pts],
+        yerr=[(f.hi - f.lo) / 2 for _, f in pts],
+        marker="o",
+        capsize=3,
+        label=label,
+      )
     if floor is not None:
       ax.axhline(floor.mean, color="gray", ls="--", label="feed-forward")
     ax.axvline(SPAN, color="k", ls=":", lw=1, label=f"span ({SPAN})")
@@ -123,9 +137,11 @@ def _irie_m(by_group: dict[str, Final], folder: str) -> tuple[str, list[str]]:
     lines.append(f"| {M}{' (<= span)' if M <= SPAN else ''} | " + " | ".join(cells) + " |")
   if floor is not None:
     lines.append(f"| feed-forward (any M) | {floor} |" + " |" * (3 * len(cores) - 1))
-  note = (f"\nFinal return (mean of the last 10% of each curve; mean ± 95% t-interval over seeds) on "
-          f"cue memory with 2 cues and a span of {SPAN} steps; a feed-forward agent's expected return "
-          f"is at most {CHANCE}. 'gap' = RTRL - T-BPTT.\n")
+  note = (
+    f"\nFinal return (mean of the last 10% of each curve; mean ± 95% t-interval over seeds) on "
+    f"cue memory with 2 cues and a span of {SPAN} steps; a feed-forward agent's expected return "
+    f"is at most {CHANCE}. 'gap' = RTRL - T-BPTT.\n"
+  )
   verdicts = []
   for c in cores:
     short = [M for M in ms if M <= SPAN and (c, "rtrl", M) in table and (c, "tbptt", M) in table]
@@ -136,35 +152,42 @@ def _irie_m(by_group: dict[str, Final], folder: str) -> tuple[str, list[str]]:
     ok = all(v >= CHANCE + 0.2 for v in rtrl.values()) and all(v <= CHANCE + 0.1 for v in tbptt.values())
     fmt = lambda d: ", ".join(f"M={M}: {v:.2f}" for M, v in d.items())
     verdicts.append(
-        f"claim 1 ({c}): {'REPRODUCES' if ok else 'DOES NOT REPRODUCE'}: with M <= the span ({SPAN}), "
-        f"RTRL {fmt(rtrl)}; T-BPTT {fmt(tbptt)} (criterion: RTRL >= {CHANCE + 0.2} and T-BPTT <= "
-        f"{CHANCE + 0.1} at every such M; chance {CHANCE})")
-    gaps = {M: table[c, "rtrl", M].mean - table[c, "tbptt", M].mean for M in ms
-            if (c, "rtrl", M) in table and (c, "tbptt", M) in table}
+      f"claim 1 ({c}): {'REPRODUCES' if ok else 'DOES NOT REPRODUCE'}: with M <= the span ({SPAN}), "
+      f"RTRL {fmt(rtrl)}; T-BPTT {fmt(tbptt)} (criterion: RTRL >= {CHANCE + 0.2} and T-BPTT <= "
+      f"{CHANCE + 0.1} at every such M; chance {CHANCE})"
+    )
+    gaps = {
+      M: table[c, "rtrl", M].mean - table[c, "tbptt", M].mean
+      for M in ms
+      if (c, "rtrl", M) in table and (c, "tbptt", M) in table
+    }
     below = {M: g for M, g in gaps.items() if M <= SPAN}
     above = {M: g for M, g in gaps.items() if M > SPAN}
     if below and above:
       widest = max(gaps, key=gaps.get)
       verdicts.append(
-          f"claim 2 ({c}): {'REPRODUCES' if min(below.values()) > max(above.values()) else 'DOES NOT REPRODUCE'}"
-          f": the gap RTRL - T-BPTT at every M <= the span exceeds that at every larger M "
-          f"({', '.join(f'M={M}: {g:+.2f}' for M, g in gaps.items())}); the widest is at M={widest}, "
-          f"{'the smallest M' if widest == min(gaps) else 'not at the smallest M'}")
+        f"claim 2 ({c}): {'REPRODUCES' if min(below.values()) > max(above.values()) else 'DOES NOT REPRODUCE'}"
+        f": the gap RTRL - T-BPTT at every M <= the span exceeds that at every larger M "
+        f"({', '.join(f'M={M}: {g:+.2f}' for M, g in gaps.items())}); the widest is at M={widest}, "
+        f"{'the smallest M' if widest == min(gaps) else 'not at the smallest M'}"
+      )
   return "\n".join(lines) + "\n" + note, verdicts
 
 
 CLAIMS = {"irie_m": Claim(sweep="launch/sweeps/claims_irie_m.py", summarize=_irie_m)}
 
 
-def reproduce(claim: str, results: str, max_parallel: int, seeds: int | None,
-              summarize_only: bool) -> list[str]:
+def reproduce(
+  claim: str, results: str, max_parallel: int, seeds: int | None, summarize_only: bool
+) -> list[str]:
   """Runs (unless `summarize_only`) and summarises one claim; returns its verdict lines."""
   spec = CLAIMS[claim]
   root = os.path.join(results, claim)
   sweep_arg = spec.sweep + (f":seeds={seeds}" if seeds else "")
   if not summarize_only:
-    code = sweeps.main([f"--sweep={sweep_arg}", "--backend=local", f"--root={root}",
-                        f"--max_parallel={max_parallel}"])
+    code = sweeps.main(
+      [f"--sweep={sweep_arg}", "--backend=local", f"--root={root}", f"--max_parallel={max_parallel}"]
+    )
     if code:
       raise RuntimeError(f"the sweep of claim {claim} failed (exit {code}): see {root}")
   _, all_runs = sweeps.load_sweep(sweep_arg, root)
@@ -172,6 +195,7 @@ def reproduce(claim: str, results: str, max_parallel: int, seeds: int | None,
   if not runs:
     raise cli.UsageError(f"no finished run of claim {claim} under {root}: run it without --summarize_only")
   from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
+
   plot.plot_runs(runs, os.path.join(root, "curves.png"), title=f"claim {claim}")
   table, verdicts = spec.summarize(finals(runs), root)
   with open(os.path.join(root, "table.md"), "w") as f:

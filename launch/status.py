@@ -58,11 +58,12 @@ def slurm_job_states(job_ids: Sequence[str]) -> dict[str, str] | None:
   if not ids:
     return {}
   try:
-    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+      ["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i %T"], capture_output=True, text=True, timeout=30
+    )
   except (OSError, subprocess.SubprocessError):
     return None
-  if out.returncode != 0:          # every id already left the queue: "Invalid job id specified"
+  if out.returncode != 0:  # every id already left the queue: "Invalid job id specified"
     return {} if "invalid job id" in out.stderr.lower() else None
   states = {}
   for line in out.stdout.splitlines():
@@ -89,16 +90,27 @@ def _latest(rows: list[dict]) -> tuple[int | None, float | None]:
   return frames, ret
 
 
-def run_state(run_dir: str, stale_s: float | None = None, now: float | None = None,
-              slurm_states: Mapping[str, str] | None = None) -> dict[str, Any]:
+def run_state(
+  run_dir: str,
+  stale_s: float | None = None,
+  now: float | None = None,
+  slurm_states: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
   """{'run_dir', 'name', 'state', 'frames', 'episode_return', 'age_s', 'job_id', 'detail'}.
 
   `slurm_states`: `slurm_job_states` of the sweep's jobs (None: asks squeue about this run's job
   when it was launched on SLURM)."""
   now = time.time() if now is None else now
-  out: dict[str, Any] = {"run_dir": run_dir, "name": os.path.basename(os.path.normpath(run_dir)),
-                         "state": "pending", "frames": None, "episode_return": None, "age_s": None,
-                         "job_id": None, "detail": ""}
+  out: dict[str, Any] = {
+    "run_dir": run_dir,
+    "name": os.path.basename(os.path.normpath(run_dir)),
+    "state": "pending",
+    "frames": None,
+    "episode_return": None,
+    "age_s": None,
+    "job_id": None,
+    "detail": "",
+  }
   if not os.path.isdir(run_dir):
     return out
   launch = _load(os.path.join(run_dir, LAUNCH_FILE))
@@ -117,7 +129,7 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
     out["state"] = "finished"
     return out
   job = _slurm_launch(launch)
-  if job is not None:   # SLURM still holds the job, e.g. PENDING after a requeue: not stopped, alive
+  if job is not None:  # SLURM still holds the job, e.g. PENDING after a requeue: not stopped, alive
     if slurm_states is None:
       slurm_states = slurm_job_states([job])
     job_state = (slurm_states or {}).get(job)
@@ -132,6 +144,7 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
     return out
   if launch and launch.get("submitit_folder") and launch.get("job_id"):
     from launch import backends  # pylint: disable=g-import-not-at-top  # imports submitit
+
     if backends.job_outcome(launch["submitit_folder"], launch["job_id"]) == "error":
       out["state"] = "failed"
       out["detail"] = f"submitit error; log {backends.job_log(launch['submitit_folder'], launch['job_id'])}"
@@ -151,7 +164,7 @@ def run_state(run_dir: str, stale_s: float | None = None, now: float | None = No
 def collect(run_dirs: Sequence[str], stale_s: float | None = None) -> list[dict]:
   """`run_state` of each run directory, with one squeue call for all SLURM launches."""
   jobs = [_slurm_launch(_load(os.path.join(d, LAUNCH_FILE))) for d in run_dirs]
-  queue = slurm_job_states(jobs) or {}      # None (no squeue): the run files decide, asked once
+  queue = slurm_job_states(jobs) or {}  # None (no squeue): the run files decide, asked once
   return [run_state(d, stale_s, slurm_states=queue) for d in run_dirs]
 
 
@@ -161,8 +174,11 @@ def discover(root: str) -> list[str]:
     return [root]
   if not os.path.isdir(root):
     return []
-  return sorted(os.path.join(root, d) for d in os.listdir(root)
-                if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+  return sorted(
+    os.path.join(root, d)
+    for d in os.listdir(root)
+    if not d.startswith(".") and os.path.isdir(os.path.join(root, d))
+  )
 
 
 def _fmt_age(age: float | None) -> str:
@@ -186,8 +202,10 @@ def print_rows(rows: list[dict], as_json: bool = False, out=None) -> None:
   for r in rows:
     frames = "-" if r["frames"] is None else f"{int(r['frames']):,}"
     ret = "-" if r["episode_return"] is None else f"{r['episode_return']:.2f}"
-    line = (f"{r['name']:<{width}}  {r['state']:<8}  {frames:>12}  {ret:>10}  {_fmt_age(r['age_s']):>8}  "
-            f"{r['job_id'] or '-'}")
+    line = (
+      f"{r['name']:<{width}}  {r['state']:<8}  {frames:>12}  {ret:>10}  {_fmt_age(r['age_s']):>8}  "
+      f"{r['job_id'] or '-'}"
+    )
     if r["detail"]:
       line += f"  ({r['detail']})"
     print(line, file=out)
@@ -204,12 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = p.parse_args(argv)
   if not os.path.isdir(args.root):
     what = "not a directory" if os.path.exists(args.root) else "no such directory"
-    raise cli.UsageError(f"--root={args.root}: {what}. Pass a sweep directory (<sweep root>/"
-                         "<sweep name>, e.g. runs/sweeps/default) or a run directory")
+    raise cli.UsageError(
+      f"--root={args.root}: {what}. Pass a sweep directory (<sweep root>/"
+      "<sweep name>, e.g. runs/sweeps/default) or a run directory"
+    )
   dirs = discover(args.root)
   if not dirs:
-    raise cli.UsageError(f"--root={args.root}: no run directories in it. Pass a sweep directory (<sweep "
-                         "root>/<sweep name>, e.g. runs/sweeps/default) or a run directory")
+    raise cli.UsageError(
+      f"--root={args.root}: no run directories in it. Pass a sweep directory (<sweep "
+      "root>/<sweep name>, e.g. runs/sweeps/default) or a run directory"
+    )
   print_rows(collect(dirs, args.stale_s), as_json=args.json)
   return 0
 

@@ -44,8 +44,19 @@ from rtrl_rl import cli
 
 DEFAULT_ROOT = os.path.join("runs", "sweeps")
 TRAIN_MODULE = "rtrl_rl.train"
-RESOURCE_KEYS = ("nodes", "tasks_per_node", "gpus_per_node", "cpus", "time_min", "signal_delay_s",
-                 "partition", "mem_gb", "account", "qos", "constraint")
+RESOURCE_KEYS = (
+  "nodes",
+  "tasks_per_node",
+  "gpus_per_node",
+  "cpus",
+  "time_min",
+  "signal_delay_s",
+  "partition",
+  "mem_gb",
+  "account",
+  "qos",
+  "constraint",
+)
 RUN_KEYS = ("name", "config", "overrides", "resources")
 
 
@@ -68,16 +79,29 @@ def override_flags(overrides: Mapping[str, Any]) -> list[str]:
   return [f"--config.{k}={format_value(v)}" for k, v in overrides.items()]
 
 
-def train_command(config: str, overrides: Mapping[str, Any], run_dir: str, python: str = "python",
-                  extra: Mapping[str, Any] | None = None) -> list[str]:
+def train_command(
+  config: str,
+  overrides: Mapping[str, Any],
+  run_dir: str,
+  python: str = "python",
+  extra: Mapping[str, Any] | None = None,
+) -> list[str]:
   """The argv of one run (`extra`: further overrides, e.g. the multi-host fields, appended last)."""
-  return [python, "-m", TRAIN_MODULE, f"--config={config}", *override_flags(overrides),
-          *override_flags(extra or {}), f"--run_dir={run_dir}"]
+  return [
+    python,
+    "-m",
+    TRAIN_MODULE,
+    f"--config={config}",
+    *override_flags(overrides),
+    *override_flags(extra or {}),
+    f"--run_dir={run_dir}",
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   """One run of a sweep (`overrides`/`resources` as tuples of items so that Run is hashable)."""
+
   sweep: str
   name: str
   config: str
@@ -130,8 +154,10 @@ def _check_run(d: Any, i: int) -> None:
       raise SweepError(f"run {name!r}: resources[{k!r}] must be >= 1")
   tasks, gpus = res.get("tasks_per_node", 1), res.get("gpus_per_node", 0)
   if gpus and gpus % tasks:
-    raise SweepError(f"run {name!r}: resources['gpus_per_node']={gpus} must be a multiple of "
-                     f"resources['tasks_per_node']={tasks} (each task gets its share of the GPUs)")
+    raise SweepError(
+      f"run {name!r}: resources['gpus_per_node']={gpus} must be a multiple of "
+      f"resources['tasks_per_node']={tasks} (each task gets its share of the GPUs)"
+    )
 
 
 def _freeze(x: Any) -> Any:
@@ -162,8 +188,9 @@ def load_module(path: str):
   try:
     spec.loader.exec_module(module)
   except Exception as e:  # pylint: disable=broad-except  # the user's file
-    raise SweepError(f"--sweep={path}: the file raised {cli.describe(e)}; fix it (--verbose shows the "
-                     "traceback)") from e
+    raise SweepError(
+      f"--sweep={path}: the file raised {cli.describe(e)}; fix it (--verbose shows the traceback)"
+    ) from e
   if not callable(getattr(module, "get_sweep", None)):
     raise SweepError(f"{path}: a sweep file must define get_sweep() -> list[dict]")
   return module
@@ -179,10 +206,16 @@ def runs_from_dicts(dicts: Sequence[Mapping], sweep: str, root: str) -> list[Run
     resources = dict(d.get("resources") or {})
     if "slurm" in resources:
       resources["slurm"] = _freeze(dict(resources["slurm"]))
-    runs.append(Run(sweep=sweep, name=d["name"], config=d["config"],
-                    overrides=tuple(dict(d.get("overrides") or {}).items()),
-                    resources=tuple(resources.items()),
-                    run_dir=os.path.join(root, sweep, d["name"])))
+    runs.append(
+      Run(
+        sweep=sweep,
+        name=d["name"],
+        config=d["config"],
+        overrides=tuple(dict(d.get("overrides") or {}).items()),
+        resources=tuple(resources.items()),
+        run_dir=os.path.join(root, sweep, d["name"]),
+      )
+    )
   return runs
 
 
@@ -196,8 +229,10 @@ def load_sweep(path: str, root: str = DEFAULT_ROOT) -> tuple[str, list[Run]]:
   except (TypeError, ValueError) as e:
     raise SweepError(f"{path}: sweep arguments {arg!r}: {e}") from e
   except Exception as e:  # pylint: disable=broad-except  # the user's file
-    raise SweepError(f"{path}: get_sweep({repr(arg) if arg else ''}) raised {cli.describe(e)}; fix the "
-                     "file or its arguments (--verbose shows the traceback)") from e
+    raise SweepError(
+      f"{path}: get_sweep({repr(arg) if arg else ''}) raised {cli.describe(e)}; fix the "
+      "file or its arguments (--verbose shows the traceback)"
+    ) from e
   if not isinstance(dicts, (list, tuple)) or not dicts:
     raise SweepError(f"{path}: get_sweep() must return a non-empty list of dicts")
   name = sweep_name(path, module)
@@ -225,10 +260,17 @@ def product(**axes: Iterable) -> list[dict]:
   return [dict(zip(keys, values)) for values in itertools.product(*(list(axes[k]) for k in keys))]
 
 
-def grid(axes: Mapping[str, Iterable], *, name: str | Callable, config: str | Callable,
-         seeds: Iterable[int] = (0,), overrides: Mapping | Callable | None = None,
-         resources: Mapping | Callable | None = None, seed_override: str | None = "seed",
-         where: Callable[[dict], bool] | None = None) -> list[dict]:
+def grid(
+  axes: Mapping[str, Iterable],
+  *,
+  name: str | Callable,
+  config: str | Callable,
+  seeds: Iterable[int] = (0,),
+  overrides: Mapping | Callable | None = None,
+  resources: Mapping | Callable | None = None,
+  seed_override: str | None = "seed",
+  where: Callable[[dict], bool] | None = None,
+) -> list[dict]:
   """Runs over the product of `axes` x `seeds`.
 
   `name`, `config` are format strings over the grid point (which also holds `seed`) or callables
@@ -265,6 +307,7 @@ def _parse_devices(text: str) -> list[int] | None:
   if text == "auto":
     import shutil  # pylint: disable=g-import-not-at-top
     import subprocess  # pylint: disable=g-import-not-at-top
+
     if shutil.which("nvidia-smi") is None:
       return None
     try:
@@ -290,32 +333,56 @@ def _parse_kv(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m launch.sweep", description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m launch.sweep",
+    description=__doc__.split("\n\n")[0],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--sweep", required=True, help="sweep file (launch/sweeps/<name>.py)")
   p.add_argument("--backend", choices=("local", "slurm"), default="local")
   p.add_argument("--root", default=DEFAULT_ROOT, help="sweep root; runs go to <root>/<sweep>/<run>")
   p.add_argument("--dry_run", action="store_true", help="print every job and its command; run nothing")
   p.add_argument("--status", action="store_true", help="list the runs and their state; run nothing")
   p.add_argument("--json", action="store_true", help="with --status: one JSON object per run")
-  p.add_argument("--force", action="store_true",
-                 help="also launch runs that finished or look alive (a finished run resumes from its "
-                      "final checkpoint and ends at once: delete its run dir to start over)")
+  p.add_argument(
+    "--force",
+    action="store_true",
+    help="also launch runs that finished or look alive (a finished run resumes from its "
+    "final checkpoint and ends at once: delete its run dir to start over)",
+  )
   p.add_argument("--only", default="", help="comma-separated run names (or fnmatch patterns) to launch")
-  p.add_argument("--max_parallel", type=int, default=0,
-                 help="local: runs at a time (default: one per GPU group, or 1 on CPU); slurm: array "
-                      "parallelism (default: all)")
-  p.add_argument("--devices", default="auto",
-                 help="local: GPUs to use ('auto' = all that nvidia-smi lists, 'cpu', or '0,1,2,3'); "
-                      "each run gets resources.gpus_per_node of them (default 1)")
+  p.add_argument(
+    "--max_parallel",
+    type=int,
+    default=0,
+    help="local: runs at a time (default: one per GPU group, or 1 on CPU); slurm: array "
+    "parallelism (default: all)",
+  )
+  p.add_argument(
+    "--devices",
+    default="auto",
+    help="local: GPUs to use ('auto' = all that nvidia-smi lists, 'cpu', or '0,1,2,3'); "
+    "each run gets resources.gpus_per_node of them (default 1)",
+  )
   p.add_argument("--partition", default=None, help="slurm: default partition for runs without one")
   p.add_argument("--account", default=None, help="slurm: account")
-  p.add_argument("--slurm_setup", action="append", default=[],
-                 help="slurm: a shell line run before the job (repeatable), e.g. 'module load cuda'")
-  p.add_argument("--slurm_additional", default="",
-                 help="slurm: extra sbatch flags key=value,key=value (e.g. exclusive=,mail-type=END)")
-  p.add_argument("--stale_s", type=float, default=None,
-                 help="status: metrics older than this are 'stale' (default: max(300, 10 x log period))")
+  p.add_argument(
+    "--slurm_setup",
+    action="append",
+    default=[],
+    help="slurm: a shell line run before the job (repeatable), e.g. 'module load cuda'",
+  )
+  p.add_argument(
+    "--slurm_additional",
+    default="",
+    help="slurm: extra sbatch flags key=value,key=value (e.g. exclusive=,mail-type=END)",
+  )
+  p.add_argument(
+    "--stale_s",
+    type=float,
+    default=None,
+    help="status: metrics older than this are 'stale' (default: max(300, 10 x log period))",
+  )
   p.add_argument("--no_wait", action="store_true", help="local: submit, do not wait for the runs")
   p.add_argument("--verbose", action="store_true", help=cli.VERBOSE_HELP)
   return p
@@ -323,17 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_slurm() -> None:
   import shutil  # pylint: disable=g-import-not-at-top
+
   missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
   if missing:
-    raise SweepError(f"--backend=slurm: {' and '.join(missing)} not found on PATH (this is not a SLURM "
-                     "node): run the sweep on a SLURM login node, or with --backend=local; --dry_run "
-                     "lists the jobs anywhere")
+    raise SweepError(
+      f"--backend=slurm: {' and '.join(missing)} not found on PATH (this is not a SLURM "
+      "node): run the sweep on a SLURM login node, or with --backend=local; --dry_run "
+      "lists the jobs anywhere"
+    )
 
 
 def select(runs: list[Run], only: str) -> list[Run]:
   if not only:
     return runs
   import fnmatch  # pylint: disable=g-import-not-at-top
+
   pats = [p for p in only.split(",") if p]
   chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in pats)]
   if not chosen:
@@ -344,6 +415,7 @@ def select(runs: list[Run], only: str) -> list[Run]:
 def print_dry_run(sweep: str, runs: list[Run], args, out=None) -> None:
   out = out or sys.stdout
   from launch import backends  # pylint: disable=g-import-not-at-top
+
   print(f"sweep {sweep}: {len(runs)} jobs, backend {args.backend}, root {args.root}", file=out)
   devices = _parse_devices(args.devices) if args.backend == "local" else None
   for i, run in enumerate(runs):
@@ -355,11 +427,14 @@ def print_dry_run(sweep: str, runs: list[Run], args, out=None) -> None:
       res = run.resources_dict
       procs = res.get("nodes", 1) * res.get("tasks_per_node", 1)
       if procs > 1:
-        print(f"  multi-process: each of {procs} tasks ({res.get('nodes', 1)} node(s) x "
-              f"{res.get('tasks_per_node', 1)}) adds "
-              f"--config.system.coordinator_address=<first node>:<port> "
-              f"--config.system.num_processes={procs} "
-              f"--config.system.process_id=<task rank>", file=out)
+        print(
+          f"  multi-process: each of {procs} tasks ({res.get('nodes', 1)} node(s) x "
+          f"{res.get('tasks_per_node', 1)}) adds "
+          f"--config.system.coordinator_address=<first node>:<port> "
+          f"--config.system.num_processes={procs} "
+          f"--config.system.process_id=<task rank>",
+          file=out,
+        )
     else:
       print(f"  devices: {backends.local_device_note(run.resources_dict, devices)}", file=out)
     print(f"  command: {shlex.join(run.command())}", file=out)
@@ -372,19 +447,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = select(runs, args.only)
     if args.status:
       from launch import status  # pylint: disable=g-import-not-at-top
+
       rows = status.collect([r.run_dir for r in runs], stale_s=args.stale_s)
       status.print_rows(rows, as_json=args.json)
       return 0
     if args.dry_run:
       print_dry_run(name, runs, args)
       return 0
-    from launch import backends  # pylint: disable=g-import-not-at-top
-    from launch import status  # pylint: disable=g-import-not-at-top
+    from launch import (
+      backends,  # pylint: disable=g-import-not-at-top
+      status,  # pylint: disable=g-import-not-at-top
+    )
+
     todo = []
     for run, st in zip(runs, status.collect([r.run_dir for r in runs], stale_s=args.stale_s)):
       if not args.force and st["state"] in ("finished", "running", "queued"):
-        print(f"skip {run.name}: {st['state']}" + (" (use --force to relaunch)" if st["state"] != "finished"
-                                                    else ""))
+        print(
+          f"skip {run.name}: {st['state']}"
+          + (" (use --force to relaunch)" if st["state"] != "finished" else "")
+        )
         continue
       todo.append(run)
     if not todo:
@@ -396,22 +477,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = os.path.join(sweep_dir(args.root, name), ".submitit")
     if args.backend == "local":
       devices = _parse_devices(args.devices)
-      results = backends.run_local(todo, folder, max_parallel=args.max_parallel, devices=devices,
-                                   wait=not args.no_wait)
+      results = backends.run_local(
+        todo, folder, max_parallel=args.max_parallel, devices=devices, wait=not args.no_wait
+      )
       failed = [n for n, ok in results.items() if ok is False]
       if failed:
         print(f"sweep {name}: {len(failed)} run(s) failed: {', '.join(failed)}")
         return 1
       return 0
     try:
-      jobs = backends.submit_slurm(todo, folder, sweep=name, defaults=backends.slurm_defaults(args),
-                                   array_parallelism=args.max_parallel or None)
+      jobs = backends.submit_slurm(
+        todo,
+        folder,
+        sweep=name,
+        defaults=backends.slurm_defaults(args),
+        array_parallelism=args.max_parallel or None,
+      )
     except backends.SubmissionFailed as e:
       return cli.report(e, 2)
     for run, job_id in jobs:
       print(f"submitted {run.name}: slurm job {job_id}")
-    print(f"sweep {name}: {len(jobs)} jobs submitted; `python -m launch.sweep --sweep={args.sweep} "
-          f"--root={args.root} --status` shows their state")
+    print(
+      f"sweep {name}: {len(jobs)} jobs submitted; `python -m launch.sweep --sweep={args.sweep} "
+      f"--root={args.root} --status` shows their state"
+    )
     return 0
   except SweepError as e:
     return cli.report(e, 2)

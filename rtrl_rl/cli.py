@@ -55,6 +55,7 @@ def run_absl(main: Callable[[list[str]], int | None]) -> NoReturn:
   """`run` of absl's `app.run(main)`, with `--verbose` defined and every flag error a UsageError:
   an unknown flag, a bad value, a config file (ml_collections `config_flags`) that cannot be loaded."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top
+
   flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
   run(lambda argv: app.run(main, argv=[sys.argv[0], *argv], flags_parser=_parse_absl_flags))
 
@@ -64,6 +65,7 @@ def _parse_absl_flags(argv: list[str]) -> list[str]:
   global _verbose
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections.config_flags.config_flags import is_config_flag  # pylint: disable=g-import-not-at-top
+
   names = [n for n in flags.FLAGS if is_config_flag(flags.FLAGS[n])]
   try:
     args = flags.FLAGS(argv)
@@ -73,8 +75,9 @@ def _parse_absl_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     if names and "Traceback" in str(e):  # ml_collections embeds a config file's traceback in its error
       raise UsageError(_config_error(e, argv, names)) from e
-    raise UsageError(f"{e}; --helpfull lists the flags" if isinstance(e, flags.UnrecognizedFlagError)
-                     else str(e)) from e
+    raise UsageError(
+      f"{e}; --helpfull lists the flags" if isinstance(e, flags.UnrecognizedFlagError) else str(e)
+    ) from e
   except Exception as e:  # pylint: disable=broad-except
     if not names:
       raise
@@ -106,10 +109,15 @@ def _config_error(error: Exception, argv: list[str], names: list[str]) -> str:
   flag = " ".join(given) or f"--{names[0]}"
   cause = _root_cause(error)
   if isinstance(cause, OSError):  # ml_collections raises a missing file's error without its errno
-    return (f"{flag}: cannot read the config file: {cause.strerror or 'No such file or directory'}. "
-            "Pass an existing config file (the experiment configs are in configs/)")
-  fix = (f"Check the field names of the --{names[0]}.<field> overrides"
-         if isinstance(cause, (KeyError, AttributeError)) else "Fix the config file or its argument")
+    return (
+      f"{flag}: cannot read the config file: {cause.strerror or 'No such file or directory'}. "
+      "Pass an existing config file (the experiment configs are in configs/)"
+    )
+  fix = (
+    f"Check the field names of the --{names[0]}.<field> overrides"
+    if isinstance(cause, (KeyError, AttributeError))
+    else "Fix the config file or its argument"
+  )
   return f"{flag}: loading the config failed: {_sentence(cause)} {fix} (--verbose shows the traceback)"
 
 
@@ -129,5 +137,7 @@ def check_writable(path: str, flag: str, *, directory: bool = False) -> None:
   if blocked is None and not directory and os.path.exists(path) and not os.access(path, os.W_OK):
     blocked = path
   if blocked is not None:
-    raise UsageError(f"cannot write {path}: {blocked} is read-only for this user. Fix its permissions "
-                     f"or choose another path with {flag}")
+    raise UsageError(
+      f"cannot write {path}: {blocked} is read-only for this user. Fix its permissions "
+      f"or choose another path with {flag}"
+    )

@@ -39,10 +39,14 @@ _GREEDY = flags.DEFINE_bool("greedy", False, "take the policy's mode instead of 
 _SEED = flags.DEFINE_integer("seed", 10_000, "seed of repeat 0 (repeat r uses seed + r)")
 _NUM_ENVS = flags.DEFINE_integer("num_envs", 0, "parallel envs (0: min(episodes, 16))")
 _SPLIT = flags.DEFINE_enum("split", None, ["train", "test"], "ProcGen levels: train | test")
-_ENV_OPTIONS = flags.DEFINE_string("env_options", "", "env option overrides key=value,key=value "
-                                   "(values parsed as Python literals where possible)")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 0, "give up after this many env steps per repeat "
-                                  "(0: no limit)")
+_ENV_OPTIONS = flags.DEFINE_string(
+  "env_options",
+  "",
+  "env option overrides key=value,key=value (values parsed as Python literals where possible)",
+)
+_MAX_STEPS = flags.DEFINE_integer(
+  "max_steps", 0, "give up after this many env steps per repeat (0: no limit)"
+)
 _OUT = flags.DEFINE_string("out", None, "output file (default <run_dir>/eval.json or eval_<split>.json)")
 
 
@@ -57,10 +61,13 @@ class IncompleteEvaluation(EvaluationError):
 # -- loading -----------------------------------------------------------------------------------------
 def load_config(run_dir: str):
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(run_dir, "config.json")
   if not os.path.exists(path):
-    raise EvaluationError(f"{path} not found: {run_dir} is not a run directory. Pass the --run_dir of "
-                          "a trained run (it holds config.json and checkpoints/)")
+    raise EvaluationError(
+      f"{path} not found: {run_dir} is not a run directory. Pass the --run_dir of "
+      "a trained run (it holds config.json and checkpoints/)"
+    )
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -68,14 +75,17 @@ def load_config(run_dir: str):
 def load_checkpoint(run_dir: str) -> tuple[int, dict, dict]:
   """`(step, {tree path: leaf}, metadata)` of the newest intact checkpoint."""
   from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+
   ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), is_primary=False)
   try:
     restored = ckpt.restore_latest()
   finally:
     ckpt.close()
   if restored is None:
-    raise EvaluationError(f"no checkpoint in {run_dir}/checkpoints: the run has not saved one yet "
-                          "(train it longer, or pass another --run_dir)")
+    raise EvaluationError(
+      f"no checkpoint in {run_dir}/checkpoints: the run has not saved one yet "
+      "(train it longer, or pass another --run_dir)"
+    )
   return restored
 
 
@@ -88,23 +98,29 @@ def params_from_flat(flat: dict, like) -> Any:
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
   subpaths = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
   first = subpaths[0]
-  prefixes = sorted({k[:-len(first)] for k in flat if k.endswith(first) and k[:-len(first)].endswith("params")},
-                    key=len)
+  prefixes = sorted(
+    {k[: -len(first)] for k in flat if k.endswith(first) and k[: -len(first)].endswith("params")}, key=len
+  )
   for prefix in prefixes:
     if all(prefix + s in flat for s in subpaths):
       leaves = []
       for s, (_, want) in zip(subpaths, leaves_with_path):
         got = np.asarray(flat[prefix + s])
         if got.shape != tuple(want.shape):
-          raise EvaluationError(f"checkpoint leaf {prefix + s} has shape {got.shape}, the agent "
-                                f"built from config.json expects {tuple(want.shape)}")
+          raise EvaluationError(
+            f"checkpoint leaf {prefix + s} has shape {got.shape}, the agent "
+            f"built from config.json expects {tuple(want.shape)}"
+          )
         leaves.append(got.astype(want.dtype))
       return jax.tree_util.tree_unflatten(treedef, leaves)
-  raise EvaluationError(f"the checkpoint holds no parameters matching the agent (looked for "
-                        f"'<prefix>params{first}'; first checkpoint keys: {list(flat)[:5]})")
+  raise EvaluationError(
+    f"the checkpoint holds no parameters matching the agent (looked for "
+    f"'<prefix>params{first}'; first checkpoint keys: {list(flat)[:5]})"
+  )
 
 
 def _find_suffix(flat: dict, suffix: str):
@@ -114,6 +130,7 @@ def _find_suffix(flat: dict, suffix: str):
 
 def _parse_options(text: str) -> dict:
   import ast  # pylint: disable=g-import-not-at-top
+
   out = {}
   for item in filter(None, (text or "").split(",")):
     key, sep, value = item.partition("=")
@@ -143,6 +160,7 @@ class Policy:
   def __init__(self, agent, params, num_envs: int, greedy: bool, obs_fn: Callable | None = None):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
     self.agent, self.params = agent, jax.device_put(params)
     self.carry = agent.initial_carry(num_envs)
     obs_fn = obs_fn or (lambda o: o)
@@ -150,10 +168,14 @@ class Policy:
     @jax.jit
     def step(params, carry, obs, reward, first, prev_action, key):
       first = jnp.asarray(first, bool)
-      prev_action = jnp.where(first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)),
-                              jnp.zeros_like(prev_action), prev_action)
-      (dist, _), carry = agent.step(params, carry, obs_fn(obs), jnp.asarray(reward, jnp.float32),
-                                    prev_action, first)
+      prev_action = jnp.where(
+        first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)),
+        jnp.zeros_like(prev_action),
+        prev_action,
+      )
+      (dist, _), carry = agent.step(
+        params, carry, obs_fn(obs), jnp.asarray(reward, jnp.float32), prev_action, first
+      )
       action = dist.mode() if greedy else dist.sample(key)
       return action, carry
 
@@ -167,14 +189,17 @@ class Policy:
 def build_agent(config, obs_space, act_space):
   """`(agent, obs_fn factory)` for the run's algorithm."""
   import copy  # pylint: disable=g-import-not-at-top
+
   a = copy.deepcopy(config.agent)
   if config.algo == "ppo":
     from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
+
     return ppo_acting.make_agent(a, obs_space, act_space)
   from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+
   n = a.network
   if n.stem_grad == "frozen" and n.stem_checkpoint and not os.path.exists(n.stem_checkpoint):
-    n.stem_grad, n.stem_checkpoint = "unroll", None   # the torso's weights come from the checkpoint
+    n.stem_grad, n.stem_checkpoint = "unroll", None  # the torso's weights come from the checkpoint
   return impala_config.make_agent(a, obs_space, act_space)
 
 
@@ -183,10 +208,12 @@ def ppo_obs_fn(config, flat: dict) -> Callable | None:
   if not config.agent.get("normalize_obs", False):
     return None
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   mean, var = _find_suffix(flat, "norm.obs.mean"), _find_suffix(flat, "norm.obs.var")
   if mean is None or var is None:
-    raise EvaluationError("algo='ppo' with normalize_obs: no observation statistics "
-                          "('...norm.obs.mean/var') in the checkpoint")
+    raise EvaluationError(
+      "algo='ppo' with normalize_obs: no observation statistics ('...norm.obs.mean/var') in the checkpoint"
+    )
   mean, var, clip = jnp.asarray(mean), jnp.asarray(var), float(config.agent.obs_clip)
   return lambda o: jnp.clip((o.astype(mean.dtype) - mean) / jnp.sqrt(var + 1e-8), -clip, clip)
 
@@ -196,6 +223,7 @@ def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> d
   """Plays until every env has finished its share of `episodes`; returns returns and lengths."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   b = env.num_envs
   quota = np.array([episodes // b + (i < episodes % b) for i in range(b)])
   done = np.zeros(b, np.int64)
@@ -219,7 +247,7 @@ def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> d
     length = np.where(first, length, length + 1)
     ended = np.asarray(ts.terminated, bool) | np.asarray(ts.truncated, bool)
     info = ts.info or {}
-    if "game_over" in info:        # Atari with episodic_life: a game ends at game over
+    if "game_over" in info:  # Atari with episodic_life: a game ends at game over
       ended = ended & (np.asarray(info["game_over"], bool) | np.asarray(ts.truncated, bool))
     for i in np.flatnonzero(ended & ~first):
       if done[i] < quota[i]:
@@ -228,21 +256,38 @@ def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> d
         done[i] += 1
       ret[i], length[i] = 0.0, 0
     if max_steps and steps * b >= max_steps:
-      raise IncompleteEvaluation(f"{int(done.sum())}/{episodes} episodes after {steps * b} env steps "
-                            f"(--max_steps={max_steps})")
+      raise IncompleteEvaluation(
+        f"{int(done.sum())}/{episodes} episodes after {steps * b} env steps (--max_steps={max_steps})"
+      )
   flat_r = [r for rs in returns for r in rs]
   flat_l = [l for ls in lengths for l in ls]
-  return {"returns": flat_r, "lengths": flat_l, "mean": float(np.mean(flat_r)),
-          "std": float(np.std(flat_r)), "env_steps": int(steps * b)}
+  return {
+    "returns": flat_r,
+    "lengths": flat_l,
+    "mean": float(np.mean(flat_r)),
+    "std": float(np.std(flat_r)),
+    "env_steps": int(steps * b),
+  }
 
 
-def evaluate(run_dir: str, episodes: int = 100, repeats: int = 1, greedy: bool = False,
-             seed: int = 10_000, num_envs: int = 0, split: str | None = None,
-             options: dict | None = None, max_steps: int = 0, log=print) -> dict:
+def evaluate(
+  run_dir: str,
+  episodes: int = 100,
+  repeats: int = 1,
+  greedy: bool = False,
+  seed: int = 10_000,
+  num_envs: int = 0,
+  split: str | None = None,
+  options: dict | None = None,
+  max_steps: int = 0,
+  log=print,
+) -> dict:
   """Evaluates the latest checkpoint of `run_dir`; returns the eval record (see module doc)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
   if episodes < 1 or repeats < 1:
     raise EvaluationError("--episodes and --repeats must be >= 1")
   config = load_config(run_dir)
@@ -266,22 +311,37 @@ def evaluate(run_dir: str, episodes: int = 100, repeats: int = 1, greedy: bool =
       env.close()
     res.update(repeat=r, seed=seed + r, seconds=time.monotonic() - t0)
     per_repeat.append(res)
-    log(f"repeat {r}: mean return {res['mean']:.3f} +- {res['std']:.3f} over {episodes} episodes "
-        f"({res['env_steps']} env steps, {res['seconds']:.1f} s)")
+    log(
+      f"repeat {r}: mean return {res['mean']:.3f} +- {res['std']:.3f} over {episodes} episodes "
+      f"({res['env_steps']} env steps, {res['seconds']:.1f} s)"
+    )
   all_returns = [x for res in per_repeat for x in res["returns"]]
   means = [res["mean"] for res in per_repeat]
   record = {
-      "run_dir": os.path.abspath(run_dir), "checkpoint_step": int(step),
-      "frames": meta.get("frames"), "algo": config.algo, "env_id": config.env.id,
-      "env_options": opts, "split": split, "greedy": bool(greedy), "episodes": int(episodes),
-      "repeats": int(repeats), "num_envs": int(b), "seed": int(seed),
-      "mean": float(np.mean(all_returns)), "std": float(np.std(all_returns)),
-      "mean_of_repeats": float(np.mean(means)), "std_of_repeats": float(np.std(means)),
-      "per_repeat": per_repeat, "time": time.time(),
+    "run_dir": os.path.abspath(run_dir),
+    "checkpoint_step": int(step),
+    "frames": meta.get("frames"),
+    "algo": config.algo,
+    "env_id": config.env.id,
+    "env_options": opts,
+    "split": split,
+    "greedy": bool(greedy),
+    "episodes": int(episodes),
+    "repeats": int(repeats),
+    "num_envs": int(b),
+    "seed": int(seed),
+    "mean": float(np.mean(all_returns)),
+    "std": float(np.std(all_returns)),
+    "mean_of_repeats": float(np.mean(means)),
+    "std_of_repeats": float(np.std(means)),
+    "per_repeat": per_repeat,
+    "time": time.time(),
   }
-  log(f"overall: mean return {record['mean']:.3f} +- {record['std']:.3f} over "
-      f"{len(all_returns)} episodes; repeat means {record['mean_of_repeats']:.3f} +- "
-      f"{record['std_of_repeats']:.3f}")
+  log(
+    f"overall: mean return {record['mean']:.3f} +- {record['std']:.3f} over "
+    f"{len(all_returns)} episodes; repeat means {record['mean_of_repeats']:.3f} +- "
+    f"{record['std_of_repeats']:.3f}"
+  )
   return record
 
 
@@ -293,16 +353,28 @@ def main(argv) -> int:
   del argv
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl.envs import EnvError, MissingDependencyError  # pylint: disable=g-import-not-at-top
+
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore step at INFO
   if not _RUN_DIR.value:
-    raise cli.UsageError("--run_dir is required: the directory of a trained run (it holds config.json "
-                         "and checkpoints/)")
+    raise cli.UsageError(
+      "--run_dir is required: the directory of a trained run (it holds config.json and checkpoints/)"
+    )
   out = _OUT.value or default_out(_RUN_DIR.value, _SPLIT.value)
   cli.check_writable(out, "--out")
   try:
-    record = evaluate(_RUN_DIR.value, _EPISODES.value, _REPEATS.value, _GREEDY.value, _SEED.value,
-                      _NUM_ENVS.value, _SPLIT.value, _parse_options(_ENV_OPTIONS.value), _MAX_STEPS.value)
+    record = evaluate(
+      _RUN_DIR.value,
+      _EPISODES.value,
+      _REPEATS.value,
+      _GREEDY.value,
+      _SEED.value,
+      _NUM_ENVS.value,
+      _SPLIT.value,
+      _parse_options(_ENV_OPTIONS.value),
+      _MAX_STEPS.value,
+    )
   except IncompleteEvaluation as e:
     return cli.report(e, 1)
   except (EvaluationError, EnvError, MissingDependencyError) as e:
@@ -315,8 +387,12 @@ def main(argv) -> int:
   except OSError as e:
     if os.path.exists(tmp):
       os.remove(tmp)
-    return cli.report(e, 1, f"the scores above were not saved: writing {out} failed ({e.strerror}). "
-                            "Rerun with --out=<a writable path>")
+    return cli.report(
+      e,
+      1,
+      f"the scores above were not saved: writing {out} failed ({e.strerror}). "
+      "Rerun with --out=<a writable path>",
+    )
   print(f"wrote {out}")
   return 0 if all(math.isfinite(x) for x in (record["mean"], record["std"])) else 1
 

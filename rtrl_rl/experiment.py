@@ -22,46 +22,52 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   if algo not in ALGOS:
     raise ValueError(f"algo={algo!r}: expected one of {ALGOS}")
   c = ml_collections.ConfigDict()
-  c.name = "experiment"              # experiment name: run-directory prefix and plot group
-  c.algo = algo                      # learner: "impala" (V-trace) | "ppo" | "prediction" (online TD)
-  c.seed = 0                         # seeds the learner, the actors and the environments
+  c.name = "experiment"  # experiment name: run-directory prefix and plot group
+  c.algo = algo  # learner: "impala" (V-trace) | "ppo" | "prediction" (online TD)
+  c.seed = 0  # seeds the learner, the actors and the environments
   e = c.env = ml_collections.ConfigDict()
-  e.id = "memory/cartpole-masked"    # an id of `python -m rtrl_rl.envs --list`
+  e.id = "memory/cartpole-masked"  # an id of `python -m rtrl_rl.envs --list`
   e.options = ml_collections.ConfigDict()  # family options passed to rtrl_rl.envs.make
   s = c.system = ml_collections.ConfigDict()
-  s.backend = "actors"               # "actors": actor processes + queue (IMPALA) | "anakin": one jitted
-                                     #   loop (JAX envs) | "sync": PPO acting on host envs, then updating
-  s.num_actors = 2                   # actor processes per host (backend "actors")
-  s.envs_per_actor = 16              # environments in one record (a rollout of these envs)
-  s.actor_device = "cpu"             # where actors run the policy: "cpu" (host CPUs) | "gpu" (actor k on
-                                     #   local GPU k mod #GPUs, shared with the learner; NVIDIA CUDA)
-  s.actor_pools = 2                  # env pools per actor, stepped alternately (double buffering)
-  s.records_per_pool = 1             # records per pool: the policy runs on records x envs_per_actor envs
-  s.queue_capacity = 4               # rollout records buffered between actors and learner (back-pressure)
-  s.max_actor_restarts = 3           # restarts per actor before the run stops with a checkpoint
-  s.stall_timeout_s = 60.0           # an actor alive but delivering nothing this long is restarted
-  s.log_every_s = 10.0               # progress line and metrics period (seconds)
-  s.checkpoint_every_s = 120.0       # checkpoint period (seconds); one is always written at the end
-  s.keep_checkpoints = 3             # checkpoints kept on disk
-  s.plot = True                      # write learning_curve.png into the run directory at the end
-  s.coordinator_address = ""         # jax.distributed coordinator "host:port" (multi-host); "" = one process
-  s.num_processes = 1                # processes in a multi-host run
-  s.process_id = 0                   # this process's index in a multi-host run
-  s.heartbeat_timeout_s = 100        # multi-host: a process silent this long is lost, and jax.distributed
-                                     #   stops the others (a failed collective stops them sooner)
+  # "actors": actor processes + queue (IMPALA) | "anakin": one jitted loop (JAX envs) | "sync": PPO acting
+  # on host envs, then updating
+  s.backend = "actors"
+  s.num_actors = 2  # actor processes per host (backend "actors")
+  s.envs_per_actor = 16  # environments in one record (a rollout of these envs)
+  # where actors run the policy: "cpu" (host CPUs) | "gpu" (actor k on local GPU k mod #GPUs, shared with
+  # the learner; NVIDIA CUDA)
+  s.actor_device = "cpu"
+  s.actor_pools = 2  # env pools per actor, stepped alternately (double buffering)
+  s.records_per_pool = 1  # records per pool: the policy runs on records x envs_per_actor envs
+  s.queue_capacity = 4  # rollout records buffered between actors and learner (back-pressure)
+  s.max_actor_restarts = 3  # restarts per actor before the run stops with a checkpoint
+  s.stall_timeout_s = 60.0  # an actor alive but delivering nothing this long is restarted
+  s.log_every_s = 10.0  # progress line and metrics period (seconds)
+  s.checkpoint_every_s = 120.0  # checkpoint period (seconds); one is always written at the end
+  s.keep_checkpoints = 3  # checkpoints kept on disk
+  s.plot = True  # write learning_curve.png into the run directory at the end
+  s.coordinator_address = ""  # jax.distributed coordinator "host:port" (multi-host); "" = one process
+  s.num_processes = 1  # processes in a multi-host run
+  s.process_id = 0  # this process's index in a multi-host run
+  # multi-host: a process silent this long is lost, and jax.distributed stops the others (a failed
+  # collective stops them sooner)
+  s.heartbeat_timeout_s = 100
   if algo == "impala":
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+
     c.agent = impala_config.get_config()
   elif algo == "ppo":
     from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+
     c.agent = ppo_config.get_config()
     s.backend = "sync"
   else:
     from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
+
     c.agent = prediction_config.get_config()
     c.env.id = "jax/trace-conditioning"
     s.backend = "anakin"
-    s.plot = False                   # no episode returns to plot: the measure is the MSRE
+    s.plot = False  # no episode returns to plot: the measure is the MSRE
   return c
 
 
@@ -86,19 +92,29 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   s = config.system
   if s.backend not in BACKENDS:
     err(f"system.backend={s.backend!r}: expected one of {BACKENDS}")
-  for name in ("num_actors", "envs_per_actor", "actor_pools", "records_per_pool", "queue_capacity",
-               "keep_checkpoints", "num_processes"):
+  for name in (
+    "num_actors",
+    "envs_per_actor",
+    "actor_pools",
+    "records_per_pool",
+    "queue_capacity",
+    "keep_checkpoints",
+    "num_processes",
+  ):
     if not _positive_int(s[name]):
       err(f"system.{name}={s[name]!r} must be a positive int")
   for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s", "stall_timeout_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
   from rtrl_rl.system.actors import ACTOR_DEVICES  # pylint: disable=g-import-not-at-top
+
   if s.actor_device not in ACTOR_DEVICES:
     err(f"system.actor_device={s.actor_device!r}: expected one of {ACTOR_DEVICES}")
   elif s.actor_device != "cpu" and s.backend != "actors":
-    err(f"system.actor_device={s.actor_device!r} places actor processes (backend 'actors'); "
-        f"backend {s.backend!r} acts on the learner's devices")
+    err(
+      f"system.actor_device={s.actor_device!r} places actor processes (backend 'actors'); "
+      f"backend {s.backend!r} acts on the learner's devices"
+    )
   if not (isinstance(s.max_actor_restarts, int) and s.max_actor_restarts >= 0):
     err(f"system.max_actor_restarts={s.max_actor_restarts!r} must be an int >= 0")
   if _positive_int(s.num_processes) and s.num_processes > 1:
@@ -106,15 +122,24 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
       err(f"system.num_processes={s.num_processes} needs system.coordinator_address (host:port)")
     if not (isinstance(s.process_id, int) and 0 <= s.process_id < s.num_processes):
       err(f"system.process_id={s.process_id!r} must be in [0, system.num_processes)")
-    single = ("algo='prediction'" if config.algo == "prediction" else
-              "system.backend='sync'" if s.backend == "sync" else None)
+    single = (
+      "algo='prediction'"
+      if config.algo == "prediction"
+      else "system.backend='sync'"
+      if s.backend == "sync"
+      else None
+    )
     if single:
-      err(f"system.num_processes={s.num_processes}: {single} runs on one process (its local "
-          "devices); several processes run backend 'actors' (host environments, IMPALA) or "
-          "'anakin' (JAX environments)")
+      err(
+        f"system.num_processes={s.num_processes}: {single} runs on one process (its local "
+        "devices); several processes run backend 'actors' (host environments, IMPALA) or "
+        "'anakin' (JAX environments)"
+      )
   if config.algo == "ppo" and s.backend == "actors":
-    err("algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
-        "environments); the actor-process backend serves algo='impala'")
+    err(
+      "algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
+      "environments); the actor-process backend serves algo='impala'"
+    )
   if config.algo == "prediction" and s.backend != "anakin":
     err("algo='prediction' (online TD on a JAX stream) runs on system.backend='anakin'")
   if config.algo == "impala" and s.backend == "sync":
@@ -122,12 +147,15 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   if config.algo == "impala" and s.backend == "actors" and _positive_int(s.envs_per_actor):
     local_batch = config.agent.batch_size // max(1, s.num_processes)
     if config.agent.batch_size % max(1, s.num_processes) or local_batch % s.envs_per_actor:
-      err(f"agent.batch_size={config.agent.batch_size} must split into whole actor records: "
-          f"a multiple of system.envs_per_actor={s.envs_per_actor} x system.num_processes="
-          f"{s.num_processes}")
+      err(
+        f"agent.batch_size={config.agent.batch_size} must split into whole actor records: "
+        f"a multiple of system.envs_per_actor={s.envs_per_actor} x system.num_processes="
+        f"{s.num_processes}"
+      )
   spaces = None
   if check_env:
     from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
     try:
       spec = envs.get_spec(config.env.id)
       spaces = envs.describe(config.env.id, **config.env.options.to_dict())
@@ -136,20 +164,25 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
     else:
       functional = getattr(spec, "functional", False)
       if s.backend == "anakin" and not functional:
-        err(f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/..., popgym/..., brax/...); "
-            f"env.id={config.env.id!r} is not one")
+        err(
+          f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/..., popgym/..., brax/...); "
+          f"env.id={config.env.id!r} is not one"
+        )
   if errors:
     raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
   if config.algo == "impala":
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+
     impala_config.validate(config.agent, *(spaces or (None, None)))
   elif config.algo == "ppo":
     from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+
     ppo_config.validate(config.agent)
     if spaces is not None:
       _check_ppo_buffer_fits(config, spaces)
   else:
     from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
+
     prediction_config.validate_experiment(config)
 
 
@@ -157,12 +190,14 @@ def device_memory_bytes() -> int:
   """Memory that holds the learner's buffers: the local accelerators' limits added up (the envs,
   and so the buffer, split over them), or the host's RAM on CPU."""
   import jax  # pylint: disable=g-import-not-at-top
+
   devices = jax.local_devices()
   if devices[0].platform != "cpu":
     limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
     if all(limits):
       return int(sum(limits))
   import psutil  # pylint: disable=g-import-not-at-top
+
   return int(psutil.virtual_memory().total)
 
 
@@ -170,16 +205,18 @@ def _check_ppo_buffer_fits(config, spaces) -> None:
   """Refuse a PPO config whose rollout buffer cannot fit: its stored carries (RTRL traces) are
   written once per rollout and read by the update, and the run's peak is about twice them."""
   from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+
   a = config.agent
   need = 2 * ppo_config.stored_carry_bytes(a, *spaces)
   have = device_memory_bytes()
   if need > have:
     raise ExperimentConfigError(
-        f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
-        f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
-        f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
-        f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
-        f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size")
+      f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
+      f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
+      f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
+      f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
+      f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size"
+    )
 
 
 def parse_args(arg: str | None, **defaults):
@@ -218,13 +255,22 @@ def set_core(agent_config, mode: str, cell: str) -> None:
     raise ValueError(f"mode={mode!r}: expected one of ('rtrl', 'tbptt', 'ff')")
 
 
-def rtu_paper_ppo(name: str, env_name: str, core: str, seed: int, total_env_steps: int,
-                  truncation: int, env_family: str, families: dict[str, tuple[str, str]]):
+def rtu_paper_ppo(
+  name: str,
+  env_name: str,
+  core: str,
+  seed: int,
+  total_env_steps: int,
+  truncation: int,
+  env_family: str,
+  families: dict[str, tuple[str, str]],
+):
   """The RTU paper's PPO experiment (its defaults) with a budget-matched core variant from
   `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`; `truncation` is the T of the T-BPTT variants
   (`lru_tbptt`, `gru`). `families` maps each `env_family` a config offers to (id family, backend):
   the env is `<id family>/<env_name>` on that backend (e.g. "brax" -> ("brax", "anakin"))."""
   from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+
   if env_family not in families:
     raise ValueError(f"env_family={env_family!r}: expected one of {tuple(families)}")
   prefix, backend = families[env_family]

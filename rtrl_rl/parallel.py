@@ -41,14 +41,22 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
-def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int, *,
-                           local_device_ids=None, cpu_collectives: str | None = "gloo",
-                           initialization_timeout: int = 120, heartbeat_timeout_s: int = 100) -> None:
+def initialize_distributed(
+  coordinator_address: str,
+  num_processes: int,
+  process_id: int,
+  *,
+  local_device_ids=None,
+  cpu_collectives: str | None = "gloo",
+  initialization_timeout: int = 120,
+  heartbeat_timeout_s: int = 100,
+) -> None:
   """Join a multi-process JAX run (call in every process before any other JAX computation).
 
   coordinator_address: "host:port" of process 0's coordinator (e.g. "127.0.0.1:12345").
@@ -59,17 +67,23 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
   """
   if num_processes < 1 or not 0 <= process_id < num_processes:
     raise ValueError(f"process_id={process_id} must be in [0, num_processes={num_processes})")
-  if jax.distributed.is_initialized():          # joined already (e.g. by rtrl_rl.train)
+  if jax.distributed.is_initialized():  # joined already (e.g. by rtrl_rl.train)
     if (jax.process_count(), jax.process_index()) != (num_processes, process_id):
-      raise ValueError(f"already joined a run as process {jax.process_index()} of "
-                       f"{jax.process_count()}, not {process_id} of {num_processes}")
+      raise ValueError(
+        f"already joined a run as process {jax.process_index()} of "
+        f"{jax.process_count()}, not {process_id} of {num_processes}"
+      )
     return
   if cpu_collectives is not None:
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id, local_device_ids=local_device_ids,
-                             initialization_timeout=initialization_timeout,
-                             heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)))
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    local_device_ids=local_device_ids,
+    initialization_timeout=initialization_timeout,
+    heartbeat_timeout_seconds=int(math.ceil(heartbeat_timeout_s)),
+  )
 
 
 def shutdown_distributed() -> None:
@@ -118,8 +132,9 @@ def shard_size(size: int, mesh: Mesh, what: str) -> int:
 
 def _map_with_axes(fn, batch_axes, tree):
   """fn(leaf, axis) over every leaf of `tree`, `batch_axes` being a prefix of it."""
-  return jax.tree.map(lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), batch_axes, tree,
-                      is_leaf=lambda x: x is None)
+  return jax.tree.map(
+    lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), batch_axes, tree, is_leaf=lambda x: x is None
+  )
 
 
 def _check_divisible(size: int, parts: int, what: str) -> None:
@@ -138,6 +153,7 @@ def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
     if axis is not None:
       _check_divisible(np.shape(x)[axis], n, f"batch size (axis {axis})")
     return x
+
   tree = _map_with_axes(check, batch_axes, tree)
   if jax.process_count() == 1:
     return jax.device_put(tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
@@ -152,8 +168,9 @@ def is_typed_key(x) -> bool:
 def _put_global(x, sharding: NamedSharding) -> jax.Array:
   """One leaf onto a sharding that may span processes (every process passes the same value)."""
   if is_typed_key(x):
-    return jax.random.wrap_key_data(_put_global(jax.random.key_data(x), sharding),
-                                    impl=jax.random.key_impl(x))
+    return jax.random.wrap_key_data(
+      _put_global(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x)
+    )
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     return x if x.sharding.is_equivalent_to(sharding, x.ndim) else jax.device_put(x, sharding)
   x = np.asarray(x)
@@ -168,7 +185,7 @@ def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
   split over the devices of the mesh (B_local must divide over this process's devices).
   """
   procs = jax.process_count()
-  if procs == 1:                      # the local batch is the global one
+  if procs == 1:  # the local batch is the global one
     return shard_batch(local_tree, mesh, batch_axes)
   local_devices = _num_shards(mesh) // procs
 
@@ -180,6 +197,7 @@ def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
     shape = list(x.shape)
     shape[axis] *= procs
     return jax.make_array_from_process_local_data(batch_sharding(mesh, axis), x, tuple(shape))
+
   return _map_with_axes(make, batch_axes, local_tree)
 
 
@@ -193,6 +211,7 @@ def replicate(tree, mesh: Mesh) -> Any:
   def put(x):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx], dtype=x.dtype)
+
   return jax.tree.map(put, tree)
 
 
@@ -203,24 +222,32 @@ def fetch(tree) -> Any:
   over several processes are gathered, which is a collective: every process must call `fetch`
   on such a tree at the same point."""
   leaves, treedef = jax.tree.flatten(tree)
-  split = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array) and not x.is_fully_addressable
-           and not x.is_fully_replicated]
+  split = [
+    i
+    for i, x in enumerate(leaves)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated
+  ]
   if split:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     parts = [jax.random.key_data(leaves[i]) if is_typed_key(leaves[i]) else leaves[i] for i in split]
     gathered = multihost_utils.process_allgather(parts, tiled=True)
     leaves = list(leaves)
     for i, g in zip(split, gathered):
-      leaves[i] = (jax.random.wrap_key_data(g, impl=jax.random.key_impl(leaves[i]))
-                   if is_typed_key(leaves[i]) else np.asarray(g))
+      leaves[i] = (
+        jax.random.wrap_key_data(g, impl=jax.random.key_impl(leaves[i]))
+        if is_typed_key(leaves[i])
+        else np.asarray(g)
+      )
 
   def local(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return x.addressable_shards[0].data       # replicated: this process's first replica
+      return x.addressable_shards[0].data  # replicated: this process's first replica
     return x
 
   def host(x):
     return x if is_typed_key(x) else np.asarray(x)
+
   return jax.tree.map(host, jax.device_get(jax.tree.unflatten(treedef, [local(x) for x in leaves])))
 
 
@@ -237,6 +264,7 @@ def local_replica(tree, device=None) -> Any:
           return shard.data
       raise ValueError(f"local_replica: no replica on {device}")
     return x
+
   return jax.tree.map(get, tree)
 
 
@@ -244,8 +272,12 @@ def sharded_jit(fn: Callable, mesh: Mesh, in_axes, out_axes, *, donate_argnums=(
   """jit `fn` over `mesh` with its arguments and results placed by batch axes: `in_axes` (a tuple,
   one pytree prefix per argument) and `out_axes` (a prefix of the result) hold ints (split that
   array axis over the mesh) or None (replicated)."""
-  return jax.jit(fn, in_shardings=tuple(tree_shardings(mesh, a) for a in in_axes),
-                 out_shardings=tree_shardings(mesh, out_axes), donate_argnums=donate_argnums)
+  return jax.jit(
+    fn,
+    in_shardings=tuple(tree_shardings(mesh, a) for a in in_axes),
+    out_shardings=tree_shardings(mesh, out_axes),
+    donate_argnums=donate_argnums,
+  )
 
 
 def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: bool = False) -> Callable:
@@ -255,8 +287,7 @@ def data_parallel_jit(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: boo
   Inputs must be global arrays with these shardings (see `replicate`, `shard_batch`,
   `global_batch`); `donate_state` lets XLA reuse the old state's buffers.
   """
-  return sharded_jit(fn, mesh, (None, batch_axes), (None, None),
-                     donate_argnums=(0,) if donate_state else ())
+  return sharded_jit(fn, mesh, (None, batch_axes), (None, None), donate_argnums=(0,) if donate_state else ())
 
 
 def batch_spec(batch_axis: int | None) -> P:
@@ -278,16 +309,17 @@ def per_device(fn: Callable, mesh: Mesh, in_axes, out_axes) -> Callable:
   # check_vma=False: bodies may call code (lax.scan with constant initial carries, e.g. GAE) that is
   # not annotated for varying-manual-axes typing; gradients inside `fn` are then per-device (no
   # implicit psum), and `fn` is responsible for the collectives that make its None outputs replicated.
-  return jax.shard_map(fn, mesh=mesh, in_specs=tuple(_specs(a) for a in in_axes),
-                       out_specs=_specs(out_axes), check_vma=False)
+  return jax.shard_map(
+    fn, mesh=mesh, in_specs=tuple(_specs(a) for a in in_axes), out_specs=_specs(out_axes), check_vma=False
+  )
 
 
-def data_parallel_shard_map(fn: Callable, mesh: Mesh, batch_axes, *,
-                            donate_state: bool = False) -> Callable:
+def data_parallel_shard_map(fn: Callable, mesh: Mesh, batch_axes, *, donate_state: bool = False) -> Callable:
   """jit of `jax.shard_map(fn)` over `mesh`: `fn(state, local_batch) -> (state, metrics)` runs once
   per device on the replicated state and that device's shard of the batch (split along
   `batch_axes`, as `data_parallel_jit`), may use collectives over `DATA_AXIS`, and must return
   replicated (device-invariant) state and metrics. Gradients taken inside `fn` are the device's
   own (sum them with `jax.lax.psum(grads, DATA_AXIS)`). Same inputs and outputs as `data_parallel_jit`."""
-  return data_parallel_jit(per_device(fn, mesh, (None, batch_axes), (None, None)), mesh, batch_axes,
-                           donate_state=donate_state)
+  return data_parallel_jit(
+    per_device(fn, mesh, (None, batch_axes), (None, None)), mesh, batch_axes, donate_state=donate_state
+  )

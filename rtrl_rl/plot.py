@@ -57,8 +57,10 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[str]:
       found.add(p)
       continue
     if not os.path.isdir(p):
-      raise PlotError(f'--runs: {p} is not a directory: pass run directories (holding {METRICS_FILE}) '
-                      'or directories above them')
+      raise PlotError(
+        f'--runs: {p} is not a directory: pass run directories (holding {METRICS_FILE}) '
+        'or directories above them'
+      )
     for root, dirs, files in os.walk(p):
       dirs[:] = sorted(d for d in dirs if not d.startswith('.') and d not in ('tb', 'checkpoints'))
       if METRICS_FILE in files:
@@ -68,10 +70,7 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[str]:
 
 def _strip_seeds(cfg: Any) -> Any:
   if isinstance(cfg, Mapping):
-    return {
-        k: _strip_seeds(v) for k, v in cfg.items()
-        if not (str(k) == 'seed' or str(k).endswith('_seed'))
-    }
+    return {k: _strip_seeds(v) for k, v in cfg.items() if not (str(k) == 'seed' or str(k).endswith('_seed'))}
   if isinstance(cfg, list):
     return [_strip_seeds(v) for v in cfg]
   return cfg
@@ -133,7 +132,9 @@ def group_runs(run_dirs: Sequence[str]) -> list[Group]:
 # -- curves -----------------------------------------------------------------------------------------------
 
 
-def run_curve(records: Sequence[Mapping[str, Any]], x: str, y: str, smooth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def run_curve(
+  records: Sequence[Mapping[str, Any]], x: str, y: str, smooth: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
   """The (x, y) curve of one run from its metrics records.
 
   Records are taken in file order; when x goes backwards (a run resumed from a checkpoint re-logs from an
@@ -168,7 +169,7 @@ def run_curve(records: Sequence[Mapping[str, Any]], x: str, y: str, smooth: int 
 
 
 def confidence_interval(
-    values: np.ndarray, ci: str = 't', level: float = 0.95, n_boot: int = 2000, seed: int = 0
+  values: np.ndarray, ci: str = 't', level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Mean and lower / upper bounds over axis 0 (seeds); bounds are NaN with fewer than 2 seeds."""
   values = np.asarray(values, np.float64)
@@ -207,8 +208,14 @@ class GroupCurves:
 
 
 def group_curves(
-    group: Group, x: str, y: str, *, points: int = 200, smooth: int = 1, ci: str = 't',
-    final_frac: float = 0.1,
+  group: Group,
+  x: str,
+  y: str,
+  *,
+  points: int = 200,
+  smooth: int = 1,
+  ci: str = 't',
+  final_frac: float = 0.1,
 ) -> GroupCurves | None:
   """Interpolates a group's runs onto a common grid and reduces over seeds; None if no run has data."""
   curves = [run_curve(read_metrics(r), x, y, smooth) for r in group.runs]
@@ -221,9 +228,9 @@ def group_curves(
     lo_x = min(float(cx[0]) for cx, _ in curves)
     hi_x = max(float(cx[-1]) for cx, _ in curves)
   grid = np.linspace(lo_x, hi_x, max(int(points), 2)) if hi_x > lo_x else np.array([lo_x])
-  per_seed = np.stack([
-      np.where((grid >= cx[0]) & (grid <= cx[-1]), np.interp(grid, cx, cy), np.nan) for cx, cy in curves
-  ])
+  per_seed = np.stack(
+    [np.where((grid >= cx[0]) & (grid <= cx[-1]), np.interp(grid, cx, cy), np.nan) for cx, cy in curves]
+  )
   valid = ~np.isnan(per_seed).any(axis=0)
   mean = np.nanmean(per_seed, axis=0)
   lo = np.full_like(mean, np.nan)
@@ -232,8 +239,9 @@ def group_curves(
     m, l, h = confidence_interval(per_seed[:, valid], ci)
     mean[valid], lo[valid], hi[valid] = m, l, h
   tail = max(1, int(round(final_frac * len(grid))))
-  final_per_seed = np.array([np.nanmean(row[-tail:]) if np.isfinite(row[-tail:]).any() else np.nan
-                             for row in per_seed])
+  final_per_seed = np.array(
+    [np.nanmean(row[-tail:]) if np.isfinite(row[-tail:]).any() else np.nan for row in per_seed]
+  )
   finite = final_per_seed[np.isfinite(final_per_seed)]
   if len(finite):
     fm, fl, fh = confidence_interval(finite[:, None], ci)
@@ -254,8 +262,10 @@ def load_reference(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     with open(path, encoding='utf-8') as f:
       raw = json.load(f)
   except (OSError, ValueError) as e:
-    raise PlotError(f'--reference={path}: cannot read it ({getattr(e, "strerror", None) or e}): pass a '
-                    'JSON file {"group name": number}') from e
+    raise PlotError(
+      f'--reference={path}: cannot read it ({getattr(e, "strerror", None) or e}): pass a '
+      'JSON file {"group name": number}'
+    ) from e
   if not isinstance(raw, Mapping):
     raise PlotError(f'--reference={path}: expected a JSON object {{"group name": number}}')
   out = {}
@@ -283,12 +293,13 @@ def _fmt(v: float) -> str:
   return f'{v:.4g}'
 
 
-def markdown_table(results: Sequence[GroupCurves], x: str, y: str,
-                   reference: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+def markdown_table(
+  results: Sequence[GroupCurves], x: str, y: str, reference: Mapping[str, Mapping[str, Any]] | None = None
+) -> str:
   reference = reference or {}
   lines = [
-      f'| group | seeds | final {x} | final {y} (mean ± 95% CI) | paper |',
-      '| --- | --- | --- | --- | --- |',
+    f'| group | seeds | final {x} | final {y} (mean ± 95% CI) | paper |',
+    '| --- | --- | --- | --- | --- |',
   ]
   for r in results:
     half = (r.final_hi - r.final_lo) / 2 if math.isfinite(r.final_hi) else float('nan')
@@ -298,7 +309,9 @@ def markdown_table(results: Sequence[GroupCurves], x: str, y: str,
       paper = _fmt(float(ref['value'])) + (f' ({ref["source"]})' if ref.get('source') else '')
     else:
       paper = '-'
-    lines.append(f'| {r.group.name} | {len(r.final_per_seed)} | {_fmt(float(r.grid[-1]))} | {final} | {paper} |')
+    lines.append(
+      f'| {r.group.name} | {len(r.final_per_seed)} | {_fmt(float(r.grid[-1]))} | {final} | {paper} |'
+    )
   return '\n'.join(lines) + '\n'
 
 
@@ -306,17 +319,17 @@ def markdown_table(results: Sequence[GroupCurves], x: str, y: str,
 
 
 def plot_runs(
-    runs: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    x: str = 'frames',
-    y: str = 'episode_return',
-    *,
-    reference: str | os.PathLike | Mapping[str, Any] | None = None,
-    ci: str = 't',
-    points: int = 200,
-    smooth: int = 1,
-    final_frac: float = 0.1,
-    title: str | None = None,
+  runs: Sequence[str | os.PathLike],
+  out: str | os.PathLike,
+  x: str = 'frames',
+  y: str = 'episode_return',
+  *,
+  reference: str | os.PathLike | Mapping[str, Any] | None = None,
+  ci: str = 't',
+  points: int = 200,
+  smooth: int = 1,
+  final_frac: float = 0.1,
+  title: str | None = None,
 ) -> dict[str, Any]:
   """Draws the curves to ``out`` (PNG) and the table to ``<out stem>.md``; returns a summary dict.
   Raises PlotError when there is nothing to plot or an input cannot be read."""
@@ -331,15 +344,22 @@ def plot_runs(
     raise PlotError(f'--out={out}: matplotlib cannot write .{ext} files; name a .png (or .pdf, .svg) file')
   run_dirs = find_runs(runs)
   if not run_dirs:
-    raise PlotError(f'no run directory (one holding {METRICS_FILE}) at or under '
-                    f'{", ".join(map(str, runs))}: pass the directories of runs that logged metrics '
-                    'with --runs')
+    raise PlotError(
+      f'no run directory (one holding {METRICS_FILE}) at or under '
+      f'{", ".join(map(str, runs))}: pass the directories of runs that logged metrics '
+      'with --runs'
+    )
   groups = group_runs(run_dirs)
-  results = [gc for g in groups if (gc := group_curves(g, x, y, points=points, smooth=smooth, ci=ci,
-                                                       final_frac=final_frac)) is not None]
+  results = [
+    gc
+    for g in groups
+    if (gc := group_curves(g, x, y, points=points, smooth=smooth, ci=ci, final_frac=final_frac)) is not None
+  ]
   if not results:
-    raise PlotError(f'no run has records with both {x!r} and {y!r}: choose metrics the runs log '
-                    f'(the keys of {METRICS_FILE}) with --x and --y')
+    raise PlotError(
+      f'no run has records with both {x!r} and {y!r}: choose metrics the runs log '
+      f'(the keys of {METRICS_FILE}) with --x and --y'
+    )
   ref = reference if isinstance(reference, Mapping) else load_reference(reference)
   ref = {k: (v if isinstance(v, Mapping) else {'value': v, 'source': None}) for k, v in ref.items()}
 
@@ -370,17 +390,17 @@ def plot_runs(
     f.write(f'# {y} vs {x}\n\nRuns: {", ".join(map(str, runs))}\n\n')
     f.write(table)
   return {
-      'png': out,
-      'md': md_path,
-      'groups': {
-          r.group.name: {
-              'runs': r.group.runs,
-              'final_mean': r.final_mean,
-              'final_ci': (r.final_lo, r.final_hi),
-              'final_per_seed': r.final_per_seed.tolist(),
-          }
-          for r in results
-      },
+    'png': out,
+    'md': md_path,
+    'groups': {
+      r.group.name: {
+        'runs': r.group.runs,
+        'final_mean': r.final_mean,
+        'final_ci': (r.final_lo, r.final_hi),
+        'final_per_seed': r.final_per_seed.tolist(),
+      }
+      for r in results
+    },
   }
 
 
@@ -407,8 +427,18 @@ def main(argv) -> int:
   f = flags.FLAGS
   cli.check_writable(f.out, '--out')
   try:
-    summary = plot_runs(f.runs, f.out, f.x, f.y, reference=f.reference, ci=f.ci, points=f.points,
-                        smooth=f.smooth, final_frac=f.final_frac, title=f.title)
+    summary = plot_runs(
+      f.runs,
+      f.out,
+      f.x,
+      f.y,
+      reference=f.reference,
+      ci=f.ci,
+      points=f.points,
+      smooth=f.smooth,
+      final_frac=f.final_frac,
+      title=f.title,
+    )
   except PlotError as e:
     return cli.report(e, 2)
   with open(summary['md'], encoding='utf-8') as fh:

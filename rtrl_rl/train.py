@@ -24,15 +24,22 @@ from ml_collections import config_flags
 
 from rtrl_rl import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:arg])",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "experiment config file (configs/*.py[:arg])", lock_config=True
+)
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (default runs/<name>_seed<seed>)")
 _START_OVER = flags.DEFINE_bool(
-    "start_over", False, "start the run over from update 0: its checkpoints, metrics and config are "
-    "moved into <run_dir>/set_aside/ (nothing is deleted)")
+  "start_over",
+  False,
+  "start the run over from update 0: its checkpoints, metrics and config are "
+  "moved into <run_dir>/set_aside/ (nothing is deleted)",
+)
 _ACCEPT_CHANGES = flags.DEFINE_bool(
-    "accept_config_changes", False, "resume although the config differs from the one the newest "
-    "checkpoint was written with; the changes are recorded in <run_dir>/config_changes.jsonl")
+  "accept_config_changes",
+  False,
+  "resume although the config differs from the one the newest "
+  "checkpoint was written with; the changes are recorded in <run_dir>/config_changes.jsonl",
+)
 
 
 def default_run_dir(config) -> str:
@@ -63,15 +70,26 @@ def main(argv) -> int:
   from rtrl_rl.io.run_dir import RunDirError  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system.actors import NoAcceleratorError  # pylint: disable=g-import-not-at-top
+
   try:
-    trainer.prepare(config)           # validates; joins jax.distributed for multi-host runs
-  except ValueError as e:             # ExperimentConfigError, agents' ConfigError: names the fields
+    trainer.prepare(config)  # validates; joins jax.distributed for multi-host runs
+  except ValueError as e:  # ExperimentConfigError, agents' ConfigError: names the fields
     return cli.report(e, 2)
   try:
-    summary = trainer.run(config, run_dir, prepared=True, start_over=_START_OVER.value,
-                          accept_config_changes=_ACCEPT_CHANGES.value)
-  except (MissingDependencyError, NoAcceleratorError, RunDirError, trainer.CheckpointMismatch,
-          experiment.ExperimentConfigError) as e:
+    summary = trainer.run(
+      config,
+      run_dir,
+      prepared=True,
+      start_over=_START_OVER.value,
+      accept_config_changes=_ACCEPT_CHANGES.value,
+    )
+  except (
+    MissingDependencyError,
+    NoAcceleratorError,
+    RunDirError,
+    trainer.CheckpointMismatch,
+    experiment.ExperimentConfigError,
+  ) as e:
     return cli.report(e, 2)
   except trainer.RunFailed as e:
     code = cli.report(e, 1)
@@ -79,9 +97,11 @@ def main(argv) -> int:
       _exit_now(code)
     return code
   if summary.get("already_finished"):
-    print(f"the run in {run_dir} had finished already (update {summary.get('updates')}); nothing to "
-          "do and nothing was changed. To train it further, raise its budget (e.g. "
-          "--config.agent.total_env_steps) and pass --accept_config_changes")
+    print(
+      f"the run in {run_dir} had finished already (update {summary.get('updates')}); nothing to "
+      "do and nothing was changed. To train it further, raise its budget (e.g. "
+      "--config.agent.total_env_steps) and pass --accept_config_changes"
+    )
   print(f"run finished in {run_dir}: {json.dumps(summary)}")
   return 0
 

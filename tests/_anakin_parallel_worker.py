@@ -17,34 +17,46 @@ import sys
 
 import numpy as np
 
-B, T, M = 8, 4, 5        # envs; PPO rollout length; IMPALA unroll length
+B, T, M = 8, 4, 5  # envs; PPO rollout length; IMPALA unroll length
 
 
 def flat(tree, prefix):
   import jax  # pylint: disable=g-import-not-at-top
-  return {prefix + jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+  return {
+    prefix + jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def concat_groups(stacked, batch_axes):
   """`[D, ...]`-stacked per-group trees -> the global tree, groups concatenated along `batch_axes`
   (None: replicated, group 0's copy)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   join = lambda x, axis: np.asarray(x)[0] if axis is None else np.concatenate(list(np.asarray(x)), axis)
-  return jax.tree.map(lambda axis, sub: jax.tree.map(lambda x: join(x, axis), sub),
-                      batch_axes, stacked, is_leaf=lambda x: x is None)
+  return jax.tree.map(
+    lambda axis, sub: jax.tree.map(lambda x: join(x, axis), sub),
+    batch_axes,
+    stacked,
+    is_leaf=lambda x: x is None,
+  )
 
 
 def group_actors(env, agent, norm_config, k_act, num_devices):
   """Device d's initial actor state, for every d."""
-  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  return [anakin.init_actor(env, agent, norm_config, B // num_devices, jax.random.fold_in(k_act, d))
-          for d in range(num_devices)]
+
+  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+
+  return [
+    anakin.init_actor(env, agent, norm_config, B // num_devices, jax.random.fold_in(k_act, d))
+    for d in range(num_devices)
+  ]
 
 
 def ppo_problem():
   from rtrl_rl.agents import ppo  # pylint: disable=g-import-not-at-top
+
   c = ppo.get_config()
   c.num_envs, c.rollout_length = B, T
   c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 2, 16
@@ -55,6 +67,7 @@ def ppo_problem():
 
 def impala_problem(env):
   from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = B, M
   c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
@@ -65,15 +78,17 @@ def impala_problem(env):
 
 def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents import ppo, rollout  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
   from rtrl_rl.envs.cue_memory import cue_memory_functional  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+
   out = argv[1]
   d = len(jax.devices())
   mesh = parallel.make_mesh()
-  env = cue_memory_functional(num_cues=3, length=2)     # episodes of 3 steps + autoreset
+  env = cue_memory_functional(num_cues=3, length=2)  # episodes of 3 steps + autoreset
   key = jax.random.PRNGKey(0)
   _, k_act = jax.random.split(key)
   results = {"num_devices": np.asarray(d)}
@@ -88,8 +103,9 @@ def main(argv):
   actors = group_actors(env, agent, c, k_act, d)
   results.update(flat(s0.actor, "ppo/mesh_init/"))
   stacked = jax.tree.map(lambda *x: np.stack(x), *actors)
-  results.update(flat(concat_groups(stacked, anakin.ActorState.batch_axes())._replace(key=stacked.key),
-                      "ppo/ref_init/"))
+  results.update(
+    flat(concat_groups(stacked, anakin.ActorState.batch_axes())._replace(key=stacked.key), "ppo/ref_init/")
+  )
 
   @jax.jit
   def ppo_collect(params, actors):
@@ -97,20 +113,30 @@ def main(argv):
       buf = anakin.carry_buffer(agent, T, actor.reward.shape[0])
       actor, traj, ep = anakin.act(env, agent, c, params, actor, T, parallel.DATA_AXIS, carry_buffer=buf)
       return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor)), ep
+
     return jax.vmap(group, axis_name=parallel.DATA_AXIS)(actors)
 
   actor, batch, ep = ppo_collect(learner0.params, stacked)
   batch = concat_groups(batch, ppo.PPOBatch.batch_axes())
   learner1, metrics = jax.jit(ppo.make_update(agent, c, num_shards=d))(learner0, batch)
-  for name, tree in (("params", s1.learner.params), ("metrics", m1), ("norm", s1.actor.norm.obs),
-                     ("ret", s1.actor.norm.ret)):
+  for name, tree in (
+    ("params", s1.learner.params),
+    ("metrics", m1),
+    ("norm", s1.actor.norm.obs),
+    ("ret", s1.actor.norm.ret),
+  ):
     results.update(flat(parallel.fetch(tree), f"ppo/mesh/{name}/"))
   norm = jax.tree.map(lambda x: np.asarray(x)[0], actor.norm)
-  for name, tree in (("params", learner1.params), ("metrics", dict(metrics, **jax.tree.map(lambda x: x[0], ep))),
-                     ("norm", norm.obs), ("ret", norm.ret)):
+  for name, tree in (
+    ("params", learner1.params),
+    ("metrics", dict(metrics, **jax.tree.map(lambda x: x[0], ep))),
+    ("norm", norm.obs),
+    ("ret", norm.ret),
+  ):
     results.update(flat(tree, f"ppo/ref/{name}/"))
-  results["ppo/norm_copies_equal"] = np.asarray(all(
-      np.all(x == x[:1]) for x in jax.tree.leaves((actor.norm.obs, actor.norm.ret))))
+  results["ppo/norm_copies_equal"] = np.asarray(
+    all(np.all(x == x[:1]) for x in jax.tree.leaves((actor.norm.obs, actor.norm.ret)))
+  )
   results["ppo/ended"] = np.asarray(np.sum(batch.terminated | batch.truncated))
   results["ppo/valid_steps"] = np.asarray(np.sum(batch.mask))
   results["ppo/initial_params"] = np.concatenate([np.ravel(x) for x in jax.tree.leaves(learner0.params)])
@@ -119,8 +145,9 @@ def main(argv):
 
   # A host copy of the state (a checkpoint) put back by `place`: the same placement, the same next step.
   restored = loop.place(parallel.fetch(s1))
-  results["ppo/restored_placement_equal"] = np.asarray(all(
-      a.sharding == b.sharding for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(restored))))
+  results["ppo/restored_placement_equal"] = np.asarray(
+    all(a.sharding == b.sharding for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(restored)))
+  )
   results.update(flat(parallel.fetch(loop.step(s1)[0]), "ppo/step2/"))
   results.update(flat(parallel.fetch(loop.step(restored)[0]), "ppo/step2_restored/"))
   for name, seed in (("again0", 0), ("again1", 0), ("other_seed", 1)):

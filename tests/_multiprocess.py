@@ -26,7 +26,7 @@ def free_port() -> int:
 def load_prefixed(path, prefix: str) -> dict:
   """The arrays of an .npz file whose names start with `prefix`, keyed by the rest of the name."""
   with np.load(path) as f:
-    return {k[len(prefix):]: f[k] for k in f.files if k.startswith(prefix)}
+    return {k[len(prefix) :]: f[k] for k in f.files if k.startswith(prefix)}
 
 
 def assert_close(got: dict, want: dict, rtol: float) -> None:

@@ -22,16 +22,17 @@ import tempfile
 # One cache for the whole session: the workers of `pytest -n` (pytest-xdist) inherit the
 # controller's directory through the environment; the process that made it removes it.
 _OWN_CACHE = "RTRL_RL_TEST_JAX_CACHE" not in os.environ
-_CACHE_DIR = (tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_") if _OWN_CACHE
-              else os.environ["RTRL_RL_TEST_JAX_CACHE"])
+_CACHE_DIR = (
+  tempfile.mkdtemp(prefix="rtrl_rl_test_jax_cache_") if _OWN_CACHE else os.environ["RTRL_RL_TEST_JAX_CACHE"]
+)
 os.environ["RTRL_RL_TEST_JAX_CACHE"] = _CACHE_DIR
 
 
 def pytest_configure(config):
   os.environ.update(
-      JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",   # skip the many tiny eager-mode programs
-      JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),        # a limit enables the cache's file lock
+    JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.3",  # skip the many tiny eager-mode programs
+    JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),  # a limit enables the cache's file lock
   )
   markexpr = config.getoption("markexpr") or ""
   selects_long = "long" in markexpr and "not long" not in markexpr
@@ -39,7 +40,8 @@ def pytest_configure(config):
   if not selects_long:
     os.environ["XLA_FLAGS"] = f"{subprocess_flags or ''} --xla_backend_optimization_level=0".strip()
   import jax  # pylint: disable=import-outside-toplevel
-  jax.devices()                   # the CPU backend starts now, with the flags above
+
+  jax.devices()  # the CPU backend starts now, with the flags above
   if subprocess_flags is None:
     os.environ.pop("XLA_FLAGS", None)
   else:

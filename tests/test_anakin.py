@@ -29,16 +29,16 @@ def test_cue_memory_episode_structure():
   k, length = 3, 4
   env = cue_memory_functional(num_cues=k, length=length)
   assert env.observation_space.shape == (k + 1,) and env.action_space.num_values == k
-  obs0, ts, cues = _play(env, 5, 2 * (length + 2), lambda s: s.core.cue)   # always answer the cue
+  obs0, ts, cues = _play(env, 5, 2 * (length + 2), lambda s: s.core.cue)  # always answer the cue
   obs0, obs = np.asarray(obs0), np.asarray(ts.obs)
   np.testing.assert_array_equal(obs0[:, :k].argmax(1), np.asarray(cues)[0])
   np.testing.assert_array_equal(obs0[:, k], 0)
-  for t in range(length - 1):                               # masked steps
+  for t in range(length - 1):  # masked steps
     np.testing.assert_array_equal(obs[t], 0)
-  np.testing.assert_array_equal(obs[length - 1, :, k], 1)   # the query
+  np.testing.assert_array_equal(obs[length - 1, :, k], 1)  # the query
   np.testing.assert_array_equal(obs[length - 1, :, :k], 0)
   reward, term, first = np.asarray(ts.reward), np.asarray(ts.terminated), np.asarray(ts.first)
-  np.testing.assert_array_equal(reward[length], 1.0)        # the answer to the query
+  np.testing.assert_array_equal(reward[length], 1.0)  # the answer to the query
   assert term[length].all() and not term[:length].any() and not np.asarray(ts.truncated).any()
   assert first[length + 1].all() and reward.sum() == 2 * 5  # autoreset, next episode, solved again
   np.testing.assert_array_equal(obs[length + 1, :, :k].argmax(1), np.asarray(cues)[length + 1])
@@ -61,6 +61,7 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   overlaps the next one by one step, and its transitions mask the autoreset steps."""
   from rtrl_rl.agents.impala import config as impala_config
   from rtrl_rl.agents.impala import learning as impala_learning
+
   env = cue_memory_functional(num_cues=2, length=2)
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 3, 5
@@ -80,14 +81,23 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   r1, r2 = m1["rollout"], m2["rollout"]
   assert r1.obs.shape == (6, 3, 3) and r1.action.shape == (5, 3)
   assert int(s2.learner.step) == 2 and np.isfinite(float(m2["loss"]))
-  assert not all(np.array_equal(a, b) for a, b in
-                 zip(jax.tree.leaves(s0.learner.params), jax.tree.leaves(s1.learner.params)))
+  assert not all(
+    np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(s0.learner.params), jax.tree.leaves(s1.learner.params))
+  )
   # Carries: r1 starts from the zero carry, r2 from the carry after r1's obs[M-1].
   jax.tree.map(lambda x: np.testing.assert_array_equal(x, 0), r1.carry)
   np.testing.assert_array_equal(r2.obs[0], r1.obs[-1])
   np.testing.assert_array_equal(r2.first[0], r1.first[-1])
-  (_, _), carry = agent.unroll(s0.learner.params, r1.carry, r1.obs[:-1], r1.reward[:-1],
-                               r1.prev_action[:-1], r1.first[:-1], outgoing_traces=True)
+  (_, _), carry = agent.unroll(
+    s0.learner.params,
+    r1.carry,
+    r1.obs[:-1],
+    r1.reward[:-1],
+    r1.prev_action[:-1],
+    r1.first[:-1],
+    outgoing_traces=True,
+  )
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), carry, r2.carry)
   # The contract: reward into obs[t] is 0 on first steps; episodes of 3 steps + one autoreset.
   first = np.asarray(r1.first)
@@ -102,6 +112,7 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
 def host_state():
   """A host copy of a small IMPALA Anakin state (one device)."""
   from rtrl_rl.agents.impala import config as impala_config
+
   env = cue_memory_functional(num_cues=2, length=2)
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 4, 3
@@ -113,14 +124,18 @@ def host_state():
 
 @pytest.mark.parametrize("saved_keys,like_keys", [((4,), ()), ((), (4,)), ((2,), (3,))])
 @pytest.mark.parametrize("typed", [False, True])
-def test_relayout_keeps_every_global_leaf_and_splits_new_device_keys(host_state, saved_keys, like_keys,
-                                                                     typed):
+def test_relayout_keeps_every_global_leaf_and_splits_new_device_keys(
+  host_state, saved_keys, like_keys, typed
+):
   """A checkpoint of D devices resumed on D' (`()`: one device, no mesh): every leaf but the actor
   keys is kept bitwise; the keys take this run's layout, split from the first saved key, so they
   are distinct and reproducible."""
   state = host_state
-  make = (lambda n: jax.random.split(jax.random.key(7), n) if n else jax.random.key(7)) if typed else \
-         (lambda n: np.asarray(jax.random.split(jax.random.PRNGKey(7), n) if n else jax.random.PRNGKey(7)))
+  make = (
+    (lambda n: jax.random.split(jax.random.key(7), n) if n else jax.random.key(7))
+    if typed
+    else (lambda n: np.asarray(jax.random.split(jax.random.PRNGKey(7), n) if n else jax.random.PRNGKey(7)))
+  )
   with_keys = lambda s, shape: s._replace(actor=s.actor._replace(key=make(*shape) if shape else make(0)))
   saved_state, like = with_keys(state, saved_keys), with_keys(state, like_keys)
   saved = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(saved_state)}
@@ -131,8 +146,9 @@ def test_relayout_keeps_every_global_leaf_and_splits_new_device_keys(host_state,
   assert key_data(got.actor.key).shape == key_data(like.actor.key).shape
   first = jnp.reshape(saved_state.actor.key, (-1, *(() if typed else (2,))))[0]
   np.testing.assert_array_equal(
-      key_data(got.actor.key).reshape(-1, 2),
-      key_data(jax.random.split(first, max(1, int(np.prod(like_keys))))).reshape(-1, 2))
+    key_data(got.actor.key).reshape(-1, 2),
+    key_data(jax.random.split(first, max(1, int(np.prod(like_keys))))).reshape(-1, 2),
+  )
   assert len({tuple(k) for k in key_data(got.actor.key).reshape(-1, 2)}) == max(1, int(np.prod(like_keys)))
   rest = lambda s: jax.tree.leaves(s._replace(actor=s.actor._replace(key=None)))
   for a, b in zip(rest(got), rest(saved_state), strict=True):
@@ -146,9 +162,12 @@ def test_relayout_names_the_leaves_that_do_not_fit(host_state):
   saved = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(state)}
   saved[".actor.episode_return"] = np.zeros((2,), np.float32)
   saved[".actor.extra"] = saved.pop(".actor.reward")
-  with pytest.raises(ValueError, match=r"\.actor\.reward: not in the checkpoint; \.actor\.episode_return: "
-                                       r"float32\[2\] in the checkpoint vs float32\[4\] here; not in "
-                                       r"this run: \.actor\.extra"):
+  with pytest.raises(
+    ValueError,
+    match=r"\.actor\.reward: not in the checkpoint; \.actor\.episode_return: "
+    r"float32\[2\] in the checkpoint vs float32\[4\] here; not in "
+    r"this run: \.actor\.extra",
+  ):
     anakin.relayout(saved, state)
 
 
@@ -163,8 +182,11 @@ def _reference_host_act(env, agent, config, params, actor, num_steps):
     d = decide(params, actor)
     ts = env.step(np.asarray(d.out.action))
     carry = actor.carry
-    actor, transition, st = record(actor, d, anakin.TimeStepArrays(
-        *map(jnp.asarray, (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first))))
+    actor, transition, st = record(
+      actor,
+      d,
+      anakin.TimeStepArrays(*map(jnp.asarray, (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first))),
+    )
     rows.append(dict(transition, carry=carry))
     stats.append(st)
   stack = lambda *xs: np.stack(xs)
@@ -178,6 +200,7 @@ def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
   the first one's buffers."""
   from rtrl_rl import envs
   from rtrl_rl.agents import ppo
+
   c = ppo.get_config()
   c.num_envs, c.rollout_length, c.num_minibatches, c.minibatch_size = 3, 7, 3, 7
   c.hidden_size, c.torso_sizes, c.head_sizes = 8, (8,), (8,)
@@ -192,13 +215,18 @@ def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
   buffers = []
   for _ in range(2):
     actor, traj, metrics = acting.act(params, actor, c.rollout_length)
-    ref_actor, ref_traj, ref_metrics = _reference_host_act(ref_env, agent, c, params, ref_actor,
-                                                           c.rollout_length)
+    ref_actor, ref_traj, ref_metrics = _reference_host_act(
+      ref_env, agent, c, params, ref_actor, c.rollout_length
+    )
     for key, value in ref_traj.items():
-      jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b, err_msg=key),
-                   traj[key], value)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-                 (actor, metrics), (ref_actor, ref_metrics))
+      jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), b, err_msg=key), traj[key], value
+      )
+    jax.tree.map(
+      lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+      (actor, metrics),
+      (ref_actor, ref_metrics),
+    )
     buffers.append(jax.tree.leaves(traj["carry"])[0])
-  assert buffers[0].is_deleted() and not buffers[1].is_deleted()   # donated to the second rollout
+  assert buffers[0].is_deleted() and not buffers[1].is_deleted()  # donated to the second rollout
   assert int(np.sum(traj["first"])) > 0 and int(metrics["episodes"]) > 0

@@ -19,46 +19,80 @@ import numpy as np
 import pytest
 
 from rtrl_rl.agents.ppo import acting
-from tests._anakin_parallel_worker import B, T
 from rtrl_rl.io import read_metrics
 from rtrl_rl.io.checkpoint import Checkpointer
+from tests._anakin_parallel_worker import B, T
 from tests._multiprocess import ROOT, device_env, free_port, load_prefixed
 
 WORKER = os.path.join(ROOT, "tests", "_anakin_parallel_worker.py")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 TRAIN = [  # PPO with an RTRL RTU on cue memory: 8 envs x 8 steps per iteration
-    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py",
-    "--config.env.id=jax/cue-memory", "--config.system.backend=anakin", "--config.system.plot=False",
-    "--config.agent.num_envs=8", "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
-    "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
-    "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)", "--config.agent.head_sizes=(8,)"]
+  sys.executable,
+  "-m",
+  "rtrl_rl.train",
+  "--config=configs/rtu_popgym.py",
+  "--config.env.id=jax/cue-memory",
+  "--config.system.backend=anakin",
+  "--config.system.plot=False",
+  "--config.agent.num_envs=8",
+  "--config.agent.rollout_length=8",
+  "--config.agent.num_epochs=1",
+  "--config.agent.num_minibatches=2",
+  "--config.agent.minibatch_size=32",
+  "--config.agent.hidden_size=8",
+  "--config.agent.torso_sizes=(8,)",
+  "--config.agent.head_sizes=(8,)",
+]
 STEPS_PER_ITERATION = 64
 
 
 def _start(args, devices=4):
-  return subprocess.Popen(args, cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    args, cwd=ROOT, env=device_env(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
 
 
 def _train(run_dir, iterations, devices=4, *flags):
-  return _start([*TRAIN, f"--run_dir={run_dir}",
-                 f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}", *flags], devices)
+  return _start(
+    [
+      *TRAIN,
+      f"--run_dir={run_dir}",
+      f"--config.agent.total_env_steps={iterations * STEPS_PER_ITERATION}",
+      *flags,
+    ],
+    devices,
+  )
 
 
 def _train_two_hosts(run_dir, iterations, train=TRAIN, steps_per_iteration=STEPS_PER_ITERATION, *flags):
   """The same run as two processes x 2 devices (jax.distributed, gloo on 127.0.0.1)."""
   address = f"127.0.0.1:{free_port()}"
-  return [_start([*train, f"--run_dir={run_dir}",
-                  f"--config.agent.total_env_steps={iterations * steps_per_iteration}",
-                  "--config.system.num_processes=2", f"--config.system.process_id={i}",
-                  f"--config.system.coordinator_address={address}", *flags], devices=2)
-          for i in range(2)]
+  return [
+    _start(
+      [
+        *train,
+        f"--run_dir={run_dir}",
+        f"--config.agent.total_env_steps={iterations * steps_per_iteration}",
+        "--config.system.num_processes=2",
+        f"--config.system.process_id={i}",
+        f"--config.system.coordinator_address={address}",
+        *flags,
+      ],
+      devices=2,
+    )
+    for i in range(2)
+  ]
 
 
 TRAIN_IMPALA = [  # feed-forward IMPALA on gymnax CartPole (describing it starts JAX's backend)
-    sys.executable, "-m", "rtrl_rl.train", "--config=configs/default.py:ff",
-    "--config.env.id=gymnax/CartPole-v1", "--config.system.backend=anakin",
-    "--config.system.plot=False"]
+  sys.executable,
+  "-m",
+  "rtrl_rl.train",
+  "--config=configs/default.py:ff",
+  "--config.env.id=gymnax/CartPole-v1",
+  "--config.system.backend=anakin",
+  "--config.system.plot=False",
+]
 
 
 def _output(proc) -> str:
@@ -87,12 +121,23 @@ def runs(tmp_path_factory):
   """The worker and a 2-iteration trainer run (resumed by the test)."""
   tmp = tmp_path_factory.mktemp("anakin_par")
   out = str(tmp / "worker.npz")
-  procs = {"worker": subprocess.Popen([sys.executable, WORKER, out], env=device_env(4, FAST_COMPILE),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-           "train": _train(tmp / "run", 2)}
+  procs = {
+    "worker": subprocess.Popen(
+      [sys.executable, WORKER, out],
+      env=device_env(4, FAST_COMPILE),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    ),
+    "train": _train(tmp / "run", 2),
+  }
   procs.update({f"host{i}": p for i, p in enumerate(_train_two_hosts(tmp / "hosts", 2))})
-  procs.update({f"impala_host{i}": p for i, p in enumerate(
-      _train_two_hosts(tmp / "impala_hosts", 2, TRAIN_IMPALA, 20 * 32))})
+  procs.update(
+    {
+      f"impala_host{i}": p
+      for i, p in enumerate(_train_two_hosts(tmp / "impala_hosts", 2, TRAIN_IMPALA, 20 * 32))
+    }
+  )
   yield dict(worker=out, dir=tmp, procs=procs)
   for p in procs.values():
     if p.poll() is None:
@@ -118,8 +163,11 @@ def _compare(path, algo, names):
   for name in names:
     # Parameters: Adam's normalised step amplifies the float summation-order differences of
     # near-zero gradients, hence an absolute tolerance well below the step size (1e-2).
-    _assert_close(load_prefixed(path, f"{algo}/mesh/{name}/"), load_prefixed(path, f"{algo}/ref/{name}/"),
-                  atol=1e-6 if name == "params" else 1e-7)
+    _assert_close(
+      load_prefixed(path, f"{algo}/mesh/{name}/"),
+      load_prefixed(path, f"{algo}/ref/{name}/"),
+      atol=1e-6 if name == "params" else 1e-7,
+    )
 
 
 def test_ppo_iteration_on_4_devices_equals_the_single_device_reference(worker):
@@ -131,11 +179,12 @@ def test_ppo_iteration_on_4_devices_equals_the_single_device_reference(worker):
     assert f["ppo/norm_copies_equal"]
     np.testing.assert_allclose(f["ppo/mesh_obs"], f["ppo/ref_obs"], rtol=1e-6)
     metrics = load_prefixed(worker, "ppo/mesh/metrics/")
-    assert metrics["['episodes']"] == f["ppo/ended"] > 0          # every device's episodes
+    assert metrics["['episodes']"] == f["ppo/ended"] > 0  # every device's episodes
     # Every device's steps were folded into the statistics (they start at count 1e-4).
     np.testing.assert_allclose(load_prefixed(worker, "ppo/mesh/norm/")[".count"] - 1e-4, B * T, rtol=1e-6)
-    np.testing.assert_allclose(load_prefixed(worker, "ppo/mesh/ret/")[".count"] - 1e-4, f["ppo/valid_steps"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+      load_prefixed(worker, "ppo/mesh/ret/")[".count"] - 1e-4, f["ppo/valid_steps"], rtol=1e-6
+    )
     # The statistics moved from their initial values, and the update moved the parameters.
     assert not np.allclose(load_prefixed(worker, "ppo/mesh/norm/")[".mean"], 0)
     params = np.concatenate([v.ravel() for v in load_prefixed(worker, "ppo/mesh/params/").values()])
@@ -170,13 +219,15 @@ def test_mesh_runs_are_deterministic_and_continue_bitwise_from_a_host_copy(worke
 def test_merged_running_stats_equal_those_of_the_whole_batch():
   """`stats_update(..., axis_name)` in each of 4 groups (vmap) == one update on all their rows."""
   rng = np.random.default_rng(0)
-  stats = acting.RunningStats(jnp.asarray(rng.normal(size=3), jnp.float32), jnp.asarray([1.0, 2.0, 0.5]),
-                              jnp.asarray(7.0))
+  stats = acting.RunningStats(
+    jnp.asarray(rng.normal(size=3), jnp.float32), jnp.asarray([1.0, 2.0, 0.5]), jnp.asarray(7.0)
+  )
   x = jnp.asarray(rng.normal(size=(4, 5, 3)) * 3 + 1, jnp.float32)
   w = jnp.asarray(rng.random((4, 5)) < 0.6)
   for weight in (None, w):
     merged = jax.vmap(lambda xs, ws: acting.stats_update(stats, xs, ws, axis_name="g"), axis_name="g")(
-        x, weight)
+      x, weight
+    )
     whole = acting.stats_update(stats, x.reshape(20, 3), None if weight is None else weight.reshape(20))
     for m, s in zip(merged, whole):
       np.testing.assert_allclose(m, np.broadcast_to(s, m.shape), rtol=1e-5)
@@ -219,13 +270,14 @@ def test_trainer_anakin_on_two_processes_equals_one_process_and_resumes(runs):
     else:
       np.testing.assert_array_equal(hosts[k], want, err_msg=k)
   run_dir = runs["dir"] / "hosts"
-  procs = _train_two_hosts(run_dir, 10_000, TRAIN, STEPS_PER_ITERATION, "--config.system.log_every_s=0.1",
-                           "--accept_config_changes")
+  procs = _train_two_hosts(
+    run_dir, 10_000, TRAIN, STEPS_PER_ITERATION, "--config.system.log_every_s=0.1", "--accept_config_changes"
+  )
   deadline = time.time() + 300
   while not any(row["updates"] >= 4 for row in read_metrics(run_dir)):  # resumed at 2, 2 more done
     assert time.time() < deadline and all(p.poll() is None for p in procs)
     time.sleep(0.2)
-  procs[1].send_signal(signal.SIGTERM)                                 # one process only
+  procs[1].send_signal(signal.SIGTERM)  # one process only
   resumed = [_summary(_output(p)) for p in procs]
   assert same(resumed[0]) == same(resumed[1]) and resumed[0]["stopped_early"]
   assert resumed[0]["updates"] >= 4 and resumed[0]["elapsed_s"] > first[0]["elapsed_s"]

@@ -28,27 +28,45 @@ GOLDEN = os.path.join(ROOT, "tests", "golden", "behaviour")
 RECORD = os.environ.get("RTRL_RL_RECORD_GOLDEN") == "1"
 
 RUNS = {  # name: flags of `python -m rtrl_rl.train` (3 updates each)
-    "anakin_impala_elstm": [
-        "--config=configs/default.py:elstm", "--config.env.id=jax/cue-memory",
-        "--config.system.backend=anakin", "--config.agent.unroll_length=10",
-        "--config.agent.batch_size=8", "--config.agent.network.hidden_size=16",
-        "--config.agent.total_env_steps=240"],
-    "anakin_ppo_rtu": [
-        "--config=configs/rtu_popgym.py", "--config.env.id=jax/cue-memory",
-        "--config.system.backend=anakin", "--config.agent.num_envs=8",
-        "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
-        "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
-        "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)",
-        "--config.agent.head_sizes=(8,)", "--config.agent.total_env_steps=192"],
-    "prediction_rtu": [
-        "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=200,"
-        "window=200,seeds=2,hidden=4"],
-    "sync_ppo_popgym": [
-        "--config=configs/rtu_popgym.py:env_family=numpy", "--config.agent.num_envs=8",
-        "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
-        "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32",
-        "--config.agent.hidden_size=8", "--config.agent.torso_sizes=(8,)",
-        "--config.agent.head_sizes=(8,)", "--config.agent.total_env_steps=192"],
+  "anakin_impala_elstm": [
+    "--config=configs/default.py:elstm",
+    "--config.env.id=jax/cue-memory",
+    "--config.system.backend=anakin",
+    "--config.agent.unroll_length=10",
+    "--config.agent.batch_size=8",
+    "--config.agent.network.hidden_size=16",
+    "--config.agent.total_env_steps=240",
+  ],
+  "anakin_ppo_rtu": [
+    "--config=configs/rtu_popgym.py",
+    "--config.env.id=jax/cue-memory",
+    "--config.system.backend=anakin",
+    "--config.agent.num_envs=8",
+    "--config.agent.rollout_length=8",
+    "--config.agent.num_epochs=1",
+    "--config.agent.num_minibatches=2",
+    "--config.agent.minibatch_size=32",
+    "--config.agent.hidden_size=8",
+    "--config.agent.torso_sizes=(8,)",
+    "--config.agent.head_sizes=(8,)",
+    "--config.agent.total_env_steps=192",
+  ],
+  "prediction_rtu": [
+    "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=200,"
+    "window=200,seeds=2,hidden=4"
+  ],
+  "sync_ppo_popgym": [
+    "--config=configs/rtu_popgym.py:env_family=numpy",
+    "--config.agent.num_envs=8",
+    "--config.agent.rollout_length=8",
+    "--config.agent.num_epochs=1",
+    "--config.agent.num_minibatches=2",
+    "--config.agent.minibatch_size=32",
+    "--config.agent.hidden_size=8",
+    "--config.agent.torso_sizes=(8,)",
+    "--config.agent.head_sizes=(8,)",
+    "--config.agent.total_env_steps=192",
+  ],
 }
 
 
@@ -63,9 +81,21 @@ def _final_params(run_dir: str) -> list[np.ndarray]:
 def test_a_run_ends_with_the_recorded_parameters(tmp_path, name):
   run_dir = str(tmp_path / "run")
   out = subprocess.run(
-      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *RUNS[name],
-       "--config.system.plot=False"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-      env=device_env(1))
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.train",
+      f"--run_dir={run_dir}",
+      *RUNS[name],
+      "--config.system.plot=False",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+    env=device_env(1),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.loads(open(os.path.join(run_dir, "summary.json")).read())
   params = _final_params(run_dir)
@@ -73,7 +103,7 @@ def test_a_run_ends_with_the_recorded_parameters(tmp_path, name):
   crc = 0
   for p in params:
     crc = zlib.crc32(np.ascontiguousarray(p).tobytes(), crc)
-  assert summary.get("params_crc32", crc) == crc   # the summary describes the final checkpoint
+  assert summary.get("params_crc32", crc) == crc  # the summary describes the final checkpoint
   golden = os.path.join(GOLDEN, f"{name}.npz")
   if RECORD:
     os.makedirs(GOLDEN, exist_ok=True)

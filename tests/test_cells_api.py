@@ -8,12 +8,12 @@ import pytest
 from rtrl_rl import cells
 
 ALL = {
-    "elstm": dict(name="elstm"),
-    "rtu-linear": dict(name="rtu", nonlinear=False),
-    "rtu-nonlinear": dict(name="rtu", nonlinear=True),
-    "lru": dict(name="lru"),
-    "gru": dict(name="gru"),
-    "lstm": dict(name="lstm"),
+  "elstm": dict(name="elstm"),
+  "rtu-linear": dict(name="rtu", nonlinear=False),
+  "rtu-nonlinear": dict(name="rtu", nonlinear=True),
+  "lru": dict(name="lru"),
+  "gru": dict(name="gru"),
+  "lstm": dict(name="lstm"),
 }
 
 
@@ -33,12 +33,12 @@ def _inputs(t, b, d=3, seed=0):
 def _expected_carry_floats(case, n, d):
   """The documented per-env carry sizes (state + traces) of each cell's docstring."""
   return {
-      "elstm": n + 2 * d * n + 4 * n,
-      "rtu-linear": 2 * n + 2 * d * n + 4 * n,
-      "rtu-nonlinear": 2 * n + 4 * d * n + 4 * n,
-      "lru": 2 * n + 2 * d * n + 4 * n,
-      "gru": n,
-      "lstm": 2 * n,
+    "elstm": n + 2 * d * n + 4 * n,
+    "rtu-linear": 2 * n + 2 * d * n + 4 * n,
+    "rtu-nonlinear": 2 * n + 4 * d * n + 4 * n,
+    "lru": 2 * n + 2 * d * n + 4 * n,
+    "gru": n,
+    "lstm": 2 * n,
   }[case]
 
 
@@ -46,8 +46,13 @@ def _expected_carry_floats(case, n, d):
 def test_carry_size_is_the_documented_formula_and_independent_of_t(case):
   n, d, b = 5, 3, 2
   cell, params = _make(case, n, d)
-  floats = lambda carry: sum(leaf.size * (2 if jnp.iscomplexobj(leaf) else 1)  # complex: 2 floats
-                             for leaf in jax.tree.leaves(carry)) // b
+  floats = lambda carry: (
+    sum(
+      leaf.size * (2 if jnp.iscomplexobj(leaf) else 1)  # complex: 2 floats
+      for leaf in jax.tree.leaves(carry)
+    )
+    // b
+  )
   carry = cell.initial_carry(b)
   assert floats(carry) == cell.carry_size(d) == _expected_carry_floats(case, n, d)
   mode = "rtrl" if cell.supports_rtrl else "tbptt"
@@ -100,13 +105,27 @@ def test_resets_zero_state_and_traces():
 def test_tbptt_truncates_and_bptt_does_not():
   cell, params = _make("gru")
   xs, resets = _inputs(6, 2)
-  loss = lambda mode: lambda p: cells.unroll(
-      cell, p, cells.unroll(cell, p, cell.initial_carry(2), xs[:3], resets[:3], mode=mode)[1],
-      xs[3:], resets[3:], mode=mode)[0].sum()
+  loss = lambda mode: (
+    lambda p: cells.unroll(
+      cell,
+      p,
+      cells.unroll(cell, p, cell.initial_carry(2), xs[:3], resets[:3], mode=mode)[1],
+      xs[3:],
+      resets[3:],
+      mode=mode,
+    )[0].sum()
+  )
   g_b, g_t = jax.grad(loss("bptt"))(params), jax.grad(loss("tbptt"))(params)
-  g_second_only = jax.grad(lambda p: cells.unroll(
-      cell, p, cells.unroll(cell, params, cell.initial_carry(2), xs[:3], resets[:3], mode="tbptt")[1],
-      xs[3:], resets[3:], mode="tbptt")[0].sum())(params)
+  g_second_only = jax.grad(
+    lambda p: cells.unroll(
+      cell,
+      p,
+      cells.unroll(cell, params, cell.initial_carry(2), xs[:3], resets[:3], mode="tbptt")[1],
+      xs[3:],
+      resets[3:],
+      mode="tbptt",
+    )[0].sum()
+  )(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_t, g_second_only)
   assert not np.allclose(g_b["U"], g_t["U"])
 
@@ -117,11 +136,18 @@ def test_float32_at_realistic_size_agrees_with_float64():
   results = {}
   for dtype in (jnp.float32, jnp.float64):
     with jax.enable_x64(True):  # draw the same numbers for both precisions, then cast
-      draws = {name: (cells.make(name, n, **opts), opts) for name, opts in
-               (("elstm", {}), ("rtu", dict(nonlinear=True, activation="tanh")))}
-      draws = {name: (cell.init(jax.random.key(0), d, dtype=jnp.float64),
-                      jax.random.normal(jax.random.key(1), (2 * t, b, d), jnp.float64), opts)
-               for name, (cell, opts) in draws.items()}
+      draws = {
+        name: (cells.make(name, n, **opts), opts)
+        for name, opts in (("elstm", {}), ("rtu", dict(nonlinear=True, activation="tanh")))
+      }
+      draws = {
+        name: (
+          cell.init(jax.random.key(0), d, dtype=jnp.float64),
+          jax.random.normal(jax.random.key(1), (2 * t, b, d), jnp.float64),
+          opts,
+        )
+        for name, (cell, opts) in draws.items()
+      }
     with jax.enable_x64(dtype == jnp.float64):
       for name, (params64, xs64, opts) in draws.items():
         cell = cells.make(name, n, **opts)
@@ -130,8 +156,11 @@ def test_float32_at_realistic_size_agrees_with_float64():
         xs = jnp.asarray(np.asarray(xs64), dtype)
         resets = jnp.zeros((2 * t, b), bool).at[0].set(True)
         _, carry = cells.unroll(cell, params, cell.initial_carry(b, dtype), xs[:t], resets[:t])
-        grads = jax.grad(lambda p: jnp.sum(jnp.tanh(cells.unroll(
-            cell, p, carry, xs[t:], resets[t:], outgoing_traces=False)[0])))(params)
+        grads = jax.grad(
+          lambda p: jnp.sum(
+            jnp.tanh(cells.unroll(cell, p, carry, xs[t:], resets[t:], outgoing_traces=False)[0])
+          )
+        )(params)
         results[(name, dtype)] = jax.tree.map(np.asarray, grads)
   for name in ("elstm", "rtu"):
     for k, g64 in results[(name, jnp.float64)].items():
@@ -157,7 +186,9 @@ def test_unknown_option():
 def test_rtrl_mode_on_dense_cells_names_the_supported_cells(name):
   cell = cells.make(name, 4)
   params = cell.init(jax.random.key(0), 3)
-  with pytest.raises(ValueError, match=r"mode='rtrl' is not supported by cell .*O\(N\^4\).*'elstm', 'rtu', 'lru'"):
+  with pytest.raises(
+    ValueError, match=r"mode='rtrl' is not supported by cell .*O\(N\^4\).*'elstm', 'rtu', 'lru'"
+  ):
     cells.unroll(cell, params, cell.initial_carry(2), *_inputs(3, 2), mode="rtrl")
 
 

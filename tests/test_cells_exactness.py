@@ -1,6 +1,5 @@
 """Exact RTRL == full BPTT (float64, episode resets, across unroll boundaries) and finite differences."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,11 +8,11 @@ import pytest
 from rtrl_rl import cells
 
 RTRL_CASES = {
-    "elstm": dict(name="elstm"),
-    "rtu-linear-relu": dict(name="rtu", nonlinear=False, activation="relu"),
-    "rtu-linear-tanh": dict(name="rtu", nonlinear=False, activation="tanh"),
-    "rtu-nonlinear-tanh": dict(name="rtu", nonlinear=True, activation="tanh"),
-    "lru": dict(name="lru"),
+  "elstm": dict(name="elstm"),
+  "rtu-linear-relu": dict(name="rtu", nonlinear=False, activation="relu"),
+  "rtu-linear-tanh": dict(name="rtu", nonlinear=False, activation="tanh"),
+  "rtu-nonlinear-tanh": dict(name="rtu", nonlinear=True, activation="tanh"),
+  "lru": dict(name="lru"),
 }
 # (T1, T2, B): lengths of the first and second unroll, batch size
 SHAPES = [(1, 1, 1), (3, 1, 2), (6, 5, 3)]
@@ -32,7 +31,7 @@ def _problem(case, t1, t2, b, d=4, n=3, seed=0):
   params = cell.init(keys[0], d, dtype=jnp.float64)
   xs = jax.random.normal(keys[1], (t1 + t2, b, d), jnp.float64)
   resets = jax.random.bernoulli(keys[2], 0.25, (t1 + t2, b))
-  resets = resets.at[0].set(True)                 # every env starts an episode at step 0
+  resets = resets.at[0].set(True)  # every env starts an episode at step 0
   if b > 1:
     resets = resets.at[t1, 0].set(True).at[t1, 1].set(False)  # a reset at the boundary, and not
   w = jax.random.normal(keys[3], (t2, b, cell.output_size), jnp.float64)
@@ -71,9 +70,11 @@ def test_rtrl_gradient_equals_bptt_through_the_whole_history(case, shape):
 
   # Learner path: backprop within the unroll + (dL/ds_0) . T_0.
   for outgoing in (False, True):
+
     def rtrl_loss(p, outgoing=outgoing):
       ys, _ = cells.unroll(cell, p, carry, xs[t1:], resets[t1:], mode="rtrl", outgoing_traces=outgoing)
       return _loss(ys, w)
+
     _assert_tree_close(jax.grad(rtrl_loss)(params), want)
 
   # Actor / online path: one step at a time, gradient e_t . T_t.
@@ -82,13 +83,16 @@ def test_rtrl_gradient_equals_bptt_through_the_whole_history(case, shape):
       x, r, wt = inp
       y, c = cells.step(cell, p, c, x, r, mode="rtrl")
       return c, _loss(y, wt)
+
     return jax.lax.scan(body, carry, (xs[t1:], resets[t1:], w))[1].sum()
+
   _assert_tree_close(jax.grad(step_loss)(params), want)
 
   # The first unroll matters: a test that would fail if the carried-in term were dropped.
-  if not bool(resets[t1:t1 + 1].all()):
-    truncated = jax.grad(lambda p: _loss(cells.unroll(
-        cell, p, carry, xs[t1:], resets[t1:], mode="tbptt")[0], w))(params)
+  if not bool(resets[t1 : t1 + 1].all()):
+    truncated = jax.grad(
+      lambda p: _loss(cells.unroll(cell, p, carry, xs[t1:], resets[t1:], mode="tbptt")[0], w)
+    )(params)
     diff = max(float(jnp.max(jnp.abs(truncated[k] - want[k]))) for k in cell.traced_params)
     assert diff > 1e-6
 
@@ -103,20 +107,22 @@ def test_outgoing_carry_is_the_full_history_jacobian(case):
 
   def body(c, inp):
     return cells.step(cell, params, c, *inp, mode="rtrl")[1], None
+
   stepped = jax.lax.scan(body, carry, (xs[t1:], resets[t1:]))[0]
   _assert_tree_close(unrolled, stepped, rtol=1e-10)
 
   # d s_T / d p by forward-mode differentiation of the BPTT reference, one parameter at a time.
   state_fn = lambda p: _bptt_loss(cell, p, xs, resets, w, t1)[1].state
-  jac = jax.jacfwd(state_fn)(params)          # {state_leaf: {param: [B, *state, *param]}}
+  jac = jax.jacfwd(state_fn)(params)  # {state_leaf: {param: [B, *state, *param]}}
   _assert_tree_close(unrolled.state, state_fn(params), rtol=1e-10)
   for s_name in unrolled.state:
     for p_name in cell.traced_params:
-      full = jac[s_name][p_name]              # [B, N, *param.shape]: diagonal in the unit index
-      diag = jnp.diagonal(full, axis1=1, axis2=full.ndim - 1)     # [B, *param.shape[:-1], N]
+      full = jac[s_name][p_name]  # [B, N, *param.shape]: diagonal in the unit index
+      diag = jnp.diagonal(full, axis1=1, axis2=full.ndim - 1)  # [B, *param.shape[:-1], N]
       np.testing.assert_allclose(jnp.sum(full, axis=1), diag, atol=1e-12)  # off-diagonals are zero
-      np.testing.assert_allclose(_trace(cell, params, unrolled.traces, p_name, s_name), diag,
-                                 rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(
+        _trace(cell, params, unrolled.traces, p_name, s_name), diag, rtol=1e-9, atol=1e-12
+      )
 
 
 def _trace(cell, params, traces, p_name, s_name):
@@ -128,14 +134,14 @@ def _trace(cell, params, traces, p_name, s_name):
     t = traces[stored]
     l_re, l_im, nu, theta = cell._lambda(params)  # pylint: disable=protected-access
     t_re, t_im = jnp.real(t), jnp.imag(t)
-    if p_name == "nu_log":      # e_l * (-nu lambda)
+    if p_name == "nu_log":  # e_l * (-nu lambda)
       t_re, t_im = -nu * (t_re * l_re - t_im * l_im), -nu * (t_re * l_im + t_im * l_re)
     elif p_name == "theta_log":  # e_l * (i theta lambda)
       t_re, t_im = -theta * (t_re * l_im + t_im * l_re), theta * (t_re * l_re - t_im * l_im)
     elif p_name == "gamma_log":
       gamma = jnp.exp(params["gamma_log"])
       t_re, t_im = gamma * t_re, gamma * t_im
-    elif p_name == "B_im":      # i E
+    elif p_name == "B_im":  # i E
       t_re, t_im = -t_im, t_re
     return t_re if s_name == "re" else t_im
   first = s_name in ("c1", "h1")
@@ -155,18 +161,25 @@ def test_input_gradients(case, shape):
   # "unroll": backprop through the recurrence within the unroll == BPTT's gradient w.r.t. x2.
   def bptt_x(x2):
     return _bptt_loss(cell, params, jnp.concatenate([xs[:t1], x2]), resets, w, t1)[0]
+
   def rtrl_x(x2, input_grad):
     return _loss(cells.unroll(cell, params, carry, x2, r2, mode="rtrl", input_grad=input_grad)[0], w)
+
   np.testing.assert_allclose(jax.grad(rtrl_x)(x2, "unroll"), jax.grad(bptt_x)(x2), rtol=1e-7, atol=1e-12)
 
   # "immediate": e_t . ds_t/dx_t with s_{t-1} held fixed; computed independently step by step.
   states = [carry.state]
   for t in range(t2):
-    _, c = cells.unroll(cell, params, cells.Carry(states[-1], None), x2[t:t + 1], r2[t:t + 1], mode="tbptt")
+    _, c = cells.unroll(
+      cell, params, cells.Carry(states[-1], None), x2[t : t + 1], r2[t : t + 1], mode="tbptt"
+    )
     states.append(c.state)
+
   def one_step(x, s_prev, reset, wt):
-    return _loss(cells.unroll(cell, params, cells.Carry(s_prev, None), x[None], reset[None],
-                              mode="tbptt")[0], wt[None])
+    return _loss(
+      cells.unroll(cell, params, cells.Carry(s_prev, None), x[None], reset[None], mode="tbptt")[0], wt[None]
+    )
+
   want = jnp.stack([jax.grad(one_step)(x2[t], states[t], r2[t], w[t]) for t in range(t2)])
   got = jax.grad(rtrl_x)(x2, "immediate")
   np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)

@@ -21,8 +21,8 @@ from rtrl_rl.system import anakin
 from tests.test_configs import load as load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOUND = 0.5           # 1/K with K = 2 cues
-CHUNK = 200           # iterations per measurement (200 x 128 agent steps)
+BOUND = 0.5  # 1/K with K = 2 cues
+CHUNK = 200  # iterations per measurement (200 x 128 agent steps)
 
 
 def _returns(mode, stop_at=None):
@@ -45,24 +45,26 @@ def _returns(mode, stop_at=None):
 def test_rtrl_learns_cue_memory_with_m_below_the_span_and_tbptt_stays_at_the_bound():
   rtrl = _returns("rtrl", stop_at=BOUND + 0.2)
   tbptt = _returns("tbptt")
-  print(f"\nRTRL per {CHUNK} iterations: {np.round(rtrl, 3).tolist()}"
-        f"\nT-BPTT: {np.round(tbptt, 3).tolist()}")
+  print(f"\nRTRL per {CHUNK} iterations: {np.round(rtrl, 3).tolist()}\nT-BPTT: {np.round(tbptt, 3).tolist()}")
   assert rtrl[-1] >= BOUND + 0.2
-  assert max(tbptt[len(tbptt) // 2:]) <= BOUND + 0.1
+  assert max(tbptt[len(tbptt) // 2 :]) <= BOUND + 0.1
 
 
 def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_fails(tmp_path):
   from launch import reproduce
+
   F = lambda m: reproduce.Final(m, m - 0.05, m + 0.05, 3)
-  good = {f"claims_irie_m_elstm_{mode}_M{M}_L8": F(v) for mode, M, v in (
-      ("rtrl", 4, 0.9), ("tbptt", 4, 0.5), ("rtrl", 16, 0.95), ("tbptt", 16, 0.9))}
+  good = {
+    f"claims_irie_m_elstm_{mode}_M{M}_L8": F(v)
+    for mode, M, v in (("rtrl", 4, 0.9), ("tbptt", 4, 0.5), ("rtrl", 16, 0.95), ("tbptt", 16, 0.9))
+  }
   good["claims_irie_m_ff_rtrl_M4_L8"] = F(0.5)
   table, verdicts = reproduce._irie_m(good, str(tmp_path))
   assert "| 4 (<= span) | 0.90 ± 0.05 | 0.50 ± 0.05 | +0.40 |" in table
   assert verdicts[0].startswith("claim 1 (elstm): REPRODUCES") and "M=4: 0.90" in verdicts[0]
   assert verdicts[1].startswith("claim 2 (elstm): REPRODUCES") and "M=16: +0.05" in verdicts[1]
   assert (tmp_path / "final_vs_M.png").stat().st_size > 0
-  bad = dict(good, claims_irie_m_elstm_tbptt_M4_L8=F(0.88))   # T-BPTT learning below the span
+  bad = dict(good, claims_irie_m_elstm_tbptt_M4_L8=F(0.88))  # T-BPTT learning below the span
   _, verdicts = reproduce._irie_m(bad, str(tmp_path))
   assert verdicts[0].startswith("claim 1 (elstm): DOES NOT REPRODUCE") and "M=4: 0.88" in verdicts[0]
   assert verdicts[1].startswith("claim 2 (elstm): DOES NOT REPRODUCE")
@@ -71,8 +73,17 @@ def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
-  for args, says in ((["--claim=bogus"], "expected one of ['irie_m']"),
-                     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run")):
-    out = subprocess.run([sys.executable, "-m", "launch.reproduce", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=False)
+
+  for args, says in (
+    (["--claim=bogus"], "expected one of ['irie_m']"),
+    (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),
+  ):
+    out = subprocess.run(
+      [sys.executable, "-m", "launch.reproduce", *args],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr

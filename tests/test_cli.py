@@ -30,8 +30,10 @@ def tmp(tmp_path_factory):
 
 # Root writes anywhere: to see permission bits a child run as root first drops the capability to
 # override them (CAP_DAC_OVERRIDE, from its bounding set), then execs the command.
-_DROP_DAC_OVERRIDE = ("import ctypes, os, sys; assert ctypes.CDLL(None).prctl(24, 1, 0, 0, 0) == 0; "
-                      "os.execv(sys.argv[1], sys.argv[1:])")   # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
+_DROP_DAC_OVERRIDE = (
+  "import ctypes, os, sys; assert ctypes.CDLL(None).prctl(24, 1, 0, 0, 0) == 0; "
+  "os.execv(sys.argv[1], sys.argv[1:])"
+)  # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
 
 
 def run_cli(module, *args, env=None, honour_permissions=False):
@@ -53,58 +55,95 @@ def _assert_message(out, *words):
 
 
 CASES = [  # (module, args, words of the message: the problem and the fix)
-    ("rtrl_rl.train", ["--config=configs/missing.py"],
-     ["--config=configs/missing.py", "No such file", "Pass an existing config file"]),
-    ("rtrl_rl.train", ["--config=configs/missing.py", "--config.seed=1"],
-     ["--config=configs/missing.py", "No such file"]),
-    ("rtrl_rl.train", ["--config=configs/default.py:badvariant"],
-     ["unknown variant 'badvariant'", "expected elstm, rtu, lru or ff"]),
-    ("rtrl_rl.train", ["--config={tmp}/raising_config.py"],
-     ["raising_config.py", "RuntimeError: no GPU quota left", "Fix the config file"]),
-    ("rtrl_rl.train", ["--config=configs/default.py", "--config.sed=1"],
-     ["'sed'", "field names of the --config.<field> overrides"]),
-    ("rtrl_rl.train", ["--config=configs/default.py", "--bogus"], ["bogus", "--helpfull"]),
-    ("rtrl_rl.train", [], ["--config is required", "--config=configs/default.py"]),
-    ("rtrl_rl.train", ["--config=configs/default.py", "--run_dir={tmp}/afile"],
-     ["{tmp}/afile is a file", "--run_dir"]),
-    ("rtrl_rl.train", ["--config=configs/default.py", "--run_dir={tmp}/afile/run"],
-     ["lies under {tmp}/afile", "--run_dir"]),
-    ("rtrl_rl.agents.prediction", ["--config=configs/missing.py"], ["No such file"]),
-    ("rtrl_rl.agents.prediction", ["--config=configs/default.py", "--run_dir={tmp}/empty/p"],
-     ["algo='impala'", "python -m rtrl_rl.train"]),
-    ("rtrl_rl.agents.prediction", ["--config=configs/rtu_trace_conditioning.py", "--run_dir={tmp}/afile"],
-     ["is a file", "--run_dir"]),
-    ("rtrl_rl.evaluate", [], ["--run_dir is required"]),
-    ("rtrl_rl.evaluate", ["--run_dir={tmp}/missing"], ["not a run directory", "--run_dir"]),
-    ("rtrl_rl.evaluate", ["--run_dir={tmp}/run"], ["no checkpoint", "--run_dir"]),
-    ("rtrl_rl.evaluate", ["--run_dir={tmp}/run", "--out={tmp}/empty"], ["is a directory", "--out"]),
-    ("rtrl_rl.evaluate", ["--run_dir={tmp}/run", "--env_options=oops"], ["--env_options", "key=value"]),
-    ("rtrl_rl.plot", ["--runs={tmp}/empty"], ["no run directory", "metrics.jsonl", "--runs"]),
-    ("rtrl_rl.plot", ["--runs={tmp}/missing"], ["{tmp}/missing is not a directory", "--runs"]),
-    ("rtrl_rl.plot", ["--runs={tmp}/empty", "--out={tmp}/afile/c.png"], ["lies under", "--out"]),
-    ("rtrl_rl.plot", ["--runs={tmp}/empty", "--out={tmp}/c.txt"], [".txt", ".png"]),
-    ("launch.sweep", ["--sweep={tmp}/missing.py"], ["no such file", "launch/sweeps/"]),
-    ("launch.sweep", ["--sweep=README.md", "--dry_run"], ["not a Python file", "launch/sweeps/"]),
-    ("launch.sweep", ["--sweep={tmp}/raising_sweep.py", "--dry_run"],
-     ["ModuleNotFoundError", "no_such_module_here", "--verbose"]),
-    ("launch.sweep", ["--sweep={tmp}/sweep.py", "--root={tmp}/afile", "--devices=cpu"],
-     ["lies under {tmp}/afile", "--root"]),
-    ("launch.sweep", ["--sweep={tmp}/sweep.py", "--root={tmp}/sweeps", "--backend=slurm"],
-     ["sbatch", "--backend=local"]),
-    ("launch.status", ["--root={tmp}/missing"], ["no such directory", "sweep directory"]),
-    ("launch.status", ["--root={tmp}/empty"], ["no run directories", "sweep directory"]),
-    ("rtrl_rl.envs", ["--list", "nope"], ["unknown family 'nope'", "memory"]),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/missing.py"],
+    ["--config=configs/missing.py", "No such file", "Pass an existing config file"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/missing.py", "--config.seed=1"],
+    ["--config=configs/missing.py", "No such file"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/default.py:badvariant"],
+    ["unknown variant 'badvariant'", "expected elstm, rtu, lru or ff"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config={tmp}/raising_config.py"],
+    ["raising_config.py", "RuntimeError: no GPU quota left", "Fix the config file"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/default.py", "--config.sed=1"],
+    ["'sed'", "field names of the --config.<field> overrides"],
+  ),
+  ("rtrl_rl.train", ["--config=configs/default.py", "--bogus"], ["bogus", "--helpfull"]),
+  ("rtrl_rl.train", [], ["--config is required", "--config=configs/default.py"]),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/default.py", "--run_dir={tmp}/afile"],
+    ["{tmp}/afile is a file", "--run_dir"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/default.py", "--run_dir={tmp}/afile/run"],
+    ["lies under {tmp}/afile", "--run_dir"],
+  ),
+  ("rtrl_rl.agents.prediction", ["--config=configs/missing.py"], ["No such file"]),
+  (
+    "rtrl_rl.agents.prediction",
+    ["--config=configs/default.py", "--run_dir={tmp}/empty/p"],
+    ["algo='impala'", "python -m rtrl_rl.train"],
+  ),
+  (
+    "rtrl_rl.agents.prediction",
+    ["--config=configs/rtu_trace_conditioning.py", "--run_dir={tmp}/afile"],
+    ["is a file", "--run_dir"],
+  ),
+  ("rtrl_rl.evaluate", [], ["--run_dir is required"]),
+  ("rtrl_rl.evaluate", ["--run_dir={tmp}/missing"], ["not a run directory", "--run_dir"]),
+  ("rtrl_rl.evaluate", ["--run_dir={tmp}/run"], ["no checkpoint", "--run_dir"]),
+  ("rtrl_rl.evaluate", ["--run_dir={tmp}/run", "--out={tmp}/empty"], ["is a directory", "--out"]),
+  ("rtrl_rl.evaluate", ["--run_dir={tmp}/run", "--env_options=oops"], ["--env_options", "key=value"]),
+  ("rtrl_rl.plot", ["--runs={tmp}/empty"], ["no run directory", "metrics.jsonl", "--runs"]),
+  ("rtrl_rl.plot", ["--runs={tmp}/missing"], ["{tmp}/missing is not a directory", "--runs"]),
+  ("rtrl_rl.plot", ["--runs={tmp}/empty", "--out={tmp}/afile/c.png"], ["lies under", "--out"]),
+  ("rtrl_rl.plot", ["--runs={tmp}/empty", "--out={tmp}/c.txt"], [".txt", ".png"]),
+  ("launch.sweep", ["--sweep={tmp}/missing.py"], ["no such file", "launch/sweeps/"]),
+  ("launch.sweep", ["--sweep=README.md", "--dry_run"], ["not a Python file", "launch/sweeps/"]),
+  (
+    "launch.sweep",
+    ["--sweep={tmp}/raising_sweep.py", "--dry_run"],
+    ["ModuleNotFoundError", "no_such_module_here", "--verbose"],
+  ),
+  (
+    "launch.sweep",
+    ["--sweep={tmp}/sweep.py", "--root={tmp}/afile", "--devices=cpu"],
+    ["lies under {tmp}/afile", "--root"],
+  ),
+  (
+    "launch.sweep",
+    ["--sweep={tmp}/sweep.py", "--root={tmp}/sweeps", "--backend=slurm"],
+    ["sbatch", "--backend=local"],
+  ),
+  ("launch.status", ["--root={tmp}/missing"], ["no such directory", "sweep directory"]),
+  ("launch.status", ["--root={tmp}/empty"], ["no run directories", "sweep directory"]),
+  ("rtrl_rl.envs", ["--list", "nope"], ["unknown family 'nope'", "memory"]),
 ]
 
 
-@pytest.mark.parametrize("module,args,words", CASES,
-                         ids=[f"{m.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES])
+@pytest.mark.parametrize(
+  "module,args,words", CASES, ids=[f"{m.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES]
+)
 def test_user_mistake_is_one_message(tmp, module, args, words):
-  env = dict(os.environ, PATH="/nonexistent")   # no sbatch / srun, whatever the host has
+  env = dict(os.environ, PATH="/nonexistent")  # no sbatch / srun, whatever the host has
   before = _tree(tmp)
   out = run_cli(module, *(a.format(tmp=tmp) for a in args), env=env)
   _assert_message(out, *(w.format(tmp=tmp) for w in words))
-  assert _tree(tmp) == before                    # a refused command creates nothing
+  assert _tree(tmp) == before  # a refused command creates nothing
 
 
 def _tree(path):
@@ -123,11 +162,16 @@ def read_only_dir(tmp_path):
 
 
 def test_read_only_run_dir_is_refused_before_training(read_only_dir):
-  out = run_cli("rtrl_rl.train", "--config=configs/default.py", f"--run_dir={read_only_dir}",
-             honour_permissions=True)
+  out = run_cli(
+    "rtrl_rl.train", "--config=configs/default.py", f"--run_dir={read_only_dir}", honour_permissions=True
+  )
   _assert_message(out, f"cannot write {read_only_dir}", "read-only", "--run_dir")
-  out = run_cli("rtrl_rl.train", "--config=configs/default.py", f"--run_dir={read_only_dir}/sub/run",
-             honour_permissions=True)
+  out = run_cli(
+    "rtrl_rl.train",
+    "--config=configs/default.py",
+    f"--run_dir={read_only_dir}/sub/run",
+    honour_permissions=True,
+  )
   _assert_message(out, f"{read_only_dir} is read-only", "--run_dir")
   assert os.listdir(read_only_dir) == ["config.json"]
 
@@ -137,10 +181,13 @@ def test_evaluate_on_a_read_only_run_dir_names_out(read_only_dir):
   _assert_message(out, f"cannot write {read_only_dir}/eval.json", "read-only", "--out")
 
 
-@pytest.mark.parametrize("module,args", [
+@pytest.mark.parametrize(
+  "module,args",
+  [
     ("rtrl_rl.train", ["--config=configs/missing.py"]),
     ("launch.status", ["--root=/nonexistent/sweep"]),
-])
+  ],
+)
 def test_verbose_shows_the_traceback(module, args):
   out = run_cli(module, *args, "--verbose")
   assert out.returncode == 2, out.stderr
@@ -170,13 +217,21 @@ def test_a_job_array_that_sbatch_refuses_is_one_message(tmp_path):
   """A fake `sbatch` that refuses as SLURM does (a partition the cluster does not have)."""
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
-  (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
-                                  "echo 'sbatch: error: Batch job submission failed: Invalid partition "
-                                  "name specified' >&2\nexit 1\n")
+  (bin_dir / "sbatch").write_text(
+    "#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpux' >&2\n"
+    "echo 'sbatch: error: Batch job submission failed: Invalid partition "
+    "name specified' >&2\nexit 1\n"
+  )
   (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
   for f in bin_dir.iterdir():
     f.chmod(0o755)
   env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-  out = run_cli("launch.sweep", "--sweep=launch/sweeps/default.py", "--backend=slurm",
-                f"--root={tmp_path}/root", "--partition=gpux", env=env)
+  out = run_cli(
+    "launch.sweep",
+    "--sweep=launch/sweeps/default.py",
+    "--backend=slurm",
+    f"--root={tmp_path}/root",
+    "--partition=gpux",
+    env=env,
+  )
   _assert_message(out, "sbatch refused the job array", "invalid partition specified: gpux", "--partition")

@@ -11,26 +11,48 @@ from rtrl_rl import experiment
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CASES = [  # (config file, argument): the papers' grids, one of each kind
-    ("default.py", None), ("default.py", "ff"), ("default.py", "rtu"), ("default.py", "lru"),
-    *[("irie_atari.py", f"game={g},mode={m}") for g in ("Breakout", "Gravitar", "MsPacman", "Qbert",
-                                                          "Seaquest") for m in ("rtrl", "tbptt", "ff")],
-    *[("irie_procgen.py", f"game={g},distribution=memory,M={m}") for g in ("dodgeball", "heist", "maze",
-                                                                              "miner", "caveflyer", "jumper") for m in (5, 50)],
-    ("irie_procgen.py", "game=chaser,distribution=hard,mode=tbptt,M=5"),
-    *[("irie_dmlab.py", f"level={l},mode={m},M={n}") for l in ("rooms_select_nonmatching_object",
-                                                               "rooms_watermaze", "rooms_keys_doors_puzzle")
-      for m in ("rtrl", "tbptt") for n in (10, 50, 100)],
-    *[("rtu_mujoco_pomdp.py", f"env={e},core={c}") for e in ("Ant-P", "HalfCheetah-V", "Hopper-P", "Walker2d-V")
-      for c in ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru", "ff")],
-    ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
-    *[("claims_irie_m.py", f"core={c},mode={m},M={n}") for c in ("elstm", "rtu", "ff") for m in ("rtrl", "tbptt")
-      for n in (2, 16)],
-    ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
-    ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
-    *[("rtu_popgym.py", f"task={t},level={l}") for t in ("CountRecall", "RepeatFirst", "Concentration",
-                                                         "Autoencode", "HigherLower") for l in ("easy", "hard")],
-    ("rtu_popgym.py", "task=PositionOnlyPendulum,level=hard,core=rtu_linear"),  # Box actions
-    ("rtu_popgym.py", "task=Battleship,level=medium,env_family=numpy"),         # host path
+  ("default.py", None),
+  ("default.py", "ff"),
+  ("default.py", "rtu"),
+  ("default.py", "lru"),
+  *[
+    ("irie_atari.py", f"game={g},mode={m}")
+    for g in ("Breakout", "Gravitar", "MsPacman", "Qbert", "Seaquest")
+    for m in ("rtrl", "tbptt", "ff")
+  ],
+  *[
+    ("irie_procgen.py", f"game={g},distribution=memory,M={m}")
+    for g in ("dodgeball", "heist", "maze", "miner", "caveflyer", "jumper")
+    for m in (5, 50)
+  ],
+  ("irie_procgen.py", "game=chaser,distribution=hard,mode=tbptt,M=5"),
+  *[
+    ("irie_dmlab.py", f"level={l},mode={m},M={n}")
+    for l in ("rooms_select_nonmatching_object", "rooms_watermaze", "rooms_keys_doors_puzzle")
+    for m in ("rtrl", "tbptt")
+    for n in (10, 50, 100)
+  ],
+  *[
+    ("rtu_mujoco_pomdp.py", f"env={e},core={c}")
+    for e in ("Ant-P", "HalfCheetah-V", "Hopper-P", "Walker2d-V")
+    for c in ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru", "ff")
+  ],
+  ("rtu_reacher_pomdp.py", "core=rtu_nonlinear"),
+  *[
+    ("claims_irie_m.py", f"core={c},mode={m},M={n}")
+    for c in ("elstm", "rtu", "ff")
+    for m in ("rtrl", "tbptt")
+    for n in (2, 16)
+  ],
+  ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
+  ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
+  *[
+    ("rtu_popgym.py", f"task={t},level={l}")
+    for t in ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")
+    for l in ("easy", "hard")
+  ],
+  ("rtu_popgym.py", "task=PositionOnlyPendulum,level=hard,core=rtu_linear"),  # Box actions
+  ("rtu_popgym.py", "task=Battleship,level=medium,env_family=numpy"),  # host path
 ]
 
 
@@ -49,6 +71,7 @@ def test_rtu_mujoco_configs_run_brax_on_the_jitted_loop_or_envpool_on_the_host()
 
 def test_rtu_popgym_runs_every_task_on_the_jitted_loop_or_the_package_on_the_host():
   from rtrl_rl.envs._popgym import LEVELS, TASKS
+
   for task in TASKS:
     for level in LEVELS:
       c = load("rtu_popgym.py", f"task={task},level={level}")
@@ -76,7 +99,9 @@ def test_config_loads_and_validates(name, arg):
 
 
 def test_every_config_file_is_covered():
-  files = {f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py") and not f.startswith("_")}
+  files = {
+    f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py") and not f.startswith("_")
+  }
   covered = {name for name, _ in CASES} | {"rtu_trace_conditioning.py"}  # tested in test_prediction.py
   assert files <= covered, files - covered
 
@@ -85,12 +110,16 @@ def test_every_config_file_is_covered():
 def test_rtu_paper_tbptt_cores_learn_from_sequences_of_T_steps(name):
   """The GRU / LRU T-BPTT baselines replay sequences of T steps (torso backpropagated through the
   window); the RTRL cores learn from single steps with the immediate torso gradient (the paper)."""
-  for core, t, want in (("gru", 8, (8, "tbptt", "unroll")), ("lru_tbptt", 32, (32, "tbptt", "unroll")),
-                        ("rtu_nonlinear", 8, (1, "rtrl", "immediate")), ("lru", 8, (1, "rtrl", "immediate"))):
+  for core, t, want in (
+    ("gru", 8, (8, "tbptt", "unroll")),
+    ("lru_tbptt", 32, (32, "tbptt", "unroll")),
+    ("rtu_nonlinear", 8, (1, "rtrl", "immediate")),
+    ("lru", 8, (1, "rtrl", "immediate")),
+  ):
     a = load(name, f"core={core},T={t}").agent
     assert (a.sequence_length, a.core_mode, a.stem_grad) == want, core
   with pytest.raises(ValueError, match="sequence_length"):
-    experiment.validate(load(name, "core=gru,T=3"))     # 3 does not divide the 2048-step rollout
+    experiment.validate(load(name, "core=gru,T=3"))  # 3 does not divide the 2048-step rollout
 
 
 def test_bad_arguments_name_the_keys():
@@ -123,7 +152,7 @@ def test_invalid_combinations_fail_at_load_time_naming_the_fields():
   config.system.actor_device = "tpu"
   with pytest.raises(ValueError, match=r"system.actor_device='tpu': expected one of \('cpu', 'gpu'\)"):
     experiment.validate(config)
-  config = load("rtu_popgym.py", "env_family=numpy")   # backend "sync": one process
+  config = load("rtu_popgym.py", "env_family=numpy")  # backend "sync": one process
   config.system.num_processes, config.system.coordinator_address = 2, "127.0.0.1:1234"
   with pytest.raises(ValueError, match="system.backend='sync' runs on one process"):
     experiment.validate(config)
@@ -152,11 +181,15 @@ def test_a_ppo_buffer_that_cannot_fit_is_refused_with_the_size_it_needs():
   whose buffer (x2 for the update's working copies) exceeds the machine fails at validation."""
   from rtrl_rl import envs
   from rtrl_rl.agents.ppo import config as ppo_config
+
   config = load("rtu_popgym.py", "core=rtu_nonlinear")
   per_step = ppo_config.stored_carry_bytes(config.agent, *envs.describe(config.env.id)) / 2048
-  assert 195_000 < per_step < 215_000            # 2N + 4DN + 4N floats, N = 192, D = 65
-  experiment.validate(config)                      # 400 MB: fits
-  config.agent.num_envs, config.agent.num_minibatches = 1024, 32 * 1024    # 400 GB
-  with pytest.raises(experiment.ExperimentConfigError, match=r"2048 x 1024 carries.*GiB.*lower "
-                     r"agent.rollout_length or agent.num_envs"):
+  assert 195_000 < per_step < 215_000  # 2N + 4DN + 4N floats, N = 192, D = 65
+  experiment.validate(config)  # 400 MB: fits
+  config.agent.num_envs, config.agent.num_minibatches = 1024, 32 * 1024  # 400 GB
+  with pytest.raises(
+    experiment.ExperimentConfigError,
+    match=r"2048 x 1024 carries.*GiB.*lower "
+    r"agent.rollout_length or agent.num_envs",
+  ):
     experiment.validate(config)

@@ -26,9 +26,22 @@ def run_dir(tmp_path_factory):
 
 
 def test_cli_writes_eval_json(run_dir):
-  out = subprocess.run([sys.executable, "-m", "rtrl_rl.evaluate", f"--run_dir={run_dir}", "--episodes=6",
-                        "--repeats=2", "--greedy", "--num_envs=4"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.evaluate",
+      f"--run_dir={run_dir}",
+      "--episodes=6",
+      "--repeats=2",
+      "--greedy",
+      "--num_envs=4",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stdout + out.stderr
   assert "repeat 1: mean return" in out.stdout and "overall:" in out.stdout
   record = json.load(open(os.path.join(run_dir, "eval.json")))
@@ -55,6 +68,7 @@ def _ppo_run(run: str):
   from rtrl_rl import envs, experiment
   from rtrl_rl.io.checkpoint import Checkpointer
   from rtrl_rl.system import anakin
+
   c = experiment.base_config("ppo")
   c.env.id = "gymnax/CartPole-v1"
   a = c.agent
@@ -65,13 +79,26 @@ def _ppo_run(run: str):
   with open(os.path.join(run, "config.json"), "w") as f:
     json.dump(json.loads(c.to_json_best_effort()), f)
   loop = anakin.make_ppo(envs.make_functional(c.env.id), a)
-  shapes = jax.eval_shape(loop.init, jax.random.PRNGKey(0))     # the checkpointed state's structure
+  shapes = jax.eval_shape(loop.init, jax.random.PRNGKey(0))  # the checkpointed state's structure
   rng = np.random.default_rng(0)
-  state = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.3).astype(s.dtype)
-                       if np.issubdtype(s.dtype, np.floating) else np.zeros(s.shape, s.dtype), shapes)
-  state = state._replace(actor=state.actor._replace(norm=state.actor.norm._replace(
-      obs=state.actor.norm.obs._replace(mean=np.full(shapes.actor.norm.obs.mean.shape, 0.5, np.float32),
-                                        var=np.ones(shapes.actor.norm.obs.var.shape, np.float32)))))
+  state = jax.tree.map(
+    lambda s: (
+      (rng.normal(size=s.shape) * 0.3).astype(s.dtype)
+      if np.issubdtype(s.dtype, np.floating)
+      else np.zeros(s.shape, s.dtype)
+    ),
+    shapes,
+  )
+  state = state._replace(
+    actor=state.actor._replace(
+      norm=state.actor.norm._replace(
+        obs=state.actor.norm.obs._replace(
+          mean=np.full(shapes.actor.norm.obs.mean.shape, 0.5, np.float32),
+          var=np.ones(shapes.actor.norm.obs.var.shape, np.float32),
+        )
+      )
+    )
+  )
   ckpt = Checkpointer(os.path.join(run, "checkpoints"))
   ckpt.save(3, state, {"frames": 48, "updates": 3}, wait=True)
   ckpt.close()
@@ -82,9 +109,10 @@ def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
   run = str(tmp_path / "ppo_run")
   state = _ppo_run(run)
   flat = evaluate.load_checkpoint(run)[1]
-  params = evaluate.params_from_flat(flat, state.learner.params)   # not the optimiser's moments
-  assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params),
-                                                   jax.tree.leaves(state.learner.params)))
+  params = evaluate.params_from_flat(flat, state.learner.params)  # not the optimiser's moments
+  assert all(
+    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(state.learner.params))
+  )
   np.testing.assert_allclose(evaluate._find_suffix(flat, "norm.obs.mean"), 0.5)
   rec = evaluate.evaluate(run, episodes=3, repeats=2, greedy=True, num_envs=3, log=lambda *_: None)
   assert rec["algo"] == "ppo" and rec["checkpoint_step"] == 3 and rec["frames"] == 48

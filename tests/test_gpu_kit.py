@@ -22,17 +22,17 @@ import slim_wheel  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-impor
 
 def _make_wheel(path: str) -> None:
   members = {
-      "pkg/__init__.py": b"import pkg.entry\n",
-      "pkg/entry.py": b"import pkg.a.registration  # noqa: F401\nimport pkg.b.registration\nX = 1\n",
-      "pkg/a/__init__.py": b"from . import engine\n",
-      "pkg/a/engine.py": b"OK = True\n",
-      "pkg/a/registration.py": b"",
-      "pkg/a/big.so": b"\0" * 1000,
-      "pkg/b/__init__.py": b"from .engine import missing\n",
-      "pkg/b/big.so": b"\1" * 1000,
-      "pkg/b/registration.py": b"",
-      "pkg-1.0.dist-info/METADATA": b"Name: pkg\nVersion: 1.0\n",
-      "pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+    "pkg/__init__.py": b"import pkg.entry\n",
+    "pkg/entry.py": b"import pkg.a.registration  # noqa: F401\nimport pkg.b.registration\nX = 1\n",
+    "pkg/a/__init__.py": b"from . import engine\n",
+    "pkg/a/engine.py": b"OK = True\n",
+    "pkg/a/registration.py": b"",
+    "pkg/a/big.so": b"\0" * 1000,
+    "pkg/b/__init__.py": b"from .engine import missing\n",
+    "pkg/b/big.so": b"\1" * 1000,
+    "pkg/b/registration.py": b"",
+    "pkg-1.0.dist-info/METADATA": b"Name: pkg\nVersion: 1.0\n",
+    "pkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
   }
   with zipfile.ZipFile(path, "w") as z:
     for name, data in members.items():
@@ -44,26 +44,33 @@ def test_slim_wheel_keeps_drops_rewrites_and_records(tmp_path):
   src = tmp_path / "in" / "pkg-1.0-py3-none-any.whl"
   src.parent.mkdir()
   _make_wheel(str(src))
-  out = slim_wheel.slim(str(src), str(tmp_path / "out"), drop=["pkg/*/*.so", "pkg/b/*"],
-                        keep=["pkg/a/*", "pkg/b/__init__.py", "pkg/b/registration.py"],
-                        tolerant=["pkg/entry.py"])
+  out = slim_wheel.slim(
+    str(src),
+    str(tmp_path / "out"),
+    drop=["pkg/*/*.so", "pkg/b/*"],
+    keep=["pkg/a/*", "pkg/b/__init__.py", "pkg/b/registration.py"],
+    tolerant=["pkg/entry.py"],
+  )
   with zipfile.ZipFile(out) as z:
     names = set(z.namelist())
     assert "pkg/a/big.so" in names and "pkg/b/big.so" not in names
     assert {"pkg/b/__init__.py", "pkg/b/registration.py", "pkg/a/engine.py"} <= names
     record = z.read("pkg-1.0.dist-info/RECORD").decode().splitlines()
     rows = {line.split(",")[0]: line.split(",")[1:] for line in record}
-    assert set(rows) == names                    # every member listed, the RECORD itself too
+    assert set(rows) == names  # every member listed, the RECORD itself too
     for name in names - {"pkg-1.0.dist-info/RECORD"}:
       data = z.read(name)
       digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
       assert rows[name] == [f"sha256={digest}", str(len(data))], name
     z.extractall(tmp_path / "site")
   # The package imports although pkg.b's engine is gone: entry.py skips it.
-  probe = ("import pkg, pkg.entry, sys; print(pkg.entry.X, 'pkg.a.registration' in sys.modules, "
-           "'pkg.b.registration' in sys.modules)")
-  res = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "site", capture_output=True,
-                       text=True, check=True)
+  probe = (
+    "import pkg, pkg.entry, sys; print(pkg.entry.X, 'pkg.a.registration' in sys.modules, "
+    "'pkg.b.registration' in sys.modules)"
+  )
+  res = subprocess.run(
+    [sys.executable, "-c", probe], cwd=tmp_path / "site", capture_output=True, text=True, check=True
+  )
   assert res.stdout.split() == ["1", "True", "False"]
 
 

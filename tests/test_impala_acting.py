@@ -23,8 +23,9 @@ class _ToyEnv:
     self._ended = np.zeros(num_envs, bool)
 
   def _obs(self):
-    return np.stack([self._t / 5.0, self._rng.normal(size=self.num_envs),
-                     self._len / 6.0], -1).astype(np.float32)
+    return np.stack([self._t / 5.0, self._rng.normal(size=self.num_envs), self._len / 6.0], -1).astype(
+      np.float32
+    )
 
   def _new(self, mask):
     self._t[mask] = 0
@@ -34,8 +35,9 @@ class _ToyEnv:
   def reset(self):
     self._new(np.ones(self.num_envs, bool))
     b = self.num_envs
-    return TimeStep(self._obs(), np.zeros(b, np.float32), np.zeros(b, bool), np.zeros(b, bool),
-                    np.ones(b, bool), {})
+    return TimeStep(
+      self._obs(), np.zeros(b, np.float32), np.zeros(b, bool), np.zeros(b, bool), np.ones(b, bool), {}
+    )
 
   def step(self, actions):
     first = self._ended.copy()
@@ -61,8 +63,9 @@ def test_rollouts_overlap_and_match_the_learner_replay():
 
   @jax.jit
   def replay(params, r):
-    (dist, _), carry = agent.unroll(params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1],
-                                    r.first[:-1], outgoing_traces=True)
+    (dist, _), carry = agent.unroll(
+      params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1], r.first[:-1], outgoing_traces=True
+    )
     return dist.logits, carry
 
   saw_end = False
@@ -102,7 +105,14 @@ def test_greedy_policy_takes_the_mode():
   state = impala.init_learner(agent, c, env.observation_space)
   ts = env.reset()
   policy = impala.make_policy(agent, greedy=True)
-  action, logits, carry = policy(state.params, agent.initial_carry(4), ts.obs, ts.reward, ts.first,
-                                 jnp.zeros(4, jnp.int32), jax.random.PRNGKey(0))
+  action, logits, carry = policy(
+    state.params,
+    agent.initial_carry(4),
+    ts.obs,
+    ts.reward,
+    ts.first,
+    jnp.zeros(4, jnp.int32),
+    jax.random.PRNGKey(0),
+  )
   np.testing.assert_array_equal(action, np.argmax(logits, -1))
-  assert carry.traces is not None          # rtrl core: the actor maintains the traces
+  assert carry.traces is not None  # rtrl core: the actor maintains the traces

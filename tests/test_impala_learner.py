@@ -32,10 +32,17 @@ def _config(cell="elstm", hidden=4, m=5, b=3, core_mode="rtrl"):
 def _slice_time(r: Rollout, start: int, stop: int, carry) -> Rollout:
   """Steps start..stop (inclusive) of a long stream, as a rollout of stop-start transitions."""
   s = slice(start, stop + 1)
-  return r._replace(obs=r.obs[s], reward=r.reward[s], terminated=r.terminated[s],
-                    truncated=r.truncated[s], first=r.first[s], prev_action=r.prev_action[s],
-                    action=r.action[start:stop], behaviour_logits=r.behaviour_logits[start:stop],
-                    carry=carry)
+  return r._replace(
+    obs=r.obs[s],
+    reward=r.reward[s],
+    terminated=r.terminated[s],
+    truncated=r.truncated[s],
+    first=r.first[s],
+    prev_action=r.prev_action[s],
+    action=r.action[start:stop],
+    behaviour_logits=r.behaviour_logits[start:stop],
+    carry=carry,
+  )
 
 
 def _assert_tree_close(got, want, rtol, atol=0.0):
@@ -48,17 +55,28 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
     m1, m2, b = 4, 5, 3
     config = _config(m=m2, b=b)
     agent = impala.make_agent(config, OBS, ACT)
-    f64 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64)
-                                 if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, t)
+    f64 = lambda t: jax.tree.map(
+      lambda x: jnp.asarray(x, jnp.float64) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x, t
+    )
     params = f64(jax.jit(agent.init)(jax.random.PRNGKey(1), jnp.zeros((3,), jnp.float64)))
     # One stream of m1 + m2 + 1 steps with episode ends inside both rollouts (and terminations and
     # truncations); rollout 2 overlaps rollout 1 by one step.
-    stream = f64(synthetic_rollout(3, unroll_length=m1 + m2, batch_size=b, obs_shape=(3,),
-                                   obs_dtype=np.float64, num_actions=3, carry=None, end_prob=0.25))
+    stream = f64(
+      synthetic_rollout(
+        3,
+        unroll_length=m1 + m2,
+        batch_size=b,
+        obs_shape=(3,),
+        obs_dtype=np.float64,
+        num_actions=3,
+        carry=None,
+        end_prob=0.25,
+      )
+    )
     first = np.array(stream.first)
     first[0] = True
     stream = stream._replace(first=first)
-    assert stream.first[1:m1].any() and stream.first[m1 + 1:].any()
+    assert stream.first[1:m1].any() and stream.first[m1 + 1 :].any()
     assert stream.terminated.any() and stream.truncated.any()
     c0 = f64(agent.initial_carry(b))
 
@@ -67,9 +85,11 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
     @jax.jit
     def act(params, carry):
       for t in range(m1):
-        _, carry = agent.step(params, carry, stream.obs[t], stream.reward[t], stream.prev_action[t],
-                              stream.first[t])
+        _, carry = agent.step(
+          params, carry, stream.obs[t], stream.reward[t], stream.prev_action[t], stream.first[t]
+        )
       return carry
+
     carry = act(params, c0)
     r2 = _slice_time(stream, m1, m1 + m2, carry)
 
@@ -80,13 +100,14 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
     # The torso is trained with gradients truncated to the unroll (stem_grad="unroll"), so its
     # outputs on rollout 1 are constants in the reference too.
     ref = dataclasses.replace(agent, core_mode="bptt")
-    jax.eval_shape(ref.init, jax.random.PRNGKey(1), jnp.zeros((3,), jnp.float64))   # binds sizes
+    jax.eval_shape(ref.init, jax.random.PRNGKey(1), jnp.zeros((3,), jnp.float64))  # binds sizes
     ref_loss_fn = impala.make_loss(ref, config)
 
     def ref_loss(p):
       p1 = {**p, "torso": jax.lax.stop_gradient(p["torso"])}
-      _, c = ref.unroll(p1, c0, stream.obs[:m1], stream.reward[:m1], stream.prev_action[:m1],
-                        stream.first[:m1])
+      _, c = ref.unroll(
+        p1, c0, stream.obs[:m1], stream.reward[:m1], stream.prev_action[:m1], stream.first[:m1]
+      )
       return ref_loss_fn(p, r2._replace(carry=c))[0]
 
     want_loss, want = jax.jit(jax.value_and_grad(ref_loss))(params)
@@ -104,8 +125,16 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
 # -- (f) masking of the dummy transition after an episode end ----------------------------------------
 def _ended_rollout(agent, m=7, k=3, seed=0):
   """B=2 rollout where obs[k] ends env 0's episode by termination and env 1's by truncation."""
-  r = synthetic_rollout(seed, unroll_length=m, batch_size=2, obs_shape=(3,), obs_dtype=np.float32,
-                        num_actions=3, carry=agent.initial_carry(2), end_prob=0.0)
+  r = synthetic_rollout(
+    seed,
+    unroll_length=m,
+    batch_size=2,
+    obs_shape=(3,),
+    obs_dtype=np.float32,
+    num_actions=3,
+    carry=agent.initial_carry(2),
+    end_prob=0.0,
+  )
   terminated, truncated, first = (np.array(r.terminated), np.array(r.truncated), np.array(r.first))
   terminated[k, 0] = truncated[k, 1] = True
   first[k + 1] = True
@@ -114,8 +143,14 @@ def _ended_rollout(agent, m=7, k=3, seed=0):
   prev_action[k + 1] = 0
   rng = np.random.default_rng(seed)
   carry = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.3, x.dtype), r.carry)
-  return r._replace(terminated=terminated, truncated=truncated, first=first, reward=reward,
-                    prev_action=prev_action, carry=carry)
+  return r._replace(
+    terminated=terminated,
+    truncated=truncated,
+    first=first,
+    reward=reward,
+    prev_action=prev_action,
+    carry=carry,
+  )
 
 
 def test_transitions_semantics():
@@ -125,9 +160,9 @@ def test_transitions_semantics():
   tr = jax.tree.map(np.asarray, transitions(r, 0.9))
   np.testing.assert_array_equal(tr.mask[:, 0], [1, 1, 1, 0, 1, 1, 1])
   np.testing.assert_array_equal(tr.mask[:, 1], [1, 1, 1, 0, 1, 1, 1])
-  np.testing.assert_allclose(tr.discounts[:, 0], [.9, .9, 0, 0, .9, .9, .9])   # terminal: no bootstrap
-  np.testing.assert_allclose(tr.discounts[:, 1], [.9, .9, .9, 0, .9, .9, .9])   # truncated: bootstrap
-  np.testing.assert_array_equal(tr.lambdas[:, 1], [1, 1, 0, 0, 1, 1, 1])         # trace cut at the end
+  np.testing.assert_allclose(tr.discounts[:, 0], [0.9, 0.9, 0, 0, 0.9, 0.9, 0.9])  # terminal: no bootstrap
+  np.testing.assert_allclose(tr.discounts[:, 1], [0.9, 0.9, 0.9, 0, 0.9, 0.9, 0.9])  # truncated: bootstrap
+  np.testing.assert_array_equal(tr.lambdas[:, 1], [1, 1, 0, 0, 1, 1, 1])  # trace cut at the end
   np.testing.assert_allclose(tr.rewards[:3], r.reward[1:4])
 
 
@@ -163,9 +198,18 @@ def test_same_seed_gives_bitwise_identical_parameters_after_20_updates():
   agent = impala.make_agent(config, OBS, ACT)
   step = impala.make_learner_step(agent, config)
   jax.eval_shape(agent.init, jax.random.PRNGKey(0), jnp.zeros((3,)))
-  rollouts = [synthetic_rollout(100 + i, unroll_length=4, batch_size=2, obs_shape=(3,),
-                                obs_dtype=np.float32, num_actions=3, carry=agent.initial_carry(2))
-              for i in range(20)]
+  rollouts = [
+    synthetic_rollout(
+      100 + i,
+      unroll_length=4,
+      batch_size=2,
+      obs_shape=(3,),
+      obs_dtype=np.float32,
+      num_actions=3,
+      carry=agent.initial_carry(2),
+    )
+    for i in range(20)
+  ]
 
   def run(seed):
     state = impala.init_learner(agent, config, OBS, seed=seed)
@@ -182,7 +226,7 @@ def test_same_seed_gives_bitwise_identical_parameters_after_20_updates():
 # -- optimiser: torch.optim.RMSprop semantics -------------------------------------------------------
 def test_optimizer_matches_torch_rmsprop_with_clip_and_linear_decay():
   config = _config(m=2, b=5)
-  config.total_env_steps = 40          # 4 updates to decay to 0
+  config.total_env_steps = 40  # 4 updates to decay to 0
   config.max_grad_norm = 1.0
   opt = impala.make_optimizer(config)
   p = {"w": jnp.array([1.0, -2.0, 3.0])}
@@ -201,12 +245,16 @@ def test_optimizer_matches_torch_rmsprop_with_clip_and_linear_decay():
 
 
 # -- (e) config validation -------------------------------------------------------------------------
-@pytest.mark.parametrize("changes, fields", [
+@pytest.mark.parametrize(
+  "changes, fields",
+  [
     ({"network.cell": "gru", "network.core_mode": "rtrl"}, ["network.core_mode", "network.cell"]),
     ({"network.cell": "lstm"}, ["network.core_mode", "network.cell"]),
     ({"network.stem_grad": "frozen"}, ["network.stem_grad", "network.stem_checkpoint"]),
-    ({"network.stem_grad": "frozen", "network.stem_checkpoint": "/nonexistent/stem.msgpack"},
-     ["network.stem_checkpoint"]),
+    (
+      {"network.stem_grad": "frozen", "network.stem_checkpoint": "/nonexistent/stem.msgpack"},
+      ["network.stem_checkpoint"],
+    ),
     ({"network.cell": "transformer"}, ["network.cell"]),
     ({"network.torso": "vit"}, ["network.torso"]),
     ({"network.hidden_size": 0}, ["network.hidden_size"]),
@@ -218,16 +266,20 @@ def test_optimizer_matches_torch_rmsprop_with_clip_and_linear_decay():
     ({"network.cell": "rtu", "network.cell_options": {"colour": "red"}}, ["network.cell_options"]),
     ({"network.stem_checkpoint": "/tmp/x.msgpack"}, ["network.stem_checkpoint", "network.stem_grad"]),
     ({"network.torso": "impala_resnet"}, ["network.torso", "observation space"]),
-])
+  ],
+)
 def test_validate_names_the_fields_before_any_compute(changes, fields, monkeypatch):
   config = _config()
   for k, v in changes.items():
     node, name = (config.network, k.split(".")[1]) if k.startswith("network.") else (config, k)
     setattr(node, name, v)
+
   # Nothing may be built (let alone computed) before validation fails.
   def boom(*a, **k):
     raise AssertionError("built a network before validating the config")
+
   from rtrl_rl.agents.impala import config as config_module
+
   monkeypatch.setattr(config_module, "Agent", boom)
   monkeypatch.setattr(jax.random, "PRNGKey", boom)
   with pytest.raises(impala.ConfigError) as e:
@@ -246,6 +298,7 @@ def test_valid_configs_pass():
 
 def test_frozen_stem_is_loaded_from_the_checkpoint_and_not_trained(tmp_path):
   import flax.serialization
+
   config = _config(m=3, b=2)
   agent = impala.make_agent(config, OBS, ACT)
   donor = impala.init_learner(agent, config, OBS, seed=5).params
@@ -256,9 +309,18 @@ def test_frozen_stem_is_loaded_from_the_checkpoint_and_not_trained(tmp_path):
   agent = impala.make_agent(config, OBS, ACT)
   state = impala.init_learner(agent, config, OBS, seed=0)
   jax.tree.map(np.testing.assert_array_equal, state.params["torso"], donor["torso"])
-  r = synthetic_rollout(1, unroll_length=3, batch_size=2, obs_shape=(3,), obs_dtype=np.float32,
-                        num_actions=3, carry=agent.initial_carry(2))
+  r = synthetic_rollout(
+    1,
+    unroll_length=3,
+    batch_size=2,
+    obs_shape=(3,),
+    obs_dtype=np.float32,
+    num_actions=3,
+    carry=agent.initial_carry(2),
+  )
   new, _ = impala.make_learner_step(agent, config)(state, r)
   jax.tree.map(np.testing.assert_array_equal, new.params["torso"], donor["torso"])
-  assert not np.array_equal(new.params["heads"]["params"]["value"]["value"]["kernel"],
-                            state.params["heads"]["params"]["value"]["value"]["kernel"])
+  assert not np.array_equal(
+    new.params["heads"]["params"]["value"]["value"]["kernel"],
+    state.params["heads"]["params"]["value"]["value"]["kernel"],
+  )

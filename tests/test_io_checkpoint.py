@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from rtrl_rl.io.checkpoint import Checkpointer, CheckpointCorruptError, CheckpointStructureError
+from rtrl_rl.io.checkpoint import CheckpointCorruptError, Checkpointer, CheckpointStructureError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,20 +46,24 @@ def _assert_bitwise_equal(a, b):
 def _state(seed=0):
   k = jax.random.key(seed)
   params = {
-      'dense': {'w': jax.random.normal(k, (3, 4)), 'b': jnp.arange(4, dtype=jnp.float32)},
-      'half': jnp.asarray([1.5, -2.25, np.nan], jnp.bfloat16),
-      'f16': jnp.asarray([0.1, np.inf], jnp.float16),
-      'empty': jnp.zeros((0, 5)),
+    'dense': {'w': jax.random.normal(k, (3, 4)), 'b': jnp.arange(4, dtype=jnp.float32)},
+    'half': jnp.asarray([1.5, -2.25, np.nan], jnp.bfloat16),
+    'f16': jnp.asarray([0.1, np.inf], jnp.float16),
+    'empty': jnp.zeros((0, 5)),
   }
   return {
-      'params': params,
-      'opt': optax.adam(1e-3).init(params),
-      'key': jax.random.fold_in(k, 7),
-      'rbg_keys': jax.random.split(jax.random.key(seed, impl='rbg'), 3),
-      'raw_key': jax.random.PRNGKey(seed + 1),
-      'counters': {'frames': 123456789012, 'updates': seed, 'lr': 0.25, 'done': False},
-      'np': {'i8': np.arange(-3, 3, dtype=np.int8), 'u64': np.array(2**63 + 5, np.uint64), 'b': np.array([True, False])},
-      'scalar': np.float32(3.5),
+    'params': params,
+    'opt': optax.adam(1e-3).init(params),
+    'key': jax.random.fold_in(k, 7),
+    'rbg_keys': jax.random.split(jax.random.key(seed, impl='rbg'), 3),
+    'raw_key': jax.random.PRNGKey(seed + 1),
+    'counters': {'frames': 123456789012, 'updates': seed, 'lr': 0.25, 'done': False},
+    'np': {
+      'i8': np.arange(-3, 3, dtype=np.int8),
+      'u64': np.array(2**63 + 5, np.uint64),
+      'b': np.array([True, False]),
+    },
+    'scalar': np.float32(3.5),
   }
 
 
@@ -76,10 +80,14 @@ def test_round_trip_bitwise_dtypes_keys_metadata(tmp_path):
   assert restored['params']['half'].dtype == jnp.bfloat16
   assert restored['key'].dtype == state['key'].dtype and restored['rbg_keys'].dtype == state['rbg_keys'].dtype
   # the restored key draws the same numbers
-  np.testing.assert_array_equal(jax.random.uniform(restored['key'], (3,)), jax.random.uniform(state['key'], (3,)))
+  np.testing.assert_array_equal(
+    jax.random.uniform(restored['key'], (3,)), jax.random.uniform(state['key'], (3,))
+  )
 
   # abstract target (ShapeDtypeStruct) works too and gives jax arrays
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x, state)
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if isinstance(x, jax.Array) else x, state
+  )
   with Checkpointer(tmp_path / 'ck') as ckpt:
     _, restored2, _ = ckpt.restore_latest(abstract)
     flat, _ = ckpt.restore(10)  # no target: {tree path: leaf}
@@ -135,7 +143,9 @@ def test_non_primary_writes_nothing_but_restores(tmp_path):
 
 
 def _step_files(d, step):
-  return [p for p in glob.glob(os.path.join(d, str(step), 'state', '**', '*'), recursive=True) if os.path.isfile(p)]
+  return [
+    p for p in glob.glob(os.path.join(d, str(step), 'state', '**', '*'), recursive=True) if os.path.isfile(p)
+  ]
 
 
 def test_damaged_missing_commit_and_partial_steps_are_skipped(tmp_path):
@@ -231,8 +241,13 @@ _WORKER = textwrap.dedent('''
 
 def _spawn(d, n):
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''), JAX_PLATFORMS='cpu')
-  return subprocess.Popen([sys.executable, '-c', _WORKER, d, str(n)], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL, text=True, env=env)
+  return subprocess.Popen(
+    [sys.executable, '-c', _WORKER, d, str(n)],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL,
+    text=True,
+    env=env,
+  )
 
 
 def _read_until(proc, prefix, timeout=60):
@@ -327,11 +342,12 @@ def test_a_resume_reads_its_checkpoint_once(tmp_path, monkeypatch):
     ckpt.save(s, {'w': jnp.full(16, float(s)), 'n': jnp.asarray(s, jnp.int32)}, {'updates': s}, wait=True)
   reads = []
   real = Checkpointer._read_stored
-  monkeypatch.setattr(Checkpointer, '_read_stored', lambda self, step, records: reads.append(step) or
-                      real(self, step, records))
+  monkeypatch.setattr(
+    Checkpointer, '_read_stored', lambda self, step, records: reads.append(step) or real(self, step, records)
+  )
   step, meta, damaged = ckpt.newest_intact()
   assert (step, meta['updates'], damaged, reads) == (2, 2, [], [2])
   state, _ = ckpt.restore(2, like)
   assert reads == [2] and float(state['w'][0]) == 2.0 and int(state['n']) == 2
-  state, _ = ckpt.restore(2, like)          # once only: a second restore reads again
+  state, _ = ckpt.restore(2, like)  # once only: a second restore reads again
   assert reads == [2, 2] and float(state['w'][3]) == 2.0

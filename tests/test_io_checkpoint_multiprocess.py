@@ -51,10 +51,22 @@ def _free_port():
 
 def test_two_processes_primary_writes_all_restore(tmp_path):
   d, port = str(tmp_path / 'ck'), str(_free_port())
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2', JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  procs = [subprocess.Popen([sys.executable, '-c', _WORKER, str(pid), port, d], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env) for pid in (0, 1)]
+  env = dict(
+    os.environ,
+    XLA_FLAGS='--xla_force_host_platform_device_count=2',
+    JAX_PLATFORMS='cpu',
+    PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, '-c', _WORKER, str(pid), port, d],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      env=env,
+    )
+    for pid in (0, 1)
+  ]
   outs = []
   try:
     for p in procs:

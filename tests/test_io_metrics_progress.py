@@ -14,8 +14,17 @@ from rtrl_rl.io.progress import Progress, format_duration
 
 
 def test_to_jsonable_converts_numpy_and_jax():
-  out = to_jsonable({'a': np.float32(1.5), 'b': jnp.int32(3), 'c': jnp.asarray(2.0, jnp.bfloat16),
-                     'd': np.arange(3), 'e': np.bool_(True), 'f': (1, np.int64(2)), 'g': None})
+  out = to_jsonable(
+    {
+      'a': np.float32(1.5),
+      'b': jnp.int32(3),
+      'c': jnp.asarray(2.0, jnp.bfloat16),
+      'd': np.arange(3),
+      'e': np.bool_(True),
+      'f': (1, np.int64(2)),
+      'g': None,
+    }
+  )
   assert out == {'a': 1.5, 'b': 3, 'c': 2.0, 'd': [0, 1, 2], 'e': True, 'f': [1, 2], 'g': None}
   json.dumps(out)
 
@@ -24,8 +33,10 @@ def test_metrics_round_trip_truncated_line_and_resume(tmp_path):
   run = tmp_path / 'run'
   with MetricsWriter(run, tensorboard=False, is_primary=True) as w:
     for i in range(5):
-      rec = w.write({'frames': np.int64(100 * i), 'episode_return': jnp.float32(i / 2), 'loss/pi': np.float64(0.1)},
-                    step=i)
+      rec = w.write(
+        {'frames': np.int64(100 * i), 'episode_return': jnp.float32(i / 2), 'loss/pi': np.float64(0.1)},
+        step=i,
+      )
       assert rec['frames'] == 100 * i
     # the line is on disk as soon as write returns (flushed), before close
     assert len(read_metrics(run)) == 5
@@ -67,7 +78,6 @@ def test_non_primary_writer_is_a_no_op(tmp_path):
 
 
 class FakeClock:
-
   def __init__(self, t=1000.0):
     self.t = t
 

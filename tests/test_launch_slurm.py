@@ -32,17 +32,32 @@ pytestmark = pytest.mark.slurm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "launch", "local_slurm.sh")
 JOB_TIMEOUT_S = 300
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
-            "DEADLINE")
+TERMINAL = (
+  "COMPLETED",
+  "FAILED",
+  "CANCELLED",
+  "TIMEOUT",
+  "NODE_FAIL",
+  "OUT_OF_MEMORY",
+  "BOOT_FAIL",
+  "DEADLINE",
+)
 # A small job: CartPole with an RTRL eLSTM, 1 actor x 16 envs, updates of 16 rollouts x 20 steps.
-SMALL = {"agent.batch_size": 16, "agent.network.hidden_size": 16, "system.num_actors": 1,
-         "system.envs_per_actor": 16, "system.log_every_s": 1.0, "system.plot": False}
+SMALL = {
+  "agent.batch_size": 16,
+  "agent.network.hidden_size": 16,
+  "system.num_actors": 1,
+  "system.envs_per_actor": 16,
+  "system.log_every_s": 1.0,
+  "system.plot": False,
+}
 FRAMES_PER_UPDATE = 16 * 20
 
 
 def _script(*args, env=None):
-  return subprocess.run(["bash", SCRIPT, *args], capture_output=True, text=True, timeout=600,
-                        env={**os.environ, **(env or {})})
+  return subprocess.run(
+    ["bash", SCRIPT, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+  )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +76,7 @@ def slurm_env():
 
 
 def _nodes(env) -> list[str]:
-  out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True, text=True,
-                       timeout=60)
+  out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=env, capture_output=True, text=True, timeout=60)
   return sorted(set(out.stdout.split()))
 
 
@@ -73,9 +87,14 @@ def _write_sweep(tmp_path, name, runs) -> str:
 
 
 def _sweep_cli(env, sweep_file, root, *flags, timeout=120):
-  return subprocess.run([sys.executable, "-m", "launch.sweep", f"--sweep={sweep_file}",
-                         f"--root={root}", *flags], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "launch.sweep", f"--sweep={sweep_file}", f"--root={root}", *flags],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def _submit(env, sweep_file, root, *flags) -> str:
@@ -87,8 +106,9 @@ def _submit(env, sweep_file, root, *flags) -> str:
 
 
 def _job_info(env, job_id) -> dict:
-  out = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=env, capture_output=True,
-                       text=True, timeout=60)
+  out = subprocess.run(
+    ["scontrol", "-o", "show", "job", job_id], env=env, capture_output=True, text=True, timeout=60
+  )
   assert out.returncode == 0, out.stderr
   return dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
 
@@ -121,10 +141,18 @@ def _status(env, sweep_file, root) -> list[dict]:
 
 def test_one_run_sweep_runs_as_a_slurm_job(slurm_env, tmp_path):
   updates = 10
-  sweep_file = _write_sweep(tmp_path, "one", [{
-      "name": "one_seed0", "config": "configs/default.py:elstm",
-      "overrides": {**SMALL, "agent.total_env_steps": updates * FRAMES_PER_UPDATE, "seed": 0},
-      "resources": {"gpus_per_node": 0, "cpus": 1, "time_min": 10}}])
+  sweep_file = _write_sweep(
+    tmp_path,
+    "one",
+    [
+      {
+        "name": "one_seed0",
+        "config": "configs/default.py:elstm",
+        "overrides": {**SMALL, "agent.total_env_steps": updates * FRAMES_PER_UPDATE, "seed": 0},
+        "resources": {"gpus_per_node": 0, "cpus": 1, "time_min": 10},
+      }
+    ],
+  )
   root = str(tmp_path / "runs")
   job_id = _submit(slurm_env, sweep_file, root)
   info = _wait_job(slurm_env, job_id)
@@ -141,24 +169,36 @@ def test_one_run_sweep_runs_as_a_slurm_job(slurm_env, tmp_path):
   assert [(r["name"], r["state"], r["job_id"]) for r in rows] == [("one_seed0", "finished", job_id)]
 
 
-LONG_UPDATES = 2000       # ~20 s of updates after ~15 s of compilation, on an idle machine
+LONG_UPDATES = 2000  # ~20 s of updates after ~15 s of compilation, on an idle machine
 
 
 def _start_long_run(env, tmp_path, sweep):
   """Submits a run of LONG_UPDATES updates and waits until it trains: (sweep file, root, job id,
   run dir)."""
-  sweep_file = _write_sweep(tmp_path, sweep, [{
-      "name": "long_seed0", "config": "configs/default.py:elstm",
-      # no periodic checkpoints: the second attempt can only resume from the final one
-      "overrides": {**SMALL, "agent.total_env_steps": LONG_UPDATES * FRAMES_PER_UPDATE,
-                    "system.checkpoint_every_s": 3600.0, "seed": 0},
-      "resources": {"gpus_per_node": 0, "cpus": 1, "time_min": 30, "signal_delay_s": 60}}])
+  sweep_file = _write_sweep(
+    tmp_path,
+    sweep,
+    [
+      {
+        "name": "long_seed0",
+        "config": "configs/default.py:elstm",
+        # no periodic checkpoints: the second attempt can only resume from the final one
+        "overrides": {
+          **SMALL,
+          "agent.total_env_steps": LONG_UPDATES * FRAMES_PER_UPDATE,
+          "system.checkpoint_every_s": 3600.0,
+          "seed": 0,
+        },
+        "resources": {"gpus_per_node": 0, "cpus": 1, "time_min": 30, "signal_delay_s": 60},
+      }
+    ],
+  )
   root = str(tmp_path / "runs")
   job_id = _submit(env, sweep_file, root)
   run_dir = os.path.join(root, sweep, "long_seed0")
   metrics = os.path.join(run_dir, "metrics.jsonl")
   deadline = time.time() + JOB_TIMEOUT_S
-  while not (os.path.exists(metrics) and os.path.getsize(metrics)):       # training has started
+  while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # training has started
     assert time.time() < deadline and _job_info(env, job_id)["JobState"] in ("PENDING", "RUNNING")
     time.sleep(0.5)
   return sweep_file, root, job_id, run_dir
@@ -170,7 +210,7 @@ def _assert_resumed_and_finished(log, run_dir):
   first, last = _summaries(log)
   assert first["stopped_early"] and 0 < first["updates"] < LONG_UPDATES
   resumed = re.findall(r"resumed from update (\d+)", log)
-  assert resumed == [str(first["updates"])], log[-3000:]     # from the final checkpoint of attempt 1
+  assert resumed == [str(first["updates"])], log[-3000:]  # from the final checkpoint of attempt 1
   assert last["updates"] == LONG_UPDATES and last["frames"] == LONG_UPDATES * FRAMES_PER_UPDATE
   assert not last["stopped_early"]
   assert json.load(open(os.path.join(run_dir, "summary.json"))) == last
@@ -178,8 +218,10 @@ def _assert_resumed_and_finished(log, run_dir):
 
 def test_preempted_job_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
   sweep_file, root, job_id, run_dir = _start_long_run(slurm_env, tmp_path, "preempt")
-  assert "#SBATCH --signal=USR2@60" in open(os.path.join(root, "preempt", ".submitit",
-                                                         f"{job_id}_submission.sh")).read()
+  assert (
+    "#SBATCH --signal=USR2@60"
+    in open(os.path.join(root, "preempt", ".submitit", f"{job_id}_submission.sh")).read()
+  )
   # what SLURM does `signal_delay_s` before the time limit: USR2 to every process of the job's
   # steps (not to the batch shell)
   subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm_env, check=True, timeout=60)
@@ -195,8 +237,9 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
 
 def _log_time(log: str, message: str) -> float:
   """The time of submitit's first log line containing `message` (local time, ms)."""
-  m = re.search(r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\) - .*" + re.escape(message),
-                log, re.M)
+  m = re.search(
+    r"^submitit \w+ \((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\) - .*" + re.escape(message), log, re.M
+  )
   assert m, message
   return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
 
@@ -207,8 +250,9 @@ def test_slurm_requeue_by_slurm_itself_resumes_from_the_final_checkpoint(slurm_e
   process of the job, SIGKILL KillWait s later. submitit's wrapper ignores SIGTERM ("Bypassing"),
   the trainer child gets it directly, writes its final checkpoint and exits 0 (`stopped_early`)
   well within KillWait; SLURM starts the job again, which resumes from that checkpoint."""
-  config = subprocess.run(["scontrol", "show", "config"], env=slurm_env, capture_output=True,
-                          text=True, timeout=60, check=True).stdout
+  config = subprocess.run(
+    ["scontrol", "show", "config"], env=slurm_env, capture_output=True, text=True, timeout=60, check=True
+  ).stdout
   kill_wait = int(re.search(r"^KillWait\s*=\s*(\d+)", config, re.M).group(1))
   assert kill_wait >= 30, f"KillWait={kill_wait} s: too short for a final checkpoint of a real run"
   sweep_file, root, job_id, run_dir = _start_long_run(slurm_env, tmp_path, "requeue")
@@ -223,7 +267,7 @@ def test_slurm_requeue_by_slurm_itself_resumes_from_the_final_checkpoint(slurm_e
     assert time.time() < deadline and info["JobState"] in ("RUNNING", "COMPLETING", "PENDING"), info
     if info["JobState"] == "PENDING" and os.path.exists(summary_path):
       rows = _status(slurm_env, sweep_file, root)
-      if _job_info(slurm_env, job_id)["JobState"] == "PENDING":     # still waiting: rows are valid
+      if _job_info(slurm_env, job_id)["JobState"] == "PENDING":  # still waiting: rows are valid
         break
     time.sleep(0.5)
   assert json.load(open(summary_path))["stopped_early"]
@@ -246,27 +290,56 @@ def test_slurm_requeue_by_slurm_itself_resumes_from_the_final_checkpoint(slurm_e
 
 
 @pytest.mark.parametrize("nodes,tasks_per_node", [(2, 1), (1, 2)], ids=["2nodes", "2tasks"])
-def test_two_processes_run_jax_distributed_with_identical_parameters(slurm_env, tmp_path, nodes,
-                                                                      tasks_per_node):
+def test_two_processes_run_jax_distributed_with_identical_parameters(
+  slurm_env, tmp_path, nodes, tasks_per_node
+):
   """Two jax.distributed processes (2 CPU devices each, gloo) on 2 nodes x 1 task or 1 node x 2."""
   if len(_nodes(slurm_env)) < nodes:
     pytest.skip(f"the cluster has nodes {_nodes(slurm_env)} (LOCAL_SLURM_NODES=1?)")
-  sweep_file = _write_sweep(tmp_path, "multi", [{
-      "name": "multi_seed0", "config": "configs/default.py:elstm",
-      "overrides": {**SMALL, "agent.unroll_length": 10, "system.envs_per_actor": 8,
-                    "agent.total_env_steps": 1600, "seed": 0},
-      "resources": {"nodes": nodes, "tasks_per_node": tasks_per_node, "gpus_per_node": 0, "cpus": 1,
-                    "time_min": 10}}])
+  sweep_file = _write_sweep(
+    tmp_path,
+    "multi",
+    [
+      {
+        "name": "multi_seed0",
+        "config": "configs/default.py:elstm",
+        "overrides": {
+          **SMALL,
+          "agent.unroll_length": 10,
+          "system.envs_per_actor": 8,
+          "agent.total_env_steps": 1600,
+          "seed": 0,
+        },
+        "resources": {
+          "nodes": nodes,
+          "tasks_per_node": tasks_per_node,
+          "gpus_per_node": 0,
+          "cpus": 1,
+          "time_min": 10,
+        },
+      }
+    ],
+  )
   root = str(tmp_path / "runs")
-  job_id = _submit(slurm_env, sweep_file, root,
-                   "--slurm_setup=export XLA_FLAGS=--xla_force_host_platform_device_count=2",
-                   "--slurm_setup=export JAX_PLATFORMS=cpu")
+  job_id = _submit(
+    slurm_env,
+    sweep_file,
+    root,
+    "--slurm_setup=export XLA_FLAGS=--xla_force_host_platform_device_count=2",
+    "--slurm_setup=export JAX_PLATFORMS=cpu",
+  )
   info = _wait_job(slurm_env, job_id)
   logs = [_logs(root, "multi", job_id, task) for task in (0, 1)]
   assert info["JobState"] == "COMPLETED" and info["NumTasks"] == "2", logs[0][-3000:] + logs[1][-3000:]
   assert info["NumNodes"] == str(nodes)
-  hosts = subprocess.run(["scontrol", "show", "hostnames", info["NodeList"]], env=slurm_env,
-                         capture_output=True, text=True, timeout=60, check=True).stdout.split()
+  hosts = subprocess.run(
+    ["scontrol", "show", "hostnames", info["NodeList"]],
+    env=slurm_env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=True,
+  ).stdout.split()
   assert len(hosts) == nodes
   port = backends.coordinator_port(job_id)
   for task, log in enumerate(logs):

@@ -17,7 +17,7 @@ from rtrl_rl.envs.cue_memory import cue_memory_functional
 from rtrl_rl.system import anakin
 
 NUM_CUES, LENGTH = 4, 8
-MARGIN = 0.45                # threshold = 1/K + margin = 0.7
+MARGIN = 0.45  # threshold = 1/K + margin = 0.7
 
 
 def memory_config(cell, **overrides):
@@ -28,7 +28,7 @@ def memory_config(cell, **overrides):
   c.cell = cell
   c.learning_rate = 3e-3
   c.gamma = 0.9
-  c.normalize_reward = False   # rewards are already in [0, 1]
+  c.normalize_reward = False  # rewards are already in [0, 1]
   c.update(overrides)
   return ppo.validate(c)
 
@@ -36,7 +36,7 @@ def memory_config(cell, **overrides):
 def train(runner, key, max_iterations, threshold, chunk=10):
   """Iterate until the mean episode return over a chunk of iterations reaches `threshold`."""
   state = runner.init(key)
-  state, _ = runner.step(state)           # compile
+  state, _ = runner.step(state)  # compile
   t0, returns = time.time(), []
   for _ in range(max_iterations // chunk):
     state, metrics = runner.run(state, chunk)
@@ -57,8 +57,10 @@ def rtu_runner(env):
 
 
 def _report(name, returns, seconds, chunk=10):
-  print(f"\n{name}: mean return per {chunk} iterations {np.round(returns, 3).tolist()} "
-        f"({seconds:.1f}s after compilation)")
+  print(
+    f"\n{name}: mean return per {chunk} iterations {np.round(returns, 3).tolist()} "
+    f"({seconds:.1f}s after compilation)"
+  )
 
 
 def test_rtrl_rtu_ppo_learns_cue_memory_beyond_the_feedforward_bound(env, rtu_runner):
@@ -73,12 +75,17 @@ def test_same_seed_gives_bitwise_identical_params_after_20_updates(rtu_runner):
   s1, m1 = rtu_runner.run(rtu_runner.init(jax.random.key(7)), 20)
   s2, m2 = rtu_runner.run(rtu_runner.init(jax.random.key(7)), 20)
   assert int(s1.learner.num_updates) == 20
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               s1.learner.params, s2.learner.params)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+    s1.learner.params,
+    s2.learner.params,
+  )
   np.testing.assert_array_equal(m1["loss"], m2["loss"])
   s3, _ = rtu_runner.run(rtu_runner.init(jax.random.key(8)), 1)
-  assert not all(np.array_equal(a, b) for a, b in
-                 zip(jax.tree.leaves(s3.learner.params), jax.tree.leaves(s1.learner.params)))
+  assert not all(
+    np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(s3.learner.params), jax.tree.leaves(s1.learner.params))
+  )
 
 
 @pytest.mark.long
@@ -115,6 +122,7 @@ def test_feedforward_ppo_stays_at_the_bound_on_cue_memory(env):
 def test_feedforward_impala_solves_cartpole():
   from rtrl_rl.agents.impala import config as impala_config
   from rtrl_rl.envs._jax import gymnax_functional
+
   env = gymnax_functional("gymnax/CartPole-v1", "CartPole-v1")
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 32, 20
@@ -140,14 +148,22 @@ REPEAT_PREVIOUS_THRESHOLD = 0.5
 
 
 def repeat_previous_config(cell):
-  c = memory_config(cell, rollout_length=32, num_minibatches=4, minibatch_size=256, hidden_size=32,
-                    torso_sizes=(32,), head_sizes=(32,))
+  c = memory_config(
+    cell,
+    rollout_length=32,
+    num_minibatches=4,
+    minibatch_size=256,
+    hidden_size=32,
+    torso_sizes=(32,),
+    head_sizes=(32,),
+  )
   c.cell_options = {"nonlinear": False} if cell == "rtu" else {}
   return ppo.validate(c)
 
 
 def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound():
   from rtrl_rl import envs
+
   env = envs.make_functional("popgym/RepeatPrevious-easy")
   runner = anakin.make_ppo(env, repeat_previous_config("rtu"))
   _, returns, seconds = train(runner, jax.random.key(0), 300, REPEAT_PREVIOUS_THRESHOLD)
@@ -158,8 +174,8 @@ def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound
 @pytest.mark.long
 def test_feedforward_ppo_stays_at_the_bound_on_popgym_repeat_previous():
   from rtrl_rl import envs
+
   env = envs.make_functional("popgym/RepeatPrevious-easy")
-  _, returns, seconds = train(anakin.make_ppo(env, repeat_previous_config(None)), jax.random.key(0),
-                              200, 2.0)
+  _, returns, seconds = train(anakin.make_ppo(env, repeat_previous_config(None)), jax.random.key(0), 200, 2.0)
   _report("feed-forward on popgym/RepeatPrevious-easy", returns, seconds)
   assert np.mean(returns[-5:]) <= REPEAT_PREVIOUS_FF_BOUND + 0.05

@@ -18,8 +18,9 @@ def test_categorical_log_prob_entropy_mode():
   log_p = scipy.special.log_softmax(logits.astype(np.float64), axis=-1)
   expected_lp = np.take_along_axis(log_p, actions[..., None], axis=-1)[..., 0]
   np.testing.assert_allclose(dist.log_prob(jnp.asarray(actions)), expected_lp, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(dist.entropy(), scipy.stats.entropy(np.exp(log_p), axis=-1),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    dist.entropy(), scipy.stats.entropy(np.exp(log_p), axis=-1), rtol=1e-5, atol=1e-6
+  )
   np.testing.assert_array_equal(dist.mode(), np.argmax(logits, axis=-1))
   assert dist.batch_shape == (3, 4)
 
@@ -47,9 +48,8 @@ def test_diag_gaussian_log_prob_entropy_against_scipy():
   std = np.exp(log_std.astype(np.float64))
   expected_lp = scipy.stats.norm.logpdf(actions, loc=mean, scale=std).sum(-1)
   np.testing.assert_allclose(dist.log_prob(jnp.asarray(actions)), expected_lp, rtol=1e-5, atol=1e-5)
-  mvn = scipy.stats.multivariate_normal(mean=mean[0, 0], cov=np.diag(std ** 2))
-  np.testing.assert_allclose(dist.log_prob(jnp.asarray(actions))[0, 0], mvn.logpdf(actions[0, 0]),
-                             rtol=1e-5)
+  mvn = scipy.stats.multivariate_normal(mean=mean[0, 0], cov=np.diag(std**2))
+  np.testing.assert_allclose(dist.log_prob(jnp.asarray(actions))[0, 0], mvn.logpdf(actions[0, 0]), rtol=1e-5)
   expected_h = np.broadcast_to(scipy.stats.norm.entropy(scale=std).sum(), (2, 3))
   np.testing.assert_allclose(dist.entropy(), expected_h, rtol=1e-5)
   assert dist.entropy().shape == (2, 3)

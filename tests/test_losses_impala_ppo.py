@@ -37,8 +37,18 @@ def _batch(rng, T=5, B=3, A=4):
   return logits, beh_logits, actions, rewards, disc, values
 
 
-def np_impala(logits, beh_logits, actions, rewards, disc, values, baseline_cost=0.5,
-              entropy_cost=0.01, reward_clip=None, mean=False):
+def np_impala(
+  logits,
+  beh_logits,
+  actions,
+  rewards,
+  disc,
+  values,
+  baseline_cost=0.5,
+  entropy_cost=0.01,
+  reward_clip=None,
+  mean=False,
+):
   logp = scipy.special.log_softmax(logits.astype(np.float64), -1)
   logmu = scipy.special.log_softmax(beh_logits.astype(np.float64), -1)
   lp = np.take_along_axis(logp, actions[..., None], -1)[..., 0]
@@ -49,8 +59,9 @@ def np_impala(logits, beh_logits, actions, rewards, disc, values, baseline_cost=
   vs = np.zeros((T, B))
   adv = np.zeros((T, B))
   for b in range(B):
-    vs[:, b], adv[:, b] = np_vtrace_recursive(values[:-1, b], values[1:, b], rewards[:, b],
-                                              disc[:, b], lp[:, b] - lm[:, b])
+    vs[:, b], adv[:, b] = np_vtrace_recursive(
+      values[:-1, b], values[1:, b], rewards[:, b], disc[:, b], lp[:, b] - lm[:, b]
+    )
   ent = -(np.exp(logp) * logp).sum(-1)
   red = np.mean if mean else np.sum
   pg = red(-adv * lp)
@@ -71,9 +82,13 @@ def test_impala_hand_worked_example():
   #   entropy_loss  = -ln 2                          = -0.6931472
   #   total = 0.9704061 + 0.5 * 0.98 + 0.01 * (-0.6931472) = 1.4534746
   loss, m = impala_loss(
-      Categorical(jnp.zeros((1, 1, 2))), jnp.log(jnp.full((1, 1), 0.5)),
-      jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1)), jnp.full((1, 1), 0.9),
-      jnp.array([[0.5], [1.0]]))
+    Categorical(jnp.zeros((1, 1, 2))),
+    jnp.log(jnp.full((1, 1), 0.5)),
+    jnp.zeros((1, 1), jnp.int32),
+    jnp.ones((1, 1)),
+    jnp.full((1, 1), 0.9),
+    jnp.array([[0.5], [1.0]]),
+  )
   np.testing.assert_allclose(m['pg_loss'], 1.4 * np.log(2), rtol=RTOL)
   np.testing.assert_allclose(m['baseline_loss'], 0.98, rtol=RTOL)
   np.testing.assert_allclose(m['entropy_loss'], -np.log(2), rtol=RTOL)
@@ -84,11 +99,19 @@ def test_impala_hand_worked_example():
 def test_impala_loss_golden(reduction, reward_clip):
   rng = np.random.default_rng(0)
   logits, beh_logits, actions, rewards, disc, values = _batch(rng)
-  loss, m = impala_loss(Categorical(jnp.asarray(logits)), Categorical(jnp.asarray(beh_logits)),
-                        jnp.asarray(actions), jnp.asarray(rewards), jnp.asarray(disc),
-                        jnp.asarray(values), reward_clip=reward_clip, reduction=reduction)
-  total, pg, bl, el, _ = np_impala(logits, beh_logits, actions, rewards, disc, values,
-                                   reward_clip=reward_clip, mean=reduction == 'mean')
+  loss, m = impala_loss(
+    Categorical(jnp.asarray(logits)),
+    Categorical(jnp.asarray(beh_logits)),
+    jnp.asarray(actions),
+    jnp.asarray(rewards),
+    jnp.asarray(disc),
+    jnp.asarray(values),
+    reward_clip=reward_clip,
+    reduction=reduction,
+  )
+  total, pg, bl, el, _ = np_impala(
+    logits, beh_logits, actions, rewards, disc, values, reward_clip=reward_clip, mean=reduction == 'mean'
+  )
   np.testing.assert_allclose(m['pg_loss'], pg, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(m['baseline_loss'], bl, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(m['entropy_loss'], el, rtol=1e-4, atol=1e-5)
@@ -113,8 +136,12 @@ def test_impala_mask():
   logits, beh_logits, actions, rewards, disc, values = _batch(rng)
   mask = np.ones(rewards.shape, np.float32)
   mask[-2:, 1] = 0.0
-  _, m = impala_loss(Categorical(jnp.asarray(logits)), Categorical(jnp.asarray(beh_logits)),
-                     *map(jnp.asarray, (actions, rewards, disc, values)), mask=jnp.asarray(mask))
+  _, m = impala_loss(
+    Categorical(jnp.asarray(logits)),
+    Categorical(jnp.asarray(beh_logits)),
+    *map(jnp.asarray, (actions, rewards, disc, values)),
+    mask=jnp.asarray(mask),
+  )
   *_, adv = np_impala(logits, beh_logits, actions, rewards, disc, values)
   lp = np.take_along_axis(scipy.special.log_softmax(logits, -1), actions[..., None], -1)[..., 0]
   np.testing.assert_allclose(m['pg_loss'], np.sum(-adv * lp * mask), rtol=1e-4)
@@ -137,13 +164,16 @@ def test_impala_gradients_do_not_flow_into_targets():
   total, _, _, _, adv = np_impala(logits, beh_logits, actions, rewards, disc, values)
   T = rewards.shape[0]
   vs = np.zeros_like(rewards, dtype=np.float64)
-  lp = np.take_along_axis(scipy.special.log_softmax(logits.astype(np.float64), -1),
-                          actions[..., None], -1)[..., 0]
-  lm = np.take_along_axis(scipy.special.log_softmax(beh_logits.astype(np.float64), -1),
-                          actions[..., None], -1)[..., 0]
+  lp = np.take_along_axis(scipy.special.log_softmax(logits.astype(np.float64), -1), actions[..., None], -1)[
+    ..., 0
+  ]
+  lm = np.take_along_axis(
+    scipy.special.log_softmax(beh_logits.astype(np.float64), -1), actions[..., None], -1
+  )[..., 0]
   for b in range(rewards.shape[1]):
-    vs[:, b], _ = np_vtrace_recursive(values[:-1, b], values[1:, b], rewards[:, b], disc[:, b],
-                                      lp[:, b] - lm[:, b])
+    vs[:, b], _ = np_vtrace_recursive(
+      values[:-1, b], values[1:, b], rewards[:, b], disc[:, b], lp[:, b] - lm[:, b]
+    )
   g_v = jax.grad(loss_fn, 1)(lg, vg)
   np.testing.assert_allclose(g_v[:T], -0.5 * (vs - values[:-1]), rtol=1e-4, atol=1e-5)
   np.testing.assert_array_equal(g_v[T], 0.0)
@@ -155,8 +185,7 @@ def test_impala_gradients_do_not_flow_into_targets():
     dist = Categorical(logits)
     return jnp.sum(-adv_c * dist.log_prob(a)) - 0.01 * jnp.sum(dist.entropy())
 
-  np.testing.assert_allclose(jax.grad(loss_fn, 0)(lg, vg), jax.grad(surrogate)(lg),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(jax.grad(loss_fn, 0)(lg, vg), jax.grad(surrogate)(lg), rtol=1e-4, atol=1e-5)
 
 
 def test_impala_gaussian_policy():
@@ -169,26 +198,35 @@ def test_impala_gaussian_policy():
   rewards = rng.normal(size=(T, B)).astype(np.float32)
   disc = np.full((T, B), 0.99, np.float32)
   values = rng.normal(size=(T + 1, B)).astype(np.float32)
-  loss, m = impala_loss(DiagGaussian(jnp.asarray(mean), jnp.asarray(log_std)), jnp.asarray(beh_lp),
-                        *map(jnp.asarray, (actions, rewards, disc, values)))
+  loss, m = impala_loss(
+    DiagGaussian(jnp.asarray(mean), jnp.asarray(log_std)),
+    jnp.asarray(beh_lp),
+    *map(jnp.asarray, (actions, rewards, disc, values)),
+  )
   std = np.exp(log_std.astype(np.float64))
   lp = scipy.stats.norm.logpdf(actions, mean, std).sum(-1)
   ent = scipy.stats.norm.entropy(scale=std).sum()
   vs = np.zeros((T, B))
   adv = np.zeros((T, B))
   for b in range(B):
-    vs[:, b], adv[:, b] = np_vtrace_recursive(values[:-1, b], values[1:, b], rewards[:, b],
-                                              disc[:, b], lp[:, b] - beh_lp[:, b])
-  expected = (np.sum(-adv * lp) + 0.5 * np.sum(0.5 * (vs - values[:-1]) ** 2)
-              - 0.01 * T * B * ent)
+    vs[:, b], adv[:, b] = np_vtrace_recursive(
+      values[:-1, b], values[1:, b], rewards[:, b], disc[:, b], lp[:, b] - beh_lp[:, b]
+    )
+  expected = np.sum(-adv * lp) + 0.5 * np.sum(0.5 * (vs - values[:-1]) ** 2) - 0.01 * T * B * ent
   np.testing.assert_allclose(loss, expected, rtol=1e-4)
   np.testing.assert_allclose(m['entropy'], ent, rtol=1e-5)
 
 
 def test_impala_shape_checks():
   with pytest.raises(AssertionError):  # values must be [T+1, B]
-    impala_loss(Categorical(jnp.zeros((3, 2, 4))), jnp.zeros((3, 2)), jnp.zeros((3, 2), jnp.int32),
-                jnp.zeros((3, 2)), jnp.zeros((3, 2)), jnp.zeros((3, 2)))
+    impala_loss(
+      Categorical(jnp.zeros((3, 2, 4))),
+      jnp.zeros((3, 2)),
+      jnp.zeros((3, 2), jnp.int32),
+      jnp.zeros((3, 2)),
+      jnp.zeros((3, 2)),
+      jnp.zeros((3, 2)),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,17 +247,32 @@ def test_ppo_hand_worked_example():
   #   squared errors: unclipped [1, 1], clipped [1.69, 1] -> max [1.69, 1]
   #   value_loss = 0.5 * mean = 0.6725;  total = -0.2 + 0.5 * 0.6725 = 0.13625
   logits, actions, old_lp = _two_sample_policy()
-  loss, m = ppo_loss(Categorical(logits), actions, old_lp, jnp.array([1.0, -1.0]),
-                     jnp.array([1.0, 0.0]), jnp.array([0.5, 0.0]), jnp.array([2.0, 1.0]),
-                     normalize_advantage=False)
+  loss, m = ppo_loss(
+    Categorical(logits),
+    actions,
+    old_lp,
+    jnp.array([1.0, -1.0]),
+    jnp.array([1.0, 0.0]),
+    jnp.array([0.5, 0.0]),
+    jnp.array([2.0, 1.0]),
+    normalize_advantage=False,
+  )
   np.testing.assert_allclose(m['pg_loss'], -0.2, rtol=RTOL)
   np.testing.assert_allclose(m['value_loss'], 0.6725, rtol=RTOL)
   np.testing.assert_allclose(loss, 0.13625, rtol=RTOL)
   np.testing.assert_allclose(m['clip_frac'], 1.0)
   # Without value clipping: 0.5 * mean([1, 1]) = 0.5.
-  _, m2 = ppo_loss(Categorical(logits), actions, old_lp, jnp.array([1.0, -1.0]),
-                   jnp.array([1.0, 0.0]), jnp.array([0.5, 0.0]), jnp.array([2.0, 1.0]),
-                   normalize_advantage=False, value_clip_eps=None)
+  _, m2 = ppo_loss(
+    Categorical(logits),
+    actions,
+    old_lp,
+    jnp.array([1.0, -1.0]),
+    jnp.array([1.0, 0.0]),
+    jnp.array([0.5, 0.0]),
+    jnp.array([2.0, 1.0]),
+    normalize_advantage=False,
+    value_clip_eps=None,
+  )
   np.testing.assert_allclose(m2['value_loss'], 0.5, rtol=RTOL)
 
 
@@ -227,8 +280,16 @@ def test_ppo_clipping_zeroes_gradients():
   logits, actions, old_lp = _two_sample_policy()
 
   def f(logits, values):
-    return ppo_loss(Categorical(logits), actions, old_lp, jnp.array([1.0, 1.0]), values,
-                    jnp.array([0.5, 0.0]), jnp.array([2.0, 1.0]), normalize_advantage=False)[0]
+    return ppo_loss(
+      Categorical(logits),
+      actions,
+      old_lp,
+      jnp.array([1.0, 1.0]),
+      values,
+      jnp.array([0.5, 0.0]),
+      jnp.array([2.0, 1.0]),
+      normalize_advantage=False,
+    )[0]
 
   g_logits, g_values = jax.grad(f, (0, 1))(logits, jnp.array([1.0, 0.0]))
   # Sample 0: ratio 1.5 > 1.2 with A > 0 -> clipped, no policy gradient. Sample 1: ratio 0.5, A > 0
@@ -245,13 +306,22 @@ def test_ppo_golden_random_with_normalisation():
   N, A = 16, 3
   logits = rng.normal(size=(N, A)).astype(np.float32)
   actions = rng.integers(0, A, N).astype(np.int32)
-  old_lp = (np.take_along_axis(scipy.special.log_softmax(logits, -1), actions[:, None], -1)[:, 0]
-            + rng.normal(scale=0.3, size=N)).astype(np.float32)
+  old_lp = (
+    np.take_along_axis(scipy.special.log_softmax(logits, -1), actions[:, None], -1)[:, 0]
+    + rng.normal(scale=0.3, size=N)
+  ).astype(np.float32)
   adv = rng.normal(loc=1.0, scale=2.0, size=N).astype(np.float32)
   values, old_values, targets = (rng.normal(size=N).astype(np.float32) for _ in range(3))
-  loss, m = ppo_loss(Categorical(jnp.asarray(logits)), jnp.asarray(actions), jnp.asarray(old_lp),
-                     jnp.asarray(adv), jnp.asarray(values), jnp.asarray(old_values),
-                     jnp.asarray(targets), ent_coef=0.01)
+  loss, m = ppo_loss(
+    Categorical(jnp.asarray(logits)),
+    jnp.asarray(actions),
+    jnp.asarray(old_lp),
+    jnp.asarray(adv),
+    jnp.asarray(values),
+    jnp.asarray(old_values),
+    jnp.asarray(targets),
+    ent_coef=0.01,
+  )
   logp = scipy.special.log_softmax(logits.astype(np.float64), -1)
   lp = np.take_along_axis(logp, actions[:, None], -1)[:, 0]
   ratio = np.exp(lp - old_lp)
@@ -273,8 +343,9 @@ def test_ppo_gaussian_policy_runs_under_jit():
   actions = jnp.asarray(rng.normal(size=(N, D)), jnp.float32)
   old_lp = dist.log_prob(actions)
   z = jnp.zeros(N)
-  loss, m = jax.jit(lambda d: ppo_loss(d, actions, old_lp, jnp.ones(N), z, z, z,
-                                       normalize_advantage=False))(dist)
+  loss, m = jax.jit(lambda d: ppo_loss(d, actions, old_lp, jnp.ones(N), z, z, z, normalize_advantage=False))(
+    dist
+  )
   # ratio == 1 everywhere: pg_loss = -mean(A) = -1, value loss 0.
   np.testing.assert_allclose(loss, -1.0, rtol=RTOL)
   np.testing.assert_allclose(m['approx_kl'], 0.0, atol=1e-7)
@@ -283,8 +354,11 @@ def test_ppo_gaussian_policy_runs_under_jit():
 def test_impala_loss_jits_and_matches_eager():
   rng = np.random.default_rng(7)
   logits, beh_logits, actions, rewards, disc, values = _batch(rng)
-  args = (Categorical(jnp.asarray(logits)), Categorical(jnp.asarray(beh_logits)),
-          *map(jnp.asarray, (actions, rewards, disc, values)))
+  args = (
+    Categorical(jnp.asarray(logits)),
+    Categorical(jnp.asarray(beh_logits)),
+    *map(jnp.asarray, (actions, rewards, disc, values)),
+  )
   eager, _ = impala_loss(*args)
   jitted, metrics = jax.jit(impala_loss)(*args)
   np.testing.assert_allclose(jitted, eager, rtol=1e-5)

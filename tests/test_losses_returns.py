@@ -25,8 +25,9 @@ def np_vtrace(v_tm1, v_t, r_t, discount_t, log_rho, rho_bar=1.0, c_bar=1.0):
   delta_t = rho_t (r_t + gamma_t V(x_{t+1}) - V(x_t)),
   A_s = rho_s (r_s + gamma_s v_{s+1} - V(x_s)),  with v_T := V(x_T) (bootstrap).
   """
-  v_tm1, v_t, r_t, discount_t, log_rho = (np.asarray(a, np.float64)
-                                          for a in (v_tm1, v_t, r_t, discount_t, log_rho))
+  v_tm1, v_t, r_t, discount_t, log_rho = (
+    np.asarray(a, np.float64) for a in (v_tm1, v_t, r_t, discount_t, log_rho)
+  )
   T = len(r_t)
   ratio = np.exp(log_rho)
   rho = np.minimum(rho_bar, ratio)
@@ -95,8 +96,7 @@ def test_vtrace_hand_worked_example():
   np.testing.assert_allclose(out.pg_advantages, [2.115, 0.35], rtol=RTOL)
   np.testing.assert_allclose(out.errors, [2.115, 0.35], rtol=RTOL)
   np.testing.assert_allclose(out.rhos, [2.0, 0.5], rtol=RTOL)
-  unclipped = vtrace(v_tm1, v_t, r_t, disc, log_rho,
-                     clip_rho_threshold=np.inf, clip_c_threshold=np.inf)
+  unclipped = vtrace(v_tm1, v_t, r_t, disc, log_rho, clip_rho_threshold=np.inf, clip_c_threshold=np.inf)
   np.testing.assert_allclose(unclipped.vs, [5.23, 2.35], rtol=RTOL)
 
 
@@ -156,12 +156,12 @@ def test_vtrace_termination_cuts_the_future():
   out = vtrace(*map(jnp.asarray, (v_tm1, v_t, r, disc, log_rho)))
   # Perturb everything after the terminal transition, including V(x_{k+1}) (next episode's start).
   v_tm1b, v_tb, rb = v_tm1.copy(), v_t.copy(), r.copy()
-  v_tm1b[k + 1:] += 5.0
+  v_tm1b[k + 1 :] += 5.0
   v_tb[k:] += 5.0
-  rb[k + 1:] -= 7.0
+  rb[k + 1 :] -= 7.0
   out2 = vtrace(*map(jnp.asarray, (v_tm1b, v_tb, rb, disc, log_rho)))
-  np.testing.assert_allclose(out.vs[:k + 1], out2.vs[:k + 1], rtol=RTOL)
-  np.testing.assert_allclose(out.pg_advantages[:k + 1], out2.pg_advantages[:k + 1], rtol=RTOL)
+  np.testing.assert_allclose(out.vs[: k + 1], out2.vs[: k + 1], rtol=RTOL)
+  np.testing.assert_allclose(out.pg_advantages[: k + 1], out2.pg_advantages[: k + 1], rtol=RTOL)
   # At the terminal transition the target is just the clipped-rho weighted reward.
   rho_k = min(1.0, np.exp(log_rho[k]))
   np.testing.assert_allclose(out.vs[k], v_tm1[k] + rho_k * (r[k] - v_tm1[k]), rtol=RTOL)
@@ -176,12 +176,12 @@ def test_vtrace_truncation_via_bootstrap_and_lambda0():
   lam = np.ones(8, np.float32)
   lam[k] = 0.0
   out = vtrace(*map(jnp.asarray, (v_tm1, v_t, r, disc, log_rho)), lambda_=jnp.asarray(lam))
-  first = vtrace(*(jnp.asarray(a[:k + 1]) for a in (v_tm1, v_t, r, disc, log_rho)))
-  second = vtrace(*(jnp.asarray(a[k + 1:]) for a in (v_tm1, v_t, r, disc, log_rho)))
+  first = vtrace(*(jnp.asarray(a[: k + 1]) for a in (v_tm1, v_t, r, disc, log_rho)))
+  second = vtrace(*(jnp.asarray(a[k + 1 :]) for a in (v_tm1, v_t, r, disc, log_rho)))
   np.testing.assert_allclose(out.vs, np.concatenate([first.vs, second.vs]), rtol=RTOL, atol=ATOL)
-  np.testing.assert_allclose(out.pg_advantages,
-                             np.concatenate([first.pg_advantages, second.pg_advantages]),
-                             rtol=RTOL, atol=ATOL)
+  np.testing.assert_allclose(
+    out.pg_advantages, np.concatenate([first.pg_advantages, second.pg_advantages]), rtol=RTOL, atol=ATOL
+  )
 
 
 def test_vtrace_targets_stop_gradient():
@@ -229,8 +229,9 @@ def test_gae_hand_worked_example():
   #   delta_1 = 1 + 0 * 2.0 - 0.5 = 0.5                    A_1 = 0.5
   #   delta_0 = 1 + 0.9 * 0.5 - 0.5 = 0.95                 A_0 = 0.95 + 0.9 * 0.95 * 0.5 = 1.3775
   #   targets = A + V = [1.8775, 1.0]
-  out = gae(jnp.array([0.5, 0.5]), jnp.array([0.5, 2.0]), jnp.array([1.0, 1.0]),
-            jnp.array([0.9, 0.0]), lambda_=0.95)
+  out = gae(
+    jnp.array([0.5, 0.5]), jnp.array([0.5, 2.0]), jnp.array([1.0, 1.0]), jnp.array([0.9, 0.0]), lambda_=0.95
+  )
   np.testing.assert_allclose(out.advantages, [1.3775, 0.5], rtol=RTOL)
   np.testing.assert_allclose(out.targets, [1.8775, 1.0], rtol=RTOL)
 
@@ -252,17 +253,17 @@ def test_gae_termination_and_truncation():
   disc[k] = 0.0
   out = gae(*map(jnp.asarray, (v_tm1, v_t, r, disc)))
   rb, v_tb = r.copy(), v_t.copy()
-  rb[k + 1:] += 3.0
+  rb[k + 1 :] += 3.0
   v_tb[k:] -= 4.0
   out2 = gae(*map(jnp.asarray, (v_tm1, v_tb, rb, disc)))
-  np.testing.assert_allclose(out.advantages[:k + 1], out2.advantages[:k + 1], rtol=RTOL)
+  np.testing.assert_allclose(out.advantages[: k + 1], out2.advantages[: k + 1], rtol=RTOL)
   # Truncation at k: bootstrap from v_t[k], lambda 0 there == two independent streams.
   disc[k] = 0.9
   lam = np.full(8, 0.95, np.float32)
   lam[k] = 0.0
   out3 = gae(*map(jnp.asarray, (v_tm1, v_t, r, disc)), lambda_=jnp.asarray(lam))
-  a1, _ = np_gae(v_tm1[:k + 1], v_t[:k + 1], r[:k + 1], disc[:k + 1], 0.95)
-  a2, _ = np_gae(v_tm1[k + 1:], v_t[k + 1:], r[k + 1:], disc[k + 1:], 0.95)
+  a1, _ = np_gae(v_tm1[: k + 1], v_t[: k + 1], r[: k + 1], disc[: k + 1], 0.95)
+  a2, _ = np_gae(v_tm1[k + 1 :], v_t[k + 1 :], r[k + 1 :], disc[k + 1 :], 0.95)
   np.testing.assert_allclose(out3.advantages, np.concatenate([a1, a2]), rtol=RTOL, atol=ATOL)
 
 
@@ -275,6 +276,7 @@ def test_gae_batched_and_stop_gradient():
     adv, targets = np_gae(v_tm1[:, b], v_t[:, b], r[:, b], disc[:, b], 0.95)
     np.testing.assert_allclose(out.advantages[:, b], adv, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(out.targets[:, b], targets, rtol=RTOL, atol=ATOL)
-  g = jax.grad(lambda v: jnp.sum(gae_batched(v, jnp.asarray(v_t), jnp.asarray(r),
-                                             jnp.asarray(disc)).targets))(jnp.asarray(v_tm1))
+  g = jax.grad(
+    lambda v: jnp.sum(gae_batched(v, jnp.asarray(v_t), jnp.asarray(r), jnp.asarray(disc)).targets)
+  )(jnp.asarray(v_tm1))
   np.testing.assert_array_equal(g, 0.0)

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from rtrl_rl.losses import Categorical, DiagGaussian
-from rtrl_rl.networks import (ActorCriticHeads, CategoricalPolicyHead, GaussianPolicyHead,
-                              ImpalaResNetTorso, MLPTorso, ValueHead)
+from rtrl_rl.networks import (
+  ActorCriticHeads,
+  CategoricalPolicyHead,
+  GaussianPolicyHead,
+  ImpalaResNetTorso,
+  MLPTorso,
+  ValueHead,
+)
 
 
 def _n_params(params):
@@ -20,8 +26,7 @@ def _np_params(model, *inputs, seed=0, scale=0.3):
   Initial values are irrelevant to what these tests check."""
   rng = np.random.default_rng(seed)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *inputs)
-  return jax.tree_util.tree_map(
-      lambda s: jnp.asarray(scale * rng.normal(size=s.shape), s.dtype), shapes)
+  return jax.tree_util.tree_map(lambda s: jnp.asarray(scale * rng.normal(size=s.shape), s.dtype), shapes)
 
 
 def _expected_impala_params(h, w, c_in, channels=(16, 32, 32), blocks=2, hidden=256):
@@ -103,8 +108,7 @@ def test_mlp_torso():
   assert y.shape == (4, 3, 64)
   assert np.all(np.abs(np.asarray(y)) < 1.0)
   k, b = params['params']['dense_0']['kernel'], params['params']['dense_0']['bias']
-  np.testing.assert_allclose(y, np.tanh(np.asarray(x) @ np.asarray(k) + np.asarray(b)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(y, np.tanh(np.asarray(x) @ np.asarray(k) + np.asarray(b)), rtol=1e-5, atol=1e-6)
   relu = MLPTorso(hidden_sizes=(8, 5), activation='relu', activate_final=False)
   p2 = _np_params(relu, x, seed=2)
   y2 = relu.apply(p2, x)

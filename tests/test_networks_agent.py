@@ -30,9 +30,11 @@ def _batch(seed=0):
 
 def _torso_grad(agent, params, carry, batch, t_loss):
   """Gradient w.r.t. the torso of the value at step t_loss only."""
+
   def loss(p):
     (_, values), _ = agent.unroll(p, carry, *batch)
     return values[t_loss].sum()
+
   return jax.grad(loss)(params)["torso"]
 
 
@@ -65,9 +67,11 @@ def test_stem_gradient_modes():
     agent, params = _agent(stem_grad=mode)
     # the value at the last step: "unroll" also reaches the torso through earlier steps' features
     obs = batch[0]
+
     def loss(p, obs):
       (_, values), _ = agent.unroll(p, agent.initial_carry(B), obs, *batch[1:])
       return values[-1].sum()
+
     grads[mode] = jax.grad(loss, argnums=1)(params, obs)
     g_torso = jax.grad(loss)(params, obs)["torso"]
     if mode == "frozen":
@@ -93,8 +97,9 @@ def test_bad_configurations():
   with pytest.raises(ValueError, match="core_mode='rtrl' with cell 'gru'.*core_mode='tbptt'"):
     _agent(cell_name="gru")
   with pytest.raises(ValueError, match="use_last_action needs a categorical policy"):
-    agent_lib.Agent(torsos.MLPTorso((7,)), heads.ActorCriticHeads(2, policy="gaussian"),
-                    None, 2, use_last_action=True)
+    agent_lib.Agent(
+      torsos.MLPTorso((7,)), heads.ActorCriticHeads(2, policy="gaussian"), None, 2, use_last_action=True
+    )
   agent = agent_lib.Agent(torsos.MLPTorso((7,)), heads.ActorCriticHeads(A), cells.make("rtu", 4), A)
   with pytest.raises(ValueError, match="call agent.init"):
     agent.initial_carry(B)

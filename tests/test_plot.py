@@ -37,9 +37,16 @@ def _t_half(values):
 def runs(tmp_path):
   root = tmp_path / 'runs'
   # group "rtrl": grouped by config minus seed (dir names do not follow a pattern); final values 10 and 14
-  cfg = {'name': 'rtrl', 'agent': {'cell': 'rtu', 'lr': 1e-3}, 'seed': 0, 'env': {'id': 'cartpole', 'env_seed': 5}}
+  cfg = {
+    'name': 'rtrl',
+    'agent': {'cell': 'rtu', 'lr': 1e-3},
+    'seed': 0,
+    'env': {'id': 'cartpole', 'env_seed': 5},
+  }
   _write_run(root / 'a', np.linspace(0, 10, 50), config=cfg, extra_every=3)
-  _write_run(root / 'b', np.linspace(0, 14, 50), config=dict(cfg, seed=1, env={'id': 'cartpole', 'env_seed': 9}))
+  _write_run(
+    root / 'b', np.linspace(0, 14, 50), config=dict(cfg, seed=1, env={'id': 'cartpole', 'env_seed': 9})
+  )
   # group "ff": grouped by directory name pattern; flat curves at 2 and 3 with different lengths / x grids
   _write_run(root / 'ff_seed0', np.full(40, 2.0), frames_step=125)
   _write_run(root / 'ff_seed1', np.full(60, 3.0), frames_step=100)
@@ -49,7 +56,9 @@ def runs(tmp_path):
 def test_grouping(runs):
   groups = plot.group_runs(plot.find_runs([runs]))
   assert [(g.name, [os.path.basename(r) for r in g.runs]) for g in groups] == [
-      ('ff', ['ff_seed0', 'ff_seed1']), ('rtrl', ['a', 'b'])]
+    ('ff', ['ff_seed0', 'ff_seed1']),
+    ('rtrl', ['a', 'b']),
+  ]
 
 
 def test_plot_png_not_blank_and_table_numbers(runs, tmp_path):
@@ -60,15 +69,21 @@ def test_plot_png_not_blank_and_table_numbers(runs, tmp_path):
   assert os.path.exists(out) and os.path.exists(tmp_path / 'out' / 'curves.md')
 
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use('Agg')
   import matplotlib.image as mpimg  # pylint: disable=import-outside-toplevel
+
   img = mpimg.imread(out)[..., :3]
   assert img.shape[0] > 200 and img.shape[1] > 300
   non_white = (img < 0.95).any(axis=-1).mean()
   assert 0.02 < non_white < 0.9 and img.std() > 0.05
   # both groups' colours (C0 blue, C1 orange) are drawn
-  blue = ((abs(img[..., 0] - 0.12) < 0.1) & (abs(img[..., 1] - 0.47) < 0.1) & (abs(img[..., 2] - 0.71) < 0.1)).sum()
-  orange = ((abs(img[..., 0] - 1.0) < 0.1) & (abs(img[..., 1] - 0.5) < 0.1) & (abs(img[..., 2] - 0.05) < 0.15)).sum()
+  blue = (
+    (abs(img[..., 0] - 0.12) < 0.1) & (abs(img[..., 1] - 0.47) < 0.1) & (abs(img[..., 2] - 0.71) < 0.1)
+  ).sum()
+  orange = (
+    (abs(img[..., 0] - 1.0) < 0.1) & (abs(img[..., 1] - 0.5) < 0.1) & (abs(img[..., 2] - 0.05) < 0.15)
+  ).sum()
   assert blue > 100 and orange > 100
 
   g = summary['groups']
@@ -99,6 +114,7 @@ def test_bootstrap_ci_and_resume_records(tmp_path):
     for x, y in [(1, 0.0), (2, 0.0), (3, 99.0), (4, 99.0), (2, 1.0), (3, 2.0), (4, 3.0)]:
       w.write({'frames': x, 'episode_return': y})
   from rtrl_rl.io.metrics import read_metrics  # pylint: disable=import-outside-toplevel
+
   xs, ys = plot.run_curve(read_metrics(run), 'frames', 'episode_return')
   assert xs.tolist() == [1, 2, 3, 4] and ys.tolist() == [0.0, 1.0, 2.0, 3.0]
   vals = np.array([[1.0], [2.0], [3.0], [4.0]])
@@ -110,9 +126,22 @@ def test_cli(runs, tmp_path):
   out = tmp_path / 'cli' / 'c.png'
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
   res = subprocess.run(
-      [sys.executable, '-m', 'rtrl_rl.plot', f'--runs={runs / "a"},{runs / "b"},{runs / "ff_seed0"}',
-       f'--out={out}', '--x=frames', '--y=episode_return', '--ci=bootstrap'],
-      capture_output=True, text=True, env=env, timeout=60, check=False)
+    [
+      sys.executable,
+      '-m',
+      'rtrl_rl.plot',
+      f'--runs={runs / "a"},{runs / "b"},{runs / "ff_seed0"}',
+      f'--out={out}',
+      '--x=frames',
+      '--y=episode_return',
+      '--ci=bootstrap',
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=60,
+    check=False,
+  )
   assert res.returncode == 0, res.stderr[-2000:]
   assert out.exists() and (tmp_path / 'cli' / 'c.md').exists()
   assert '| rtrl | 2 |' in res.stdout and '| ff | 1 |' in res.stdout

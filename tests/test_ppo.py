@@ -61,12 +61,11 @@ def rollout():
 def test_stored_carry_at_t_is_the_carry_that_processes_o_t(rollout):
   agent, params, b = rollout["agent"], rollout["params"], rollout["batch"]
   t_len = b.value.shape[0]
-  assert b.first.any() and not b.first.all()          # resets inside the rollout
+  assert b.first.any() and not b.first.all()  # resets inside the rollout
   assert not trees_close(jax.tree.map(lambda x: x[0], b.carry), agent.initial_carry(3))
   for t in range(t_len):
     carry_t = jax.tree.map(lambda x: x[t], b.carry)
-    (dist, value), nxt = agent.step(params, carry_t, b.obs[t], b.prev_reward[t], b.prev_action[t],
-                                    b.first[t])
+    (dist, value), nxt = agent.step(params, carry_t, b.obs[t], b.prev_reward[t], b.prev_action[t], b.first[t])
     np.testing.assert_allclose(value, b.value[t], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dist.log_prob(b.action[t]), b.log_prob[t], rtol=1e-5, atol=1e-6)
     want_next = rollout["actor_end"].carry if t == t_len - 1 else jax.tree.map(lambda x: x[t + 1], b.carry)
@@ -82,7 +81,8 @@ def _perturbed(params, seed=0, scale=0.3):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
   return jax.tree.unflatten(
-      tree, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+    tree, [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+  )
 
 
 def _from_scratch(agent, params, b):
@@ -106,8 +106,9 @@ def test_fresh_carries_are_aligned_with_a_rollout_recomputed_from_scratch(rollou
   assert_trees_close(fresh, before, rtol=1e-5, atol=1e-6)
   # Not the stale carries, and not shifted by one step (the authors' off-by-one).
   assert not trees_close(fresh, b.carry, rtol=1e-3, atol=1e-4)
-  assert not trees_close(jax.tree.map(lambda x: x[1:], fresh), jax.tree.map(lambda x: x[1:], after),
-                         rtol=1e-3, atol=1e-4)
+  assert not trees_close(
+    jax.tree.map(lambda x: x[1:], fresh), jax.tree.map(lambda x: x[1:], after), rtol=1e-3, atol=1e-4
+  )
 
 
 def test_fresh_update_uses_recomputed_carries_in_the_next_epoch(rollout):
@@ -123,11 +124,23 @@ def test_fresh_update_uses_recomputed_carries_in_the_next_epoch(rollout):
   adv, target = learning.advantages(c, b)
   n = b.value.size
   flat = lambda tree: jax.tree.map(lambda x: x.reshape((n,) + x.shape[2:]), tree)
-  fields = flat(dict(obs=b.obs, first=b.first, prev_reward=b.prev_reward, prev_action=b.prev_action,
-                     action=b.action, log_prob=b.log_prob, value=b.value, mask=b.mask,
-                     advantage=adv, target=target))
+  fields = flat(
+    dict(
+      obs=b.obs,
+      first=b.first,
+      prev_reward=b.prev_reward,
+      prev_action=b.prev_action,
+      action=b.action,
+      log_prob=b.log_prob,
+      value=b.value,
+      mask=b.mask,
+      advantage=adv,
+      target=target,
+    )
+  )
   _, sub = jax.random.split(state.key)
   p, o, carries = state.params, state.opt_state, b.carry
+
   @jax.jit
   def sgd_step(p, o, sample):
     grads = jax.grad(lambda q: loss_fn(q, sample)[0])(p)
@@ -162,7 +175,7 @@ def test_stale_single_step_gradient_is_exact_rtrl(cell):
     obs = jnp.asarray(rng.normal(size=(t_len, b, 4)))
     first = np.zeros((t_len, b), bool)
     first[0] = True
-    first[3, 1] = True                                   # a reset inside one env's history
+    first[3, 1] = True  # a reset inside one env's history
     first = jnp.asarray(first)
     prev_reward = jnp.asarray(rng.normal(size=(t_len, b)) * 0.5)
     prev_action = jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32)
@@ -174,11 +187,19 @@ def test_stale_single_step_gradient_is_exact_rtrl(cell):
     t = t_len - 1
     (dist, value), _ = step(params, carry, obs[t], prev_reward[t], prev_action[t], first[t])
     action = jnp.asarray(rng.integers(0, 3, (b,)), jnp.int32)
-    sample = dict(carry=carry, obs=obs[t], first=first[t], prev_reward=prev_reward[t],
-                  prev_action=prev_action[t], action=action,
-                  log_prob=dist.log_prob(action) + jnp.asarray(rng.normal(size=b) * 0.05),
-                  value=value + 0.05, mask=jnp.ones((b,), bool),
-                  advantage=jnp.asarray(rng.normal(size=b)), target=jnp.asarray(rng.normal(size=b)))
+    sample = dict(
+      carry=carry,
+      obs=obs[t],
+      first=first[t],
+      prev_reward=prev_reward[t],
+      prev_action=prev_action[t],
+      action=action,
+      log_prob=dist.log_prob(action) + jnp.asarray(rng.normal(size=b) * 0.05),
+      value=value + 0.05,
+      mask=jnp.ones((b,), bool),
+      advantage=jnp.asarray(rng.normal(size=b)),
+      target=jnp.asarray(rng.normal(size=b)),
+    )
     loss_fn = learning.make_loss(agent, c)
     g_rtrl = jax.jit(jax.grad(lambda p: loss_fn(p, sample)[0]))(params)
 
@@ -188,9 +209,20 @@ def test_stale_single_step_gradient_is_exact_rtrl(cell):
     def ref_loss(p):
       (dists, values), _ = ref_agent.unroll(p, carry0, obs, prev_reward, prev_action, first)
       last = jax.tree.map(lambda x: x[-1], dists)
-      return ppo_loss(last, action, sample["log_prob"], sample["advantage"], values[-1],
-                      sample["value"], sample["target"], mask=sample["mask"], clip_eps=c.clip_eps,
-                      value_clip_eps=c.value_clip_eps, vf_coef=c.vf_coef, ent_coef=c.ent_coef)[0]
+      return ppo_loss(
+        last,
+        action,
+        sample["log_prob"],
+        sample["advantage"],
+        values[-1],
+        sample["value"],
+        sample["target"],
+        mask=sample["mask"],
+        clip_eps=c.clip_eps,
+        value_clip_eps=c.value_clip_eps,
+        vf_coef=c.vf_coef,
+        ent_coef=c.ent_coef,
+      )[0]
 
     g_ref = jax.jit(jax.grad(ref_loss))(params)
     assert_trees_close(g_rtrl, g_ref, rtol=1e-9, atol=1e-12)
@@ -214,9 +246,12 @@ def _history_problem(cell, core_mode, t_len=8, b=4, **overrides):
   first = np.zeros((t_len, b), bool)
   first[0] = True
   first[3, 1] = True
-  h = dict(obs=jnp.asarray(rng.normal(size=(t_len, b, 4))), first=jnp.asarray(first),
-           prev_reward=jnp.asarray(rng.normal(size=(t_len, b)) * 0.5),
-           prev_action=jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32))
+  h = dict(
+    obs=jnp.asarray(rng.normal(size=(t_len, b, 4))),
+    first=jnp.asarray(first),
+    prev_reward=jnp.asarray(rng.normal(size=(t_len, b)) * 0.5),
+    prev_action=jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32),
+  )
   carry = agent.cell.initial_carry(b, dtype=jnp.float64)
   if core_mode != "rtrl":
     carry = carry._replace(traces=None)
@@ -228,11 +263,15 @@ def _history_problem(cell, core_mode, t_len=8, b=4, **overrides):
     outs.append(out)
   action = jnp.asarray(rng.integers(0, 3, (t_len, b)), jnp.int32)
   log_prob = jnp.stack([d.log_prob(a) for (d, _), a in zip(outs, action)])
-  h.update(carry=jax.tree.map(lambda *x: jnp.stack(x), *carries), action=action,
-           log_prob=log_prob + jnp.asarray(rng.normal(size=(t_len, b)) * 0.05),
-           value=jnp.stack([v for _, v in outs]) + 0.05, mask=jnp.ones((t_len, b), bool),
-           advantage=jnp.asarray(rng.normal(size=(t_len, b))),
-           target=jnp.asarray(rng.normal(size=(t_len, b))))
+  h.update(
+    carry=jax.tree.map(lambda *x: jnp.stack(x), *carries),
+    action=action,
+    log_prob=log_prob + jnp.asarray(rng.normal(size=(t_len, b)) * 0.05),
+    value=jnp.stack([v for _, v in outs]) + 0.05,
+    mask=jnp.ones((t_len, b), bool),
+    advantage=jnp.asarray(rng.normal(size=(t_len, b))),
+    target=jnp.asarray(rng.normal(size=(t_len, b))),
+  )
   return c, env, agent, params, h
 
 
@@ -244,9 +283,20 @@ def _window(h, lo, hi):
 
 
 def _window_loss(c, dists, values, s):
-  return ppo_loss(dists, s["action"], s["log_prob"], s["advantage"], values, s["value"], s["target"],
-                  mask=s["mask"], clip_eps=c.clip_eps, value_clip_eps=c.value_clip_eps,
-                  vf_coef=c.vf_coef, ent_coef=c.ent_coef)[0]
+  return ppo_loss(
+    dists,
+    s["action"],
+    s["log_prob"],
+    s["advantage"],
+    values,
+    s["value"],
+    s["target"],
+    mask=s["mask"],
+    clip_eps=c.clip_eps,
+    value_clip_eps=c.value_clip_eps,
+    vf_coef=c.vf_coef,
+    ent_coef=c.ent_coef,
+  )[0]
 
 
 @pytest.mark.parametrize("cell", ["rtu", "elstm"])
@@ -264,9 +314,10 @@ def test_stale_sequence_gradient_is_exact_rtrl(cell):
     carry0 = jax.tree.map(lambda x: x[0], h["carry"])
 
     def ref_loss(p):
-      (dists, values), _ = ref_agent.unroll(p, carry0, h["obs"], h["prev_reward"], h["prev_action"],
-                                            h["first"])
-      return _window_loss(c, jax.tree.map(lambda x: x[t_len - 4:], dists), values[t_len - 4:], sample)
+      (dists, values), _ = ref_agent.unroll(
+        p, carry0, h["obs"], h["prev_reward"], h["prev_action"], h["first"]
+      )
+      return _window_loss(c, jax.tree.map(lambda x: x[t_len - 4 :], dists), values[t_len - 4 :], sample)
 
     assert_trees_close(g_rtrl, jax.jit(jax.grad(ref_loss))(params), rtol=1e-9, atol=1e-12)
 
@@ -287,21 +338,23 @@ def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
     def stepwise_loss(p, s):
       carry, dists, values = jax.lax.stop_gradient(s["carry"]), [], []
       for t in range(s["obs"].shape[0]):
-        (d, v), carry = ref_agent.step(p, carry, s["obs"][t], s["prev_reward"][t], s["prev_action"][t],
-                                       s["first"][t])
+        (d, v), carry = ref_agent.step(
+          p, carry, s["obs"][t], s["prev_reward"][t], s["prev_action"][t], s["first"][t]
+        )
         dists.append(d)
         values.append(v)
       return _window_loss(c, jax.tree.map(lambda *x: jnp.stack(x), *dists), jnp.stack(values), s)
 
     def full_history_loss(p, lo, s):
-      (dists, values), _ = ref_agent.unroll(p, jax.tree.map(lambda x: x[0], h["carry"]), h["obs"],
-                                            h["prev_reward"], h["prev_action"], h["first"])
-      return _window_loss(c, jax.tree.map(lambda x: x[lo:lo + 4], dists), values[lo:lo + 4], s)
+      (dists, values), _ = ref_agent.unroll(
+        p, jax.tree.map(lambda x: x[0], h["carry"]), h["obs"], h["prev_reward"], h["prev_action"], h["first"]
+      )
+      return _window_loss(c, jax.tree.map(lambda x: x[lo : lo + 4], dists), values[lo : lo + 4], s)
 
     g_loss = jax.jit(jax.grad(lambda p, s: loss(p, s)[0]))
     g_stepwise = jax.jit(jax.grad(stepwise_loss))
     g_history = jax.jit(jax.grad(full_history_loss), static_argnums=1)
-    for lo in (0, 4):              # steps 0..3 start every episode; 4..7 continue them
+    for lo in (0, 4):  # steps 0..3 start every episode; 4..7 continue them
       sample = _window(h, lo, lo + 4)
       g = g_loss(params, sample)
       assert_trees_close(g, g_stepwise(params, sample), rtol=1e-9, atol=1e-12)
@@ -312,9 +365,10 @@ def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
     one = jax.tree.map(lambda x: x[-1], _window(h, 7, 8))
     one["carry"] = jax.tree.map(lambda x: x[7], h["carry"])
     g1 = jax.grad(lambda p: learning.make_loss(agent, c1)(p, one)[0])(params)
-    g4 = jax.grad(lambda p: stepwise_loss(p, jax.tree.map(lambda x: x[3:], _window(h, 4, 8))
-                                          | {"carry": one["carry"]}))(params)
-    assert_trees_close(g1, g4, rtol=1e-9, atol=1e-12)   # a 1-step window is the 1-step loss
+    g4 = jax.grad(
+      lambda p: stepwise_loss(p, jax.tree.map(lambda x: x[3:], _window(h, 4, 8)) | {"carry": one["carry"]})
+    )(params)
+    assert_trees_close(g1, g4, rtol=1e-9, atol=1e-12)  # a 1-step window is the 1-step loss
 
 
 def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
@@ -329,9 +383,18 @@ def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
 
   t_len, n_env = b.value.shape
   adv, target = learning.advantages(c, b)
-  fields = dict(obs=b.obs, first=b.first, prev_reward=b.prev_reward, prev_action=b.prev_action,
-                action=b.action, log_prob=b.log_prob, value=b.value, mask=b.mask, advantage=adv,
-                target=target)
+  fields = dict(
+    obs=b.obs,
+    first=b.first,
+    prev_reward=b.prev_reward,
+    prev_action=b.prev_action,
+    action=b.action,
+    log_prob=b.log_prob,
+    value=b.value,
+    mask=b.mask,
+    advantage=adv,
+    target=target,
+  )
   opt, loss_fn = learning.make_optimizer(c), learning.make_loss(agent, c)
 
   @jax.jit
@@ -347,7 +410,7 @@ def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
     perm = np.asarray(jax.random.permutation(epoch_key, num_seq)).reshape(c.num_minibatches, -1)
     for row in perm:
       ks, envs = row // n_env, row % n_env
-      steps = ks[None] * seq + np.arange(seq)[:, None]                   # [L, n]
+      steps = ks[None] * seq + np.arange(seq)[:, None]  # [L, n]
       sample = {k: v[steps, envs[None]] for k, v in fields.items()}
       sample["carry"] = jax.tree.map(lambda x: x[ks * seq, envs], b.carry)
       p, o = sgd_step(p, o, sample)
@@ -357,6 +420,7 @@ def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
 
 def test_continuous_actions_gaussian_head_with_obs_and_reward_normalisation():
   from rtrl_rl.envs._jax import gymnax_functional
+
   env = gymnax_functional("gymnax/Pendulum-v1", "Pendulum-v1")
   c = small_config("rtu", num_envs=2, rollout_length=8, num_minibatches=2, minibatch_size=8)
   runner = anakin.make_ppo(env, c)
@@ -380,7 +444,9 @@ def test_running_stats_match_numpy():
   np.testing.assert_allclose(s.mean, x[:10, 0][w].mean(), rtol=1e-3)
 
 
-@pytest.mark.parametrize("overrides, fields", [
+@pytest.mark.parametrize(
+  "overrides, fields",
+  [
     (dict(stem_grad="frozen"), ["stem_grad", "stem_checkpoint"]),
     (dict(stem_grad="frozen", stem_checkpoint="/nonexistent/stem.msgpack"), ["stem_checkpoint"]),
     (dict(stem_checkpoint="/tmp/stem.msgpack"), ["stem_checkpoint", "stem_grad"]),
@@ -394,7 +460,8 @@ def test_running_stats_match_numpy():
     (dict(core_mode="bptt"), ["core_mode"]),
     (dict(sequence_length=3), ["sequence_length", "rollout_length", "minibatch_size"]),
     (dict(sequence_length=0), ["sequence_length"]),
-])
+  ],
+)
 def test_config_validation_names_the_fields(overrides, fields):
   c = ppo.get_config()
   c.update(overrides)
@@ -410,8 +477,14 @@ def test_config_validation_names_the_fields(overrides, fields):
 def test_default_config_is_the_papers():
   c = ppo.validate(ppo.get_config())
   assert (c.rollout_length, c.num_epochs, c.num_minibatches, c.minibatch_size) == (2048, 4, 32, 64)
-  assert (c.gae_lambda, c.gamma, c.clip_eps, c.value_clip_eps, c.vf_coef, c.ent_coef) == \
-      (0.95, 0.99, 0.2, 0.2, 0.5, 0.0)
+  assert (c.gae_lambda, c.gamma, c.clip_eps, c.value_clip_eps, c.vf_coef, c.ent_coef) == (
+    0.95,
+    0.99,
+    0.2,
+    0.2,
+    0.5,
+    0.0,
+  )
   assert (c.max_grad_norm, c.learning_rate, c.adam_eps) == (0.5, 1e-4, 1e-5)
   assert c.normalize_obs and c.normalize_reward and c.gradient == "stale"
   assert (c.cell, c.hidden_size, c.torso_sizes, c.head_sizes) == ("rtu", 192, (64,), (64,))
@@ -419,6 +492,7 @@ def test_default_config_is_the_papers():
 
 def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):
   import flax.serialization
+
   agent, b = rollout["agent"], rollout["batch"]
   donor = _perturbed(rollout["params"], seed=3)
   path = tmp_path / "stem.msgpack"
@@ -428,13 +502,16 @@ def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):
   state = learning.init_learner(jax.random.key(0), frozen, c, b.obs[0, 0])
   assert_trees_close(state.params["torso"], donor["torso"], rtol=0, atol=0)
   adv, target = learning.advantages(c, b)
-  t = int(np.argmax(np.asarray(b.mask).all(1)))          # a step where every env's sample counts
+  t = int(np.argmax(np.asarray(b.mask).all(1)))  # a step where every env's sample counts
   sample = dict(jax.tree.map(lambda x: x[t], b._asdict()), advantage=adv[t], target=target[t])
   grads = jax.jit(jax.grad(lambda p: learning.make_loss(frozen, c)(p, sample)[0]))(state.params)
   assert all(not np.any(g) for g in jax.tree.leaves(grads["torso"]))
   assert any(np.any(g) for g in jax.tree.leaves(grads["core"]))
-  wrong = {"torso": {"params": {"dense_0": {"kernel": np.zeros((4, 5), np.float32),
-                                           "bias": np.zeros((5,), np.float32)}}}}
+  wrong = {
+    "torso": {
+      "params": {"dense_0": {"kernel": np.zeros((4, 5), np.float32), "bias": np.zeros((5,), np.float32)}}
+    }
+  }
   path.write_bytes(flax.serialization.to_bytes(wrong))
   with pytest.raises(ValueError, match="stem_checkpoint"):
     learning.init_learner(jax.random.key(0), frozen, c, b.obs[0, 0])

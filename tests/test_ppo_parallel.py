@@ -38,14 +38,29 @@ def runs(tmp_path_factory):
   """Start the 4-device run and the two 2-device processes together; returns their output files."""
   tmp = tmp_path_factory.mktemp("ppo_par")
   devices = str(tmp / "devices.npz")
-  procs = {"devices": [subprocess.Popen([sys.executable, WORKER, "devices", devices], env=device_env(4, FAST_COMPILE),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]}
+  procs = {
+    "devices": [
+      subprocess.Popen(
+        [sys.executable, WORKER, "devices", devices],
+        env=device_env(4, FAST_COMPILE),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    ]
+  }
   port = free_port()
   outs = [str(tmp / f"proc{i}.npz") for i in range(2)]
   procs["multiprocess"] = [
-      subprocess.Popen([sys.executable, WORKER, "multiprocess", outs[i], str(port), "2", str(i)],
-                       env=device_env(2, FAST_COMPILE), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+    subprocess.Popen(
+      [sys.executable, WORKER, "multiprocess", outs[i], str(port), "2", str(i)],
+      env=device_env(2, FAST_COMPILE),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   yield {"devices": devices, "multiprocess": outs, "procs": procs}
   for group in procs.values():
     for p in group:
@@ -63,8 +78,11 @@ def test_update_on_4_devices_equals_single_device_same_minibatches(runs, gradien
   mesh = load_prefixed(path, f"{gradient}/mesh1/")
   single = load_prefixed(path, f"{gradient}/single1/")
   assert_close(mesh, single, rtol=1e-5)
-  assert_close(load_prefixed(path, f"{gradient}/mesh1_metrics/"), load_prefixed(path, f"{gradient}/single1_metrics/"),
-                rtol=1e-5)
+  assert_close(
+    load_prefixed(path, f"{gradient}/mesh1_metrics/"),
+    load_prefixed(path, f"{gradient}/single1_metrics/"),
+    rtol=1e-5,
+  )
   # The update moved the parameters (the comparison is not vacuous).
   initial = load_prefixed(path, "initial/")
   assert initial.keys() == single.keys()
@@ -75,10 +93,10 @@ def test_two_processes_with_gloo_keep_identical_parameters(runs):
   _wait(runs["procs"]["multiprocess"])
   p0, p1 = (load_prefixed(out, "stale/final/") for out in runs["multiprocess"])
   with np.load(runs["multiprocess"][0]) as f:
-    assert int(f["num_devices"]) == 4            # 2 processes x 2 devices, one global mesh
+    assert int(f["num_devices"]) == 4  # 2 processes x 2 devices, one global mesh
   assert p0.keys() == p1.keys() and p0
   for k in p0:
-    np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)      # bitwise identical replicas
+    np.testing.assert_array_equal(p0[k], p1[k], err_msg=k)  # bitwise identical replicas
   # ... and equal to the 1 process x 4 devices run of the same global buffers.
   _wait(runs["procs"]["devices"])
   assert_close(p0, load_prefixed(runs["devices"], "stale/final/"), rtol=1e-5)

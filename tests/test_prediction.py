@@ -51,8 +51,9 @@ def _bptt_value(learner, params, obs):
   """v of the last observation, by BPTT through the whole history from a zero carry."""
   cell = learner.cell
   resets = jnp.zeros((obs.shape[0], 1), bool).at[0, 0].set(True)
-  ys, _ = cells.unroll(cell, params["core"], cell.initial_carry(1, jnp.float64, traces=False),
-                       obs[:, None], resets, mode="bptt")
+  ys, _ = cells.unroll(
+    cell, params["core"], cell.initial_carry(1, jnp.float64, traces=False), obs[:, None], resets, mode="bptt"
+  )
   return ys[-1, 0] @ params["head"]["w"] + params["head"]["b"]
 
 
@@ -100,9 +101,16 @@ def test_eligibility_trace_recursion_lambda():
     @jax.jit
     @functools.partial(jax.grad, argnums=0)
     def grad_v(params, j):  # grad of v_j (the value of obs j) by BPTT over obs 0..j
-      ys, _ = cells.unroll(c, params["core"], c.initial_carry(1, jnp.float64, traces=False),
-                           stream.obs[:, None], resets, mode="bptt")
+      ys, _ = cells.unroll(
+        c,
+        params["core"],
+        c.initial_carry(1, jnp.float64, traces=False),
+        stream.obs[:, None],
+        resets,
+        mode="bptt",
+      )
       return ys[j, 0] @ params["head"]["w"] + params["head"]["b"]
+
     grads = [grad_v(state.params, j) for j in range(s)]
     z = jax.tree.map(jnp.zeros_like, state.params)
     for g in grads:  # by hand
@@ -127,18 +135,25 @@ def test_tbptt_truncates(cell):
     assert _max_err(state.eligibility, full(learner, state.params, stream.obs)) < 1e-10  # T >= history
     learner, state, m = grads[t]
     ref_full = full(learner, state.params, stream.obs)
-    assert _max_err(state.eligibility, ref_full) > 1e-4                                   # T < history
+    assert _max_err(state.eligibility, ref_full) > 1e-4  # T < history
     # the truncated reference: the state at s - T is a constant, backprop through the last T steps
     c = learner.cell
     resets = jnp.zeros((s, 1), bool).at[0, 0].set(True)
-    _, start = cells.unroll(c, state.params["core"], c.initial_carry(1, jnp.float64, traces=False),
-                            stream.obs[:s - t, None], resets[:s - t], mode="tbptt")
+    _, start = cells.unroll(
+      c,
+      state.params["core"],
+      c.initial_carry(1, jnp.float64, traces=False),
+      stream.obs[: s - t, None],
+      resets[: s - t],
+      mode="tbptt",
+    )
 
     def v_trunc(params):
-      ys, _ = cells.unroll(c, params["core"], start, stream.obs[s - t:, None], resets[s - t:], mode="tbptt")
+      ys, _ = cells.unroll(c, params["core"], start, stream.obs[s - t :, None], resets[s - t :], mode="tbptt")
       return ys[-1, 0] @ params["head"]["w"] + params["head"]["b"]
+
     v, g = jax.value_and_grad(v_trunc)(state.params)
-    assert abs(float(m["prediction"][-1] - v)) < 1e-12   # the forward value is the full-history one
+    assert abs(float(m["prediction"][-1] - v)) < 1e-12  # the forward value is the full-history one
     assert _max_err(state.eligibility, g) < 1e-10
 
 
@@ -154,10 +169,11 @@ def test_chunks_chain_exactly_and_learning_changes_params(cell, mode):
   # two chunks of 20 equal 40 chunks of one step: the state carries everything
   st, one = st0, []
   for i in range(40):
-    st, m = learner.run(st, P.Stream(stream.obs[i:i + 1], stream.cumulant[i:i + 1]))
+    st, m = learner.run(st, P.Stream(stream.obs[i : i + 1], stream.cumulant[i : i + 1]))
     one.append(m["prediction"])
-  np.testing.assert_allclose(np.concatenate(one), np.concatenate([m1["prediction"], m2["prediction"]]),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.concatenate(one), np.concatenate([m1["prediction"], m2["prediction"]]), rtol=1e-5, atol=1e-6
+  )
   assert _max_err(st.params, half.params) < 1e-5
   assert _max_err(half.params, st0.params) > 1e-4
   assert int(half.t) == 40
@@ -165,22 +181,25 @@ def test_chunks_chain_exactly_and_learning_changes_params(cell, mode):
 
 def test_msre_matches_environment_measure():
   from rtrl_rl.envs import trace_conditioning as tc
-  c = jnp.array([0., 0., 1., 1., 0., 0., 0., 1.])
-  p = jnp.linspace(0., 1., 8)
+
+  c = jnp.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+  p = jnp.linspace(0.0, 1.0, 8)
   g = np.zeros(7)
   for i in range(7):  # G_i = sum_k gamma^k c_{i+1+k}, truncated at the stream's end
-    g[i] = sum(GAMMA ** k * float(c[i + 1 + k]) for k in range(7 - i))
+    g[i] = sum(GAMMA**k * float(c[i + 1 + k]) for k in range(7 - i))
   want = np.mean((np.asarray(p[:-1]) - g) ** 2)
   assert abs(float(P.msre(p, c, GAMMA)) - want) < 1e-6
   assert abs(float(P.msre(p, c, GAMMA)) - float(tc.msre(p[:-1], c[1:], GAMMA))) < 1e-7
   assert abs(float(P.msre(p, c, GAMMA, last=3)) - np.mean((np.asarray(p[4:7]) - g[4:]) ** 2)) < 1e-6
   r = P.msre_report(p, c, GAMMA, 7)
-  assert abs(r["msre_zero"] - np.mean(g ** 2)) < 1e-6 and abs(r["msre_const"] - np.var(g)) < 1e-6
+  assert abs(r["msre_zero"] - np.mean(g**2)) < 1e-6 and abs(r["msre_const"] - np.var(g)) < 1e-6
 
 
 # -- configuration ------------------------------------------------------------------------------------
 def _load_experiment_config_module():
-  spec = importlib.util.spec_from_file_location("rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py"))
+  spec = importlib.util.spec_from_file_location(
+    "rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -212,8 +231,16 @@ def test_validate_names_the_fields():
   P.validate(P.get_config())
 
 
-VARIANTS = ["cell=rtu_nonlinear", "cell=rtu_linear", "cell=lru", "cell=gru,T=10", "cell=lru_tbptt,T=10",
-            "cell=lstm,T=5", "cell=ff", ""]
+VARIANTS = [
+  "cell=rtu_nonlinear",
+  "cell=rtu_linear",
+  "cell=lru",
+  "cell=gru,T=10",
+  "cell=lru_tbptt,T=10",
+  "cell=lstm,T=5",
+  "cell=ff",
+  "",
+]
 
 
 def test_experiment_config_variants_load_validate_and_match_budgets():
@@ -225,8 +252,11 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
     a = c.agent
     assert c.algo == "prediction" and a.gamma == c.env.options.gamma == 0.9
     n = config_lib.param_count(a.cell, a.hidden_size, 12, a.cell_options.to_dict())
-    assert n <= mod.DEFAULT_BUDGET < config_lib.param_count(a.cell, a.hidden_size + 1, 12,
-                                                            a.cell_options.to_dict())
+    assert (
+      n
+      <= mod.DEFAULT_BUDGET
+      < config_lib.param_count(a.cell, a.hidden_size + 1, 12, a.cell_options.to_dict())
+    )
     budgets[v] = n
   assert mod.get_config("cell=gru,T=7").agent.truncation == 7
   assert mod.get_config("cell=gru,T=7").agent.mode == "tbptt"
@@ -255,10 +285,20 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
 def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
   run_dir = tmp_path / "run"
   out = subprocess.run(
-      [sys.executable, "-m", "rtrl_rl.agents.prediction",
-       "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=300,window=200,seeds=2,"
-       "hidden=4", f"--run_dir={run_dir}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.agents.prediction",
+      "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=300,window=200,seeds=2,"
+      "hidden=4",
+      f"--run_dir={run_dir}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "final MSRE" in out.stdout
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -273,8 +313,10 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted
   directory continues the same streams and ends with the uninterrupted run's MSRE per seed."""
   from rtrl_rl.io import run_dir
   from rtrl_rl.system.trainer import _Checkpoints
-  c = _load_experiment_config_module().get_config("cell=rtu_nonlinear,steps=800,chunk=200,window=300,"
-                                                  "seeds=2,hidden=4")
+
+  c = _load_experiment_config_module().get_config(
+    "cell=rtu_nonlinear,steps=800,chunk=200,window=300,seeds=2,hidden=4"
+  )
   full = P.run_experiment(c)
   chunks = {"n": 0}
 
@@ -291,4 +333,4 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted
   assert "resumed at step 400/800" in logs[0]
   assert not resumed["stopped_early"] and resumed["steps"] == 800
   np.testing.assert_allclose(resumed["msre_per_seed"], full["msre_per_seed"], rtol=1e-6)
-  assert full["msre_per_seed"][0] != full["msre_per_seed"][1]     # the seeds' streams differ
+  assert full["msre_per_seed"][0] != full["msre_per_seed"][1]  # the seeds' streams differ

@@ -18,13 +18,14 @@ from rtrl_rl.envs import trace_conditioning as tc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISI, ITI, DISTRACTORS = (5, 7), (15, 25), 2
-GAMMA = round(1 - 1 / np.mean(ISI), 6)   # Rafiee et al.'s rule: 1 - 1/mean(ISI)
+GAMMA = round(1 - 1 / np.mean(ISI), 6)  # Rafiee et al.'s rule: 1 - 1/mean(ISI)
 STEPS, WINDOW = 10_000, 2_500
 
 
 def _stream():
-  fenv = envs.make_functional("jax/trace-conditioning", isi=ISI, iti=ITI, num_distractors=DISTRACTORS,
-                              gamma=GAMMA)
+  fenv = envs.make_functional(
+    "jax/trace-conditioning", isi=ISI, iti=ITI, num_distractors=DISTRACTORS, gamma=GAMMA
+  )
   return P.make_stream(fenv, jax.random.key(7), STEPS)
 
 
@@ -50,7 +51,7 @@ def _learn(stream, cell, opts, hidden):
 def test_rtu_learns_trace_conditioning_short(nonlinear):
   stream = _stream()
   rtu = _learn(stream, "rtu", {"nonlinear": nonlinear, "activation": "relu"}, 8)
-  memoryless_td = _learn(stream, None, {}, 0)["msre"]           # linear TD(lambda) on obs_i alone
+  memoryless_td = _learn(stream, None, {}, 0)["msre"]  # linear TD(lambda) on obs_i alone
   best_memoryless = _best_linear_memoryless(stream)
   # measured (seed 7/0): RTU 0.034 (non-linear) / 0.040 (linear); memoryless 0.208 (TD), 0.199
   # (best linear, hindsight); predicting zero 0.46
@@ -61,7 +62,9 @@ def test_rtu_learns_trace_conditioning_short(nonlinear):
 
 
 def _experiment(variant):
-  spec = importlib.util.spec_from_file_location("rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py"))
+  spec = importlib.util.spec_from_file_location(
+    "rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   c = mod.get_config(variant)

@@ -16,21 +16,32 @@ import pytest
 from rtrl_rl.io import run_dir
 from rtrl_rl.io.checkpoint import Checkpointer
 
-CONFIG = {"seed": 0, "agent": {"learning_rate": 1e-3, "hidden_size": 16},
-          "system": {"process_id": 0, "coordinator_address": "", "keep_checkpoints": 3}}
+CONFIG = {
+  "seed": 0,
+  "agent": {"learning_rate": 1e-3, "hidden_size": 16},
+  "system": {"process_id": 0, "coordinator_address": "", "keep_checkpoints": 3},
+}
 
 
 def _ckpt(rd):
-  return Checkpointer(os.path.join(rd, "checkpoints"), max_to_keep=None, async_save=False,
-                      set_aside_directory=os.path.join(rd, run_dir.SET_ASIDE_DIR))
+  return Checkpointer(
+    os.path.join(rd, "checkpoints"),
+    max_to_keep=None,
+    async_save=False,
+    set_aside_directory=os.path.join(rd, run_dir.SET_ASIDE_DIR),
+  )
 
 
 def _run_with_steps(tmp_path, steps, config=CONFIG, finished_at=None):
   rd = str(tmp_path / "run")
   ckpt = _ckpt(rd)
   for s in steps:
-    ckpt.save(s, {"w": np.random.default_rng(s).standard_normal(4096).astype(np.float32)},
-              {"updates": s, "config": config, "finished": s == finished_at}, wait=True)
+    ckpt.save(
+      s,
+      {"w": np.random.default_rng(s).standard_normal(4096).astype(np.float32)},
+      {"updates": s, "config": config, "finished": s == finished_at},
+      wait=True,
+    )
   with open(os.path.join(rd, run_dir.CONFIG_FILE), "w") as f:
     json.dump(config, f)
   return rd, ckpt
@@ -38,7 +49,7 @@ def _run_with_steps(tmp_path, steps, config=CONFIG, finished_at=None):
 
 def _damage_data(rd, step):
   """Flips one byte of the step's largest data file (its CRC-32 no longer matches)."""
-  files = glob.glob(f"{rd}/checkpoints/{step}/state/ocdbt.process_0/d/*")   # the arrays' data files
+  files = glob.glob(f"{rd}/checkpoints/{step}/state/ocdbt.process_0/d/*")  # the arrays' data files
   path = max(files, key=os.path.getsize)
   data = bytearray(open(path, "rb").read())
   data[len(data) // 2] ^= 0xFF
@@ -63,7 +74,7 @@ def test_a_damaged_and_an_uncommitted_newest_step_are_moved_aside_not_deleted(tm
   before = _tree(rd)
   plan = run_dir.plan_run(rd, CONFIG, ckpt)
   assert plan.step == 2 and not plan.finished and not plan.changes
-  assert [s for s, _ in plan.damaged] == [4, 3] and _tree(rd) == before   # deciding changes nothing
+  assert [s for s, _ in plan.damaged] == [4, 3] and _tree(rd) == before  # deciding changes nothing
   run_dir.apply_plan(rd, CONFIG, ckpt, plan)
   assert ckpt.step_dirs() == [1, 2]
   aside = os.listdir(os.path.join(rd, run_dir.SET_ASIDE_DIR))
@@ -82,15 +93,20 @@ def test_checkpoints_that_are_all_damaged_are_refused_and_nothing_changes(tmp_pa
   for m in glob.glob(f"{rd}/checkpoints/*/manifest/*"):
     open(m, "w").write("{not json")
   before = _tree(rd)
-  with pytest.raises(run_dir.RunDirError, match=r"2 checkpoint\(s\) and none can be restored.*step 2.*"
-                     r"step 1.*--start_over"):
+  with pytest.raises(
+    run_dir.RunDirError,
+    match=r"2 checkpoint\(s\) and none can be restored.*step 2.*"
+    r"step 1.*--start_over",
+  ):
     run_dir.plan_run(rd, CONFIG, ckpt)
   assert _tree(rd) == before
   # --start_over moves them aside, with the old run's files
   open(os.path.join(rd, "metrics.jsonl"), "w").write('{"step": 1}\n')
   plan = run_dir.plan_run(rd, dict(CONFIG, seed=3), ckpt, start_over=True)
   run_dir.apply_plan(rd, dict(CONFIG, seed=3), ckpt, plan)
-  assert plan.step is None and ckpt.step_dirs() == [] and not os.path.exists(os.path.join(rd, "metrics.jsonl"))
+  assert (
+    plan.step is None and ckpt.step_dirs() == [] and not os.path.exists(os.path.join(rd, "metrics.jsonl"))
+  )
   aside = os.path.join(rd, run_dir.SET_ASIDE_DIR)
   (files,) = [n for n in os.listdir(aside) if n.startswith("run_files.")]
   assert sorted(os.listdir(os.path.join(aside, files))) == ["config.json", "metrics.jsonl"]
@@ -101,7 +117,7 @@ def test_checkpoints_that_are_all_damaged_are_refused_and_nothing_changes(tmp_pa
 def test_a_changed_config_is_refused_listing_the_fields_unless_accepted_then_recorded(tmp_path):
   rd, ckpt = _run_with_steps(tmp_path, [1, 2])
   new = json.loads(json.dumps(CONFIG))
-  new["agent"]["learning_rate"] = 3e-4          # the same shapes: resuming would "work" silently
+  new["agent"]["learning_rate"] = 3e-4  # the same shapes: resuming would "work" silently
   new["seed"] = 1
   before = _tree(rd)
   with pytest.raises(run_dir.RunDirError) as e:
@@ -125,7 +141,7 @@ def test_where_the_processes_run_and_fields_of_newer_versions_may_change_on_resu
   assert run_dir.config_changes(CONFIG, moved) == {}
   moved["system"]["keep_checkpoints"] = 5
   assert run_dir.config_changes(CONFIG, moved) == {"system.keep_checkpoints": (3, 5)}
-  moved["system"]["stall_timeout_s"] = 60.0     # a field this version added: not a change
+  moved["system"]["stall_timeout_s"] = 60.0  # a field this version added: not a change
   assert run_dir.config_changes(CONFIG, moved) == {"system.keep_checkpoints": (3, 5)}
 
 
@@ -151,8 +167,12 @@ _HOLD = textwrap.dedent("""
 
 def test_one_owner_per_run_dir_and_a_killed_owner_never_blocks_the_next(tmp_path):
   rd = str(tmp_path / "run")
-  holder = subprocess.Popen([sys.executable, "-c", _HOLD, rd], stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  holder = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, rd],
+    stdout=subprocess.PIPE,
+    text=True,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(run_dir.RunDirBusy, match=rf"pid {holder.pid} on host .*another --run_dir"):
@@ -160,7 +180,7 @@ def test_one_owner_per_run_dir_and_a_killed_owner_never_blocks_the_next(tmp_path
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-  lock = run_dir.RunLock(rd)       # the kernel released the dead holder's lock
+  lock = run_dir.RunLock(rd)  # the kernel released the dead holder's lock
   lock.release()
 
 
@@ -179,8 +199,9 @@ def test_a_full_disk_is_one_paragraph_with_what_where_free_space_and_how_to_resu
   assert run_dir.disk_error(wrapped) is err and run_dir.disk_error(ValueError("x")) is None
   tensorstore = ValueError("RESOURCE_EXHAUSTED: Failed to write 184 bytes [os_error_code='28'] [spec]")
   assert run_dir.disk_error(tensorstore).errno == 28
-  text = run_dir.describe_write_failure(err, "the checkpoint of update 7", str(tmp_path),
-                                        "The last good checkpoint (update 5) is intact")
+  text = run_dir.describe_write_failure(
+    err, "the checkpoint of update 7", str(tmp_path), "The last good checkpoint (update 5) is intact"
+  )
   assert "the checkpoint of update 7" in text and "the disk is full" in text and "free of" in text
   assert "update 5" in text and "rerun the same command" in text and "\n" not in text
 
@@ -189,6 +210,7 @@ def test_a_checkpoint_that_does_not_fit_the_free_space_is_not_started(tmp_path, 
   ckpt = Checkpointer(str(tmp_path / "c"), async_save=False)
   ckpt.save(1, {"w": np.zeros(1000, np.float32)}, wait=True)
   import shutil  # pylint: disable=import-outside-toplevel
+
   usage = shutil.disk_usage(str(tmp_path))
   monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1 << 19))
   with pytest.raises(OSError, match="needs about") as e:

@@ -16,30 +16,47 @@ import pytest
 from rtrl_rl.io.checkpoint import Checkpointer
 from tests._multiprocess import ROOT
 
-ITERATION = 256      # agent steps per iteration (one update)
-TINY = [             # PPO with an RTRL linear RTU on our JAX POPGym RepeatPrevious, one env
-    "--config=configs/rtu_popgym.py:task=RepeatPrevious,core=rtu_linear",
-    f"--config.agent.rollout_length={ITERATION}", "--config.agent.num_minibatches=4",
-    "--config.agent.hidden_size=16", "--config.system.plot=False", "--config.system.log_every_s=0.1",
-    "--config.system.checkpoint_every_s=0.05",   # a checkpoint about every iteration
+ITERATION = 256  # agent steps per iteration (one update)
+TINY = [  # PPO with an RTRL linear RTU on our JAX POPGym RepeatPrevious, one env
+  "--config=configs/rtu_popgym.py:task=RepeatPrevious,core=rtu_linear",
+  f"--config.agent.rollout_length={ITERATION}",
+  "--config.agent.num_minibatches=4",
+  "--config.agent.hidden_size=16",
+  "--config.system.plot=False",
+  "--config.system.log_every_s=0.1",
+  "--config.system.checkpoint_every_s=0.05",  # a checkpoint about every iteration
 ]
 
 
 def _cmd(run_dir, iterations, *flags):
-  return [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *TINY,
-          f"--config.agent.total_env_steps={iterations * ITERATION}", *flags]
+  return [
+    sys.executable,
+    "-m",
+    "rtrl_rl.train",
+    f"--run_dir={run_dir}",
+    *TINY,
+    f"--config.agent.total_env_steps={iterations * ITERATION}",
+    *flags,
+  ]
 
 
 def _train(run_dir, iterations, *flags, timeout=300):
-  out = subprocess.run(_cmd(run_dir, iterations, *flags), cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, check=False)
+  out = subprocess.run(
+    _cmd(run_dir, iterations, *flags), cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+  )
   return out.returncode, out.stdout + out.stderr
 
 
 def _start(run_dir, iterations, *flags):
-  return subprocess.Popen(_cmd(run_dir, iterations, *flags), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+  return subprocess.Popen(
+    _cmd(run_dir, iterations, *flags),
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    start_new_session=True,
+    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+  )
 
 
 def _summary(output: str) -> dict:
@@ -55,8 +72,11 @@ def _steps(run_dir):
 def _wait_for_checkpoint(run_dir, proc, newer_than=-1, timeout=240):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    committed = [s for s in _steps(run_dir)
-                 if os.path.exists(os.path.join(run_dir, "checkpoints", str(s), "commit_success.txt"))]
+    committed = [
+      s
+      for s in _steps(run_dir)
+      if os.path.exists(os.path.join(run_dir, "checkpoints", str(s), "commit_success.txt"))
+    ]
     if committed and committed[-1] > newer_than:
       return committed[-1]
     assert proc.poll() is None, proc.communicate()[0][-3000:]
@@ -76,7 +96,7 @@ def _checkpoint_params_crc(run_dir, step):
   """params_crc32 (system/trainer.py) of the parameters in checkpoint `step`."""
   tree, _ = Checkpointer(os.path.join(run_dir, "checkpoints"), is_primary=False).restore(step)
   crc = 0
-  for path, leaf in tree.items():   # in tree order
+  for path, leaf in tree.items():  # in tree order
     if path.startswith(".learner.params"):
       crc = zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).tobytes(), crc)
   return crc
@@ -122,10 +142,10 @@ def test_no_work_lost_across_sigint_sigterm_sigkill_and_a_damaged_checkpoint(tmp
   summary = _summary(out)
   assert summary["updates"] == 12 and not summary["stopped_early"]
   assert summary["params_crc32"] == ref["params_crc32"]
-  assert os.listdir(os.path.join(rd, "set_aside"))                     # the damaged step, kept
+  assert os.listdir(os.path.join(rd, "set_aside"))  # the damaged step, kept
   on_disk = json.load(open(os.path.join(rd, "summary.json")))
-  assert on_disk["updates"] == max(_steps(rd)) == 12                    # summary.json describes the
-  assert on_disk["params_crc32"] == _checkpoint_params_crc(rd, 12)     # newest checkpoint
+  assert on_disk["updates"] == max(_steps(rd)) == 12  # summary.json describes the
+  assert on_disk["params_crc32"] == _checkpoint_params_crc(rd, 12)  # newest checkpoint
 
 
 def test_a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(tmp_path, reference):
@@ -133,12 +153,14 @@ def test_a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   final = max(_steps(rd))
-  _damage(rd, final)           # was: resumed from the previous one, then skipped the final save
+  _damage(rd, final)  # was: resumed from the previous one, then skipped the final save
   code, out = _train(rd, 12)
   assert code == 0, out[-3000:]
   assert "moved aside" in out and _summary(out)["params_crc32"] == ref["params_crc32"]
-  assert json.load(open(os.path.join(rd, "summary.json")))["params_crc32"] == _checkpoint_params_crc(rd, final)
-  os.remove(os.path.join(rd, "checkpoints", str(final), "commit_success.txt"))   # was: StepAlreadyExists
+  assert json.load(open(os.path.join(rd, "summary.json")))["params_crc32"] == _checkpoint_params_crc(
+    rd, final
+  )
+  os.remove(os.path.join(rd, "checkpoints", str(final), "commit_success.txt"))  # was: StepAlreadyExists
   code, out = _train(rd, 12)
   assert code == 0, out[-3000:]
   assert _summary(out)["params_crc32"] == ref["params_crc32"] and max(_steps(rd)) == final
@@ -150,7 +172,7 @@ def test_unreadable_checkpoints_are_refused_until_start_over(tmp_path, reference
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   for m in glob.glob(f"{rd}/checkpoints/*/manifest/*"):
-    open(m, "w").write("{")        # was: three warnings, a restart from 0, retention deleted them all
+    open(m, "w").write("{")  # was: three warnings, a restart from 0, retention deleted them all
   before = _tree(rd)
   code, out = _train(rd, 12)
   assert code == 2 and "none can be restored" in out and "--start_over" in out, out[-3000:]
@@ -166,16 +188,18 @@ def test_config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   before = _tree(rd)
-  code, out = _train(rd, 12)                 # was: actors started, summary rewritten with NaN
+  code, out = _train(rd, 12)  # was: actors started, summary rewritten with NaN
   assert code == 0 and "nothing to do" in out and _tree(rd) == before, out[-3000:]
-  code, out = _train(rd, 12, "--config.agent.learning_rate=0.01")   # same shapes: was silent
+  code, out = _train(rd, 12, "--config.agent.learning_rate=0.01")  # same shapes: was silent
   assert code == 2 and "agent.learning_rate" in out and "--accept_config_changes" in out, out[-3000:]
-  assert "Traceback" not in out and _tree(rd) == before                 # config.json untouched
+  assert "Traceback" not in out and _tree(rd) == before  # config.json untouched
   code, out = _train(rd, 14, "--accept_config_changes")
   assert code == 0 and _summary(out)["updates"] == 14, out[-3000:]
   (change,) = [json.loads(l) for l in open(os.path.join(rd, "config_changes.jsonl"))]
   assert change["at_update"] == 12 and change["changes"]["agent.total_env_steps"] == {
-      "old": 12 * ITERATION, "new": 14 * ITERATION}
+    "old": 12 * ITERATION,
+    "new": 14 * ITERATION,
+  }
   assert json.load(open(os.path.join(rd, "config.json")))["agent"]["total_env_steps"] == 14 * ITERATION
   assert ref["updates"] == 12
 
@@ -211,7 +235,7 @@ def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_res
   proc = _start(rd, 12)
   newest = _wait_for_checkpoint(rd, proc)
   filler = os.path.join(small_disk, "filler")
-  fd = os.open(filler, os.O_WRONLY | os.O_CREAT)   # fill the disk while the run trains
+  fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # fill the disk while the run trains
   try:
     while os.write(fd, b"\0" * 65536):
       pass
@@ -220,7 +244,7 @@ def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_res
   finally:
     os.close(fd)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 1, out[-3000:]        # was: ~570 lines of traceback
+  assert proc.returncode == 1, out[-3000:]  # was: ~570 lines of traceback
   assert "Traceback" not in out and "the disk is full" in out and "free of" in out, out[-3000:]
   assert "rerun the same command" in out
   error = [l for l in out.splitlines() if l.startswith("error:")]

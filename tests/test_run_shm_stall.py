@@ -28,10 +28,22 @@ class _Run:
   def __init__(self, run_dir, *flags):
     self.run_dir = str(run_dir)
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *SMALL,
-         "--config.agent.total_env_steps=100000000", *flags],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+      [
+        sys.executable,
+        "-m",
+        "rtrl_rl.train",
+        f"--run_dir={run_dir}",
+        *SMALL,
+        "--config.agent.total_env_steps=100000000",
+        *flags,
+      ],
+      cwd=ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      env={**os.environ, "PYTHONUNBUFFERED": "1"},
+      start_new_session=True,
+    )
     self.lines = []
     self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
     self._reader.start()
@@ -80,11 +92,16 @@ def test_sigkill_of_the_process_group_leaves_no_shared_memory_past_the_next_star
     run.wait_for(lambda: run.updates() >= 1)
     objects = _objects_of(run.proc.pid)
     # the queue and the parameter store, the queue's two semaphores and the store's lock
-    assert [re.sub(r"rtrl_\d+_\d+_\d+_([a-z]+)[0-9a-f]{8}", r"\1", n) for n in objects] == \
-        ["params", "queue", "sem.sem", "sem.sem", "sem.sem"], objects
+    assert [re.sub(r"rtrl_\d+_\d+_\d+_([a-z]+)[0-9a-f]{8}", r"\1", n) for n in objects] == [
+      "params",
+      "queue",
+      "sem.sem",
+      "sem.sem",
+      "sem.sem",
+    ], objects
   finally:
-    run.kill()                                  # SIGKILL to the group: the resource tracker too
-  assert _objects_of(run.proc.pid) == objects   # left behind
+    run.kill()  # SIGKILL to the group: the resource tracker too
+  assert _objects_of(run.proc.pid) == objects  # left behind
   with RolloutQueue({"x": ((1,), np.uint8)}, 1):  # what the next run creates first
     assert _objects_of(run.proc.pid) == []
 
@@ -95,25 +112,29 @@ def test_stopped_actors_are_reported_and_restarted_until_their_budget_is_spent(t
     run.wait_for(lambda: run.updates() >= 2)
     stopped = _actor_pids(run.proc)
     assert len(stopped) == 2
-    for pid in stopped:                         # the learner gets nothing any more
+    for pid in stopped:  # the learner gets nothing any more
       os.kill(pid, signal.SIGSTOP)
     names = {}
-    for pid in stopped:                         # each named in a warning, then in a progress line
-      names[pid] = run.wait_for(lambda: re.search(
-          rf"worker '(actor\d)' \(pid {pid}\) made no progress for \d+ s", run.output), 60)[1]
+    for pid in stopped:  # each named in a warning, then in a progress line
+      names[pid] = run.wait_for(
+        lambda: re.search(rf"worker '(actor\d)' \(pid {pid}\) made no progress for \d+ s", run.output), 60
+      )[1]
       run.wait_for(lambda: any("| stalled: " in l and f"{names[pid]} (pid {pid})" in l for l in run.lines))
     assert sorted(names.values()) == ["actor0", "actor1"]
     assert all(not psutil.pid_exists(pid) for pid in stopped)
     resumed = run.updates()
-    run.wait_for(lambda: run.updates() >= resumed + 3)   # the restarted actors feed the learner
+    run.wait_for(lambda: run.updates() >= resumed + 3)  # the restarted actors feed the learner
     fresh = [pid for pid in _actor_pids(run.proc) if pid not in stopped]
     assert len(fresh) == 2
-    os.kill(fresh[0], signal.SIGSTOP)           # a second stall of that actor: its budget is spent
+    os.kill(fresh[0], signal.SIGSTOP)  # a second stall of that actor: its budget is spent
     assert run.finish() == 1
   finally:
     run.kill()
   out = run.output
-  assert re.search(rf"worker 'actor\d' \(pid {fresh[0]}\) stalled \(no progress for \d+ s\) and was "
-                   r"killed; it was restarted 1 time\(s\) and max_restarts=1 is exhausted", out), out
+  assert re.search(
+    rf"worker 'actor\d' \(pid {fresh[0]}\) stalled \(no progress for \d+ s\) and was "
+    r"killed; it was restarted 1 time\(s\) and max_restarts=1 is exhausted",
+    out,
+  ), out
   assert "final checkpoint" in out and _checkpoint_steps(run.run_dir)
-  assert _objects_of(run.proc.pid) == []        # a run that stops on an error cleans up
+  assert _objects_of(run.proc.pid) == []  # a run that stops on an error cleans up

@@ -30,8 +30,9 @@ def _check_stream(agent, params, rollouts):
 
   @jax.jit
   def replay(params, r):
-    (dist, _), carry = agent.unroll(params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1],
-                                    r.first[:-1], outgoing_traces=True)
+    (dist, _), carry = agent.unroll(
+      params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1], r.first[:-1], outgoing_traces=True
+    )
     return dist.logits, carry
 
   for prev, r in zip(rollouts, rollouts[1:]):
@@ -67,14 +68,14 @@ def test_double_buffered_collection_keeps_the_contract_per_buffer():
 
 def test_envpool_async_pools_and_record_split():
   from rtrl_rl import envs
+
   m = 4
-  pools = [envs.make("memory/cartpole-masked", 4, actors.buffer_seed(7, h), num_threads=1)
-           for h in range(2)]
+  pools = [envs.make("memory/cartpole-masked", 4, actors.buffer_seed(7, h), num_threads=1) for h in range(2)]
   _, agent, state = _agent(pools[0], cell="rtu", use_last_action=False)
   collector = impala.RolloutCollector(pools, agent, unroll_length=m, seed=0)
-  batches = [collector.collect_all(state.params) for _ in range(6)]    # ~25 steps: episodes end
+  batches = [collector.collect_all(state.params) for _ in range(6)]  # ~25 steps: episodes end
   for pool in pools:
-    assert pool._in_flight == 0           # nothing in flight between rollouts (safe to close)
+    assert pool._in_flight == 0  # nothing in flight between rollouts (safe to close)
   for h in range(2):
     _check_stream(agent, state.params, [batch[h] for batch in batches])
   assert any(batch[h].first[1:].any() for batch in batches for h in range(2))
@@ -93,21 +94,28 @@ def test_episode_tracker_counts_across_rollouts():
   def rollout(reward, first, terminated, truncated):
     n = len(reward)
     col = lambda x, dt: np.asarray(x, dt).reshape(n, 1)
-    return Rollout(obs=np.zeros((n, 1, 1)), reward=col(reward, np.float32),
-                   terminated=col(terminated, bool), truncated=col(truncated, bool),
-                   first=col(first, bool), prev_action=np.zeros((n, 1), np.int32),
-                   action=np.zeros((n - 1, 1), np.int32), behaviour_logits=np.zeros((n - 1, 1, 2)),
-                   carry=None, policy_version=np.zeros(1, np.int32))
+    return Rollout(
+      obs=np.zeros((n, 1, 1)),
+      reward=col(reward, np.float32),
+      terminated=col(terminated, bool),
+      truncated=col(truncated, bool),
+      first=col(first, bool),
+      prev_action=np.zeros((n, 1), np.int32),
+      action=np.zeros((n - 1, 1), np.int32),
+      behaviour_logits=np.zeros((n - 1, 1, 2)),
+      carry=None,
+      policy_version=np.zeros(1, np.int32),
+    )
 
   tracker = actors.EpisodeTracker(1)
   r1 = rollout([0, 1, 2], [1, 0, 0], [0, 0, 0], [0, 0, 0])
   ret, length = tracker.update(r1)
   assert np.isnan(ret).all() and (length == 0).all()
-  r2 = rollout([2, 4, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0])   # overlap: obs[0] == r1.obs[2]
+  r2 = rollout([2, 4, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0])  # overlap: obs[0] == r1.obs[2]
   ret, length = tracker.update(r2)
-  np.testing.assert_array_equal(ret[:, 0], [7.0, np.nan])    # 1 + 2 + 4, ended at obs[1]
+  np.testing.assert_array_equal(ret[:, 0], [7.0, np.nan])  # 1 + 2 + 4, ended at obs[1]
   np.testing.assert_array_equal(length[:, 0], [3, 0])
-  r3 = rollout([0, 5, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0])   # a truncated one counts too
+  r3 = rollout([0, 5, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0])  # a truncated one counts too
   r3 = r3._replace(terminated=np.zeros((3, 1), bool), truncated=np.array([[0], [0], [1]], bool))
   ret, length = tracker.update(r3)
   np.testing.assert_array_equal(ret[:, 0], [np.nan, 6.0])
@@ -116,8 +124,9 @@ def test_episode_tracker_counts_across_rollouts():
 
 def _small_actor_config():
   c = ml_collections.ConfigDict()
-  c.env = ml_collections.ConfigDict({"id": "memory/cartpole-masked",
-                                     "options": ml_collections.ConfigDict({"num_threads": 1})})
+  c.env = ml_collections.ConfigDict(
+    {"id": "memory/cartpole-masked", "options": ml_collections.ConfigDict({"num_threads": 1})}
+  )
   c.agent = impala.get_config()
   c.agent.unroll_length = 3
   c.agent.network.torso, c.agent.network.mlp_hidden_sizes = "mlp", (8,)
@@ -128,6 +137,7 @@ def _small_actor_config():
 
 def test_record_spec_matches_what_an_actor_produces():
   from rtrl_rl import envs
+
   c = _small_actor_config()
   assert actors.actor_layout(c) == (2, 2)
   pools = actors.make_actor_envs(c, seed=3)
@@ -137,9 +147,11 @@ def test_record_spec_matches_what_an_actor_produces():
   state = impala.init_learner(agent, c.agent, obs_space)
   spec = actors.record_spec(c, obs_space, act_space, agent)
   collector = impala.RolloutCollector(pools, agent, c.agent.unroll_length, seed=0)
-  records = [actors.ActorRecord(r, *actors.EpisodeTracker(2).update(r))
-             for pool_rollout in collector.collect_all(state.params, policy_version=5)
-             for r in actors.split_records(pool_rollout, 2)]
+  records = [
+    actors.ActorRecord(r, *actors.EpisodeTracker(2).update(r))
+    for pool_rollout in collector.collect_all(state.params, policy_version=5)
+    for r in actors.split_records(pool_rollout, 2)
+  ]
   assert len(records) == 4
   want, treedef = flatten_spec(spec)
   with RolloutQueue(spec, capacity=4) as q:
@@ -158,7 +170,7 @@ def test_record_spec_matches_what_an_actor_produces():
 def test_actor_jax_env_places_each_actor():
   assert actors.actor_jax_env("cpu", 3) == {"JAX_PLATFORMS": "cpu"}
   envs = [actors.actor_jax_env("gpu", k, ["2", "5"]) for k in range(3)]
-  assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["2", "5", "2"]      # round robin
+  assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["2", "5", "2"]  # round robin
   assert all(e["JAX_PLATFORMS"] == "cuda" and e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
   with pytest.raises(ValueError, match="expected one of"):
     actors.actor_jax_env("tpu", 0)
@@ -176,7 +188,7 @@ def test_local_gpu_ids_follow_the_trainers_visible_devices():
 
 def test_gpu_actors_need_a_local_gpu():
   gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
-  if gpus:                                    # a GPU host: one environment per actor, round robin
+  if gpus:  # a GPU host: one environment per actor, round robin
     envs = actors.actor_envs_for_host("gpu", len(gpus) + 1)
     assert envs[-1]["CUDA_VISIBLE_DEVICES"] == envs[0]["CUDA_VISIBLE_DEVICES"]
   else:
@@ -187,6 +199,7 @@ def test_gpu_actors_need_a_local_gpu():
 
 class _Info:
   """A WorkerInfo stand-in that logs the actor's beats."""
+
   attempt = 0
 
   def __init__(self, log):
@@ -223,6 +236,7 @@ class _Store:
 
 def test_actor_beats_after_each_delivery_and_while_the_queue_is_full(monkeypatch):
   from rtrl_rl import envs
+
   c = _small_actor_config()
   c.seed = 0
   obs_space, act_space = envs.describe(c.env.id)
@@ -230,7 +244,7 @@ def test_actor_beats_after_each_delivery_and_while_the_queue_is_full(monkeypatch
   params = jax.device_get(impala.init_learner(agent, c.agent, obs_space).params)
   log = []
   platforms = jax.config.jax_platforms
-  monkeypatch.setenv("JAX_PLATFORMS", "cpu")     # restored afterwards (actor_main sets it)
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # restored afterwards (actor_main sets it)
   try:
     actors.actor_main(_Info(log), c, 0, 0, _Queue(log), _Store(params), {"JAX_PLATFORMS": "cpu"})
   finally:

@@ -24,7 +24,7 @@ class State(NamedTuple):
 
 def _update(state, batch):
   w = state.params["w"] * 0.9 + jnp.tanh(batch["x"]).sum(0) + state.step
-  return State({"w": w}, state.step + 1), {"loss": jnp.sum(w ** 2), "step": state.step}
+  return State({"w": w}, state.step + 1), {"loss": jnp.sum(w**2), "step": state.step}
 
 
 STEP = jax.jit(_update, donate_argnums=(0,))
@@ -58,7 +58,7 @@ class Harness:
     self.events, self.published, self.taken, self.any_calls = [], [], 0, 0
 
   def next_records(self):
-    j = self.taken + 1                          # the update these records are for (1-based)
+    j = self.taken + 1  # the update these records are for (1-based)
     self.events.append(("take", j))
     if self.stop_at is not None and j >= self.stop_at:
       return None
@@ -91,8 +91,15 @@ class Harness:
   def run(self, total_updates, counters=None):
     counters = counters or {"updates": 0, "frames": 0}
     learner = _Learner(_init(), STEP, any_process=self.any_process)
-    learner.run(self.next_records, self.to_device, self.publish, self.after_update, counters,
-                total_updates, frames_per_update=10)
+    learner.run(
+      self.next_records,
+      self.to_device,
+      self.publish,
+      self.after_update,
+      counters,
+      total_updates,
+      frames_per_update=10,
+    )
     return learner.state, counters
 
 
@@ -110,8 +117,14 @@ def test_pipelined_loop_publishes_the_serial_sequence_and_ends_with_the_serial_s
   # no records are taken after the last update (none is lost), and the pipelined order:
   # the records of k+1 are taken (and put on the device) before update k is published
   assert h.taken == 7 and [e for e in h.events if e[0] == "take"] == [("take", j) for j in range(1, 8)]
-  assert h.events[:6] == [("take", 1), ("any", False), ("to_device", 1), ("take", 2),
-                          ("to_device", 2), ("publish", 1)]
+  assert h.events[:6] == [
+    ("take", 1),
+    ("any", False),
+    ("to_device", 1),
+    ("take", 2),
+    ("to_device", 2),
+    ("publish", 1),
+  ]
   # multi-host lockstep: one `any_process` before each update, as in the serial loop, none after the last
   assert [e for e in h.events if e[0] == "any"] == [("any", False)] * 7
   assert h.events[-2:] == [("publish", 7), ("after", 7)]
@@ -119,7 +132,7 @@ def test_pipelined_loop_publishes_the_serial_sequence_and_ends_with_the_serial_s
 
 def test_a_local_stop_finishes_the_dispatched_update_and_publishes_it():
   batches = _batches(9)
-  h = Harness(batches, stop_at=4)             # the 4th `next_records` call sees the stop
+  h = Harness(batches, stop_at=4)  # the 4th `next_records` call sees the stop
   state, counters = h.run(total_updates=9)
   want, want_state = _serial(batches[:3])
   assert [v for v, _ in h.published] == [1, 2, 3] and counters == {"updates": 3, "frames": 30}
@@ -131,7 +144,7 @@ def test_a_local_stop_finishes_the_dispatched_update_and_publishes_it():
 
 def test_a_stop_on_another_process_stops_every_process_after_the_same_update():
   batches = _batches(9)
-  h = Harness(batches, remote_stop_at=3)      # the 3rd collective says "another process stopped"
+  h = Harness(batches, remote_stop_at=3)  # the 3rd collective says "another process stopped"
   state, counters = h.run(total_updates=9)
   want, want_state = _serial(batches[:2])
   assert [v for v, _ in h.published] == [1, 2] and counters["updates"] == 2
@@ -144,7 +157,7 @@ def test_stop_before_the_first_update_and_a_finished_run_do_nothing():
   state, counters = h.run(total_updates=3)
   assert h.published == [] and counters["updates"] == 0 and int(state.step) == 0
   assert h.events == [("take", 1), ("any", True)]
-  h = Harness(_batches(3))                    # resumed at the end: no records taken, no collective
+  h = Harness(_batches(3))  # resumed at the end: no records taken, no collective
   _, counters = h.run(total_updates=3, counters={"updates": 3, "frames": 30})
   assert h.events == [] and counters == {"updates": 3, "frames": 30}
 
@@ -153,22 +166,30 @@ def test_batch_buffer_is_aligned_and_device_put_of_it_aliases_on_cpu():
   """The trainer's reused host batches: `get_batch(out=queue.batch_buffer(...))` fills 64-byte
   aligned leaves (one allocation), which `jax.device_put` on CPU uses without a copy."""
   import multiprocessing  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl.system.queue import RolloutQueue  # pylint: disable=g-import-not-at-top
+
   spec = {"obs": ((3, 2, 5), np.float32), "first": ((3, 2), bool), "traces": ((2, 7), np.complex64)}
   axes = {"obs": 1, "first": 1, "traces": 0}
   with RolloutQueue(spec, 4, multiprocessing.get_context("spawn")) as q:
     buf = q.batch_buffer(2, axes)
     assert {k: v.shape for k, v in buf.items()} == {"obs": (3, 4, 5), "first": (3, 4), "traces": (4, 7)}
     assert all(v.ctypes.data % 64 == 0 and v.flags.writeable for v in buf.values())
-    recs = [{"obs": np.full((3, 2, 5), i, np.float32), "first": np.full((3, 2), i == 1),
-             "traces": np.full((2, 7), 1j * i, np.complex64)} for i in range(2)]
+    recs = [
+      {
+        "obs": np.full((3, 2, 5), i, np.float32),
+        "first": np.full((3, 2), i == 1),
+        "traces": np.full((2, 7), 1j * i, np.complex64),
+      }
+      for i in range(2)
+    ]
     for r in recs:
       q.put(r)
     assert q.get_batch(2, axes, out=buf) is not None
     np.testing.assert_array_equal(buf["obs"][:, 2:], recs[1]["obs"])
     np.testing.assert_array_equal(buf["traces"][:2], recs[0]["traces"])
     on_device = jax.device_put(buf["traces"])
-    if jax.default_backend() == "cpu":          # the reason `_Learner` refills a buffer only after its update
+    if jax.default_backend() == "cpu":  # the reason `_Learner` refills a buffer only after its update
       buf["traces"][0, 0] = 5.0
       assert complex(on_device[0, 0]) == 5.0
 
@@ -180,11 +201,14 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   import importlib.util  # pylint: disable=g-import-not-at-top
   import multiprocessing  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import learning
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
   spec_ = importlib.util.spec_from_file_location("_default_cfg", path)
   mod = importlib.util.module_from_spec(spec_)
@@ -202,13 +226,16 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
 
   def record(i):
     rng = np.random.default_rng(i)
+
     def fill(l):
       if l.dtype == bool:
         return rng.random(l.shape) < 0.1
       if np.issubdtype(l.dtype, np.integer):
         return rng.integers(0, 2, l.shape).astype(l.dtype)
       return (rng.normal(size=l.shape) * 0.1).astype(l.dtype)
+
     return unflatten(treedef, [fill(l) for l in leaves])
+
   n = 6
   recs = [record(i) for i in range(2 * n)]
   with RolloutQueue(spec, 4, multiprocessing.get_context("spawn")) as q:
@@ -228,10 +255,21 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
       q.put(recs[2 * k])
       q.put(recs[2 * k + 1])
       return q.get_batch(2, axis=axes, timeout=5, out=bufs[k % 2])
-    learner = _Learner(parallel.replicate(init, mesh),
-                       learning.make_learner_step(agent, c.agent, mesh, donate=True), any_process=bool)
-    learner.run(next_records, lambda r: r.rollout, lambda p, v: piped.append(parallel.fetch(p)),
-                lambda *_: None, {"updates": 0, "frames": 0}, n, frames_per_update=40)
+
+    learner = _Learner(
+      parallel.replicate(init, mesh),
+      learning.make_learner_step(agent, c.agent, mesh, donate=True),
+      any_process=bool,
+    )
+    learner.run(
+      next_records,
+      lambda r: r.rollout,
+      lambda p, v: piped.append(parallel.fetch(p)),
+      lambda *_: None,
+      {"updates": 0, "frames": 0},
+      n,
+      frames_per_update=40,
+    )
   assert len(piped) == n
   for want, got in zip(serial, piped):
     for x, y in zip(jax.tree.leaves(want), jax.tree.leaves(got)):

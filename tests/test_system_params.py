@@ -14,9 +14,11 @@ CTX = mp.get_context("spawn")
 
 
 def _spec():
-  return {"torso": {"w": ((256, 1024), np.float32), "b": ((1024,), np.float32)},
-          "core": {"nu": ((512, 512), np.float64), "theta": ((300_001,), np.float32)},
-          "head": ((7,), np.float32)}
+  return {
+    "torso": {"w": ((256, 1024), np.float32), "b": ((1024,), np.float32)},
+    "core": {"nu": ((512, 512), np.float64), "theta": ((300_001,), np.float32)},
+    "head": ((7,), np.float32),
+  }
 
 
 def _filled(spec, v):
@@ -24,6 +26,7 @@ def _filled(spec, v):
     if isinstance(x, dict):
       return {k: fill(y) for k, y in x.items()}
     return np.full(x[0], v, x[1])
+
   return fill(spec)
 
 
@@ -94,7 +97,7 @@ def test_round_trip_versions_and_errors():
     got, v = store.read_if_newer(3, into=into)
     assert v == 5 and got is into and (into["a"] == tree["a"]).all()
     with pytest.raises(ValueError, match="into"):
-      store.read(into={"a": np.zeros((3, 4)), "b": into["b"]})     # wrong dtype
+      store.read(into={"a": np.zeros((3, 4)), "b": into["b"]})  # wrong dtype
 
 
 def test_concurrent_publisher_and_readers_never_tear():
@@ -113,8 +116,10 @@ def test_concurrent_publisher_and_readers_never_tear():
     child = results.get()
     assert pub.exitcode == 0 and rdr.exitcode == 0
     assert isinstance(child, tuple), child
-    print(f"\nparent: {reads} reads, {versions} versions, {retries} retries; "
-          f"child: {child[0]} reads, {child[1]} versions, {child[2]} retries")
+    print(
+      f"\nparent: {reads} reads, {versions} versions, {retries} retries; "
+      f"child: {child[0]} reads, {child[1]} versions, {child[2]} retries"
+    )
     assert reads > 10 and child[0] > 10
   finally:
     store.unlink()

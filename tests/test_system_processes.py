@@ -6,7 +6,6 @@ SIGINT; the main-process signal handlers request a shutdown once and force on th
 workers of a parent that was SIGKILLed exit by themselves."""
 
 import logging
-
 import multiprocessing as mp
 import os
 import signal
@@ -18,8 +17,14 @@ import time
 import psutil
 import pytest
 
-from rtrl_rl.system.processes import (StopEvent, Supervisor, WorkerFailed, describe_exitcode,
-                                      install_shutdown_handlers, live_children)
+from rtrl_rl.system.processes import (
+  StopEvent,
+  Supervisor,
+  WorkerFailed,
+  describe_exitcode,
+  install_shutdown_handlers,
+  live_children,
+)
 from rtrl_rl.system.shm import process_alive
 
 CTX = mp.get_context("spawn")
@@ -50,17 +55,17 @@ def _beating(info, stop_first_attempt):
 
 
 def _slow_start(info):
-  time.sleep(2.5)                               # longer than the stall timeout, before any beat
+  time.sleep(2.5)  # longer than the stall timeout, before any beat
   _beating(info, False)
 
 
 def _stops_while_starting(info):
   if info.attempt == 0:
-    os.kill(os.getpid(), signal.SIGSTOP)        # before its first beat
+    os.kill(os.getpid(), signal.SIGSTOP)  # before its first beat
   _beating(info, False)
 
 
-def _stubborn(info, ready):                     # never looks at its stop event
+def _stubborn(info, ready):  # never looks at its stop event
   ready.set()
   while True:
     time.sleep(0.05)
@@ -88,7 +93,7 @@ def test_killed_worker_is_restarted_quickly_and_workers_ignore_sigint_and_sigter
     sup.start_monitor()
     assert ready.wait(20)
     pid0 = sup.pids()["actor0"]
-    os.kill(pid0, signal.SIGINT)                 # ignored by workers
+    os.kill(pid0, signal.SIGINT)  # ignored by workers
     os.kill(pid0, signal.SIGTERM)
     time.sleep(0.3)
     assert sup.alive()["actor0"] and sup.pids()["actor0"] == pid0
@@ -100,10 +105,10 @@ def test_killed_worker_is_restarted_quickly_and_workers_ignore_sigint_and_sigter
     assert deaths == [("actor0", -signal.SIGKILL)]
     assert sup.restarts() == {"actor0": 1, "actor1": 0}
     assert _wait_until(lambda: sup.alive()["actor0"], 20)
-    sup.check()                                  # no failure recorded
+    sup.check()  # no failure recorded
   finally:
     codes = sup.shutdown(timeout=5)
-  assert codes == {"actor0": 0, "actor1": 0}     # both stopped via the stop event
+  assert codes == {"actor0": 0, "actor1": 0}  # both stopped via the stop event
   assert live_children() == []
 
 
@@ -120,7 +125,7 @@ def test_retries_exhausted_raise_clear_error():
     assert e.name == "actor7" and e.exitcode == 1 and e.restarts == 1
     msg = str(e)
     assert "'actor7'" in msg and "exit code 1" in msg and "restarted 1 time" in msg
-    assert "boom in attempt 1" in msg           # the tail of the worker's traceback
+    assert "boom in attempt 1" in msg  # the tail of the worker's traceback
     with pytest.raises(WorkerFailed):
       sup.check()
   finally:
@@ -132,25 +137,30 @@ def test_retries_exhausted_raise_clear_error():
 def test_stalled_worker_is_reported_killed_and_restarted(caplog):
   caplog.set_level(logging.WARNING, logger="rtrl_rl.system.processes")
   stalls = []
-  sup = Supervisor(CTX, max_restarts=1, stall_timeout=1.0,
-                   on_stall=lambda name, pid, silent_s: stalls.append((name, pid, silent_s)))
+  sup = Supervisor(
+    CTX,
+    max_restarts=1,
+    stall_timeout=1.0,
+    on_stall=lambda name, pid, silent_s: stalls.append((name, pid, silent_s)),
+  )
   try:
     sup.add("stopper", _beating, args=(True,))
-    sup.add("starter", _stops_while_starting)    # stopped while its start-up thread beats for it
-    sup.add("slow", _slow_start)                 # its start-up thread beats for it
-    sup.add("silent", _loop_until_stop)          # never beats: never stalled
+    sup.add("starter", _stops_while_starting)  # stopped while its start-up thread beats for it
+    sup.add("slow", _slow_start)  # its start-up thread beats for it
+    sup.add("silent", _loop_until_stop)  # never beats: never stalled
     sup.start()
     sup.start_monitor()
     pids = sup.pids()
-    assert _wait_until(lambda: sup.restarts()["stopper"] == sup.restarts()["starter"] == 1, 20), \
-        "the stalled workers were not restarted"
+    assert _wait_until(lambda: sup.restarts()["stopper"] == sup.restarts()["starter"] == 1, 20), (
+      "the stalled workers were not restarted"
+    )
     assert sorted(s[:2] for s in stalls) == sorted((n, pids[n]) for n in ("starter", "stopper"))
     assert all(s[2] > 1.0 for s in stalls)
     pid = pids["stopper"]
     assert f"worker 'stopper' (pid {pid}) made no progress for" in caplog.text
-    assert f"worker 'stopper' (pid {pid}) stalled (no progress for" in caplog.text   # and restarting
+    assert f"worker 'stopper' (pid {pid}) stalled (no progress for" in caplog.text  # and restarting
     assert _wait_until(lambda: not process_alive(pid), 5)
-    time.sleep(3.0)                              # "slow" started; the new ones beat
+    time.sleep(3.0)  # "slow" started; the new ones beat
     assert sup.restarts() == {"stopper": 1, "starter": 1, "slow": 0, "silent": 0} and len(stalls) == 2
     assert all(sup.alive().values())
     sup.check()
@@ -165,8 +175,11 @@ def test_a_stall_past_the_restart_budget_fails_naming_it():
     sup.add("stopper", _beating, args=(True,))
     sup.start()
     deadline = time.monotonic() + 30
-    with pytest.raises(WorkerFailed, match=r"worker 'stopper' \(pid \d+\) stalled \(no progress for "
-                                           r"\d+ s\) and was killed; it was restarted 0 time"):
+    with pytest.raises(
+      WorkerFailed,
+      match=r"worker 'stopper' \(pid \d+\) stalled \(no progress for "
+      r"\d+ s\) and was killed; it was restarted 0 time",
+    ):
       while time.monotonic() < deadline:
         sup.wait(0.5)
   finally:
@@ -184,12 +197,12 @@ def test_shutdown_kills_stragglers_and_leaves_no_children():
   pids = list(sup.pids().values())
   assert {c.pid for c in live_children()} == set(pids)
   t0 = time.monotonic()
-  codes = sup.shutdown(timeout=3.0)               # ample for "good" to stop on a loaded machine
-  assert time.monotonic() - t0 < 10               # "stubborn": 3 s grace, then SIGKILL
+  codes = sup.shutdown(timeout=3.0)  # ample for "good" to stop on a loaded machine
+  assert time.monotonic() - t0 < 10  # "stubborn": 3 s grace, then SIGKILL
   assert codes == {"good": 0, "stubborn": -signal.SIGKILL}
   assert live_children() == []
   assert not any(psutil.pid_exists(p) for p in pids)
-  sup.shutdown()                                  # idempotent
+  sup.shutdown()  # idempotent
 
 
 def test_main_process_signal_handlers_request_shutdown_once_then_force():
@@ -199,7 +212,7 @@ def test_main_process_signal_handlers_request_shutdown_once_then_force():
     os.kill(os.getpid(), signal.SIGTERM)
     assert _wait_until(requested.is_set, 1)
     requested.clear()
-    with pytest.raises(KeyboardInterrupt):        # a second signal, Ctrl-C: force
+    with pytest.raises(KeyboardInterrupt):  # a second signal, Ctrl-C: force
       os.kill(os.getpid(), signal.SIGINT)
       for _ in range(50):
         time.sleep(0.01)
@@ -208,7 +221,7 @@ def test_main_process_signal_handlers_request_shutdown_once_then_force():
   restore = install_shutdown_handlers(requested.set)
   try:
     os.kill(os.getpid(), signal.SIGINT)
-    assert _wait_until(requested.is_set, 1)      # first Ctrl-C: no KeyboardInterrupt
+    assert _wait_until(requested.is_set, 1)  # first Ctrl-C: no KeyboardInterrupt
   finally:
     restore()
 
@@ -231,8 +244,9 @@ if __name__ == "__main__":
 
 def test_workers_of_a_killed_parent_exit_by_themselves():
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  out = subprocess.run([sys.executable, "-c", _ORPHAN_SCRIPT], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+  out = subprocess.run(
+    [sys.executable, "-c", _ORPHAN_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+  )
   assert out.returncode == -signal.SIGKILL, out.stderr
   worker = int(out.stdout.split()[0])
   assert _wait_until(lambda: not process_alive(worker), 6), "orphaned worker still running"

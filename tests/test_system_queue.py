@@ -20,27 +20,35 @@ import pytest
 
 from rtrl_rl.system import queue as queue_lib
 from rtrl_rl.system.processes import Supervisor
-from rtrl_rl.system.queue import (ArraySpec, QueueBroken, QueueClosed, RolloutQueue, flatten_like,
-                                  flatten_spec, unflatten)
+from rtrl_rl.system.queue import (
+  ArraySpec,
+  QueueBroken,
+  QueueClosed,
+  RolloutQueue,
+  flatten_like,
+  flatten_spec,
+  unflatten,
+)
 
 CTX = mp.get_context("spawn")
 
 
 class Carry(NamedTuple):
   """Shaped like `rtrl_rl.cells.Carry` (not imported: spawned children would import JAX)."""
+
   state: Any
   traces: Any
 
 
 # -- helpers run in spawned children (module level: picklable) ---------------------------------
 
+
 def _id_spec():
   return {"id": ((), np.int64), "payload": ((64,), np.int32), "obs": ((2, 8, 8), np.uint8)}
 
 
 def _id_record(rid):
-  return {"id": rid, "payload": np.full(64, rid, np.int32),
-          "obs": np.full((2, 8, 8), rid % 251, np.uint8)}
+  return {"id": rid, "payload": np.full(64, rid, np.int32), "obs": np.full((2, 8, 8), rid % 251, np.uint8)}
 
 
 def _producer(q, start, count):
@@ -69,9 +77,9 @@ def _blocked_getter(q, ready):
 
 
 def _die_mid_write(q):
-  i = q._begin_put()                       # slot claimed (WRITING) ...
-  q._slot_views[i][0][...] = 999           # ... partly written ...
-  os.kill(os.getpid(), signal.SIGKILL)     # ... and the producer is killed
+  i = q._begin_put()  # slot claimed (WRITING) ...
+  q._slot_views[i][0][...] = 999  # ... partly written ...
+  os.kill(os.getpid(), signal.SIGKILL)  # ... and the producer is killed
 
 
 def _hold_lock_until_killed(q, holding):
@@ -106,7 +114,7 @@ def _killed_at_store(q, word, n, op):
     q.get()
   else:
     q.reclaim()
-  os._exit(3)                              # not killed: the test fails on the exit code
+  os._exit(3)  # not killed: the test fails on the exit code
 
 
 def _actor_killed_holding_the_lock(info, q, n):
@@ -175,16 +183,17 @@ def _drain(q):
 
 # -- tests ---------------------------------------------------------------------------------------
 
+
 def _nested_spec():
   return {
-      "obs": ((3, 2, 5, 5, 4), np.uint8),
-      "reward": ((3, 2), np.float32),
-      "first": ((3, 2), bool),
-      "action": ((2, 2), np.int32),
-      "logits": ((2, 2, 6), np.float16),
-      "carry": Carry(state={"h": ((2, 7), np.float64), "c": ((2, 7), np.complex64)}, traces=None),
-      "extra": [ArraySpec((), np.int64), ((4,), np.uint16), ((1, 3), np.int8)],
-      "version": ((2,), np.int64),
+    "obs": ((3, 2, 5, 5, 4), np.uint8),
+    "reward": ((3, 2), np.float32),
+    "first": ((3, 2), bool),
+    "action": ((2, 2), np.int32),
+    "logits": ((2, 2, 6), np.float16),
+    "carry": Carry(state={"h": ((2, 7), np.float64), "c": ((2, 7), np.complex64)}, traces=None),
+    "extra": [ArraySpec((), np.int64), ((4,), np.uint16), ((1, 3), np.int8)],
+    "version": ((2,), np.int64),
   }
 
 
@@ -194,7 +203,8 @@ def _random_tree(spec, rng):
     raw = rng.integers(0, 256, size=nbytes, dtype=np.uint8)
     if np.dtype(s.dtype) == bool:
       raw = raw & 1
-    return raw.view(s.dtype).reshape(s.shape)   # arbitrary bit patterns (NaN payloads included)
+    return raw.view(s.dtype).reshape(s.shape)  # arbitrary bit patterns (NaN payloads included)
+
   leaves, treedef = flatten_spec(spec)
   return unflatten(treedef, [make(s) for s in leaves])
 
@@ -226,7 +236,7 @@ def test_round_trip_nested_spec_bitwise():
     got = q.get()
     _bitwise_equal(got, recs[0])
     assert type(got["carry"]) is Carry and isinstance(got["extra"], list)
-    with q.borrow() as view:                       # zero-copy, read-only
+    with q.borrow() as view:  # zero-copy, read-only
       _bitwise_equal(view, recs[1])
       assert not view["obs"].flags.writeable
     q.put(recs[3])
@@ -235,8 +245,16 @@ def test_round_trip_nested_spec_bitwise():
     stacked = q.get_batch(1)
     leaves, treedef = flatten_spec(recs[2])
     _bitwise_equal(stacked, unflatten(treedef, [np.asarray(x)[None] for x in _leaves(recs[2])]))
-    axes = {"obs": 1, "reward": 1, "first": 1, "action": 1, "logits": 1, "carry": 0,
-            "extra": None, "version": 0}
+    axes = {
+      "obs": 1,
+      "reward": 1,
+      "first": 1,
+      "action": 1,
+      "logits": 1,
+      "carry": 0,
+      "extra": None,
+      "version": 0,
+    }
     out_spec = q.batch_spec(2, axes)
     out = _random_tree(out_spec, rng)
     batch = q.get_batch(2, axis=axes, out=out)
@@ -263,7 +281,7 @@ def test_put_validation_does_not_leak_slots():
     q.put(_id_record(5))
     assert int(q.get()["id"]) == 5
     with pytest.raises(RuntimeError):
-      pickle.dumps(q)          # the lock can only travel to a process being started
+      pickle.dumps(q)  # the lock can only travel to a process being started
 
 
 def test_two_producer_processes_every_record_exactly_once():
@@ -284,7 +302,7 @@ def test_two_producer_processes_every_record_exactly_once():
         recs = [q.get(timeout=20)]
       for r in recs:
         rid = int(r["id"])
-        assert (r["payload"] == rid).all() and (r["obs"] == rid % 251).all()   # not torn
+        assert (r["payload"] == rid).all() and (r["obs"] == rid % 251).all()  # not torn
         ids.append(rid)
     for p in procs:
       p.join(10)
@@ -301,14 +319,14 @@ def test_two_producer_processes_every_record_exactly_once():
 
 def test_back_pressure_blocks_producer_and_bounds_memory():
   capacity, n, delay = 3, 48, 0.02
-  spec = {"obs": ((1024, 1024), np.uint8), "id": ((), np.int64)}   # 1 MiB records
+  spec = {"obs": ((1024, 1024), np.uint8), "id": ((), np.int64)}  # 1 MiB records
   results = CTX.SimpleQueue()
   with RolloutQueue(spec, capacity=capacity, ctx=CTX) as q:
     consumer = CTX.Process(target=_slow_consumer, args=(q, n, delay, results))
     consumer.start()
     rec = {"obs": np.ones((1024, 1024), np.uint8), "id": 0}
     rec["obs"][0, 0] = 0
-    q.put(rec)                                          # warm up (first touch of pages)
+    q.put(rec)  # warm up (first touch of pages)
     rss0 = psutil.Process().memory_info().rss
     t0 = time.monotonic()
     for i in range(1, n):
@@ -344,14 +362,14 @@ def test_close_wakes_blocked_put_and_get_threads():
     t = threading.Thread(target=blocked, args=(lambda: q.put(_id_record(2)),))
     t.start()
     time.sleep(0.2)
-    assert t.is_alive()                                  # blocked: the queue is full
+    assert t.is_alive()  # blocked: the queue is full
     t0 = time.monotonic()
     q.close()
     t.join(2)
     assert not t.is_alive() and len(errors) == 1 and time.monotonic() - t0 < 1
     with pytest.raises(QueueClosed):
       q.put(_id_record(3))
-    assert int(q.get()["id"]) == 1                        # complete records still drain
+    assert int(q.get()["id"]) == 1  # complete records still drain
     t = threading.Thread(target=blocked, args=(lambda: q.get(),))
     t.start()
     t.join(2)
@@ -369,7 +387,7 @@ def test_close_wakes_consumer_process_and_dead_producer_slot_is_reclaimed():
     assert killed.exitcode == -signal.SIGKILL
     assert q.stats()["writing"] == 1 and q.qsize() == 0
     t0 = time.monotonic()
-    q.put(_id_record(7), timeout=5)          # the waiting put reclaims the dead writer's slot
+    q.put(_id_record(7), timeout=5)  # the waiting put reclaims the dead writer's slot
     assert time.monotonic() - t0 < 2
     rec = q.get(timeout=1)
     assert int(rec["id"]) == 7 and (rec["payload"] == 7).all()
@@ -380,7 +398,7 @@ def test_close_wakes_consumer_process_and_dead_producer_slot_is_reclaimed():
     getter = CTX.Process(target=_blocked_getter, args=(q, ready))
     getter.start()
     assert ready.wait(20)
-    time.sleep(0.3)                          # the child is now blocked in get()
+    time.sleep(0.3)  # the child is now blocked in get()
     q.close()
     getter.join(20)
     assert getter.exitcode == 3
@@ -402,15 +420,15 @@ def test_process_killed_holding_the_lock_is_repaired_and_nothing_is_lost():
     waiter = threading.Thread(target=lambda: errors.extend(_put_or_error(q, 3)))
     waiter.start()
     waiter.join(0.2)
-    assert waiter.is_alive()                 # blocked on the lock
+    assert waiter.is_alive()  # blocked on the lock
     os.kill(holder.pid, signal.SIGKILL)
     waiter.join(5)
     assert not waiter.is_alive() and errors == []
     holder.join(5)
     s = q.stats()
     assert s["lock_repairs"] == 1 and s["reclaimed"] == 0 and s["ready"] == 3
-    assert [int(q.get(timeout=1)["id"]) for _ in range(3)] == [1, 2, 3]   # in order, once each
-    for rid in range(4, 8):                  # the whole capacity is usable
+    assert [int(q.get(timeout=1)["id"]) for _ in range(3)] == [1, 2, 3]  # in order, once each
+    for rid in range(4, 8):  # the whole capacity is usable
       q.put(_id_record(rid), timeout=1)
     assert _drain(q) == [4, 5, 6, 7]
     s = q.stats()
@@ -423,18 +441,18 @@ def _state_word(slot):
 
 # (child operation, the store it is killed before: word, occurrence), the ids then delivered
 _KILL_POINTS = {
-    # put's claim: owner written, state not: the slot stays FREE
-    "claim_put": (("put", _state_word(2), 0), [0, 1]),
-    # put's commit: state READY written, commit counter not: recomputed, the record delivered
-    "commit_put": (("put", queue_lib._H_SEQ, 0), [0, 1, 100]),
-    # get's claim: owner written, state not: the record stays READY
-    "claim_get": (("get", _state_word(0), 0), [0, 1]),
-    # get's release (the record was copied out): READING, dead reader -> READY, delivered again
-    "release_get": (("get", _state_word(0), 1), [0, 1]),
-    # reclaim of a dead writer's slot: journal committed, state not written: replayed
-    "reclaim_journal": (("reclaim", _state_word(2), 0), [0, 1]),
-    # reclaim: state written, counter not: the journal is replayed (reclaimed counted once)
-    "reclaim_counter": (("reclaim", queue_lib._H_RECLAIMED, 0), [0, 1]),
+  # put's claim: owner written, state not: the slot stays FREE
+  "claim_put": (("put", _state_word(2), 0), [0, 1]),
+  # put's commit: state READY written, commit counter not: recomputed, the record delivered
+  "commit_put": (("put", queue_lib._H_SEQ, 0), [0, 1, 100]),
+  # get's claim: owner written, state not: the record stays READY
+  "claim_get": (("get", _state_word(0), 0), [0, 1]),
+  # get's release (the record was copied out): READING, dead reader -> READY, delivered again
+  "release_get": (("get", _state_word(0), 1), [0, 1]),
+  # reclaim of a dead writer's slot: journal committed, state not written: replayed
+  "reclaim_journal": (("reclaim", _state_word(2), 0), [0, 1]),
+  # reclaim: state written, counter not: the journal is replayed (reclaimed counted once)
+  "reclaim_counter": (("reclaim", queue_lib._H_RECLAIMED, 0), [0, 1]),
 }
 
 
@@ -445,7 +463,7 @@ def test_kill_inside_a_critical_section_leaves_a_consistent_queue(case):
   with RolloutQueue(_id_spec(), capacity=capacity, ctx=CTX) as q:
     q.put(_id_record(0))
     q.put(_id_record(1))
-    if op == "reclaim":                      # a dead writer's slot to reclaim
+    if op == "reclaim":  # a dead writer's slot to reclaim
       writer = CTX.Process(target=_die_mid_write, args=(q,))
       writer.start()
       writer.join(20)
@@ -454,15 +472,15 @@ def test_kill_inside_a_critical_section_leaves_a_consistent_queue(case):
     victim.start()
     victim.join(20)
     assert victim.exitcode == -signal.SIGKILL
-    s = q.stats()                            # the next lock holder repairs
+    s = q.stats()  # the next lock holder repairs
     assert s["lock_repairs"] == 1 and s["writing"] == s["reading"] == 0
     assert s["ready"] == len(delivered) and s["free"] == capacity - len(delivered)
     assert s["reclaimed"] == (case in ("release_get", "reclaim_journal", "reclaim_counter"))
     ids = [int(q.get(timeout=1)["id"])]
-    q.put(_id_record(300), timeout=1)        # committed after everything ready: delivered last
+    q.put(_id_record(300), timeout=1)  # committed after everything ready: delivered last
     ids += _drain(q)
     assert ids == delivered + [300]
-    for rid in range(400, 400 + capacity):   # no capacity leaked
+    for rid in range(400, 400 + capacity):  # no capacity leaked
       q.put(_id_record(rid), timeout=1)
     with pytest.raises(TimeoutError):
       q.put(_id_record(999), timeout=0.05)
@@ -495,8 +513,14 @@ def test_actor_stopped_holding_the_lock_is_killed_first_and_the_queue_repaired()
   stalls = []
   with RolloutQueue(_id_spec(), capacity=4, ctx=CTX) as q:
     ready = CTX.Event()
-    sup = Supervisor(CTX, max_restarts=1, on_death=lambda *_: q.reclaim(), stall_timeout=1.0,
-                     lock_holder=q.lock_holder, on_stall=lambda name, pid, _: stalls.append((name, pid)))
+    sup = Supervisor(
+      CTX,
+      max_restarts=1,
+      on_death=lambda *_: q.reclaim(),
+      stall_timeout=1.0,
+      lock_holder=q.lock_holder,
+      on_stall=lambda name, pid, _: stalls.append((name, pid)),
+    )
     try:
       sup.add("holder", _stops_holding_the_lock, args=(q, ready))
       sup.add("waiter", _waits_behind_the_holder, args=(q, ready))
@@ -518,4 +542,4 @@ def test_forked_child_gets_its_own_lock():
     p.start()
     p.join(20)
     assert p.exitcode == 0
-    assert int(q.get(timeout=1)["id"]) == 1          # the child could not take the lock
+    assert int(q.get(timeout=1)["id"]) == 1  # the child could not take the lock

@@ -39,11 +39,12 @@ def _exists(name: str) -> bool:
 def test_queue_and_store_objects_are_named_after_their_creator():
   me = f"rtrl_{os.getpid()}_{process_starttime(os.getpid())}_{os.stat('/proc/self/ns/pid').st_ino}_"
   with RolloutQueue({"x": ((3,), np.float32)}, 2, CTX) as q, ParamStore({"w": ((4,), np.float32)}, CTX) as s:
-    names = [q.name, s.name] + ["sem." + sem._semlock.name.lstrip("/")
-                                for sem in (q._free, q._ready, s._wlock)]
+    names = [q.name, s.name] + [
+      "sem." + sem._semlock.name.lstrip("/") for sem in (q._free, q._ready, s._wlock)
+    ]
     assert all(n.removeprefix("sem.").startswith(me) for n in names), names
     assert all(_exists(n) for n in names)
-    assert not set(shm.sweep()) & set(names)            # a live creator's: kept
+    assert not set(shm.sweep()) & set(names)  # a live creator's: kept
     assert all(_exists(n) for n in names)
 
 
@@ -51,21 +52,27 @@ def test_sweep_removes_only_the_objects_of_dead_creators():
   ns = os.stat("/proc/self/ns/pid").st_ino
   dead_pid, dead_start = _dead_process()
   me_pid, me_start = os.getpid(), process_starttime(os.getpid())
-  dead = [_touch(f"rtrl_{dead_pid}_{dead_start}_{ns}_queue0123abcd"),
-          _touch(f"sem.rtrl_{dead_pid}_{dead_start}_{ns}_sem0123abcd"),
-          _touch(f"rtrl_{me_pid}_{me_start + 1}_{ns}_params0123abcd")]   # my pid, recycled
-  kept = [_touch(f"rtrl_{me_pid}_{me_start}_{ns}_queue0123abcd"),        # alive: me
-          _touch(f"rtrl_{dead_pid}_{dead_start}_{ns + 1}_queue0123abcd"),  # another pid namespace
-          _touch(f"rtrl_{dead_pid}_{dead_start}_{ns}_notes.txt"),          # not our pattern
-          _touch(f"psm_rtrl_{dead_pid}_test")]                             # another program's
+  dead = [
+    _touch(f"rtrl_{dead_pid}_{dead_start}_{ns}_queue0123abcd"),
+    _touch(f"sem.rtrl_{dead_pid}_{dead_start}_{ns}_sem0123abcd"),
+    _touch(f"rtrl_{me_pid}_{me_start + 1}_{ns}_params0123abcd"),
+  ]  # my pid, recycled
+  kept = [
+    _touch(f"rtrl_{me_pid}_{me_start}_{ns}_queue0123abcd"),  # alive: me
+    _touch(f"rtrl_{dead_pid}_{dead_start}_{ns + 1}_queue0123abcd"),  # another pid namespace
+    _touch(f"rtrl_{dead_pid}_{dead_start}_{ns}_notes.txt"),  # not our pattern
+    _touch(f"psm_rtrl_{dead_pid}_test"),
+  ]  # another program's
   try:
     removed = shm.sweep()
     assert sorted(n for n in removed if n in dead + kept) == sorted(dead)
     assert not any(_exists(n) for n in dead) and all(_exists(n) for n in kept)
-    for create in (lambda: RolloutQueue({"x": ((1,), np.uint8)}, 1, CTX),
-                   lambda: ParamStore({"x": ((1,), np.uint8)}, CTX)):
+    for create in (
+      lambda: RolloutQueue({"x": ((1,), np.uint8)}, 1, CTX),
+      lambda: ParamStore({"x": ((1,), np.uint8)}, CTX),
+    ):
       _touch(dead[0])
-      with create():                         # creating one sweeps
+      with create():  # creating one sweeps
         assert not _exists(dead[0])
   finally:
     for n in dead + kept:

@@ -18,19 +18,28 @@ from rtrl_rl.io import read_metrics
 from tests._multiprocess import ROOT, device_env, free_port
 
 SMALL = [  # a small, fast job: CartPole with an RTRL eLSTM, 2 actors x 8 envs
-    "--config=configs/default.py:elstm", "--config.env.id=memory/cartpole",
-    "--config.agent.unroll_length=10", "--config.agent.batch_size=16",
-    "--config.system.envs_per_actor=8", "--config.system.num_actors=2",
-    "--config.agent.network.hidden_size=16", "--config.system.log_every_s=1",
-    "--config.system.plot=False",
+  "--config=configs/default.py:elstm",
+  "--config.env.id=memory/cartpole",
+  "--config.agent.unroll_length=10",
+  "--config.agent.batch_size=16",
+  "--config.system.envs_per_actor=8",
+  "--config.system.num_actors=2",
+  "--config.agent.network.hidden_size=16",
+  "--config.system.log_every_s=1",
+  "--config.system.plot=False",
 ]
 
 
 def _train(run_dir, *flags, env=None, **kw):
   return subprocess.Popen(
-      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *SMALL, *flags],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, **kw)
+    [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *SMALL, *flags],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    **kw,
+  )
 
 
 def _summary(output: str) -> dict:
@@ -82,7 +91,7 @@ def test_end_to_end_learns_and_exits_cleanly(tmp_path):
   assert last > max(2 * first, 60), (first, last)
   assert _checkpoint_steps(run_dir)[-1] == summary["updates"]
   assert os.path.exists(os.path.join(run_dir, "config.json"))
-  assert "| frames" in out and "steps/s" in out and "updates/s" in out   # the progress line
+  assert "| frames" in out and "steps/s" in out and "updates/s" in out  # the progress line
   assert not _alive(actors)
 
 
@@ -98,24 +107,25 @@ def test_killed_actor_is_restarted_then_sigterm_stops_gracefully_and_the_run_res
   proc = _train(run_dir, "--config.agent.total_env_steps=100000000", start_new_session=True)
   rows = _wait_for_updates(run_dir, 3, proc)
   victim = _actor_pids(proc)[0]
-  os.kill(victim, signal.SIGKILL)                                # an actor dies: it is restarted
-  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)     # and the run goes on
+  os.kill(victim, signal.SIGKILL)  # an actor dies: it is restarted
+  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)  # and the run goes on
   actors = _actor_pids(proc)
   assert len(actors) == 2 and victim not in actors
 
-  os.killpg(proc.pid, signal.SIGTERM)                            # graceful stop
+  os.killpg(proc.pid, signal.SIGTERM)  # graceful stop
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
-  assert out.count("restarting") == 1, out[-3000:]               # the SIGKILL's; not the SIGTERM's
+  assert out.count("restarting") == 1, out[-3000:]  # the SIGKILL's; not the SIGTERM's
   summary = _summary(out)
   assert summary["stopped_early"] and summary["updates"] >= 33
-  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]    # final checkpoint
+  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]  # final checkpoint
   time.sleep(0.5)
-  assert not _alive(actors)                                      # no orphans
+  assert not _alive(actors)  # no orphans
 
   # restarting on the same directory resumes with the counters continuing
-  proc = _train(run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}",
-                "--accept_config_changes")
+  proc = _train(
+    run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}", "--accept_config_changes"
+  )
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out
   resumed = _summary(out)
@@ -130,7 +140,7 @@ def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path
   t0 = time.time()
   os.kill(_actor_pids(proc)[0], signal.SIGKILL)
   out, _ = proc.communicate(timeout=120)
-  assert time.time() - t0 < 30                                   # detected within seconds
+  assert time.time() - t0 < 30  # detected within seconds
   assert proc.returncode == 1, out
   assert "error:" in out and "actor" in out and "checkpoint" in out
   # the supervisor names the signal (a kill inside the queue's critical section is repaired by the
@@ -141,37 +151,69 @@ def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path
 
 def test_bad_config_fails_before_any_compute(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={tmp_path}/run", *SMALL,
-       "--config.agent.network.cell=gru", "--config.env.id=memory/cartpole-maskd"],
-      cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.train",
+      f"--run_dir={tmp_path}/run",
+      *SMALL,
+      "--config.agent.network.cell=gru",
+      "--config.env.id=memory/cartpole-maskd",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 2
   assert "network.cell" in out.stderr or "env.id" in out.stderr
   assert "env.id='memory/cartpole-maskd'" in out.stderr and "memory/cartpole-masked" in out.stderr
   assert not os.path.exists(tmp_path / "run")
 
 
-@pytest.mark.skipif(any(d.platform == "gpu" for d in __import__("jax").local_devices()),
-                    reason="checks the message of a host without a GPU")
+@pytest.mark.skipif(
+  any(d.platform == "gpu" for d in __import__("jax").local_devices()),
+  reason="checks the message of a host without a GPU",
+)
 def test_gpu_actors_on_a_host_without_a_gpu_fail_naming_the_fix(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={tmp_path}/run", *SMALL,
-       "--config.system.actor_device=gpu"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.train",
+      f"--run_dir={tmp_path}/run",
+      *SMALL,
+      "--config.system.actor_device=gpu",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode == 2, out.stderr[-3000:]
   assert "JAX sees no local GPU" in out.stderr and "--config.system.actor_device=cpu" in out.stderr
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-@pytest.mark.long   # the default suite checks the same on fewer processes: tests/test_parallel.py (gloo),
-                    # tests/test_anakin_parallel.py (two processes, the trainer)
+# the default suite checks the same on fewer processes: tests/test_parallel.py (gloo),
+# tests/test_anakin_parallel.py (two processes, the trainer)
+@pytest.mark.long
 def test_two_hosts_keep_identical_parameters(tmp_path):
   """Two processes x 2 CPU devices (gloo on 127.0.0.1): the whole system, a few updates."""
   port = free_port()
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-  procs = [_train(str(tmp_path / "run"), "--config.agent.total_env_steps=1600",
-                  "--config.system.num_actors=1", "--config.system.num_processes=2",
-                  f"--config.system.process_id={i}",
-                  f"--config.system.coordinator_address=127.0.0.1:{port}", env=env)
-           for i in range(2)]
+  procs = [
+    _train(
+      str(tmp_path / "run"),
+      "--config.agent.total_env_steps=1600",
+      "--config.system.num_actors=1",
+      "--config.system.num_processes=2",
+      f"--config.system.process_id={i}",
+      f"--config.system.coordinator_address=127.0.0.1:{port}",
+      env=env,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
@@ -180,8 +222,9 @@ def test_two_hosts_keep_identical_parameters(tmp_path):
   assert s0["params_crc32"] == s1["params_crc32"]
 
 
-@pytest.mark.long   # the default suite kills trainers with SIGKILL in tests/test_run_dir_trainer.py
-                    # (anakin) and tests/test_run_shm_stall.py (actors, shared memory)
+# the default suite kills trainers with SIGKILL in tests/test_run_dir_trainer.py (anakin) and
+# tests/test_run_shm_stall.py (actors, shared memory)
+@pytest.mark.long
 def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
   run_dir = str(tmp_path / "run")
   proc = _train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.checkpoint_every_s=1")
@@ -190,16 +233,20 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
   while len(_checkpoint_steps(run_dir)) < 2 and time.time() < deadline:
     time.sleep(0.2)
   actors = _actor_pids(proc)
-  proc.kill()                                   # SIGKILL: no final checkpoint
+  proc.kill()  # SIGKILL: no final checkpoint
   proc.communicate(timeout=60)
   saved = _checkpoint_steps(run_dir)[-1]
-  deadline = time.time() + 30                   # orphaned actors notice and exit by themselves
+  deadline = time.time() + 30  # orphaned actors notice and exit by themselves
   while _alive(actors):
     assert time.time() < deadline, "orphaned actors did not exit"
     time.sleep(0.5)
 
-  proc = _train(run_dir, f"--config.agent.total_env_steps={(saved + 2) * 160}", "--config.system.checkpoint_every_s=1",
-                "--accept_config_changes")
+  proc = _train(
+    run_dir,
+    f"--config.agent.total_env_steps={(saved + 2) * 160}",
+    "--config.system.checkpoint_every_s=1",
+    "--accept_config_changes",
+  )
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out
   resumed = _summary(out)
@@ -213,6 +260,7 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
   from rtrl_rl.io import run_dir as run_dir_lib
   from rtrl_rl.system import trainer
+
   run_dir = str(tmp_path / "run")
   ckpt = trainer._Checkpoints(run_dir, 2, {})
   ckpt.save({"w": np.zeros(3, np.float32)}, {"updates": 7})
@@ -223,23 +271,48 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   assert meta["updates"] == 7 and not state["w"].any()
   ckpt.close()
   out = subprocess.run(
-      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", "--config=configs/rtu_popgym.py",
-       "--config.env.id=jax/cue-memory", "--config.system.backend=anakin", "--config.agent.num_envs=2",
-       "--config.agent.rollout_length=8", "--config.agent.num_minibatches=2",
-       "--config.agent.minibatch_size=8", "--config.agent.hidden_size=4", "--accept_config_changes"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      "-m",
+      "rtrl_rl.train",
+      f"--run_dir={run_dir}",
+      "--config=configs/rtu_popgym.py",
+      "--config.env.id=jax/cue-memory",
+      "--config.system.backend=anakin",
+      "--config.agent.num_envs=2",
+      "--config.agent.rollout_length=8",
+      "--config.agent.num_minibatches=2",
+      "--config.agent.minibatch_size=8",
+      "--config.agent.hidden_size=4",
+      "--accept_config_changes",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert out.returncode == 2, out.stderr[-3000:]
   assert "error:" in out.stderr and "cannot be resumed" in out.stderr and "--run_dir" in out.stderr
   assert _checkpoint_steps(run_dir) == [7]
-  assert not os.path.exists(os.path.join(run_dir, "config_changes.jsonl"))   # nothing recorded
+  assert not os.path.exists(os.path.join(run_dir, "config_changes.jsonl"))  # nothing recorded
 
 
 SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8 envs x 8 steps
-    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_popgym.py:env_family=numpy",
-    "--config.system.plot=False",
-    "--config.agent.num_envs=8", "--config.agent.rollout_length=8", "--config.agent.num_epochs=1",
-    "--config.agent.num_minibatches=2", "--config.agent.minibatch_size=32", "--config.agent.hidden_size=8",
-    "--config.agent.torso_sizes=(8,)", "--config.agent.head_sizes=(8,)"]
+  sys.executable,
+  "-m",
+  "rtrl_rl.train",
+  "--config=configs/rtu_popgym.py:env_family=numpy",
+  "--config.system.plot=False",
+  "--config.agent.num_envs=8",
+  "--config.agent.rollout_length=8",
+  "--config.agent.num_epochs=1",
+  "--config.agent.num_minibatches=2",
+  "--config.agent.minibatch_size=32",
+  "--config.agent.hidden_size=8",
+  "--config.agent.torso_sizes=(8,)",
+  "--config.agent.head_sizes=(8,)",
+]
 
 
 def test_sync_ppo_on_host_envs_is_data_parallel_and_resumes_on_another_device_count(tmp_path):
@@ -250,10 +323,20 @@ def test_sync_ppo_on_host_envs_is_data_parallel_and_resumes_on_another_device_co
   run_dir = str(tmp_path / "run")
 
   def train(devices, iterations):
-    out = subprocess.run([*SYNC, f"--run_dir={run_dir}", f"--config.agent.total_env_steps={iterations * 64}",
-                          "--accept_config_changes"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-                         env=device_env(devices))
+    out = subprocess.run(
+      [
+        *SYNC,
+        f"--run_dir={run_dir}",
+        f"--config.agent.total_env_steps={iterations * 64}",
+        "--accept_config_changes",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+      env=device_env(devices),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout + out.stderr
 
@@ -275,14 +358,24 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
   (`system.heartbeat_timeout_s`, 5 s here) terminates it with JAX's message that another process
   died. Either way its actors exit and the newest checkpoint is intact."""
   from rtrl_rl.io.checkpoint import Checkpointer
+
   run_dir = str(tmp_path / "run")
   port = free_port()
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-  procs = [_train(run_dir, "--config.agent.total_env_steps=100000000", "--config.system.checkpoint_every_s=1",
-                  "--config.system.num_actors=1", "--config.system.num_processes=2",
-                  "--config.system.heartbeat_timeout_s=5", f"--config.system.process_id={i}",
-                  f"--config.system.coordinator_address=127.0.0.1:{port}", env=env)
-           for i in range(2)]
+  procs = [
+    _train(
+      run_dir,
+      "--config.agent.total_env_steps=100000000",
+      "--config.system.checkpoint_every_s=1",
+      "--config.system.num_actors=1",
+      "--config.system.num_processes=2",
+      "--config.system.heartbeat_timeout_s=5",
+      f"--config.system.process_id={i}",
+      f"--config.system.coordinator_address=127.0.0.1:{port}",
+      env=env,
+    )
+    for i in range(2)
+  ]
   _wait_for_updates(run_dir, 3, procs[0])
   actors = _actor_pids(procs[0])
   procs[1].kill()
@@ -290,14 +383,16 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
   start = time.time()
   out, _ = procs[0].communicate(timeout=240)
   stopped_after = time.time() - start
-  print(f"process 0 stopped {stopped_after:.1f} s after process 1 was killed, exit code {procs[0].returncode}")
+  print(
+    f"process 0 stopped {stopped_after:.1f} s after process 1 was killed, exit code {procs[0].returncode}"
+  )
   assert stopped_after < 60, f"process 0 took {stopped_after:.0f} s to stop"
   steps = _checkpoint_steps(run_dir)
-  if procs[0].returncode == 1:                    # the collective failed
+  if procs[0].returncode == 1:  # the collective failed
     error = [l for l in out.splitlines() if l.startswith("error: ")]
     assert error and "processes of this run failed" in error[-1] and "Restart every process" in error[-1]
     assert f"checkpoint (update {steps[-1]}) is in" in error[-1], error[-1]
-  else:                                           # the heartbeat timeout
+  else:  # the heartbeat timeout
     assert procs[0].returncode == -signal.SIGABRT, out[-3000:]
     assert "another task died" in out, out[-3000:]
   deadline = time.time() + 30
@@ -310,19 +405,36 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
 
 
 BRAX_PPO = [  # PPO with an RTRL RTU on Brax's Reacher POMDP on the anakin loop: 1 env x 64 steps
-    sys.executable, "-m", "rtrl_rl.train", "--config=configs/rtu_reacher_pomdp.py:core=rtu_linear",
-    "--config.system.plot=False", "--config.agent.rollout_length=64",
-    "--config.agent.num_minibatches=1", "--config.agent.hidden_size=16"]
+  sys.executable,
+  "-m",
+  "rtrl_rl.train",
+  "--config=configs/rtu_reacher_pomdp.py:core=rtu_linear",
+  "--config.system.plot=False",
+  "--config.agent.rollout_length=64",
+  "--config.agent.num_minibatches=1",
+  "--config.agent.hidden_size=16",
+]
 
 
 @pytest.mark.long
 def test_anakin_ppo_on_brax_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
   """The whole anakin state (the Brax physics state included) is checkpointed: 2 iterations, then
   resumed to 3 on the same run dir, ends with bitwise the parameters of 3 iterations in one go."""
+
   def train(run_dir, iterations):
-    out = subprocess.run([*BRAX_PPO, f"--run_dir={run_dir}", "--accept_config_changes",
-                          f"--config.agent.total_env_steps={iterations * 64}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+      [
+        *BRAX_PPO,
+        f"--run_dir={run_dir}",
+        "--accept_config_changes",
+        f"--config.agent.total_env_steps={iterations * 64}",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return _summary(out.stdout + out.stderr)
 

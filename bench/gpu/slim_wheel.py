@@ -36,15 +36,18 @@ def tolerant_imports(source: str) -> str:
   for line in source.splitlines():
     m = _IMPORT.match(line)
     if m:
-      out += ["try:", f"  import {m.group(1)}{m.group(2) or ''}",
-              "except ImportError:  # left out of this slimmed wheel (bench/gpu/slim_wheel.py)", "  pass"]
+      out += [
+        "try:",
+        f"  import {m.group(1)}{m.group(2) or ''}",
+        "except ImportError:  # left out of this slimmed wheel (bench/gpu/slim_wheel.py)",
+        "  pass",
+      ]
     else:
       out.append(line)
   return "\n".join(out) + "\n"
 
 
-def slim(src: str, out_dir: str, drop: list[str], keep: list[str] = (),
-         tolerant: list[str] = ()) -> str:
+def slim(src: str, out_dir: str, drop: list[str], keep: list[str] = (), tolerant: list[str] = ()) -> str:
   os.makedirs(out_dir, exist_ok=True)
   dst = os.path.join(out_dir, os.path.basename(src))
   if os.path.abspath(dst) == os.path.abspath(src):
@@ -55,9 +58,10 @@ def slim(src: str, out_dir: str, drop: list[str], keep: list[str] = (),
     if len(record) != 1:
       raise SystemExit(f"{src}: expected one .dist-info/RECORD, found {record}")
     record = record[0]
+
     def wanted(n):
-      return (any(fnmatch.fnmatch(n, p) for p in keep)
-              or not any(fnmatch.fnmatch(n, p) for p in drop))
+      return any(fnmatch.fnmatch(n, p) for p in keep) or not any(fnmatch.fnmatch(n, p) for p in drop)
+
     kept = [n for n in names if n != record and wanted(n)]
     missing = [t for t in tolerant if t not in kept]
     if missing:
@@ -76,8 +80,10 @@ def slim(src: str, out_dir: str, drop: list[str], keep: list[str] = (),
       lines.append(f"{record},,")
       zout.writestr(zin.getinfo(record), "\n".join(lines) + "\n")
   os.replace(dst + ".tmp", dst)
-  print(f"slimmed {os.path.basename(src)}: {os.path.getsize(src) / 2**20:.1f} MiB -> "
-        f"{os.path.getsize(dst) / 2**20:.1f} MiB ({dropped} of {len(names)} members dropped)")
+  print(
+    f"slimmed {os.path.basename(src)}: {os.path.getsize(src) / 2**20:.1f} MiB -> "
+    f"{os.path.getsize(dst) / 2**20:.1f} MiB ({dropped} of {len(names)} members dropped)"
+  )
   return dst
 
 
@@ -87,8 +93,13 @@ def main(argv=None) -> int:
   p.add_argument("out_dir")
   p.add_argument("--drop", action="append", default=[], help="fnmatch glob of members to leave out")
   p.add_argument("--keep", action="append", default=[], help="fnmatch glob of members kept anyway")
-  p.add_argument("--tolerant-imports", action="append", default=[], metavar="MEMBER",
-                 help="a .py member whose top-level `import x` lines may fail (see above)")
+  p.add_argument(
+    "--tolerant-imports",
+    action="append",
+    default=[],
+    metavar="MEMBER",
+    help="a .py member whose top-level `import x` lines may fail (see above)",
+  )
   args = p.parse_args(argv)
   slim(args.wheel, args.out_dir, args.drop, args.keep, args.tolerant_imports)
   return 0

@@ -21,12 +21,16 @@ def get_sweep(arg=None):
   cores = [c for c in args["cores"].split("+") if c]
   runs = []
   for core in cores:
-    for mode in (("rtrl",) if core == "ff" else ("rtrl", "tbptt")):
-      for m in (ms[:1] if core == "ff" else ms):   # the floor does not depend on M
+    for mode in ("rtrl",) if core == "ff" else ("rtrl", "tbptt"):
+      for m in ms[:1] if core == "ff" else ms:  # the floor does not depend on M
         for seed in range(args["seeds"]):
           label = "ff" if core == "ff" else f"{core}_{mode}_M{m}"
-          runs.append({"name": f"{label}_seed{seed}",
-                       "config": "configs/claims_irie_m.py:" + config_arg(
-                           core=core, mode=mode, M=m, delay=DELAY, seed=seed),
-                       "resources": {"nodes": 1, "gpus_per_node": 0, "cpus": 1, "time_min": 30}})
+          runs.append(
+            {
+              "name": f"{label}_seed{seed}",
+              "config": "configs/claims_irie_m.py:"
+              + config_arg(core=core, mode=mode, M=m, delay=DELAY, seed=seed),
+              "resources": {"nodes": 1, "gpus_per_node": 0, "cpus": 1, "time_min": 30},
+            }
+          )
   return runs

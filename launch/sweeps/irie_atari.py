@@ -14,9 +14,12 @@ SEEDS = (0, 1, 2)
 
 def get_sweep():
   return grid(
-      {"game": GAMES, "mode": MODES, "M": M}, seeds=SEEDS,
-      name="atari-{game}_{mode}_M{M}_seed{seed}",
-      config=lambda p: "configs/irie_atari.py:" + config_arg(game=p["game"], mode=p["mode"], M=p["M"],
-                                                            seed=p["seed"]),
-      seed_override=None,      # the config takes seed= as an argument
-      resources={"nodes": 1, "gpus_per_node": 1, "cpus": 16, "time_min": 3 * 24 * 60})
+    {"game": GAMES, "mode": MODES, "M": M},
+    seeds=SEEDS,
+    name="atari-{game}_{mode}_M{M}_seed{seed}",
+    config=lambda p: (
+      "configs/irie_atari.py:" + config_arg(game=p["game"], mode=p["mode"], M=p["M"], seed=p["seed"])
+    ),
+    seed_override=None,  # the config takes seed= as an argument
+    resources={"nodes": 1, "gpus_per_node": 1, "cpus": 16, "time_min": 3 * 24 * 60},
+  )

@@ -19,11 +19,17 @@ SEEDS = (0, 1, 2)
 
 def _config(p):
   stem = os.environ.get("DMLAB_STEM", "").format(level=p["level"])
-  return "configs/irie_dmlab.py:" + config_arg(level=p["level"], mode=p["mode"], M=p["M"], stem=stem,
-                                               seed=p["seed"])
+  return "configs/irie_dmlab.py:" + config_arg(
+    level=p["level"], mode=p["mode"], M=p["M"], stem=stem, seed=p["seed"]
+  )
 
 
 def get_sweep():
-  return grid({"level": LEVELS, "mode": MODES, "M": M}, seeds=SEEDS,
-              name="dmlab-{level}_{mode}_M{M}_seed{seed}", config=_config, seed_override=None,
-              resources={"nodes": 1, "gpus_per_node": 1, "cpus": 32, "time_min": 3 * 24 * 60})
+  return grid(
+    {"level": LEVELS, "mode": MODES, "M": M},
+    seeds=SEEDS,
+    name="dmlab-{level}_{mode}_M{M}_seed{seed}",
+    config=_config,
+    seed_override=None,
+    resources={"nodes": 1, "gpus_per_node": 1, "cpus": 32, "time_min": 3 * 24 * 60},
+  )

@@ -16,15 +16,28 @@ RESOURCES = {"nodes": 1, "gpus_per_node": 1, "cpus": 16, "time_min": 3 * 24 * 60
 
 
 def _config(p):
-  return "configs/irie_procgen.py:" + config_arg(game=p["game"], distribution=p["distribution"],
-                                                 mode=p["mode"], M=p["M"], seed=p["seed"])
+  return "configs/irie_procgen.py:" + config_arg(
+    game=p["game"], distribution=p["distribution"], mode=p["mode"], M=p["M"], seed=p["seed"]
+  )
 
 
 def get_sweep():
   name = "procgen-{game}-{distribution}_{mode}_M{M}_seed{seed}"
-  chaser = grid({"game": ("chaser",), "distribution": ("hard",), "mode": MODES, "M": (5, 50)},
-                seeds=SEEDS, name=name, config=_config, seed_override=None, resources=RESOURCES,
-                where=lambda p: p["mode"] != "ff" or p["M"] == 50)
-  memory = grid({"game": MEMORY_GAMES, "distribution": ("memory",), "mode": MODES, "M": (50,)},
-                seeds=SEEDS, name=name, config=_config, seed_override=None, resources=RESOURCES)
+  chaser = grid(
+    {"game": ("chaser",), "distribution": ("hard",), "mode": MODES, "M": (5, 50)},
+    seeds=SEEDS,
+    name=name,
+    config=_config,
+    seed_override=None,
+    resources=RESOURCES,
+    where=lambda p: p["mode"] != "ff" or p["M"] == 50,
+  )
+  memory = grid(
+    {"game": MEMORY_GAMES, "distribution": ("memory",), "mode": MODES, "M": (50,)},
+    seeds=SEEDS,
+    name=name,
+    config=_config,
+    seed_override=None,
+    resources=RESOURCES,
+  )
   return chaser + memory

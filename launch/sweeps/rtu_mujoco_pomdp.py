@@ -11,12 +11,22 @@ RESOURCES = {"nodes": 1, "gpus_per_node": 0, "cpus": 4, "time_min": 24 * 60}
 
 
 def get_sweep():
-  mujoco = grid({"env": ENVS, "core": CORES}, seeds=SEEDS, name="mujoco-{env}_{core}_seed{seed}",
-                config=lambda p: "configs/rtu_mujoco_pomdp.py:" + config_arg(env=p["env"], core=p["core"],
-                                                                             seed=p["seed"]),
-                seed_override=None, resources=RESOURCES)
-  reacher = grid({"core": CORES}, seeds=SEEDS, name="reacher-pomdp_{core}_seed{seed}",
-                 config=lambda p: "configs/rtu_reacher_pomdp.py:" + config_arg(core=p["core"],
-                                                                               seed=p["seed"]),
-                 seed_override=None, resources=RESOURCES)
+  mujoco = grid(
+    {"env": ENVS, "core": CORES},
+    seeds=SEEDS,
+    name="mujoco-{env}_{core}_seed{seed}",
+    config=lambda p: (
+      "configs/rtu_mujoco_pomdp.py:" + config_arg(env=p["env"], core=p["core"], seed=p["seed"])
+    ),
+    seed_override=None,
+    resources=RESOURCES,
+  )
+  reacher = grid(
+    {"core": CORES},
+    seeds=SEEDS,
+    name="reacher-pomdp_{core}_seed{seed}",
+    config=lambda p: "configs/rtu_reacher_pomdp.py:" + config_arg(core=p["core"], seed=p["seed"]),
+    seed_override=None,
+    resources=RESOURCES,
+  )
   return mujoco + reacher

@@ -11,7 +11,8 @@ Arguments (`+`-separated lists): `tasks` (any of the package's 16), `levels`, `c
 
 from launch.sweep import config_arg, grid
 from rtrl_rl import experiment
-from rtrl_rl.envs._popgym import LEVELS as ALL_LEVELS, TASKS as ALL_TASKS
+from rtrl_rl.envs._popgym import LEVELS as ALL_LEVELS
+from rtrl_rl.envs._popgym import TASKS as ALL_TASKS
 
 TASKS = ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")  # the paper's
 LEVELS = ("easy", "medium", "hard")
@@ -29,15 +30,22 @@ def _names(value: str, valid, what: str):
 
 def get_sweep(arg=None):
   from rtrl_rl.agents.ppo.config import RTU_PAPER_CORES  # pylint: disable=g-import-not-at-top
-  args = experiment.parse_args(arg, tasks="+".join(TASKS), levels="+".join(LEVELS),
-                               cores="+".join(CORES), seeds=SEEDS, env_family="jax")
+
+  args = experiment.parse_args(
+    arg, tasks="+".join(TASKS), levels="+".join(LEVELS), cores="+".join(CORES), seeds=SEEDS, env_family="jax"
+  )
   tasks = _names(args["tasks"], ALL_TASKS, "tasks")
   levels = _names(args["levels"], ALL_LEVELS, "levels")
   cores = _names(args["cores"], RTU_PAPER_CORES, "cores")
   family = args["env_family"]
-  return grid({"task": tasks, "level": levels, "core": cores}, seeds=tuple(range(args["seeds"])),
-              name="popgym-{task}-{level}_{core}_seed{seed}",
-              config=lambda p: "configs/rtu_popgym.py:" + config_arg(
-                  task=p["task"], level=p["level"], core=p["core"], seed=p["seed"], env_family=family),
-              seed_override=None,
-              resources={"nodes": 1, "gpus_per_node": 0, "cpus": 4, "time_min": 24 * 60})
+  return grid(
+    {"task": tasks, "level": levels, "core": cores},
+    seeds=tuple(range(args["seeds"])),
+    name="popgym-{task}-{level}_{core}_seed{seed}",
+    config=lambda p: (
+      "configs/rtu_popgym.py:"
+      + config_arg(task=p["task"], level=p["level"], core=p["core"], seed=p["seed"], env_family=family)
+    ),
+    seed_override=None,
+    resources={"nodes": 1, "gpus_per_node": 0, "cpus": 4, "time_min": 24 * 60},
+  )

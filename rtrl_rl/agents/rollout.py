@@ -44,6 +44,7 @@ from rtrl_rl import cells
 
 class Rollout(NamedTuple):
   """B time-major rollouts of M+1 env steps (see the module docstring for each field)."""
+
   obs: Any
   reward: Any
   terminated: Any
@@ -68,54 +69,80 @@ class Rollout(NamedTuple):
   def batch_axes() -> "Rollout":
     """The batch axis of each field (a pytree prefix of a Rollout): 1 for time-major arrays, 0 for
     the carry and the policy version. Used to shard / split / concatenate rollouts."""
-    return Rollout(obs=1, reward=1, terminated=1, truncated=1, first=1, prev_action=1, action=1,
-                   behaviour_logits=1, carry=0, policy_version=0)
+    return Rollout(
+      obs=1,
+      reward=1,
+      terminated=1,
+      truncated=1,
+      first=1,
+      prev_action=1,
+      action=1,
+      behaviour_logits=1,
+      carry=0,
+      policy_version=0,
+    )
 
 
 def map_batch(fn, rollout: Rollout):
   """Apply `fn(leaf, batch_axis)` to every array leaf of `rollout`."""
-  return jax.tree.map(lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub),
-                      Rollout.batch_axes(), rollout)
+  return jax.tree.map(
+    lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), Rollout.batch_axes(), rollout
+  )
 
 
 def concatenate(rollouts) -> Rollout:
   """Concatenate rollouts along the batch axis (numpy)."""
-  return jax.tree.map(lambda axis, *subs: jax.tree.map(lambda *xs: np.concatenate(xs, axis), *subs),
-                      Rollout.batch_axes(), *rollouts)
+  return jax.tree.map(
+    lambda axis, *subs: jax.tree.map(lambda *xs: np.concatenate(xs, axis), *subs),
+    Rollout.batch_axes(),
+    *rollouts,
+  )
 
 
 def batch_slice(rollout: Rollout, start: int, stop: int) -> Rollout:
   """Environments `start:stop` of a rollout."""
+
   def take(x, axis):
     idx = [slice(None)] * np.ndim(x)
     idx[axis] = slice(start, stop)
     return x[tuple(idx)]
+
   return map_batch(take, rollout)
 
 
 class Transitions(NamedTuple):
   """Per-transition learner inputs `[M, B]` derived from a Rollout (see the module docstring)."""
-  rewards: jax.Array     # r_t = reward[t+1]
-  discounts: jax.Array   # gamma * (1 - terminated[t+1]); 0 on dummy transitions
-  lambdas: jax.Array     # V-trace lambda: 0 into a truncated obs and on dummy transitions, else 1
-  mask: jax.Array        # 1 on real transitions, 0 on dummy ones (obs[t] ended an episode)
+
+  rewards: jax.Array  # r_t = reward[t+1]
+  discounts: jax.Array  # gamma * (1 - terminated[t+1]); 0 on dummy transitions
+  lambdas: jax.Array  # V-trace lambda: 0 into a truncated obs and on dummy transitions, else 1
+  mask: jax.Array  # 1 on real transitions, 0 on dummy ones (obs[t] ended an episode)
 
 
 def transitions(rollout: Rollout, gamma: float, dtype=jnp.float32) -> Transitions:
   """Rewards, discounts, V-trace lambdas and the loss mask of the M transitions of `rollout`."""
   terminated = jnp.asarray(rollout.terminated, bool)
   truncated = jnp.asarray(rollout.truncated, bool)
-  ended = terminated | truncated                         # obs[t] was the last obs of its episode
-  valid = ~ended[:-1]                                    # transition t is real
+  ended = terminated | truncated  # obs[t] was the last obs of its episode
+  valid = ~ended[:-1]  # transition t is real
   rewards = jnp.where(valid, jnp.asarray(rollout.reward, dtype)[1:], 0)
   discounts = jnp.where(valid & ~terminated[1:], jnp.asarray(gamma, dtype), 0).astype(dtype)
   lambdas = (valid & ~truncated[1:]).astype(dtype)
   return Transitions(rewards.astype(dtype), discounts, lambdas, valid.astype(dtype))
 
 
-def synthetic_rollout(seed: int, *, unroll_length: int, batch_size: int, obs_shape, obs_dtype,
-                      num_actions: int, carry: cells.Carry, end_prob: float = 0.1,
-                      policy_version: int = 0) -> Rollout:
+def synthetic_rollout(
+  seed: int,
+  *,
+  unroll_length: int,
+  batch_size: int,
+  obs_shape,
+  obs_dtype,
+  num_actions: int,
+  carry: cells.Carry,
+  end_prob: float = 0.1,
+  policy_version: int = 0,
+) -> Rollout:
   """A random rollout that obeys the env contract (next-step autoreset), for tests and benchmarks.
 
   Episode ends are drawn with probability `end_prob` per step (half terminations, half
@@ -128,7 +155,7 @@ def synthetic_rollout(seed: int, *, unroll_length: int, batch_size: int, obs_sha
   term_kind = rng.random((m + 1, b)) < 0.5
   first = np.zeros((m + 1, b), bool)
   first[1:] = ended[:-1]
-  ended &= ~first                      # a first step never ends its episode in this generator
+  ended &= ~first  # a first step never ends its episode in this generator
   terminated, truncated = ended & term_kind, ended & ~term_kind
   reward = np.where(first, 0, rng.normal(size=(m + 1, b)) * 2.0).astype(np.float32)
   action = rng.integers(0, num_actions, (m, b)).astype(np.int32)
@@ -139,6 +166,15 @@ def synthetic_rollout(seed: int, *, unroll_length: int, batch_size: int, obs_sha
   else:
     obs = rng.normal(size=(m + 1, b, *obs_shape)).astype(obs_dtype)
   logits = rng.normal(size=(m, b, num_actions)).astype(np.float32)
-  return Rollout(obs=obs, reward=reward, terminated=terminated, truncated=truncated, first=first,
-                 prev_action=prev_action, action=action, behaviour_logits=logits, carry=carry,
-                 policy_version=np.full((b,), policy_version, np.int32))
+  return Rollout(
+    obs=obs,
+    reward=reward,
+    terminated=terminated,
+    truncated=truncated,
+    first=first,
+    prev_action=prev_action,
+    action=action,
+    behaviour_logits=logits,
+    carry=carry,
+    policy_version=np.full((b,), policy_version, np.int32),
+  )

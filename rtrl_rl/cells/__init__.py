@@ -1,14 +1,14 @@
 """Recurrent cells with exact real-time recurrent learning.
 
-    from rtrl_rl import cells
-    cell = cells.make("rtu", hidden_size=64, nonlinear=True)
-    params = cell.init(key, input_size)
-    carry = cell.initial_carry(batch_size)
-    ys, carry = cells.unroll(cell, params, carry, xs, resets, mode="rtrl")   # xs [T,B,D], resets [T,B]
-    y, carry = cells.step(cell, params, carry, x, reset, mode="rtrl")        # x [B,D], reset [B]
+from rtrl_rl import cells
+cell = cells.make("rtu", hidden_size=64, nonlinear=True)
+params = cell.init(key, input_size)
+carry = cell.initial_carry(batch_size)
+ys, carry = cells.unroll(cell, params, carry, xs, resets, mode="rtrl")   # xs [T,B,D], resets [T,B]
+y, carry = cells.step(cell, params, carry, x, reset, mode="rtrl")        # x [B,D], reset [B]
 """
 
-from rtrl_rl.cells.base import Carry, Cell, MODES, INPUT_GRADS, step, unroll
+from rtrl_rl.cells.base import INPUT_GRADS, MODES, Carry, Cell, step, unroll
 from rtrl_rl.cells.baselines import GRU, LSTM
 from rtrl_rl.cells.elstm import ELSTM
 from rtrl_rl.cells.lru import LRU
@@ -32,5 +32,19 @@ def make(name: str, hidden_size: int, **options) -> Cell:
     raise TypeError(f"cells.make({name!r}): {e}") from None
 
 
-__all__ = ["Carry", "Cell", "MODES", "INPUT_GRADS", "REGISTRY", "RTRL_CELLS", "make", "step", "unroll",
-           "ELSTM", "RTU", "LRU", "GRU", "LSTM"]
+__all__ = [
+  "Carry",
+  "Cell",
+  "MODES",
+  "INPUT_GRADS",
+  "REGISTRY",
+  "RTRL_CELLS",
+  "make",
+  "step",
+  "unroll",
+  "ELSTM",
+  "RTU",
+  "LRU",
+  "GRU",
+  "LSTM",
+]

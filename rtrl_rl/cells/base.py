@@ -56,6 +56,7 @@ class Carry(NamedTuple):
           since the last reset (complex, `ds_1/dp + i ds_2/dp`, for a state of two real components); `None` for cells without RTRL, and in
           the carry returned by `unroll(..., outgoing_traces=False)`.
   """
+
   state: State
   traces: Traces | None
 
@@ -90,15 +91,17 @@ class Cell:
       raise ValueError(f"{self.name}: input_size must be a positive int, got {input_size!r}")
     if self.input_size is not None and self.input_size != input_size:
       raise ValueError(
-          f"{self.name}: this cell was built for input_size={self.input_size}, got {input_size}; "
-          "make a new cell with cells.make(...) for another input size")
+        f"{self.name}: this cell was built for input_size={self.input_size}, got {input_size}; "
+        "make a new cell with cells.make(...) for another input size"
+      )
     self.input_size = input_size
 
   def _require_input_size(self) -> int:
     if self.input_size is None:
       raise ValueError(
-          f"{self.name}: input size unknown; call cell.init(key, input_size) first or pass "
-          "input_size= to cells.make")
+        f"{self.name}: input size unknown; call cell.init(key, input_size) first or pass "
+        "input_size= to cells.make"
+      )
     return self.input_size
 
   @property
@@ -171,6 +174,7 @@ class Cell:
 
 class ComplexShape(tuple):
   """The shape of a carry leaf that holds complex values (in `Cell.carry_shapes`)."""
+
   __slots__ = ()
 
 
@@ -198,11 +202,13 @@ def materialize(tree):
   reduction into an elementwise consumer. So the value goes through `max(v, -inf)` written as a
   reduction, which is `v` exactly (signed zeros and NaNs included).
   """
+
   def real(v):
     return jnp.max(jnp.stack([v, jnp.full_like(v, -jnp.inf)]), axis=0)
 
   def leaf(v):  # a complex value: its parts (rebuilding it in the consumer costs no arithmetic)
     return jax.lax.complex(real(v.real), real(v.imag)) if jnp.iscomplexobj(v) else real(v)
+
   return jax.tree.map(leaf, tree)
 
 
@@ -246,7 +252,7 @@ def _sum_batch(x: jax.Array) -> jax.Array:
     half = x.shape[0] // 2
     if x.shape[0] % 2:
       rest.append(x[2 * half])
-    x = x[:half] + x[half:2 * half]
+    x = x[:half] + x[half : 2 * half]
   out = x[0]
   for r in rest:
     out = out + r
@@ -263,16 +269,19 @@ def _check_common(cell: Cell, carry: Carry, mode: str, input_grad: str) -> None:
     raise ValueError(f"unknown input_grad {input_grad!r}; expected one of {INPUT_GRADS}")
   if mode == "rtrl" and not cell.supports_rtrl:
     from rtrl_rl.cells import RTRL_CELLS  # pylint: disable=g-import-not-at-top
+
     raise ValueError(
-        f"mode='rtrl' is not supported by cell {cell.name!r}: exact RTRL for a dense recurrence "
-        f"costs O(N^4) per step. Cells with exact RTRL: {RTRL_CELLS}; use mode='tbptt' for "
-        f"{cell.name!r}")
+      f"mode='rtrl' is not supported by cell {cell.name!r}: exact RTRL for a dense recurrence "
+      f"costs O(N^4) per step. Cells with exact RTRL: {RTRL_CELLS}; use mode='tbptt' for "
+      f"{cell.name!r}"
+    )
   if not isinstance(carry, Carry):
     raise TypeError(f"carry must be a cells.Carry (from cell.initial_carry), got {type(carry).__name__}")
   if mode == "rtrl" and carry.traces is None:
     raise ValueError(
-        "mode='rtrl' needs a carry with traces, but carry.traces is None (a carry returned by "
-        "unroll(..., outgoing_traces=False) cannot start another RTRL unroll)")
+      "mode='rtrl' needs a carry with traces, but carry.traces is None (a carry returned by "
+      "unroll(..., outgoing_traces=False) cannot start another RTRL unroll)"
+    )
 
 
 def _check_carry(cell: Cell, carry: Carry, batch: int, dtype) -> None:
@@ -282,11 +291,14 @@ def _check_carry(cell: Cell, carry: Carry, batch: int, dtype) -> None:
     want = want._replace(traces=None)
   got = jax.tree.map(lambda a: tuple(a.shape), carry)
   expected = jax.tree.map(lambda s: (batch, *s), want, is_leaf=_is_shape)
-  if jax.tree.structure(got, is_leaf=_is_shape) != jax.tree.structure(expected, is_leaf=_is_shape) \
-      or got != expected:
+  if (
+    jax.tree.structure(got, is_leaf=_is_shape) != jax.tree.structure(expected, is_leaf=_is_shape)
+    or got != expected
+  ):
     raise ValueError(
-        f"{cell.name}: carry does not match the cell and batch size {batch}: expected leaf shapes "
-        f"{expected}, got {got}; make it with cell.initial_carry({batch})")
+      f"{cell.name}: carry does not match the cell and batch size {batch}: expected leaf shapes "
+      f"{expected}, got {got}; make it with cell.initial_carry({batch})"
+    )
   for leaf, shape in zip(jax.tree.leaves(carry), jax.tree.leaves(want, is_leaf=_is_shape)):
     if leaf.dtype != _leaf_dtype(shape, dtype):
       what = f"the complex counterpart {complex_dtype(dtype)} of " if isinstance(shape, ComplexShape) else ""
@@ -295,7 +307,9 @@ def _check_carry(cell: Cell, carry: Carry, batch: int, dtype) -> None:
 
 def _check_params(cell: Cell, params: Params) -> None:
   if not isinstance(params, dict):
-    raise TypeError(f"{cell.name}: params must be the dict returned by cell.init, got {type(params).__name__}")
+    raise TypeError(
+      f"{cell.name}: params must be the dict returned by cell.init, got {type(params).__name__}"
+    )
   d = cell._require_input_size()  # pylint: disable=protected-access
   want = cell.param_shapes(d)
   got = {k: tuple(v.shape) for k, v in params.items()}
@@ -307,12 +321,14 @@ def _check_params(cell: Cell, params: Params) -> None:
 def _reset(tree, reset):
   """Zero every leaf `[B, ...]` of `tree` where `reset [B]` is true."""
   return jax.tree.map(
-      lambda v: jnp.where(reset.reshape(reset.shape + (1,) * (v.ndim - 1)), jnp.zeros_like(v), v), tree)
+    lambda v: jnp.where(reset.reshape(reset.shape + (1,) * (v.ndim - 1)), jnp.zeros_like(v), v), tree
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "mode"))
-def step(cell: Cell, params: Params, carry: Carry, x: jax.Array, reset: jax.Array, *,
-         mode: str = "rtrl") -> tuple[jax.Array, Carry]:
+def step(
+  cell: Cell, params: Params, carry: Carry, x: jax.Array, reset: jax.Array, *, mode: str = "rtrl"
+) -> tuple[jax.Array, Carry]:
   """One step for `B` environments: `x [B, D]`, `reset [B] bool` -> `y [B, H]`, new carry.
 
   `reset[b]` zeroes env b's state and traces before the step. mode="rtrl": the traces are
@@ -359,9 +375,17 @@ def _check_input(cell: Cell, x: jax.Array) -> None:
 
 # -- a whole unroll ---------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=("cell", "mode", "input_grad", "outgoing_traces"))
-def unroll(cell: Cell, params: Params, carry: Carry, xs: jax.Array, resets: jax.Array, *,
-           mode: str = "rtrl", input_grad: str = "unroll",
-           outgoing_traces: bool = True) -> tuple[jax.Array, Carry]:
+def unroll(
+  cell: Cell,
+  params: Params,
+  carry: Carry,
+  xs: jax.Array,
+  resets: jax.Array,
+  *,
+  mode: str = "rtrl",
+  input_grad: str = "unroll",
+  outgoing_traces: bool = True,
+) -> tuple[jax.Array, Carry]:
   """Run `T` steps: `xs [T, B, D]`, `resets [T, B] bool` -> `ys [T, B, H]`, final carry.
 
   Modes (gradients w.r.t. `params`):
@@ -377,7 +401,8 @@ def unroll(cell: Cell, params: Params, carry: Carry, xs: jax.Array, resets: jax.
   _check_common(cell, carry, mode, input_grad)
   if xs.ndim != 3 or resets.shape != xs.shape[:2]:
     raise ValueError(
-        f"{cell.name}.unroll expects xs [T, B, D] and resets [T, B]; got xs {xs.shape}, resets {resets.shape}")
+      f"{cell.name}.unroll expects xs [T, B, D] and resets [T, B]; got xs {xs.shape}, resets {resets.shape}"
+    )
   _check_input(cell, xs)
   _check_params(cell, params)
   _check_carry(cell, carry, xs.shape[1], xs.dtype)

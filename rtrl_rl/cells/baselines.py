@@ -19,8 +19,9 @@ from rtrl_rl.cells.base import Carry, Cell
 def _dense_init(key, d, n, k, dtype):
   kw, ku = jax.random.split(key)
   w = jax.random.normal(kw, (d, k * n), dtype) / jnp.sqrt(d)
-  u = jnp.concatenate([jax.nn.initializers.orthogonal()(kk, (n, n), dtype)
-                       for kk in jax.random.split(ku, k)], axis=1)
+  u = jnp.concatenate(
+    [jax.nn.initializers.orthogonal()(kk, (n, n), dtype) for kk in jax.random.split(ku, k)], axis=1
+  )
   return w, u
 
 
@@ -44,8 +45,8 @@ class GRU(Cell):
     n, h = self.hidden_size, s["h"]
     hu = h @ params["U"]
     r = jax.nn.sigmoid(a[:n] + hu[:n])
-    u = jax.nn.sigmoid(a[n:2 * n] + hu[n:2 * n])
-    cand = jnp.tanh(a[2 * n:] + r * (hu[2 * n:] + params["b_hn"]))
+    u = jax.nn.sigmoid(a[n : 2 * n] + hu[n : 2 * n])
+    cand = jnp.tanh(a[2 * n :] + r * (hu[2 * n :] + params["b_hn"]))
     return {"h": (1 - u) * cand + u * h}
 
   def readout(self, params, s, x):
@@ -60,7 +61,7 @@ class LSTM(Cell):
   def _init(self, key, d, dtype):
     n = self.hidden_size
     w, u = _dense_init(key, d, n, 4, dtype)
-    b = jnp.zeros((4 * n,), dtype).at[n:2 * n].set(1.0)  # forget-gate bias 1
+    b = jnp.zeros((4 * n,), dtype).at[n : 2 * n].set(1.0)  # forget-gate bias 1
     return {"W": w, "U": u, "b": b}
 
   def carry_shapes(self, d):
@@ -73,8 +74,8 @@ class LSTM(Cell):
   def recur(self, params, s, a):
     n = self.hidden_size
     z = a + s["h"] @ params["U"]
-    i, f, o = (jax.nn.sigmoid(z[k * n:(k + 1) * n]) for k in range(3))
-    c = f * s["c"] + i * jnp.tanh(z[3 * n:])
+    i, f, o = (jax.nn.sigmoid(z[k * n : (k + 1) * n]) for k in range(3))
+    c = f * s["c"] + i * jnp.tanh(z[3 * n :])
     return {"h": o * jnp.tanh(c), "c": c}
 
   def readout(self, params, s, x):

@@ -34,10 +34,15 @@ class ELSTM(Cell):
     normal = lambda k, shape, std: std * jax.random.normal(k, shape, dtype)
     lecun = lambda k, shape: normal(k, shape, 1.0 / jnp.sqrt(shape[0]))
     return {  # Irie et al.'s code: N(0, 0.1^2) for the recurrent layer; the output gate is a Linear
-        "W_z": normal(kz, (d, n), 0.1), "W_f": normal(kf, (d, n), 0.1),
-        "w_z": normal(kwz, (n,), 0.1), "w_f": normal(kwf, (n,), 0.1),
-        "b_z": normal(kbz, (n,), 0.1), "b_f": normal(kbf, (n,), 0.1),
-        "O_x": lecun(kox, (d, n)), "O_c": lecun(koc, (n, n)), "b_o": jnp.zeros((n,), dtype),
+      "W_z": normal(kz, (d, n), 0.1),
+      "W_f": normal(kf, (d, n), 0.1),
+      "w_z": normal(kwz, (n,), 0.1),
+      "w_f": normal(kwf, (n,), 0.1),
+      "b_z": normal(kbz, (n,), 0.1),
+      "b_f": normal(kbf, (n,), 0.1),
+      "O_x": lecun(kox, (d, n)),
+      "O_c": lecun(koc, (n, n)),
+      "b_o": jnp.zeros((n,), dtype),
     }
 
   def carry_shapes(self, d):
@@ -71,9 +76,12 @@ class ELSTM(Cell):
     j = f + params["w_z"] * zh + params["w_f"] * fh
     j, zh, fh = materialize((j, zh, fh))  # per unit, computed once, not once per trace element
     new = {
-        "W_z": j * traces["W_z"] + x[:, None] * zh, "W_f": j * traces["W_f"] + x[:, None] * fh,
-        "w_z": j * traces["w_z"] + c_prev * zh, "w_f": j * traces["w_f"] + c_prev * fh,
-        "b_z": j * traces["b_z"] + zh, "b_f": j * traces["b_f"] + fh,
+      "W_z": j * traces["W_z"] + x[:, None] * zh,
+      "W_f": j * traces["W_f"] + x[:, None] * fh,
+      "w_z": j * traces["w_z"] + c_prev * zh,
+      "w_f": j * traces["w_f"] + c_prev * fh,
+      "b_z": j * traces["b_z"] + zh,
+      "b_f": j * traces["b_f"] + fh,
     }
     return {"c": c}, new
 

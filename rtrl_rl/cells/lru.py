@@ -52,10 +52,14 @@ class LRU(Cell):
     r = jnp.exp(-jnp.exp(nu_log))
     normal = lambda k, shape, std: std * jax.random.normal(k, shape, dtype)
     return {  # LRU init (Orvieto et al. 2023): gamma = sqrt(1 - |lambda|^2), B ~ N(0, 1/(2D))
-        "nu_log": nu_log, "theta_log": theta_log, "gamma_log": 0.5 * jnp.log(1 - r * r),
-        "B_re": normal(kbr, (d, n), (2 * d) ** -0.5), "B_im": normal(kbi, (d, n), (2 * d) ** -0.5),
-        "C_re": normal(kcr, (n, n), n**-0.5), "C_im": normal(kci, (n, n), n**-0.5),
-        "D_skip": normal(kd, (d, n), d**-0.5),
+      "nu_log": nu_log,
+      "theta_log": theta_log,
+      "gamma_log": 0.5 * jnp.log(1 - r * r),
+      "B_re": normal(kbr, (d, n), (2 * d) ** -0.5),
+      "B_im": normal(kbi, (d, n), (2 * d) ** -0.5),
+      "C_re": normal(kcr, (n, n), n**-0.5),
+      "C_im": normal(kci, (n, n), n**-0.5),
+      "D_skip": normal(kd, (d, n), d**-0.5),
     }
 
   def carry_shapes(self, d):
@@ -95,9 +99,9 @@ class LRU(Cell):
     h_re, h_im = _cmul(l_re, l_im, s_prev["re"], s_prev["im"])
     gx = x[:, None] * gamma
     new = {
-        "lambda": lam * traces["lambda"] + jax.lax.complex(s_prev["re"], s_prev["im"]),
-        "gamma_log": lam * traces["gamma_log"] + jax.lax.complex(a[0], a[1]),
-        "B": lam * traces["B"] + jax.lax.complex(gx, jnp.zeros_like(gx)),
+      "lambda": lam * traces["lambda"] + jax.lax.complex(s_prev["re"], s_prev["im"]),
+      "gamma_log": lam * traces["gamma_log"] + jax.lax.complex(a[0], a[1]),
+      "B": lam * traces["B"] + jax.lax.complex(gx, jnp.zeros_like(gx)),
     }
     return {"re": h_re + gamma * a[0], "im": h_im + gamma * a[1]}, new
 
@@ -106,14 +110,14 @@ class LRU(Cell):
     gamma = self._gamma(params)
     g_re, g_im = g["re"], g["im"]
     re_conj_g = lambda t_re, t_im: g_re * t_re + g_im * t_im  # Re(conj(G) T)
-    dl = traces["lambda"] * jax.lax.complex(l_re, l_im)         # e_l * lambda
+    dl = traces["lambda"] * jax.lax.complex(l_re, l_im)  # e_l * lambda
     dl_re, dl_im = jnp.real(dl), jnp.imag(dl)
     b_re, b_im = jnp.real(traces["B"]), jnp.imag(traces["B"])
     e_g = traces["gamma_log"]
     return {
-        "nu_log": -nu * re_conj_g(dl_re, dl_im),
-        "theta_log": theta * re_conj_g(-dl_im, dl_re),          # times i
-        "gamma_log": gamma * re_conj_g(jnp.real(e_g), jnp.imag(e_g)),
-        "B_re": re_conj_g(b_re, b_im),
-        "B_im": re_conj_g(-b_im, b_re),
+      "nu_log": -nu * re_conj_g(dl_re, dl_im),
+      "theta_log": theta * re_conj_g(-dl_im, dl_re),  # times i
+      "gamma_log": gamma * re_conj_g(jnp.real(e_g), jnp.imag(e_g)),
+      "B_re": re_conj_g(b_re, b_im),
+      "B_im": re_conj_g(-b_im, b_re),
     }

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 from rtrl_rl.cells.base import Carry, Cell, ComplexShape, materialize
 
 ACTIVATIONS = {
-    "relu": (jax.nn.relu, lambda c: (c > 0).astype(c.dtype)),
-    "tanh": (jnp.tanh, lambda c: 1 - jnp.tanh(c) ** 2),
-    "identity": (lambda c: c, jnp.ones_like),
+  "relu": (jax.nn.relu, lambda c: (c > 0).astype(c.dtype)),
+  "tanh": (jnp.tanh, lambda c: 1 - jnp.tanh(c) ** 2),
+  "identity": (lambda c: c, jnp.ones_like),
 }
 
 
@@ -57,8 +57,7 @@ class RTU(Cell):
   name = "rtu"
   supports_rtrl = True
 
-  def __init__(self, hidden_size, input_size=None, nonlinear=True, activation="relu",
-               r_min=0.0, r_max=1.0):
+  def __init__(self, hidden_size, input_size=None, nonlinear=True, activation="relu", r_min=0.0, r_max=1.0):
     super().__init__(hidden_size, input_size)
     if activation not in ACTIVATIONS:
       raise ValueError(f"rtu: unknown activation {activation!r}; expected one of {tuple(ACTIVATIONS)}")
@@ -72,8 +71,10 @@ class RTU(Cell):
     self.traced_params = ("W1", "W2", "nu_log", "theta_log")
 
   def __repr__(self):
-    return (f"RTU(hidden_size={self.hidden_size}, input_size={self.input_size}, "
-            f"nonlinear={self.nonlinear}, activation={self.activation!r})")
+    return (
+      f"RTU(hidden_size={self.hidden_size}, input_size={self.input_size}, "
+      f"nonlinear={self.nonlinear}, activation={self.activation!r})"
+    )
 
   @property
   def output_size(self):
@@ -140,9 +141,11 @@ class RTU(Cell):
       return jax.lax.complex(dg * p1 - dphi * p2 + dnorm * a[0], dg * p2 + dphi * p1 + dnorm * a[1])
 
     nx = x[:, None] * norm  # [D, N]: d(norm a)/dW
-    new = {"nu_log": lam * traces["nu_log"] + immediate(*d_nu),
-           "theta_log": lam * traces["theta_log"] + immediate(*d_theta),
-           "W1": lam * traces["W1"] + jax.lax.complex(nx, jnp.zeros_like(nx))}
+    new = {
+      "nu_log": lam * traces["nu_log"] + immediate(*d_nu),
+      "theta_log": lam * traces["theta_log"] + immediate(*d_theta),
+      "W1": lam * traces["W1"] + jax.lax.complex(nx, jnp.zeros_like(nx)),
+    }
     if not self.nonlinear:
       return {k1: c1, k2: c2}, new
     new["W2"] = lam * traces["W2"] + jax.lax.complex(jnp.zeros_like(nx), nx)

@@ -53,14 +53,15 @@ CartPole with velocities hidden (``memory/cartpole-masked``): keep
 ``[0, 2]`` (cart position, pole angle) of ``[x, x_dot, theta, theta_dot]``,
 the "CartPole-P" task of pomdp-baselines.
 """
+
 from __future__ import annotations
 
 # robot -> (full dim, slice kept by -P, slice kept by -V)
 MUJOCO_POMDP: dict[str, tuple[int, slice, slice]] = {
-    "HalfCheetah": (17, slice(0, 8), slice(8, 17)),
-    "Hopper": (11, slice(0, 5), slice(5, 11)),
-    "Walker2d": (17, slice(0, 8), slice(8, 17)),
-    "Ant": (27, slice(0, 13), slice(13, 27)),
+  "HalfCheetah": (17, slice(0, 8), slice(8, 17)),
+  "Hopper": (11, slice(0, 5), slice(5, 11)),
+  "Walker2d": (17, slice(0, 8), slice(8, 17)),
+  "Ant": (27, slice(0, 13), slice(13, 27)),
 }
 
 # Brax's layout is envpool's (module docstring); the brax tests check it against the brax state.
@@ -75,7 +76,7 @@ CARTPOLE_KEPT = (0, 2)
 
 
 def kept_indices(robot: str, view: str) -> list[int]:
-    """Indices of the full observation kept by ``view`` in {"F", "P", "V"}."""
-    dim, p, v = MUJOCO_POMDP[robot]
-    sl = {"F": slice(0, dim), "P": p, "V": v}[view]
-    return list(range(dim))[sl]
+  """Indices of the full observation kept by ``view`` in {"F", "P", "V"}."""
+  dim, p, v = MUJOCO_POMDP[robot]
+  sl = {"F": slice(0, dim), "P": p, "V": v}[view]
+  return list(range(dim))[sl]

@@ -8,14 +8,14 @@ from rtrl_rl.io.metrics import MetricsWriter, NullMetricsWriter, read_metrics, t
 from rtrl_rl.io.progress import Progress
 
 __all__ = [
-    'Checkpointer',
-    'CheckpointCorruptError',
-    'CheckpointStructureError',
-    'MetricsWriter',
-    'NullMetricsWriter',
-    'Progress',
-    'read_metrics',
-    'to_jsonable',
+  'Checkpointer',
+  'CheckpointCorruptError',
+  'CheckpointStructureError',
+  'MetricsWriter',
+  'NullMetricsWriter',
+  'Progress',
+  'read_metrics',
+  'to_jsonable',
 ]
 
 

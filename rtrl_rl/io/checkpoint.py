@@ -64,11 +64,23 @@ _COMMIT_FILE = 'commit_success.txt'
 _TMP_MARKER = '.orbax-checkpoint-tmp'  # orbax's temporary step directory: <step>.orbax-checkpoint-tmp
 # dtypes that orbax's numpy handler (tensorstore) stores natively and restores with the same dtype.
 _NATIVE_DTYPES = frozenset(
-    np.dtype(d).name
-    for d in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.float16, np.float32, np.float64, np.complex64, np.complex128,
-    )
+  np.dtype(d).name
+  for d in (
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.complex64,
+    np.complex128,
+  )
 )
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -94,8 +106,12 @@ def _quiet_abandoned_reads(hook):
     tb = u.exc_traceback
     while tb is not None and tb.tb_next is not None:
       tb = tb.tb_next
-    if (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == 'Event loop is closed'
-        and tb is not None and tb.tb_frame.f_code.co_name in ('_check_closed', 'call_soon_threadsafe')):
+    if (
+      isinstance(u.exc_value, RuntimeError)
+      and str(u.exc_value) == 'Event loop is closed'
+      and tb is not None
+      and tb.tb_frame.f_code.co_name in ('_check_closed', 'call_soon_threadsafe')
+    ):
       return
     hook(u)
 
@@ -123,8 +139,8 @@ def _to_host(x: Any) -> np.ndarray:
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     if not x.is_fully_replicated:
       raise ValueError(
-          'Checkpointer.save: a leaf is sharded across processes; replicate or gather it first '
-          f'(shape {x.shape}, sharding {x.sharding}).'
+        'Checkpointer.save: a leaf is sharded across processes; replicate or gather it first '
+        f'(shape {x.shape}, sharding {x.sharding}).'
       )
     x = x.addressable_data(0)
   return np.array(x)
@@ -180,8 +196,8 @@ def _leaf_from_stored(rec: Mapping[str, Any], stored: Mapping[str, np.ndarray]) 
     data = np.asarray(stored[rec['name']])
     if data.dtype.name != rec['stored_dtype'] or data.shape != shape:
       raise CheckpointCorruptError(
-          f'leaf {rec["path"]}: read {data.dtype}{list(data.shape)}, '
-          f'expected {rec["stored_dtype"]}{list(shape)}'
+        f'leaf {rec["path"]}: read {data.dtype}{list(data.shape)}, '
+        f'expected {rec["stored_dtype"]}{list(shape)}'
       )
     if 'crc32' in rec and _crc32(data) != rec['crc32']:
       raise CheckpointCorruptError(f'leaf {rec["path"]}: CRC-32 mismatch (damaged data)')
@@ -252,14 +268,14 @@ class Checkpointer:
   """
 
   def __init__(
-      self,
-      directory: str | os.PathLike,
-      max_to_keep: int | None = 3,
-      *,
-      is_primary: bool | None = None,
-      async_save: bool = True,
-      keep_period: int | None = None,
-      set_aside_directory: str | os.PathLike | None = None,
+    self,
+    directory: str | os.PathLike,
+    max_to_keep: int | None = 3,
+    *,
+    is_primary: bool | None = None,
+    async_save: bool = True,
+    keep_period: int | None = None,
+    set_aside_directory: str | os.PathLike | None = None,
   ):
     self.directory = os.path.abspath(os.fspath(directory))
     self.is_primary = (jax.process_index() == 0) if is_primary is None else bool(is_primary)
@@ -267,7 +283,8 @@ class Checkpointer:
     self._async = async_save
     self._keep_period = keep_period
     self.set_aside_directory = os.path.abspath(
-        os.fspath(set_aside_directory) if set_aside_directory is not None else self.directory + '_set_aside')
+      os.fspath(set_aside_directory) if set_aside_directory is not None else self.directory + '_set_aside'
+    )
     self._manager: ocp.CheckpointManager | None = None
     self._validated: tuple | None = None  # (step, records, metadata, stored) of newest_intact
     if self.is_primary:
@@ -294,19 +311,17 @@ class Checkpointer:
         return None  # a non-primary process before the primary created the directory
       pid = jax.process_index()
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=self.max_to_keep if self.is_primary else None,
-          save_interval_steps=1 if self.is_primary else 0,
-          keep_period=self._keep_period,
-          create=False,
-          read_only=not self.is_primary,
-          cleanup_tmp_directories=False,  # done synchronously in remove_failed_saves
-          enable_async_checkpointing=self._async,
-          multiprocessing_options=ocp.options.MultiprocessingOptions(
-              primary_host=pid, active_processes={pid}
-          ),
+        max_to_keep=self.max_to_keep if self.is_primary else None,
+        save_interval_steps=1 if self.is_primary else 0,
+        keep_period=self._keep_period,
+        create=False,
+        read_only=not self.is_primary,
+        cleanup_tmp_directories=False,  # done synchronously in remove_failed_saves
+        enable_async_checkpointing=self._async,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=pid, active_processes={pid}),
       )
       self._manager = ocp.CheckpointManager(
-          self.directory, item_names=(_STATE, _MANIFEST, _METADATA), options=options
+        self.directory, item_names=(_STATE, _MANIFEST, _METADATA), options=options
       )
     return self._manager
 
@@ -319,8 +334,9 @@ class Checkpointer:
     # Read the directory rather than orbax's cache: the cache includes a save still in flight and, after a
     # failed save, can miss steps still on disk.
     return sorted(
-        int(name) for name in os.listdir(self.directory)
-        if name.isdigit() and os.path.isfile(os.path.join(self.directory, name, _COMMIT_FILE))
+      int(name)
+      for name in os.listdir(self.directory)
+      if name.isdigit() and os.path.isfile(os.path.join(self.directory, name, _COMMIT_FILE))
     )
 
   def latest_step(self) -> int | None:
@@ -333,8 +349,11 @@ class Checkpointer:
     steps)."""
     if not os.path.isdir(self.directory):
       return []
-    return sorted(int(n) for n in os.listdir(self.directory)
-                  if n.isdigit() and os.path.isdir(os.path.join(self.directory, n)))
+    return sorted(
+      int(n)
+      for n in os.listdir(self.directory)
+      if n.isdigit() and os.path.isdir(os.path.join(self.directory, n))
+    )
 
   def newest_intact(self) -> tuple[int | None, dict | None, list[tuple[int, str]]]:
     """``(step, metadata, damaged)``: the newest step that reads back intact (commit marker, manifest,
@@ -377,11 +396,11 @@ class Checkpointer:
   # -- save -------------------------------------------------------------------------------------------------
 
   def save(
-      self,
-      step: int,
-      state: Any,
-      metadata: Mapping[str, Any] | None = None,
-      wait: bool = False,
+    self,
+    step: int,
+    state: Any,
+    metadata: Mapping[str, Any] | None = None,
+    wait: bool = False,
   ) -> bool:
     """Saves ``state`` (any pytree of arrays / typed keys / scalars) and ``metadata`` at ``step``.
 
@@ -406,8 +425,8 @@ class Checkpointer:
     manifest = {'format': FORMAT_VERSION, 'step': step, 'leaves': leaves}
     meta = to_jsonable(dict(metadata or {}))
     items = {
-        _MANIFEST: ocp.args.JsonSave(manifest),
-        _METADATA: ocp.args.JsonSave(meta),
+      _MANIFEST: ocp.args.JsonSave(manifest),
+      _METADATA: ocp.args.JsonSave(meta),
     }
     if stored:
       items[_STATE] = ocp.args.PyTreeSave(stored)
@@ -422,8 +441,12 @@ class Checkpointer:
     need = nbytes + 2**20
     free = shutil.disk_usage(self.directory).free
     if free < need:
-      raise OSError(errno.ENOSPC, f'No space left on device: the checkpoint needs about {need / 2**20:.1f} '
-                    f'MiB, {free / 2**20:.1f} MiB are free', self.directory)
+      raise OSError(
+        errno.ENOSPC,
+        f'No space left on device: the checkpoint needs about {need / 2**20:.1f} '
+        f'MiB, {free / 2**20:.1f} MiB are free',
+        self.directory,
+      )
 
   @staticmethod
   def _wait(manager: ocp.CheckpointManager) -> None:
@@ -451,10 +474,8 @@ class Checkpointer:
     if not os.path.exists(os.path.join(step_dir, _COMMIT_FILE)):
       raise CheckpointCorruptError(f'{step_dir} has no {_COMMIT_FILE}: not a committed checkpoint')
     head = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            **{_MANIFEST: ocp.args.JsonRestore(), _METADATA: ocp.args.JsonRestore()}
-        ),
+      step,
+      args=ocp.args.Composite(**{_MANIFEST: ocp.args.JsonRestore(), _METADATA: ocp.args.JsonRestore()}),
     )
     manifest, metadata = head[_MANIFEST], head[_METADATA]
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT_VERSION:
@@ -468,8 +489,8 @@ class Checkpointer:
       return {}
     restore_args = {name: ocp.RestoreArgs(restore_type=np.ndarray) for name in stored_names}
     return self._get_manager().restore(
-        step,
-        args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}),
+      step,
+      args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(restore_args=restore_args)}),
     )[_STATE]
 
   def restore(self, step: int, target_like: Any = None) -> tuple[Any, dict]:
@@ -497,19 +518,19 @@ class Checkpointer:
       target_with_path, treedef = jax.tree_util.tree_flatten_with_path(target_like)
       if len(target_with_path) != len(records):
         raise CheckpointStructureError(
-            f'checkpoint step {step} has {len(records)} leaves, the target has {len(target_with_path)}; '
-            f'first checkpoint paths: {[r["path"] for r in records[:5]]}, '
-            f'first target paths: {[jax.tree_util.keystr(p) for p, _ in target_with_path[:5]]}'
+          f'checkpoint step {step} has {len(records)} leaves, the target has {len(target_with_path)}; '
+          f'first checkpoint paths: {[r["path"] for r in records[:5]]}, '
+          f'first target paths: {[jax.tree_util.keystr(p) for p, _ in target_with_path[:5]]}'
         )
       problems = [
-          msg
-          for rec, (path, leaf) in zip(records, target_with_path)
-          if (msg := _check_against_target(rec, jax.tree_util.keystr(path), leaf)) is not None
+        msg
+        for rec, (path, leaf) in zip(records, target_with_path)
+        if (msg := _check_against_target(rec, jax.tree_util.keystr(path), leaf)) is not None
       ]
       if problems:
         raise CheckpointStructureError(
-            f'checkpoint step {step} does not match the target ({len(problems)} leaves): '
-            + '; '.join(problems[:5])
+          f'checkpoint step {step} does not match the target ({len(problems)} leaves): '
+          + '; '.join(problems[:5])
         )
       target_leaves = [leaf for _, leaf in target_with_path]
 
@@ -520,9 +541,7 @@ class Checkpointer:
     if target_like is None:
       return {rec['path']: v for rec, v in zip(records, values)}, dict(metadata)
     assert treedef is not None and target_leaves is not None
-    state = jax.tree_util.tree_unflatten(
-        treedef, [_like_target(v, t) for v, t in zip(values, target_leaves)]
-    )
+    state = jax.tree_util.tree_unflatten(treedef, [_like_target(v, t) for v, t in zip(values, target_leaves)])
     return state, dict(metadata)
 
   def restore_latest(self, target_like: Any = None) -> tuple[int, Any, dict] | None:
@@ -535,16 +554,24 @@ class Checkpointer:
     try:
       self.wait_until_finished()  # so that a save of this process in flight is included
     except Exception as e:  # pylint: disable=broad-except
-      _log.warning('Checkpointer: a background save failed (%s: %s); restoring from what is committed',
-                   type(e).__name__, e)
+      _log.warning(
+        'Checkpointer: a background save failed (%s: %s); restoring from what is committed',
+        type(e).__name__,
+        e,
+      )
     for step in reversed(self.all_steps()):
       try:
         state, metadata = self.restore(step, target_like)
       except CheckpointStructureError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        _log.warning('Checkpointer: step %d in %s cannot be restored (%s: %s); trying the previous one',
-                     step, self.directory, type(e).__name__, e)
+        _log.warning(
+          'Checkpointer: step %d in %s cannot be restored (%s: %s); trying the previous one',
+          step,
+          self.directory,
+          type(e).__name__,
+          e,
+        )
         continue
       return step, state, metadata
     return None

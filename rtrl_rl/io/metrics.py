@@ -82,11 +82,11 @@ class MetricsWriter:
   """
 
   def __init__(
-      self,
-      run_dir: str | os.PathLike,
-      tensorboard: bool = True,
-      is_primary: bool | None = None,
-      tensorboard_flush_secs: float = 10.0,
+    self,
+    run_dir: str | os.PathLike,
+    tensorboard: bool = True,
+    is_primary: bool | None = None,
+    tensorboard_flush_secs: float = 10.0,
   ):
     self.run_dir = os.fspath(run_dir)
     self.is_primary = _default_is_primary() if is_primary is None else bool(is_primary)
@@ -109,7 +109,7 @@ class MetricsWriter:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
 
       self._tb = SummaryWriter(
-          logdir=os.path.join(self.run_dir, TENSORBOARD_SUBDIR), flush_secs=tensorboard_flush_secs
+        logdir=os.path.join(self.run_dir, TENSORBOARD_SUBDIR), flush_secs=tensorboard_flush_secs
       )
 
   def write(self, metrics: Mapping[str, Any], step: int | None = None) -> dict | None:

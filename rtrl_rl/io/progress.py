@@ -45,19 +45,19 @@ def format_duration(seconds: float) -> str:
 
 
 def format_progress(
-    *,
-    elapsed_s: float,
-    frames: int,
-    total_frames: int | None = None,
-    steps_per_s: float | None = None,
-    updates_per_s: float | None = None,
-    mean_return: float | None = None,
-    num_returns: int = 0,
-    policy_lag: float | None = None,
-    queue_depth: int | None = None,
-    queue_capacity: int | None = None,
-    eta_s: float | None = None,
-    stalled: Sequence[str] = (),
+  *,
+  elapsed_s: float,
+  frames: int,
+  total_frames: int | None = None,
+  steps_per_s: float | None = None,
+  updates_per_s: float | None = None,
+  mean_return: float | None = None,
+  num_returns: int = 0,
+  policy_lag: float | None = None,
+  queue_depth: int | None = None,
+  queue_capacity: int | None = None,
+  eta_s: float | None = None,
+  stalled: Sequence[str] = (),
 ) -> str:
   """The progress line from already-computed quantities (fields that are None are left out)."""
   parts = [f'[{format_duration(elapsed_s) if elapsed_s >= 0 else "?"}]']
@@ -69,7 +69,9 @@ def format_progress(
   if steps_per_s is not None:
     rates.append(f'{_si(steps_per_s)} steps/s')
   if updates_per_s is not None:
-    rates.append(f'{updates_per_s:.3g} updates/s' if updates_per_s < 1000 else f'{_si(updates_per_s)} updates/s')
+    rates.append(
+      f'{updates_per_s:.3g} updates/s' if updates_per_s < 1000 else f'{_si(updates_per_s)} updates/s'
+    )
   if rates:
     parts.append(' '.join(rates))
   if mean_return is not None and num_returns:
@@ -104,14 +106,14 @@ class Progress:
   """
 
   def __init__(
-      self,
-      total_frames: int | None = None,
-      interval_s: float = 10.0,
-      return_window: int = 100,
-      clock: Callable[[], float] = time.monotonic,
-      stream: TextIO | None = None,
-      print_fn: Callable[[str], None] | None = None,
-      enabled: bool = True,
+    self,
+    total_frames: int | None = None,
+    interval_s: float = 10.0,
+    return_window: int = 100,
+    clock: Callable[[], float] = time.monotonic,
+    stream: TextIO | None = None,
+    print_fn: Callable[[str], None] | None = None,
+    enabled: bool = True,
   ):
     self.total_frames = total_frames
     self.interval_s = float(interval_s)
@@ -123,8 +125,8 @@ class Progress:
     self._stalled: list[str] = []
     self._t0 = clock()
     self._last_print_t = self._t0
-    self._first: tuple[float, int] | None = None          # (time, frames) of the first call
-    self._last: tuple[float, int, int] | None = None      # (time, frames, updates) the rates start at
+    self._first: tuple[float, int] | None = None  # (time, frames) of the first call
+    self._last: tuple[float, int, int] | None = None  # (time, frames, updates) the rates start at
 
   def add_returns(self, returns: Iterable[float]) -> None:
     """Records finished episodes' returns (non-finite values are ignored)."""
@@ -142,14 +144,14 @@ class Progress:
       self._first, self._last = (now, frames), (now, frames, updates)
 
   def line(
-      self,
-      frames: int,
-      updates: int,
-      *,
-      policy_lag: float | None = None,
-      queue_depth: int | None = None,
-      queue_capacity: int | None = None,
-      now: float | None = None,
+    self,
+    frames: int,
+    updates: int,
+    *,
+    policy_lag: float | None = None,
+    queue_depth: int | None = None,
+    queue_capacity: int | None = None,
+    now: float | None = None,
   ) -> str:
     """The line for these counters now (rates since the previous printed line)."""
     now = self._clock() if now is None else now
@@ -167,31 +169,31 @@ class Progress:
       elif total_dt > 0 and done > 0:
         eta = remaining / (done / total_dt)
     return format_progress(
-        elapsed_s=now - self._t0,
-        frames=frames,
-        total_frames=self.total_frames,
-        steps_per_s=(frames - last_frames) / dt if dt > 0 else None,
-        updates_per_s=(updates - last_updates) / dt if dt > 0 else None,
-        mean_return=self.mean_return,
-        num_returns=len(self._returns),
-        policy_lag=policy_lag,
-        queue_depth=queue_depth,
-        queue_capacity=queue_capacity,
-        eta_s=eta,
-        stalled=self._stalled,
+      elapsed_s=now - self._t0,
+      frames=frames,
+      total_frames=self.total_frames,
+      steps_per_s=(frames - last_frames) / dt if dt > 0 else None,
+      updates_per_s=(updates - last_updates) / dt if dt > 0 else None,
+      mean_return=self.mean_return,
+      num_returns=len(self._returns),
+      policy_lag=policy_lag,
+      queue_depth=queue_depth,
+      queue_capacity=queue_capacity,
+      eta_s=eta,
+      stalled=self._stalled,
     )
 
   def update(
-      self,
-      frames: int,
-      updates: int,
-      *,
-      episode_returns: Iterable[float] = (),
-      policy_lag: float | None = None,
-      queue_depth: int | None = None,
-      queue_capacity: int | None = None,
-      stalled: Iterable[str] = (),
-      force: bool = False,
+    self,
+    frames: int,
+    updates: int,
+    *,
+    episode_returns: Iterable[float] = (),
+    policy_lag: float | None = None,
+    queue_depth: int | None = None,
+    queue_capacity: int | None = None,
+    stalled: Iterable[str] = (),
+    force: bool = False,
   ) -> str | None:
     """Records returns and stalled actors ("actor1 (pid 4242)", shown once, on the next line);
     prints and returns the line when ``interval_s`` has passed (or ``force``)."""
@@ -202,8 +204,12 @@ class Progress:
     if not force and now - self._last_print_t < self.interval_s:
       return None
     text = self.line(
-        frames, updates, policy_lag=policy_lag, queue_depth=queue_depth,
-        queue_capacity=queue_capacity, now=now,
+      frames,
+      updates,
+      policy_lag=policy_lag,
+      queue_depth=queue_depth,
+      queue_capacity=queue_capacity,
+      now=now,
     )
     self._last_print_t, self._last, self._stalled = now, (now, frames, updates), []
     if self.enabled:

@@ -36,7 +36,7 @@ from typing import Any
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
 LOCK_FILE = "run.lock"
-SET_ASIDE_DIR = "set_aside"   # damaged checkpoints and the files of a run started over, never deleted
+SET_ASIDE_DIR = "set_aside"  # damaged checkpoints and the files of a run started over, never deleted
 # A run's own files besides its checkpoints (what --start_over moves aside with them).
 RUN_FILES = (CONFIG_FILE, CHANGES_FILE, "metrics.jsonl", "tb", "summary.json", "learning_curve.png")
 # Where the processes of a run are placed, chosen by the launcher on each start (a resumed SLURM job
@@ -61,14 +61,18 @@ def _usable_dir(run_dir: str) -> None:
   try:
     os.makedirs(run_dir, exist_ok=True)
   except (FileExistsError, NotADirectoryError):
-    raise RunDirError(f"--run_dir {run_dir} is a file (or lies under one), not a directory: "
-                      "pass a directory path") from None
+    raise RunDirError(
+      f"--run_dir {run_dir} is a file (or lies under one), not a directory: pass a directory path"
+    ) from None
   except OSError as e:
-    raise RunDirError(f"cannot create the run directory {run_dir}: {e.strerror}; pass another "
-                      "--run_dir") from None
+    raise RunDirError(
+      f"cannot create the run directory {run_dir}: {e.strerror}; pass another --run_dir"
+    ) from None
   if not os.access(run_dir, os.W_OK | os.X_OK):
-    raise RunDirError(f"the run directory {run_dir} is not writable by this user: fix its permissions "
-                      "or pass another --run_dir")
+    raise RunDirError(
+      f"the run directory {run_dir} is not writable by this user: fix its permissions "
+      "or pass another --run_dir"
+    )
 
 
 class RunLock:
@@ -80,8 +84,9 @@ class RunLock:
     try:
       self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-      raise RunDirError(f"cannot open the lock file {self.path}: {e.strerror}; pass another "
-                        "--run_dir") from None
+      raise RunDirError(
+        f"cannot open the lock file {self.path}: {e.strerror}; pass another --run_dir"
+      ) from None
     try:
       fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,9 +97,11 @@ class RunLock:
         desc = f"pid {who['pid']} on host {who['host']}, since {who['since']}"
       except (ValueError, KeyError, TypeError):
         desc = "a process that has not written its name yet"
-      raise RunDirBusy(f"another trainer is using {run_dir} ({desc}). Two trainers on one run "
-                       "directory would mix their checkpoints and metrics: wait for it to end, stop "
-                       "it, or pass another --run_dir") from None
+      raise RunDirBusy(
+        f"another trainer is using {run_dir} ({desc}). Two trainers on one run "
+        "directory would mix their checkpoints and metrics: wait for it to end, stop "
+        "it, or pass another --run_dir"
+      ) from None
 
   def name_holder(self) -> None:
     """Writes this process's host and pid into the lock file (read by a trainer refused above)."""
@@ -123,8 +130,7 @@ def config_changes(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
   """{field: (old, new)} of the fields (dotted) whose values differ, `PLACEMENT_FIELDS` aside. A
   field on one side only (a checkpoint written by a version without it) is not a change."""
   a, b = flat_config(old), flat_config(new)
-  return {k: (a[k], b[k]) for k in sorted(set(a) & set(b))
-          if k not in PLACEMENT_FIELDS and a[k] != b[k]}
+  return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if k not in PLACEMENT_FIELDS and a[k] != b[k]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +144,7 @@ class Plan:
   start_over: move every step and the run's files aside.
   at_update: the resumed checkpoint's update counter (for the record of the changes).
   """
+
   step: int | None
   finished: bool = False
   changes: dict = dataclasses.field(default_factory=dict)
@@ -158,8 +165,9 @@ def _show(v: Any) -> str:
   return json.dumps(v) if not isinstance(v, str) else repr(v)
 
 
-def plan_run(run_dir: str, config: dict, checkpointer, *, start_over: bool = False,
-             accept_config_changes: bool = False) -> Plan:
+def plan_run(
+  run_dir: str, config: dict, checkpointer, *, start_over: bool = False, accept_config_changes: bool = False
+) -> Plan:
   """Decides how a run uses `run_dir` (its caller holds the `RunLock`); reads only.
 
   config: the run's resolved config as JSON (`json.loads(config.to_json_best_effort())`).
@@ -175,9 +183,10 @@ def plan_run(run_dir: str, config: dict, checkpointer, *, start_over: bool = Fal
     if damaged:
       listed = "; ".join(f"step {s}: {why}" for s, why in damaged[:5])
       raise RunDirError(
-          f"{ckpt_dir} holds {len(damaged)} checkpoint(s) and none can be restored ({listed}). Nothing "
-          f"was changed. To start this run over from update 0, rerun with --start_over (they are moved, "
-          f"with the old run's metrics, to {checkpointer.set_aside_directory}); or pass another --run_dir")
+        f"{ckpt_dir} holds {len(damaged)} checkpoint(s) and none can be restored ({listed}). Nothing "
+        f"was changed. To start this run over from update 0, rerun with --start_over (they are moved, "
+        f"with the old run's metrics, to {checkpointer.set_aside_directory}); or pass another --run_dir"
+      )
     return Plan(step=None)
   saved = meta.get("config")
   if saved is None and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
@@ -188,13 +197,19 @@ def plan_run(run_dir: str, config: dict, checkpointer, *, start_over: bool = Fal
     listed = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in list(changes.items())[:12])
     more = f" (and {len(changes) - 12} more)" if len(changes) > 12 else ""
     raise RunDirError(
-        f"the newest checkpoint in {ckpt_dir} (update {meta.get('updates', step)}) was written with "
-        f"another config; {len(changes)} field(s) differ: {listed}{more}. Nothing was changed. "
-        "Resume with the run's own config (it is in config.json), rerun with "
-        f"--accept_config_changes to go on with the new values (recorded in {CHANGES_FILE}), or "
-        "pass another --run_dir")
-  return Plan(step=step, finished=bool(meta.get("finished")) and not changes, changes=changes,
-              damaged=tuple(damaged), at_update=meta.get("updates", step))
+      f"the newest checkpoint in {ckpt_dir} (update {meta.get('updates', step)}) was written with "
+      f"another config; {len(changes)} field(s) differ: {listed}{more}. Nothing was changed. "
+      "Resume with the run's own config (it is in config.json), rerun with "
+      f"--accept_config_changes to go on with the new values (recorded in {CHANGES_FILE}), or "
+      "pass another --run_dir"
+    )
+  return Plan(
+    step=step,
+    finished=bool(meta.get("finished")) and not changes,
+    changes=changes,
+    damaged=tuple(damaged),
+    at_update=meta.get("updates", step),
+  )
 
 
 def apply_plan(run_dir: str, config: dict, checkpointer, plan: Plan) -> list[str]:
@@ -216,16 +231,29 @@ def apply_plan(run_dir: str, config: dict, checkpointer, plan: Plan) -> list[str
   write_json_atomic(os.path.join(run_dir, CONFIG_FILE), config)
   if plan.changes:
     with open(os.path.join(run_dir, CHANGES_FILE), "a") as f:
-      f.write(json.dumps({"time": _now(), "at_update": plan.at_update, "checkpoint": plan.step,
-                          "changes": {k: {"old": o, "new": n} for k, (o, n) in plan.changes.items()}})
-              + "\n")
+      f.write(
+        json.dumps(
+          {
+            "time": _now(),
+            "at_update": plan.at_update,
+            "checkpoint": plan.step,
+            "changes": {k: {"old": o, "new": n} for k, (o, n) in plan.changes.items()},
+          }
+        )
+        + "\n"
+      )
   return moved
 
 
-_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exhausted",
-                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.EFBIG: "a file grew past the size limit",
-                errno.EIO: "an input/output error"}
+_DISK_ERRNOS = {
+  errno.ENOSPC: "the disk is full",
+  errno.EDQUOT: "the disk quota is exhausted",
+  errno.EROFS: "the file system is read-only",
+  errno.EACCES: "permission denied",
+  errno.EPERM: "permission denied",
+  errno.EFBIG: "a file grew past the size limit",
+  errno.EIO: "an input/output error",
+}
 
 
 def disk_error(error: BaseException) -> OSError | None:
@@ -255,6 +283,8 @@ def describe_write_failure(error: OSError, what: str, path: str, resume: str) ->
     space = f"{_size(usage.free)} free of {_size(usage.total)} there"
   except OSError:
     space = "free space unknown"
-  return (f"could not write {what} in {path}: {_DISK_ERRNOS.get(error.errno, error.strerror)} "
-          f"({error.strerror}); {space}. {resume}. Free some space (or fix the permissions), then "
-          "rerun the same command to resume from it")
+  return (
+    f"could not write {what} in {path}: {_DISK_ERRNOS.get(error.errno, error.strerror)} "
+    f"({error.strerror}); {space}. {resume}. Free some space (or fix the permissions), then "
+    "rerun the same command to resume from it"
+  )

@@ -7,16 +7,16 @@ from rtrl_rl.losses.ppo import normalize_advantages, ppo_loss
 from rtrl_rl.losses.vtrace import VTraceOutput, vtrace, vtrace_batched
 
 __all__ = [
-    'Categorical',
-    'DiagGaussian',
-    'Distribution',
-    'GAEOutput',
-    'VTraceOutput',
-    'gae',
-    'gae_batched',
-    'impala_loss',
-    'normalize_advantages',
-    'ppo_loss',
-    'vtrace',
-    'vtrace_batched',
+  'Categorical',
+  'DiagGaussian',
+  'Distribution',
+  'GAEOutput',
+  'VTraceOutput',
+  'gae',
+  'gae_batched',
+  'impala_loss',
+  'normalize_advantages',
+  'ppo_loss',
+  'vtrace',
+  'vtrace_batched',
 ]

@@ -38,6 +38,7 @@ class Distribution(Protocol):
 
 class Categorical(NamedTuple):
   """Softmax distribution over ``A`` actions from unnormalised ``logits`` ``[..., A]``."""
+
   logits: Array
 
   @property
@@ -77,6 +78,7 @@ class DiagGaussian(NamedTuple):
   A state-independent log-std is a ``[D]`` parameter; heads broadcast it to ``mean.shape`` so that all
   leaves share the batch shape.
   """
+
   mean: Array
   log_std: Array
 

@@ -24,17 +24,18 @@ Numeric = Union[float, Array]
 
 class GAEOutput(NamedTuple):
   """``advantages`` ``A_s`` and value targets ``A_s + V(x_s)`` (lambda-returns), each ``[T]``/``[T, B]``."""
+
   advantages: Array
   targets: Array
 
 
 def gae(
-    v_tm1: Array,
-    v_t: Array,
-    r_t: Array,
-    discount_t: Array,
-    lambda_: Numeric = 0.95,
-    stop_target_gradients: bool = True,
+  v_tm1: Array,
+  v_t: Array,
+  r_t: Array,
+  discount_t: Array,
+  lambda_: Numeric = 0.95,
+  stop_target_gradients: bool = True,
 ) -> GAEOutput:
   """GAE for one time-major stream of ``T`` transitions, computed backwards with ``lax.scan``::
 
@@ -64,8 +65,7 @@ def gae(
     acc = delta_s + discount_s * lambda_s * acc
     return acc, acc
 
-  _, advantages = jax.lax.scan(
-      _step, jnp.zeros((), v_tm1.dtype), (delta, discount_t, lambda_), reverse=True)
+  _, advantages = jax.lax.scan(_step, jnp.zeros((), v_tm1.dtype), (delta, discount_t, lambda_), reverse=True)
   targets = advantages + v_tm1
   if stop_target_gradients:
     advantages = jax.lax.stop_gradient(advantages)
@@ -74,12 +74,12 @@ def gae(
 
 
 def gae_batched(
-    v_tm1: Array,
-    v_t: Array,
-    r_t: Array,
-    discount_t: Array,
-    lambda_: Numeric = 0.95,
-    stop_target_gradients: bool = True,
+  v_tm1: Array,
+  v_t: Array,
+  r_t: Array,
+  discount_t: Array,
+  lambda_: Numeric = 0.95,
+  stop_target_gradients: bool = True,
 ) -> GAEOutput:
   """:func:`gae` over ``B`` time-major streams: every array is ``[T, B]`` (``lambda_`` may be scalar)."""
   chex.assert_rank([v_tm1, v_t, r_t, discount_t], 2)

@@ -37,23 +37,23 @@ def _reduce(x: Array, mask: Optional[Array], reduction: str) -> Array:
 
 
 def impala_loss(
-    policy: Distribution,
-    behaviour: Union[Distribution, Array],
-    actions: Array,
-    rewards: Array,
-    discounts: Array,
-    values: Array,
-    *,
-    next_values: Optional[Array] = None,
-    mask: Optional[Array] = None,
-    lambda_: Union[float, Array] = 1.0,
-    clip_rho_threshold: float = 1.0,
-    clip_c_threshold: float = 1.0,
-    clip_pg_rho_threshold: Optional[float] = None,
-    baseline_cost: float = 0.5,
-    entropy_cost: float = 0.01,
-    reward_clip: Optional[float] = None,
-    reduction: str = 'sum',
+  policy: Distribution,
+  behaviour: Union[Distribution, Array],
+  actions: Array,
+  rewards: Array,
+  discounts: Array,
+  values: Array,
+  *,
+  next_values: Optional[Array] = None,
+  mask: Optional[Array] = None,
+  lambda_: Union[float, Array] = 1.0,
+  clip_rho_threshold: float = 1.0,
+  clip_c_threshold: float = 1.0,
+  clip_pg_rho_threshold: Optional[float] = None,
+  baseline_cost: float = 0.5,
+  entropy_cost: float = 0.01,
+  reward_clip: Optional[float] = None,
+  reduction: str = 'sum',
 ) -> Tuple[Array, Dict[str, Array]]:
   """IMPALA loss on a time-major batch of ``B`` rollouts of ``T`` transitions.
 
@@ -105,12 +105,17 @@ def impala_loss(
 
   log_rho = jax.lax.stop_gradient(log_pi - log_mu)
   vt = vtrace_batched(
-      v_tm1, v_t, rewards, discounts, log_rho,
-      lambda_=lambda_,
-      clip_rho_threshold=clip_rho_threshold,
-      clip_c_threshold=clip_c_threshold,
-      clip_pg_rho_threshold=clip_pg_rho_threshold,
-      stop_target_gradients=True)
+    v_tm1,
+    v_t,
+    rewards,
+    discounts,
+    log_rho,
+    lambda_=lambda_,
+    clip_rho_threshold=clip_rho_threshold,
+    clip_c_threshold=clip_c_threshold,
+    clip_pg_rho_threshold=clip_pg_rho_threshold,
+    stop_target_gradients=True,
+  )
 
   entropy = policy.entropy()
   pg_loss = _reduce(-vt.pg_advantages * log_pi, mask, reduction)
@@ -120,15 +125,15 @@ def impala_loss(
 
   mean = lambda x: _reduce(x, mask, 'mean')
   metrics = {
-      'loss': loss,
-      'pg_loss': pg_loss,
-      'baseline_loss': baseline_loss,
-      'entropy_loss': entropy_loss,
-      'entropy': mean(entropy),
-      'rho_mean': mean(vt.rhos),
-      'rho_clip_frac': mean((vt.rhos > clip_rho_threshold).astype(v_tm1.dtype)),
-      'vs_mean': mean(vt.vs),
-      'value_mean': mean(v_tm1),
-      'pg_advantage_mean': mean(vt.pg_advantages),
+    'loss': loss,
+    'pg_loss': pg_loss,
+    'baseline_loss': baseline_loss,
+    'entropy_loss': entropy_loss,
+    'entropy': mean(entropy),
+    'rho_mean': mean(vt.rhos),
+    'rho_clip_frac': mean((vt.rhos > clip_rho_threshold).astype(v_tm1.dtype)),
+    'vs_mean': mean(vt.vs),
+    'value_mean': mean(v_tm1),
+    'pg_advantage_mean': mean(vt.pg_advantages),
   }
   return loss, metrics

@@ -38,20 +38,20 @@ def normalize_advantages(advantages: Array, mask: Optional[Array] = None, eps: f
 
 
 def ppo_loss(
-    policy: Distribution,
-    actions: Array,
-    old_log_probs: Array,
-    advantages: Array,
-    values: Array,
-    old_values: Array,
-    value_targets: Array,
-    *,
-    mask: Optional[Array] = None,
-    clip_eps: float = 0.2,
-    value_clip_eps: Optional[float] = 0.2,
-    vf_coef: float = 0.5,
-    ent_coef: float = 0.0,
-    normalize_advantage: bool = True,
+  policy: Distribution,
+  actions: Array,
+  old_log_probs: Array,
+  advantages: Array,
+  values: Array,
+  old_values: Array,
+  value_targets: Array,
+  *,
+  mask: Optional[Array] = None,
+  clip_eps: float = 0.2,
+  value_clip_eps: Optional[float] = 0.2,
+  vf_coef: float = 0.5,
+  ent_coef: float = 0.0,
+  normalize_advantage: bool = True,
 ) -> Tuple[Array, Dict[str, Array]]:
   """PPO loss on a minibatch of any batch shape ``[...]`` (e.g. ``[B]`` single steps or ``[T, B]``).
 
@@ -90,8 +90,7 @@ def ppo_loss(
 
   log_ratio = log_probs - old_log_probs
   ratio = jnp.exp(log_ratio)
-  pg_losses = jnp.maximum(-advantages * ratio,
-                          -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps))
+  pg_losses = jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps))
   pg_loss = _mean(pg_losses, mask)
 
   value_sq = jnp.square(values - value_targets)
@@ -104,12 +103,12 @@ def ppo_loss(
   loss = pg_loss + vf_coef * value_loss - ent_coef * entropy
 
   metrics = {
-      'loss': loss,
-      'pg_loss': pg_loss,
-      'value_loss': value_loss,
-      'entropy': entropy,
-      'approx_kl': _mean((ratio - 1.0) - log_ratio, mask),
-      'clip_frac': _mean((jnp.abs(ratio - 1.0) > clip_eps).astype(values.dtype), mask),
-      'ratio_mean': _mean(ratio, mask),
+    'loss': loss,
+    'pg_loss': pg_loss,
+    'value_loss': value_loss,
+    'entropy': entropy,
+    'approx_kl': _mean((ratio - 1.0) - log_ratio, mask),
+    'clip_frac': _mean((jnp.abs(ratio - 1.0) > clip_eps).astype(values.dtype), mask),
+    'ratio_mean': _mean(ratio, mask),
   }
   return loss, metrics

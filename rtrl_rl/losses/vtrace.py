@@ -38,6 +38,7 @@ class VTraceOutput(NamedTuple):
     errors: ``vs - v_tm1``; with ``stop_target_gradients`` its gradient reaches ``v_tm1`` only (``-1``).
     rhos: the unclipped importance ratios ``pi(a_s|x_s) / mu(a_s|x_s)`` (for logging).
   """
+
   vs: Array
   pg_advantages: Array
   errors: Array
@@ -45,16 +46,16 @@ class VTraceOutput(NamedTuple):
 
 
 def vtrace(
-    v_tm1: Array,
-    v_t: Array,
-    r_t: Array,
-    discount_t: Array,
-    log_rho_tm1: Array,
-    lambda_: Numeric = 1.0,
-    clip_rho_threshold: float = 1.0,
-    clip_c_threshold: float = 1.0,
-    clip_pg_rho_threshold: Optional[float] = None,
-    stop_target_gradients: bool = True,
+  v_tm1: Array,
+  v_t: Array,
+  r_t: Array,
+  discount_t: Array,
+  log_rho_tm1: Array,
+  lambda_: Numeric = 1.0,
+  clip_rho_threshold: float = 1.0,
+  clip_c_threshold: float = 1.0,
+  clip_pg_rho_threshold: Optional[float] = None,
+  stop_target_gradients: bool = True,
 ) -> VTraceOutput:
   """V-trace targets and pg advantages for one time-major stream of ``T`` transitions.
 
@@ -104,8 +105,7 @@ def vtrace(
     return acc, acc
 
   # acc_s = v_s - V(x_s); acc_{T} = 0 (v_T is the bootstrap value itself).
-  _, errors = jax.lax.scan(
-      _step, jnp.zeros((), v_tm1.dtype), (delta, discount_t, c_tm1), reverse=True)
+  _, errors = jax.lax.scan(_step, jnp.zeros((), v_tm1.dtype), (delta, discount_t, c_tm1), reverse=True)
   vs = v_tm1 + errors
 
   # v_{s+1} - V(x_{s+1}) as seen from transition s: errors[s+1], and 0 after the last one.
@@ -121,16 +121,16 @@ def vtrace(
 
 
 def vtrace_batched(
-    v_tm1: Array,
-    v_t: Array,
-    r_t: Array,
-    discount_t: Array,
-    log_rho_tm1: Array,
-    lambda_: Numeric = 1.0,
-    clip_rho_threshold: float = 1.0,
-    clip_c_threshold: float = 1.0,
-    clip_pg_rho_threshold: Optional[float] = None,
-    stop_target_gradients: bool = True,
+  v_tm1: Array,
+  v_t: Array,
+  r_t: Array,
+  discount_t: Array,
+  log_rho_tm1: Array,
+  lambda_: Numeric = 1.0,
+  clip_rho_threshold: float = 1.0,
+  clip_c_threshold: float = 1.0,
+  clip_pg_rho_threshold: Optional[float] = None,
+  stop_target_gradients: bool = True,
 ) -> VTraceOutput:
   """:func:`vtrace` over ``B`` time-major streams: every array is ``[T, B]`` (``lambda_`` may be scalar).
 
@@ -140,9 +140,10 @@ def vtrace_batched(
   chex.assert_equal_shape([v_tm1, v_t, r_t, discount_t, log_rho_tm1])
   lambda_ = jnp.broadcast_to(jnp.asarray(lambda_, v_tm1.dtype), v_tm1.shape)
   fn = functools.partial(
-      vtrace,
-      clip_rho_threshold=clip_rho_threshold,
-      clip_c_threshold=clip_c_threshold,
-      clip_pg_rho_threshold=clip_pg_rho_threshold,
-      stop_target_gradients=stop_target_gradients)
+    vtrace,
+    clip_rho_threshold=clip_rho_threshold,
+    clip_c_threshold=clip_c_threshold,
+    clip_pg_rho_threshold=clip_pg_rho_threshold,
+    stop_target_gradients=stop_target_gradients,
+  )
   return jax.vmap(fn, in_axes=1, out_axes=1)(v_tm1, v_t, r_t, discount_t, log_rho_tm1, lambda_)

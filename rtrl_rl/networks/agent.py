@@ -43,6 +43,7 @@ class Agent:
     use_last_action: append onehot(a_{t-1}) to the core input (discrete actions only).
     reward_clip: the last reward is clipped to [-reward_clip, reward_clip] in the core input.
   """
+
   torso: nn.Module
   heads: ActorCriticHeads
   cell: cells.Cell | None
@@ -61,8 +62,9 @@ class Agent:
         raise ValueError(f"core_mode must be one of {cells.MODES}, got {self.core_mode!r}")
       if self.core_mode == "rtrl" and not self.cell.supports_rtrl:
         raise ValueError(
-            f"core_mode='rtrl' with cell {self.cell.name!r}: exact RTRL is supported by "
-            f"{cells.RTRL_CELLS}; use core_mode='tbptt' for {self.cell.name!r}")
+          f"core_mode='rtrl' with cell {self.cell.name!r}: exact RTRL is supported by "
+          f"{cells.RTRL_CELLS}; use core_mode='tbptt' for {self.cell.name!r}"
+        )
     if self.use_last_action and self.heads.policy != "categorical":
       raise ValueError("use_last_action needs a categorical policy (a one-hot of the last action)")
 
@@ -103,8 +105,9 @@ class Agent:
       parts.append(jax.nn.one_hot(prev_action, self.num_actions, dtype=features.dtype))
     return jnp.concatenate([p.astype(features.dtype) for p in parts], axis=-1)
 
-  def unroll(self, params, carry: cells.Carry, obs, prev_reward, prev_action, first, *,
-             outgoing_traces: bool = False):
+  def unroll(
+    self, params, carry: cells.Carry, obs, prev_reward, prev_action, first, *, outgoing_traces: bool = False
+  ):
     """The learner's forward pass over a rollout.
 
     obs `[T, B, *obs]`, prev_reward `[T, B]`, prev_action `[T, B]`, first `[T, B] bool`, carry: the
@@ -116,8 +119,16 @@ class Agent:
       hs, carry_out = xs, carry
     else:
       input_grad = "immediate" if self.stem_grad == "immediate" else "unroll"
-      hs, carry_out = cells.unroll(self.cell, params["core"], carry, xs, first, mode=self.core_mode,
-                                   input_grad=input_grad, outgoing_traces=outgoing_traces)
+      hs, carry_out = cells.unroll(
+        self.cell,
+        params["core"],
+        carry,
+        xs,
+        first,
+        mode=self.core_mode,
+        input_grad=input_grad,
+        outgoing_traces=outgoing_traces,
+      )
     return self.heads.apply(params["heads"], hs), carry_out
 
   def step(self, params, carry: cells.Carry, obs, prev_reward, prev_action, first):

@@ -27,6 +27,7 @@ def _hidden(x, hidden_sizes, activation, kernel_init):
 
 class CategoricalPolicyHead(nn.Module):
   """``[..., F]`` -> ``Categorical(logits [..., num_actions])``."""
+
   num_actions: int
   hidden_sizes: Sequence[int] = ()
   activation: Activation = 'tanh'
@@ -46,6 +47,7 @@ class GaussianPolicyHead(nn.Module):
   The log-std is a state-independent ``[action_dim]`` parameter (``log_std``, initialised to
   ``init_log_std``) broadcast to the mean's shape.
   """
+
   action_dim: int
   hidden_sizes: Sequence[int] = ()
   activation: Activation = 'tanh'
@@ -57,13 +59,15 @@ class GaussianPolicyHead(nn.Module):
   def __call__(self, x) -> DiagGaussian:
     x = _hidden(x, self.hidden_sizes, self.activation, self.kernel_init)
     mean = nn.Dense(self.action_dim, kernel_init=self.output_kernel_init, name='mean')(x)
-    log_std = self.param('log_std', nn.initializers.constant(self.init_log_std), (self.action_dim,),
-                         mean.dtype)
+    log_std = self.param(
+      'log_std', nn.initializers.constant(self.init_log_std), (self.action_dim,), mean.dtype
+    )
     return DiagGaussian(mean=mean, log_std=jnp.broadcast_to(log_std, mean.shape))
 
 
 class ValueHead(nn.Module):
   """``[..., F]`` -> values ``[...]``."""
+
   hidden_sizes: Sequence[int] = ()
   activation: Activation = 'tanh'
   kernel_init: Callable = _default_init
@@ -85,6 +89,7 @@ class ActorCriticHeads(nn.Module):
     activation: activation of the hidden layers.
     init_log_std: initial state-independent log-std (Gaussian only).
   """
+
   num_actions: int
   policy: str = 'categorical'
   hidden_sizes: Sequence[int] = ()
@@ -97,14 +102,27 @@ class ActorCriticHeads(nn.Module):
   @nn.compact
   def __call__(self, x) -> Tuple[object, jnp.ndarray]:
     if self.policy == 'categorical':
-      dist = CategoricalPolicyHead(self.num_actions, self.hidden_sizes, self.activation,
-                                   self.kernel_init, self.policy_kernel_init, name='policy')(x)
+      dist = CategoricalPolicyHead(
+        self.num_actions,
+        self.hidden_sizes,
+        self.activation,
+        self.kernel_init,
+        self.policy_kernel_init,
+        name='policy',
+      )(x)
     elif self.policy == 'gaussian':
-      dist = GaussianPolicyHead(self.num_actions, self.hidden_sizes, self.activation,
-                                self.init_log_std, self.kernel_init, self.policy_kernel_init,
-                                name='policy')(x)
+      dist = GaussianPolicyHead(
+        self.num_actions,
+        self.hidden_sizes,
+        self.activation,
+        self.init_log_std,
+        self.kernel_init,
+        self.policy_kernel_init,
+        name='policy',
+      )(x)
     else:
       raise ValueError(f"policy must be 'categorical' or 'gaussian', got {self.policy!r}")
-    value = ValueHead(self.hidden_sizes, self.activation, self.kernel_init, self.value_kernel_init,
-                      name='value')(x)
+    value = ValueHead(
+      self.hidden_sizes, self.activation, self.kernel_init, self.value_kernel_init, name='value'
+    )(x)
     return dist, value

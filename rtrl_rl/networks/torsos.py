@@ -33,6 +33,7 @@ def get_activation(activation: Activation) -> Callable:
 
 class ResidualBlock(nn.Module):
   """``x + conv(relu(conv(relu(x))))`` with 3x3 SAME convolutions keeping ``channels``."""
+
   channels: int
 
   @nn.compact
@@ -60,6 +61,7 @@ class ImpalaResNetTorso(nn.Module):
     input_scale: factor applied to the (cast) input, 1/255 for uint8 frames.
     dtype: computation dtype.
   """
+
   channels: Sequence[int] = (16, 32, 32)
   num_blocks: int = 2
   hidden_size: int = 256
@@ -96,6 +98,7 @@ class MLPTorso(nn.Module):
     activate_final: apply the activation after the last layer too.
     kernel_init: initializer of the Dense kernels (flax default: lecun normal).
   """
+
   hidden_sizes: Sequence[int] = (64,)
   activation: Activation = 'tanh'
   activate_final: bool = True

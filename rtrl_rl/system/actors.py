@@ -67,8 +67,11 @@ def actor_jax_env(actor_device: str, actor_index: int, gpu_ids: Sequence[str] = 
   if actor_device == "gpu":
     if not gpu_ids:
       raise ValueError("actor_device='gpu' needs at least one GPU id")
-    return {"JAX_PLATFORMS": "cuda", "CUDA_VISIBLE_DEVICES": str(gpu_ids[actor_index % len(gpu_ids)]),
-            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    return {
+      "JAX_PLATFORMS": "cuda",
+      "CUDA_VISIBLE_DEVICES": str(gpu_ids[actor_index % len(gpu_ids)]),
+      "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    }
   raise ValueError(f"actor_device={actor_device!r}: expected one of {ACTOR_DEVICES}")
 
 
@@ -82,13 +85,15 @@ def actor_envs_for_host(actor_device: str, num_actors: int) -> list[dict[str, st
   gpu_ids: list[str] = []
   if actor_device == "gpu":
     import jax  # pylint: disable=g-import-not-at-top
+
     gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
     if not gpus:
       seen = ", ".join(sorted({d.platform for d in jax.local_devices()}))
       raise NoAcceleratorError(
-          f"system.actor_device='gpu' but JAX sees no local GPU on this host (local devices: {seen}); "
-          "run the actors on the host CPUs (--config.system.actor_device=cpu) or install JAX with "
-          "CUDA (pip install 'jax[cuda13]')")
+        f"system.actor_device='gpu' but JAX sees no local GPU on this host (local devices: {seen}); "
+        "run the actors on the host CPUs (--config.system.actor_device=cpu) or install JAX with "
+        "CUDA (pip install 'jax[cuda13]')"
+      )
     gpu_ids = local_gpu_ids(len(gpus))
   return [actor_jax_env(actor_device, k, gpu_ids) for k in range(num_actors)]
 
@@ -107,6 +112,7 @@ class ActorRecord(NamedTuple):
                  the next rollout is never counted twice).
   episode_length [M, B] int32: its length in agent steps (0 where none ended).
   """
+
   rollout: Any
   episode_return: Any
   episode_length: Any
@@ -114,13 +120,16 @@ class ActorRecord(NamedTuple):
 
 def record_batch_axes() -> ActorRecord:
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+
   return ActorRecord(Rollout.batch_axes(), 1, 1)
 
 
 def record_spec(config, observation_space, action_space, agent) -> ActorRecord:
   """The `ArraySpec` tree of one actor's record (numpy shapes, no batch of records)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+
   m, b = config.agent.unroll_length, config.system.envs_per_actor
   carry = agent.initial_carry(b)
   spec = lambda shape, dtype: ArraySpec(tuple(shape), np.dtype(dtype))
@@ -128,14 +137,17 @@ def record_spec(config, observation_space, action_space, agent) -> ActorRecord:
   # categorical policies ship their logits [A]; others the log-prob of the action taken
   behaviour = (action_space.num_values,) if action_space.kind == "discrete" else ()
   rollout = Rollout(
-      obs=spec((m + 1, b, *observation_space.shape), observation_space.dtype),
-      reward=spec((m + 1, b), np.float32), terminated=spec((m + 1, b), bool),
-      truncated=spec((m + 1, b), bool), first=spec((m + 1, b), bool),
-      prev_action=spec((m + 1, b, *act), action_space.dtype),
-      action=spec((m, b, *act), action_space.dtype),
-      behaviour_logits=spec((m, b, *behaviour), np.float32),
-      carry=jax.tree.map(lambda x: spec(x.shape, x.dtype), carry),
-      policy_version=spec((b,), np.int32))
+    obs=spec((m + 1, b, *observation_space.shape), observation_space.dtype),
+    reward=spec((m + 1, b), np.float32),
+    terminated=spec((m + 1, b), bool),
+    truncated=spec((m + 1, b), bool),
+    first=spec((m + 1, b), bool),
+    prev_action=spec((m + 1, b, *act), action_space.dtype),
+    action=spec((m, b, *act), action_space.dtype),
+    behaviour_logits=spec((m, b, *behaviour), np.float32),
+    carry=jax.tree.map(lambda x: spec(x.shape, x.dtype), carry),
+    policy_version=spec((b,), np.int32),
+  )
   return ActorRecord(rollout, spec((m, b), np.float32), spec((m, b), np.int32))
 
 
@@ -176,11 +188,14 @@ def make_actor_envs(config, seed: int) -> list:
   """The actor's pools (`actor_layout`), each of records_per_pool x envs_per_actor envs, stepped
   whole."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
   pools, records = actor_layout(config)
   options = config.env.options.to_dict()
-  options.pop("batch_size", None)             # a pool is received whole (see the module docstring)
-  return [envs.make(config.env.id, records * config.system.envs_per_actor, buffer_seed(seed, h),
-                    **options) for h in range(pools)]
+  options.pop("batch_size", None)  # a pool is received whole (see the module docstring)
+  return [
+    envs.make(config.env.id, records * config.system.envs_per_actor, buffer_seed(seed, h), **options)
+    for h in range(pools)
+  ]
 
 
 def split_records(rollout, records: int) -> list:
@@ -188,18 +203,22 @@ def split_records(rollout, records: int) -> list:
   if records == 1:
     return [rollout]
   from rtrl_rl.agents.rollout import batch_slice  # pylint: disable=g-import-not-at-top
+
   e = rollout.batch_size // records
   return [batch_slice(rollout, i * e, (i + 1) * e) for i in range(records)]
 
 
-def actor_main(info, config, process_index: int, actor_index: int, queue, param_store,
-               jax_env: dict[str, str]) -> None:
+def actor_main(
+  info, config, process_index: int, actor_index: int, queue, param_store, jax_env: dict[str, str]
+) -> None:
   """Entry point of one actor process (called by the Supervisor as `target(info, *args)`);
   `jax_env` (`actor_jax_env`) places its policy."""
-  os.environ.update(jax_env)                  # read when JAX starts its backends (below)
+  os.environ.update(jax_env)  # read when JAX starts its backends (below)
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.config.update("jax_platforms", jax_env["JAX_PLATFORMS"])  # also if JAX was imported already
-  from rtrl_rl.agents.impala import acting, config as impala_config  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import acting  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config
 
   seed = actor_seed(config, process_index, actor_index, info.attempt)
   pools = make_actor_envs(config, seed)
@@ -216,19 +235,22 @@ def actor_main(info, config, process_index: int, actor_index: int, queue, param_
       if newer is not None:
         host_params, version = newer
         params = jax.device_put(host_params)
-      if params is None:                      # the learner has not published yet
+      if params is None:  # the learner has not published yet
         info.beat()
         info.stop_event.wait(0.05)
         continue
-      rollouts = [r for pool_rollout in collector.collect_all(params, policy_version=version)
-                  for r in split_records(pool_rollout, per_pool)]
+      rollouts = [
+        r
+        for pool_rollout in collector.collect_all(params, policy_version=version)
+        for r in split_records(pool_rollout, per_pool)
+      ]
       for rollout, tracker in zip(rollouts, trackers):
         record = ActorRecord(rollout, *tracker.update(rollout))
         while not info.stop_event.is_set():
           try:
-            queue.put(record, timeout=0.5)    # blocks while the learner is behind
+            queue.put(record, timeout=0.5)  # blocks while the learner is behind
           except TimeoutError:
-            info.beat()                       # waiting for the learner is no stall
+            info.beat()  # waiting for the learner is no stall
             continue
           info.beat()
           break

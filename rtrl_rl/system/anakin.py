@@ -50,6 +50,7 @@ from rtrl_rl.networks.agent import Agent
 class ActorState(NamedTuple):
   """What the acting scan threads, per env `[B, ...]`; `obs`/`reward`/`first`/`terminated`/
   `truncated` are the latest TimeStep's (if it ended an episode, the next step is an autoreset)."""
+
   env_state: Any
   obs: Any
   reward: jax.Array
@@ -63,15 +64,25 @@ class ActorState(NamedTuple):
   episode_length: jax.Array
   key: jax.Array
 
-
   @staticmethod
   def batch_axes() -> "ActorState":
     """The env axis of each field (a pytree prefix) when the envs are split over a mesh: 0 for the
     per-env fields, None (replicated) for the normalisation statistics; `key` holds one key per
     device (`[D]` keys, axis 0)."""
-    return ActorState(env_state=0, obs=0, reward=0, first=0, terminated=0, truncated=0, carry=0,
-                      prev_action=0, norm=ppo_acting.NormState(obs=None, ret=None, ret_acc=0),
-                      episode_return=0, episode_length=0, key=0)
+    return ActorState(
+      env_state=0,
+      obs=0,
+      reward=0,
+      first=0,
+      terminated=0,
+      truncated=0,
+      carry=0,
+      prev_action=0,
+      norm=ppo_acting.NormState(obs=None, ret=None, ret_acc=0),
+      episode_return=0,
+      episode_length=0,
+      key=0,
+    )
 
 
 class AnakinState(NamedTuple):
@@ -84,6 +95,7 @@ class Anakin(NamedTuple):
   `run(state, num_iterations) -> (state, metrics as numpy arrays [num_iterations])`;
   `place(state) -> state`: a host copy of a state (e.g. a restored checkpoint) put where `step`
   takes it (with a mesh: learner replicated, actor split by `ActorState.batch_axes()`)."""
+
   init: Callable[[jax.Array], AnakinState]
   step: Callable[[AnakinState], tuple[AnakinState, dict]]
   run: Callable[[AnakinState, int], tuple[AnakinState, dict]]
@@ -111,31 +123,39 @@ def init_actor(env, agent: Agent, norm_config, num_envs: int, key) -> ActorState
   env_state, obs = batched(env.reset, num_envs)(jax.random.split(k_env, num_envs))
   obs_shape = env.observation_space.shape
   return ActorState(
-      env_state=env_state, obs=obs, reward=jnp.zeros((num_envs,), jnp.float32),
-      first=jnp.ones((num_envs,), bool), terminated=jnp.zeros((num_envs,), bool),
-      truncated=jnp.zeros((num_envs,), bool),
-      carry=agent.initial_carry(num_envs), prev_action=_zeros_action(env.action_space, num_envs),
-      norm=ppo_acting.norm_init(obs_shape, num_envs),
-      episode_return=jnp.zeros((num_envs,), jnp.float32),
-      episode_length=jnp.zeros((num_envs,), jnp.int32), key=k_act)
+    env_state=env_state,
+    obs=obs,
+    reward=jnp.zeros((num_envs,), jnp.float32),
+    first=jnp.ones((num_envs,), bool),
+    terminated=jnp.zeros((num_envs,), bool),
+    truncated=jnp.zeros((num_envs,), bool),
+    carry=agent.initial_carry(num_envs),
+    prev_action=_zeros_action(env.action_space, num_envs),
+    norm=ppo_acting.norm_init(obs_shape, num_envs),
+    episode_return=jnp.zeros((num_envs,), jnp.float32),
+    episode_length=jnp.zeros((num_envs,), jnp.int32),
+    key=k_act,
+  )
 
 
 class _Decision(NamedTuple):
   """The policy half of a step: what the agent saw and chose before the env moves."""
+
   norm: ppo_acting.NormState
-  obs: Any                   # normalised o_t
+  obs: Any  # normalised o_t
   prev_action: Any
   out: ppo_acting.PolicyOutput
-  key: jax.Array             # the actor's next key
-  env_key: jax.Array         # for a JAX env's step
+  key: jax.Array  # the actor's next key
+  env_key: jax.Array  # for a JAX env's step
 
 
 def _decide(agent: Agent, norm_config, params, a: ActorState, axis_name=None) -> _Decision:
   key, k_act, k_env = jax.random.split(a.key, 3)
   norm, obs_n = ppo_acting.normalize_obs(norm_config, a.norm, a.obs, axis_name=axis_name)
   prev_action = jax.tree.map(
-      lambda x: jnp.where(a.first.reshape(a.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
-      a.prev_action)
+    lambda x: jnp.where(a.first.reshape(a.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
+    a.prev_action,
+  )
   out = ppo_acting.policy_step(agent, params, a.carry, obs_n, a.reward, prev_action, a.first, k_act)
   return _Decision(norm, obs_n, prev_action, out, key, k_env)
 
@@ -148,13 +168,34 @@ def _record(norm_config, a: ActorState, d: _Decision, ts, env_state, axis_name=N
   ep_ret = a.episode_return + ts.reward
   ep_len = a.episode_length + valid.astype(jnp.int32)
   stats = dict(ended=ended, ret=jnp.where(ended, ep_ret, 0.0), len=jnp.where(ended, ep_len, 0))
-  transition = dict(obs=d.obs, first=a.first, prev_reward=a.reward, prev_action=d.prev_action,
-                    action=d.out.action, log_prob=d.out.log_prob, value=d.out.value,
-                    reward=reward_n, raw_reward=ts.reward, terminated=ts.terminated,
-                    truncated=ts.truncated, mask=valid)
-  new = ActorState(env_state, ts.obs, ts.reward, ts.first, ts.terminated, ts.truncated,
-                   d.out.carry, d.out.action, norm,
-                   jnp.where(ended, 0.0, ep_ret), jnp.where(ended, 0, ep_len), d.key)
+  transition = dict(
+    obs=d.obs,
+    first=a.first,
+    prev_reward=a.reward,
+    prev_action=d.prev_action,
+    action=d.out.action,
+    log_prob=d.out.log_prob,
+    value=d.out.value,
+    reward=reward_n,
+    raw_reward=ts.reward,
+    terminated=ts.terminated,
+    truncated=ts.truncated,
+    mask=valid,
+  )
+  new = ActorState(
+    env_state,
+    ts.obs,
+    ts.reward,
+    ts.first,
+    ts.terminated,
+    ts.truncated,
+    d.out.carry,
+    d.out.action,
+    norm,
+    jnp.where(ended, 0.0, ep_ret),
+    jnp.where(ended, 0, ep_len),
+    d.key,
+  )
   return new, transition, stats
 
 
@@ -164,13 +205,23 @@ def _episode_metrics(stats, axis_name=None) -> dict:
   if axis_name is not None:
     episodes, ret_sum, len_sum = jax.lax.psum((episodes, ret_sum, len_sum), axis_name)
   return dict(
-      episodes=episodes, episode_return_sum=ret_sum,
-      mean_episode_return=jnp.where(episodes > 0, ret_sum / jnp.maximum(episodes, 1), jnp.nan),
-      mean_episode_length=jnp.where(episodes > 0, len_sum / jnp.maximum(episodes, 1), jnp.nan))
+    episodes=episodes,
+    episode_return_sum=ret_sum,
+    mean_episode_return=jnp.where(episodes > 0, ret_sum / jnp.maximum(episodes, 1), jnp.nan),
+    mean_episode_length=jnp.where(episodes > 0, len_sum / jnp.maximum(episodes, 1), jnp.nan),
+  )
 
 
-def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: int,
-        axis_name: str | None = None, carry_buffer=None):
+def act(
+  env,
+  agent: Agent,
+  norm_config,
+  params,
+  actor: ActorState,
+  num_steps: int,
+  axis_name: str | None = None,
+  carry_buffer=None,
+):
   """Scan `num_steps` policy+env steps. Returns the new actor state, time-major transitions
   `[num_steps, B, ...]` (dict) and the episode statistics.
 
@@ -186,15 +237,17 @@ def act(env, agent: Agent, norm_config, params, actor: ActorState, num_steps: in
   def body(carry, _):
     a, buf, i = carry
     d = _decide(agent, norm_config, params, a, axis_name)
-    env_state, ts = batched(env.step, num_envs)(jax.random.split(d.env_key, num_envs), a.env_state,
-                                                d.out.action)
+    env_state, ts = batched(env.step, num_envs)(
+      jax.random.split(d.env_key, num_envs), a.env_state, d.out.action
+    )
     new, transition, stats = _record(norm_config, a, d, ts, env_state, axis_name)
     if buf is not None:
       buf = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, i, 0), buf, a.carry)
     return (new, buf, i + 1), (transition, stats)
 
-  (actor, buf, _), (traj, stats) = jax.lax.scan(body, (actor, carry_buffer, jnp.int32(0)), None,
-                                                length=num_steps)
+  (actor, buf, _), (traj, stats) = jax.lax.scan(
+    body, (actor, carry_buffer, jnp.int32(0)), None, length=num_steps
+  )
   if buf is not None:
     traj = dict(traj, carry=buf)
   return actor, traj, _episode_metrics(stats, axis_name)
@@ -215,6 +268,7 @@ class HostActing(NamedTuple):
   `init(key) -> ActorState` (env_state None; the env lives on the host) and
   `act(params, actor, num_steps) -> (actor, traj, episode metrics)`; `traj` lives in buffers
   that the next `act` call reuses (donates): use it before acting again."""
+
   init: Callable
   act: Callable
 
@@ -257,11 +311,19 @@ def host_acting(env, agent: Agent, norm_config) -> HostActing:
   def init(key):
     ts = TimeStepArrays(*jax.device_put(timestep(env.reset())))
     return ActorState(
-        env_state=None, obs=ts.obs, reward=jnp.asarray(ts.reward, jnp.float32), first=ts.first,
-        terminated=ts.terminated, truncated=ts.truncated, carry=agent.initial_carry(b),
-        prev_action=_zeros_action(env.action_space, b),
-        norm=ppo_acting.norm_init(env.observation_space.shape, b),
-        episode_return=jnp.zeros((b,), jnp.float32), episode_length=jnp.zeros((b,), jnp.int32), key=key)
+      env_state=None,
+      obs=ts.obs,
+      reward=jnp.asarray(ts.reward, jnp.float32),
+      first=ts.first,
+      terminated=ts.terminated,
+      truncated=ts.truncated,
+      carry=agent.initial_carry(b),
+      prev_action=_zeros_action(env.action_space, b),
+      norm=ppo_acting.norm_init(env.observation_space.shape, b),
+      episode_return=jnp.zeros((b,), jnp.float32),
+      episode_length=jnp.zeros((b,), jnp.int32),
+      key=key,
+    )
 
   held = {}
 
@@ -301,14 +363,16 @@ def bootstrap_value(agent: Agent, norm_config, params, actor: ActorState):
   """V(o_T) of the latest observation (normalised with the current statistics, no update)."""
   _, obs_n = ppo_acting.normalize_obs(norm_config, actor.norm, actor.obs, update=False)
   prev_action = jax.tree.map(
-      lambda x: jnp.where(actor.first.reshape(actor.first.shape + (1,) * (x.ndim - 1)),
-                          jnp.zeros_like(x), x), actor.prev_action)
+    lambda x: jnp.where(actor.first.reshape(actor.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
+    actor.prev_action,
+  )
   (_, value), _ = agent.step(params, actor.carry, obs_n, actor.reward, prev_action, actor.first)
   return value
 
 
-def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, collect, update,
-                 batch_axes, mesh, scratch=None) -> Anakin:
+def _make_runner(
+  env, agent: Agent, norm_config, num_envs: int, init_learner, collect, update, batch_axes, mesh, scratch=None
+) -> Anakin:
   """The loop from its halves. `init_learner(key) -> learner state`; `collect(learner, actor,
   axis_name, buffer) -> (actor, batch, episode metrics)`: the per-env part of an iteration (acting
   and the learner's batch) for `actor`'s envs; `update(learner, batch) -> (learner, metrics)`: the
@@ -329,7 +393,7 @@ def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, co
   else:
     local_envs = parallel.shard_size(num_envs, mesh, "the number of environments")
     axes = AnakinState(None, ActorState.batch_axes())
-    with_key = lambda a: a._replace(key=a.key[None])      # the device's key <-> its row of [D]
+    with_key = lambda a: a._replace(key=a.key[None])  # the device's key <-> its row of [D]
     own_key = lambda a: a._replace(key=a.key[0])
 
     def init_local(k):
@@ -341,16 +405,18 @@ def _make_runner(env, agent: Agent, norm_config, num_envs: int, init_learner, co
       return with_key(actor), batch, ep_metrics
 
     init_actors = parallel.per_device(init_local, mesh, (None,), axes.actor)
-    collect_all = parallel.per_device(collect_local, mesh, (None, axes.actor, scratch_axes),
-                                      (axes.actor, batch_axes, None))
-    jit = lambda fn: parallel.sharded_jit(fn, mesh, (axes, scratch_axes), (axes, scratch_axes, None),
-                                          donate_argnums=(1,))
+    collect_all = parallel.per_device(
+      collect_local, mesh, (None, axes.actor, scratch_axes), (axes.actor, batch_axes, None)
+    )
+    jit = lambda fn: parallel.sharded_jit(
+      fn, mesh, (axes, scratch_axes), (axes, scratch_axes, None), donate_argnums=(1,)
+    )
     new_scratch = parallel.sharded_jit(
-        parallel.per_device(lambda: make_scratch(local_envs), mesh, (), scratch_axes), mesh, (),
-        scratch_axes)
+      parallel.per_device(lambda: make_scratch(local_envs), mesh, (), scratch_axes), mesh, (), scratch_axes
+    )
     place = lambda state: parallel.shard_batch(state, mesh, axes)
 
-  init_actors = jax.jit(init_actors)   # eagerly, each op dispatches alone (seconds at start-up)
+  init_actors = jax.jit(init_actors)  # eagerly, each op dispatches alone (seconds at start-up)
 
   def init(key):
     k_learn, k_act = jax.random.split(key)
@@ -390,7 +456,7 @@ def _rekey(saved, like):
     raise ValueError(f"actor keys: {saved.dtype} in the checkpoint vs {like.dtype} here")
   data_shape = () if typed else like.shape[-1:]
   first = jnp.reshape(saved, (-1, *data_shape))[0]
-  count = math.prod(like.shape[:like.ndim - len(data_shape)])
+  count = math.prod(like.shape[: like.ndim - len(data_shape)])
   keys = jnp.reshape(jax.random.split(first, count), like.shape)
   return keys if typed else np.asarray(keys)
 
@@ -416,8 +482,10 @@ def relayout(saved: dict, like: AnakinState) -> AnakinState:
       out.append(_rekey(got, want))
       continue
     elif np.shape(got) != np.shape(want) or np.asarray(got).dtype != np.asarray(want).dtype:
-      problems.append(f"{name}: {np.asarray(got).dtype}{list(np.shape(got))} in the checkpoint vs "
-                      f"{np.asarray(want).dtype}{list(np.shape(want))} here")
+      problems.append(
+        f"{name}: {np.asarray(got).dtype}{list(np.shape(got))} in the checkpoint vs "
+        f"{np.asarray(want).dtype}{list(np.shape(want))} here"
+      )
     out.append(got)
   extra = sorted(saved.keys() - set(names))
   if extra:
@@ -447,22 +515,36 @@ def make_ppo(env, config: ml_collections.ConfigDict, agent: Agent | None = None,
   else:
     update = ppo_learning.make_learner_step(agent, config, mesh)
 
-  @jax.jit   # eagerly, each op of the network's and optimiser's init dispatches alone (seconds)
+  @jax.jit  # eagerly, each op of the network's and optimiser's init dispatches alone (seconds)
   def init_learner(key):
     obs_example = jnp.zeros(env.observation_space.shape, jnp.float32)
     return ppo_learning.init_learner(key, agent, config, obs_example)
 
   def collect(learner, actor, axis_name, buf):
     params = learner.params
-    actor, traj, ep_metrics = act(env, agent, config, params, actor, config.rollout_length, axis_name,
-                                  carry_buffer=buf)
+    actor, traj, ep_metrics = act(
+      env, agent, config, params, actor, config.rollout_length, axis_name, carry_buffer=buf
+    )
     return actor, ppo_batch(traj, bootstrap_value(agent, config, params, actor)), ep_metrics
 
   # The stored carries (RTRL traces) are the buffer's bulk: one allocation, reused every iteration.
-  scratch = (lambda n: carry_buffer(agent, config.rollout_length, n),
-             ppo_learning.PPOBatch.batch_axes().carry, lambda batch: batch.carry)
-  return _make_runner(env, agent, config, config.num_envs, init_learner, collect, update,
-                      ppo_learning.PPOBatch.batch_axes(), mesh, scratch)
+  scratch = (
+    lambda n: carry_buffer(agent, config.rollout_length, n),
+    ppo_learning.PPOBatch.batch_axes().carry,
+    lambda batch: batch.carry,
+  )
+  return _make_runner(
+    env,
+    agent,
+    config,
+    config.num_envs,
+    init_learner,
+    collect,
+    update,
+    ppo_learning.PPOBatch.batch_axes(),
+    mesh,
+    scratch,
+  )
 
 
 # -- IMPALA -------------------------------------------------------------------------------------------
@@ -471,25 +553,30 @@ def impala_rollout(traj: dict, before: ActorState, after: ActorState, policy_ver
   observations plus the latest one (for bootstrapping), the carry before obs[0], and the actor's
   log-probs as `behaviour_logits` `[M, B]` (see rtrl_rl/agents/rollout.py)."""
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+
   cat = lambda xs, x: jnp.concatenate([xs, x[None]], 0)
   last_prev_action = jax.tree.map(
-      lambda x: jnp.where(after.first.reshape(after.first.shape + (1,) * (x.ndim - 1)),
-                          jnp.zeros_like(x), x), after.prev_action)
+    lambda x: jnp.where(after.first.reshape(after.first.shape + (1,) * (x.ndim - 1)), jnp.zeros_like(x), x),
+    after.prev_action,
+  )
   num_envs = after.reward.shape[0]
   return Rollout(
-      obs=cat(traj["obs"], after.obs.astype(traj["obs"].dtype)),
-      reward=cat(traj["prev_reward"], after.reward),
-      terminated=jnp.concatenate([before.terminated[None], traj["terminated"]], 0),
-      truncated=jnp.concatenate([before.truncated[None], traj["truncated"]], 0),
-      first=cat(traj["first"], after.first),
-      prev_action=cat(traj["prev_action"], last_prev_action),
-      action=traj["action"], behaviour_logits=traj["log_prob"],
-      carry=before.carry,
-      policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)))
+    obs=cat(traj["obs"], after.obs.astype(traj["obs"].dtype)),
+    reward=cat(traj["prev_reward"], after.reward),
+    terminated=jnp.concatenate([before.terminated[None], traj["terminated"]], 0),
+    truncated=jnp.concatenate([before.truncated[None], traj["truncated"]], 0),
+    first=cat(traj["first"], after.first),
+    prev_action=cat(traj["prev_action"], last_prev_action),
+    action=traj["action"],
+    behaviour_logits=traj["log_prob"],
+    carry=before.carry,
+    policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)),
+  )
 
 
-def make_impala(env, agent: Agent, config: ml_collections.ConfigDict, update_fn=None,
-                init_learner=None, mesh=None) -> Anakin:
+def make_impala(
+  env, agent: Agent, config: ml_collections.ConfigDict, update_fn=None, init_learner=None, mesh=None
+) -> Anakin:
   """The fully-jitted IMPALA loop: `config` from `rtrl_rl.agents.impala.config` (`batch_size`
   envs, `unroll_length` (M) steps per iteration, one update on the resulting `Rollout`).
 
@@ -503,21 +590,26 @@ def make_impala(env, agent: Agent, config: ml_collections.ConfigDict, update_fn=
   """
   from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+
   if update_fn is None:
     update_fn = impala_learning.make_update(agent, config)
   if mesh is not None:
     update_fn = parallel.data_parallel_jit(update_fn, mesh, Rollout.batch_axes())
   if init_learner is None:
+
     def init_learner(key):
       seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
       return impala_learning.init_learner(agent, config, env.observation_space, seed=seed)
+
   norm_config = _NoNorm(gamma=float(config.discount))
 
   def collect(learner, actor, axis_name, buf):
     del buf  # IMPALA keeps the carry of the rollout's first step only
-    after, traj, ep_metrics = act(env, agent, norm_config, learner.params, actor,
-                                  config.unroll_length, axis_name)
+    after, traj, ep_metrics = act(
+      env, agent, norm_config, learner.params, actor, config.unroll_length, axis_name
+    )
     return after, impala_rollout(traj, actor, after, learner.step), ep_metrics
 
-  return _make_runner(env, agent, norm_config, config.batch_size, init_learner, collect, update_fn,
-                      Rollout.batch_axes(), mesh)
+  return _make_runner(
+    env, agent, norm_config, config.batch_size, init_learner, collect, update_fn, Rollout.batch_axes(), mesh
+  )

@@ -73,12 +73,12 @@ class ParamStore:
     self._treedef = treedef
     self._leaf_specs = leaves
     layout = _Layout(leaves)
-    shm.sweep()                       # what runs killed with their resource tracker left
+    shm.sweep()  # what runs killed with their resource tracker left
     self._shm = shm.create("params", _PAGE + 2 * layout.stride)
     self._name = self._shm.name
     self._owner_pid = os.getpid()
     self._wlock = shm.Lock(ctx=ctx)
-    self.retries = 0                 # reads of this process object retried (a copy was rewritten)
+    self.retries = 0  # reads of this process object retried (a copy was rewritten)
     self._attach(layout, new=True)
 
   def _attach(self, layout: _Layout, new: bool = False) -> None:
@@ -96,8 +96,13 @@ class ParamStore:
   def __getstate__(self):
     if self._shm is None:
       raise RuntimeError("cannot pickle a detached ParamStore")
-    return dict(name=self._name, treedef=self._treedef, leaves=self._leaf_specs,
-                owner_pid=self._owner_pid, wlock=self._wlock)
+    return dict(
+      name=self._name,
+      treedef=self._treedef,
+      leaves=self._leaf_specs,
+      owner_pid=self._owner_pid,
+      wlock=self._wlock,
+    )
 
   def __setstate__(self, s):
     self._name, self._treedef, self._leaf_specs = s["name"], s["treedef"], s["leaves"]
@@ -139,16 +144,18 @@ class ParamStore:
       hdr = self._hdr
       latest = int(hdr[_H_LATEST])
       if latest >= 0 and version <= hdr[_H_VER[latest]]:
-        raise ValueError(f"ParamStore.publish: version {version} <= latest version "
-                         f"{int(hdr[_H_VER[latest]])}; versions must increase")
+        raise ValueError(
+          f"ParamStore.publish: version {version} <= latest version "
+          f"{int(hdr[_H_VER[latest]])}; versions must increase"
+        )
       b = 0 if latest < 0 else 1 - latest
-      hdr[_H_SEQ[b]] += 1                    # odd: copy b is being written
+      hdr[_H_SEQ[b]] += 1  # odd: copy b is being written
       _fence()
       for dst, x in zip(self._bufs[b], leaves):
         np.copyto(dst, x, casting="same_kind")
       hdr[_H_VER[b]] = version
       _fence()
-      hdr[_H_SEQ[b]] += 1                    # even: copy b is consistent
+      hdr[_H_SEQ[b]] += 1  # even: copy b is consistent
       _fence()
       hdr[_H_LATEST] = b
       hdr[_H_PUBLISHES] += 1
@@ -185,7 +192,7 @@ class ParamStore:
     while True:
       b = int(hdr[_H_LATEST])
       seq = int(hdr[_H_SEQ[b]])
-      if seq & 1:                            # the writer lapped us and is rewriting copy b
+      if seq & 1:  # the writer lapped us and is rewriting copy b
         self.retries += 1
         time.sleep(0)
         continue

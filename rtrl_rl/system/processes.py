@@ -66,8 +66,16 @@ import time
 import traceback
 from typing import Any, Callable, NamedTuple
 
-__all__ = ["StopEvent", "Heartbeat", "WorkerInfo", "WorkerFailed", "Supervisor",
-           "install_shutdown_handlers", "describe_exitcode", "live_children"]
+__all__ = [
+  "StopEvent",
+  "Heartbeat",
+  "WorkerInfo",
+  "WorkerFailed",
+  "Supervisor",
+  "install_shutdown_handlers",
+  "describe_exitcode",
+  "live_children",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +124,7 @@ class Heartbeat:
 
   def __init__(self, ctx):
     self._t = ctx.RawValue("d", math.inf)
-    self.started = False          # the worker has beaten itself (in the worker's process)
+    self.started = False  # the worker has beaten itself (in the worker's process)
 
   def beat(self) -> None:
     """Report progress (the worker's own beat: it has started)."""
@@ -138,9 +146,10 @@ class Heartbeat:
 
 class WorkerInfo(NamedTuple):
   """Passed as the first argument of a worker's target."""
+
   name: str
-  index: int             # position in the order of `add`
-  attempt: int           # 0 for the first start, k after k restarts
+  index: int  # position in the order of `add`
+  attempt: int  # 0 for the first start, k after k restarts
   stop_event: StopEvent  # return promptly once it is set (poll `is_set()` or `wait(timeout)`)
   heartbeat: Heartbeat | None = None
 
@@ -154,13 +163,23 @@ class WorkerInfo(NamedTuple):
 class WorkerFailed(RuntimeError):
   """A worker died more often than its restart budget allows."""
 
-  def __init__(self, name: str, pid: int | None, exitcode: int | None, restarts: int,
-               max_restarts: int, error: str | None = None, how: str | None = None):
+  def __init__(
+    self,
+    name: str,
+    pid: int | None,
+    exitcode: int | None,
+    restarts: int,
+    max_restarts: int,
+    error: str | None = None,
+    how: str | None = None,
+  ):
     self.name, self.pid, self.exitcode = name, pid, exitcode
     self.restarts, self.max_restarts, self.error = restarts, max_restarts, error
     how = how or describe_exitcode(exitcode)
-    msg = (f"worker {name!r} (pid {pid}) {how}; it was restarted "
-           f"{restarts} time(s) and max_restarts={max_restarts} is exhausted")
+    msg = (
+      f"worker {name!r} (pid {pid}) {how}; it was restarted "
+      f"{restarts} time(s) and max_restarts={max_restarts} is exhausted"
+    )
     if error:
       msg += "\n--- worker traceback (tail) ---\n" + error.rstrip()
     super().__init__(msg)
@@ -204,18 +223,20 @@ def _watch_parent(ppid: int, stop_event, grace: float) -> None:
   os._exit(70)
 
 
-_GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}   # sent to every process of a job: the parent reacts
+_GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # sent to every process of a job: the parent reacts
 
 
 def _worker_main(target, info: WorkerInfo, args, kwargs, err_conn, ppid: int, orphan_grace: float):
   for s in _GROUP_SIGNALS:
     signal.signal(s, signal.SIG_IGN)
   signal.pthread_sigmask(signal.SIG_UNBLOCK, _GROUP_SIGNALS)
-  threading.Thread(target=_watch_parent, args=(ppid, info.stop_event, orphan_grace),
-                   name="parent-watch", daemon=True).start()
+  threading.Thread(
+    target=_watch_parent, args=(ppid, info.stop_event, orphan_grace), name="parent-watch", daemon=True
+  ).start()
   if info.heartbeat is not None:
-    threading.Thread(target=_beat_while_starting, args=(info.heartbeat,), name="start-up-beat",
-                     daemon=True).start()
+    threading.Thread(
+      target=_beat_while_starting, args=(info.heartbeat,), name="start-up-beat", daemon=True
+    ).start()
   try:
     target(info, *args, **kwargs)
   except SystemExit:
@@ -272,13 +293,21 @@ class Supervisor:
     on_stall: `callback(name, pid, silent_s)` when a stalled worker is about to be killed.
   """
 
-  def __init__(self, ctx=None, *, max_restarts: int = 3, restart_delay: float = 0.0,
-               join_timeout: float = 10.0, daemon: bool = True,
-               restart_on_clean_exit: bool = False, orphan_grace: float = 5.0,
-               on_death: Callable[[str, int | None], None] | None = None,
-               stall_timeout: float | None = None,
-               lock_holder: Callable[[], int | None] | None = None,
-               on_stall: Callable[[str, int, float], None] | None = None):
+  def __init__(
+    self,
+    ctx=None,
+    *,
+    max_restarts: int = 3,
+    restart_delay: float = 0.0,
+    join_timeout: float = 10.0,
+    daemon: bool = True,
+    restart_on_clean_exit: bool = False,
+    orphan_grace: float = 5.0,
+    on_death: Callable[[str, int | None], None] | None = None,
+    stall_timeout: float | None = None,
+    lock_holder: Callable[[], int | None] | None = None,
+    on_stall: Callable[[str, int, float], None] | None = None,
+  ):
     self._ctx = ctx or multiprocessing.get_context("spawn")
     self._max_restarts = int(max_restarts)
     self._restart_delay = float(restart_delay)
@@ -290,7 +319,7 @@ class Supervisor:
     self._stall_timeout = None if stall_timeout is None else float(stall_timeout)
     self._lock_holder = lock_holder
     self._on_stall = on_stall
-    self._stall_epoch = 0.0          # the last stall kill: the others' silence counts from it
+    self._stall_epoch = 0.0  # the last stall kill: the others' silence counts from it
     self.stop_event = StopEvent(self._ctx)
     self._workers: dict[str, _Worker] = {}
     self._lock = threading.RLock()
@@ -303,8 +332,14 @@ class Supervisor:
 
   # -- set up ----------------------------------------------------------------------------------
 
-  def add(self, name: str, target: Callable, args: tuple = (), kwargs: dict | None = None,
-          max_restarts: int | None = None) -> None:
+  def add(
+    self,
+    name: str,
+    target: Callable,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    max_restarts: int | None = None,
+  ) -> None:
     """Register a worker `target(info, *args, **kwargs)` (picklable: a module-level function);
     started by `start()` (or at once, if the supervisor is already running)."""
     with self._lock:
@@ -312,9 +347,15 @@ class Supervisor:
         raise ValueError(f"duplicate worker name {name!r}")
       if self._shut:
         raise RuntimeError("supervisor is shut down")
-      w = _Worker(name, len(self._workers), target, tuple(args), dict(kwargs or {}),
-                  self._max_restarts if max_restarts is None else int(max_restarts),
-                  heartbeat=Heartbeat(self._ctx))
+      w = _Worker(
+        name,
+        len(self._workers),
+        target,
+        tuple(args),
+        dict(kwargs or {}),
+        self._max_restarts if max_restarts is None else int(max_restarts),
+        heartbeat=Heartbeat(self._ctx),
+      )
       self._workers[name] = w
       if self._started:
         self._spawn(w)
@@ -324,9 +365,12 @@ class Supervisor:
     w.heartbeat.reset()
     w.stalled_s = None
     info = WorkerInfo(w.name, w.index, w.restarts, self.stop_event, w.heartbeat)
-    p = self._ctx.Process(target=_worker_main, name=w.name, daemon=self._daemon,
-                          args=(w.target, info, w.args, w.kwargs, wconn, os.getpid(),
-                                self._orphan_grace))
+    p = self._ctx.Process(
+      target=_worker_main,
+      name=w.name,
+      daemon=self._daemon,
+      args=(w.target, info, w.args, w.kwargs, wconn, os.getpid(), self._orphan_grace),
+    )
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _GROUP_SIGNALS)  # inherited through exec
     try:
       p.start()
@@ -360,8 +404,7 @@ class Supervisor:
 
   def pids(self) -> dict[str, int | None]:
     with self._lock:
-      return {n: (w.process.pid if w.process is not None else None)
-              for n, w in self._workers.items()}
+      return {n: (w.process.pid if w.process is not None else None) for n, w in self._workers.items()}
 
   def restarts(self) -> dict[str, int]:
     with self._lock:
@@ -369,13 +412,11 @@ class Supervisor:
 
   def alive(self) -> dict[str, bool]:
     with self._lock:
-      return {n: bool(w.process is not None and w.process.is_alive())
-              for n, w in self._workers.items()}
+      return {n: bool(w.process is not None and w.process.is_alive()) for n, w in self._workers.items()}
 
   def exitcodes(self) -> dict[str, int | None]:
     with self._lock:
-      return {n: (w.process.exitcode if w.process is not None else None)
-              for n, w in self._workers.items()}
+      return {n: (w.process.exitcode if w.process is not None else None) for n, w in self._workers.items()}
 
   # -- watching --------------------------------------------------------------------------------
 
@@ -407,12 +448,14 @@ class Supervisor:
             self._on_death(w.name, code)
           except Exception:  # noqa: BLE001
             log.exception("on_death callback failed")
-        how = (describe_exitcode(code) if w.stalled_s is None else
-               f"stalled (no progress for {w.stalled_s:.0f} s) and was killed")
+        how = (
+          describe_exitcode(code)
+          if w.stalled_s is None
+          else f"stalled (no progress for {w.stalled_s:.0f} s) and was killed"
+        )
         if w.restarts >= w.max_restarts:
           w.finished = True
-          self._failure = WorkerFailed(w.name, p.pid, code, w.restarts, w.max_restarts,
-                                       w.last_error, how)
+          self._failure = WorkerFailed(w.name, p.pid, code, w.restarts, w.max_restarts, w.last_error, how)
           log.error(str(self._failure))
           raise self._failure
         w.restarts += 1
@@ -438,9 +481,11 @@ class Supervisor:
       if self._shut or not self._started or self._failure is not None or self.stop_event.is_set():
         return
       now = time.monotonic()
-      silent = {w: now - max(w.heartbeat.last, self._stall_epoch) for w in self._workers.values()
-                if w.process is not None and not w.finished and w.stalled_s is None
-                and w.process.exitcode is None}
+      silent = {
+        w: now - max(w.heartbeat.last, self._stall_epoch)
+        for w in self._workers.values()
+        if w.process is not None and not w.finished and w.stalled_s is None and w.process.exitcode is None
+      }
       stalled = [w for w, t in silent.items() if t > self._stall_timeout]
       if not stalled:
         return
@@ -450,12 +495,13 @@ class Supervisor:
         holder = None
       holding = [w for w in silent if w.process.pid == holder]
       if holding and holding[0] not in stalled:
-        return                        # the stalled ones may be waiting for it: it goes on
+        return  # the stalled ones may be waiting for it: it goes on
       w = holding[0] if holding else max(stalled, key=silent.get)
       w.stalled_s, self._stall_epoch = silent[w], now
       pid = w.process.pid
-      log.warning("worker %r (pid %d) made no progress for %.0f s (stopped or hung): killing it",
-                  w.name, pid, silent[w])
+      log.warning(
+        "worker %r (pid %d) made no progress for %.0f s (stopped or hung): killing it", w.name, pid, silent[w]
+      )
       if self._on_stall is not None:
         try:
           self._on_stall(w.name, pid, silent[w])
@@ -473,8 +519,9 @@ class Supervisor:
     WorkerFailed. Stalled workers are killed first."""
     self._check_stalls()
     with self._lock:
-      sentinels = [w.process.sentinel for w in self._workers.values()
-                   if w.process is not None and not w.finished]
+      sentinels = [
+        w.process.sentinel for w in self._workers.values() if w.process is not None and not w.finished
+      ]
     if sentinels:
       multiprocessing.connection.wait(sentinels + [self._wake_r], timeout)
     elif timeout:
@@ -576,9 +623,9 @@ class Supervisor:
 # ----------------------------------------------------------------------------------------------
 
 
-def install_shutdown_handlers(request_shutdown: Callable[[], None],
-                              signals=(signal.SIGINT, signal.SIGTERM),
-                              force_on_second: bool = True) -> Callable[[], None]:
+def install_shutdown_handlers(
+  request_shutdown: Callable[[], None], signals=(signal.SIGINT, signal.SIGTERM), force_on_second: bool = True
+) -> Callable[[], None]:
   """Route SIGINT / SIGTERM in the main process to `request_shutdown()` (e.g. a Supervisor's
   `request_stop`, or a `threading.Event().set`). The first signal only requests the shutdown (the
   main loop notices, writes its final checkpoint, calls `shutdown`); with `force_on_second`, a
@@ -590,8 +637,12 @@ def install_shutdown_handlers(request_shutdown: Callable[[], None],
     count[0] += 1
     if count[0] > 1 and force_on_second and signum == signal.SIGINT:
       raise KeyboardInterrupt
-    print(f"\n{signal.Signals(signum).name} received: shutting down"
-          + (" (again to force)" if force_on_second else ""), file=sys.stderr, flush=True)
+    print(
+      f"\n{signal.Signals(signum).name} received: shutting down"
+      + (" (again to force)" if force_on_second else ""),
+      file=sys.stderr,
+      flush=True,
+    )
     request_shutdown()
 
   previous = {s: signal.signal(s, handler) for s in signals}
@@ -608,6 +659,7 @@ def _helper_pids() -> set[int]:
   pids = set()
   try:
     from multiprocessing import resource_tracker
+
     pid = getattr(resource_tracker._resource_tracker, "_pid", None)
     if pid:
       pids.add(pid)
@@ -615,6 +667,7 @@ def _helper_pids() -> set[int]:
     pass
   try:
     from multiprocessing import forkserver
+
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     if pid:
       pids.add(pid)
@@ -627,6 +680,7 @@ def live_children(exclude_helpers: bool = True) -> list:
   """The live (non-zombie) descendants of this process as psutil.Process objects, excluding
   multiprocessing's resource tracker / forkserver unless `exclude_helpers=False`."""
   import psutil
+
   helpers = _helper_pids() if exclude_helpers else set()
   out = []
   for c in psutil.Process().children(recursive=True):

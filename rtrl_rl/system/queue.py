@@ -92,8 +92,15 @@ from rtrl_rl.system import shm
 from rtrl_rl.system.shm import process_alive, this_process
 
 __all__ = [
-    "ArraySpec", "QueueClosed", "QueueBroken", "RolloutQueue", "spec_like", "flatten_spec",
-    "flatten_like", "unflatten", "TreeDef",
+  "ArraySpec",
+  "QueueClosed",
+  "QueueBroken",
+  "RolloutQueue",
+  "spec_like",
+  "flatten_spec",
+  "flatten_like",
+  "unflatten",
+  "TreeDef",
 ]
 
 _ALIGN = 64
@@ -107,6 +114,7 @@ _PAGE = 4096
 
 class ArraySpec(NamedTuple):
   """The shape and dtype of one array leaf."""
+
   shape: tuple
   dtype: np.dtype
 
@@ -131,8 +139,13 @@ def _as_leaf_spec(x) -> ArraySpec | None:
     return ArraySpec(tuple(int(d) for d in x.shape), np.dtype(x.dtype))
   if hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (dict, list)):
     return ArraySpec(tuple(int(d) for d in x.shape), np.dtype(x.dtype))
-  if (type(x) in (tuple, list) and len(x) == 2 and isinstance(x[0], (tuple, list))
-      and all(isinstance(d, (int, np.integer)) for d in x[0]) and _is_dtype_like(x[1])):
+  if (
+    type(x) in (tuple, list)
+    and len(x) == 2
+    and isinstance(x[0], (tuple, list))
+    and all(isinstance(d, (int, np.integer)) for d in x[0])
+    and _is_dtype_like(x[1])
+  ):
     return ArraySpec(tuple(int(d) for d in x[0]), np.dtype(x[1]))
   return None
 
@@ -143,8 +156,8 @@ class TreeDef:
   __slots__ = ("kind", "meta", "children", "num_leaves")
 
   def __init__(self, kind: str, meta=None, children=()):
-    self.kind = kind            # "leaf" | "none" | "dict" | "tuple" | "list" | "namedtuple"
-    self.meta = meta            # dict keys (sorted) or the NamedTuple class
+    self.kind = kind  # "leaf" | "none" | "dict" | "tuple" | "list" | "namedtuple"
+    self.meta = meta  # dict keys (sorted) or the NamedTuple class
     self.children = tuple(children)
     self.num_leaves = 1 if kind == "leaf" else sum(c.num_leaves for c in self.children)
 
@@ -155,8 +168,12 @@ class TreeDef:
     self.__init__(*state)
 
   def __eq__(self, other):
-    return (isinstance(other, TreeDef) and self.kind == other.kind and self.meta == other.meta
-            and self.children == other.children)
+    return (
+      isinstance(other, TreeDef)
+      and self.kind == other.kind
+      and self.meta == other.meta
+      and self.children == other.children
+    )
 
   def __hash__(self):
     return hash((self.kind, self.children))
@@ -195,11 +212,14 @@ def flatten_spec(spec) -> tuple[list[ArraySpec], TreeDef]:
     if _is_namedtuple(x):
       return TreeDef("namedtuple", type(x), [rec(v, f"{path}.{f}") for f, v in zip(x._fields, x)])
     if isinstance(x, (tuple, list)):
-      return TreeDef("list" if isinstance(x, list) else "tuple", None,
-                     [rec(v, f"{path}[{i}]") for i, v in enumerate(x)])
-    raise TypeError(f"spec{path}: {type(x).__name__} is neither a container (dict, tuple, list, "
-                    f"NamedTuple, None) nor an array spec ((shape, dtype), ArraySpec, or an object "
-                    f"with .shape and .dtype)")
+      return TreeDef(
+        "list" if isinstance(x, list) else "tuple", None, [rec(v, f"{path}[{i}]") for i, v in enumerate(x)]
+      )
+    raise TypeError(
+      f"spec{path}: {type(x).__name__} is neither a container (dict, tuple, list, "
+      f"NamedTuple, None) nor an array spec ((shape, dtype), ArraySpec, or an object "
+      f"with .shape and .dtype)"
+    )
 
   treedef = rec(spec, "")
   return leaves, treedef
@@ -224,8 +244,9 @@ def flatten_like(treedef: TreeDef, tree) -> list:
         rec(c, x[key], f"{path}[{key!r}]")
     else:
       if not isinstance(x, (tuple, list)) or len(x) != len(td.children):
-        raise ValueError(f"record{path}: expected a sequence of {len(td.children)} "
-                         f"({td!r}), got {type(x).__name__}")
+        raise ValueError(
+          f"record{path}: expected a sequence of {len(td.children)} ({td!r}), got {type(x).__name__}"
+        )
       for i, (c, v) in enumerate(zip(td.children, x)):
         rec(c, v, f"{path}[{i}]")
 
@@ -296,12 +317,14 @@ class _Layout:
       off = -(-off // _ALIGN) * _ALIGN
       self.offsets.append(off)
       off += leaf.nbytes
-    self.nbytes = off                                         # payload bytes
-    self.stride = max(_PAGE, -(-off // _PAGE) * _PAGE)        # page aligned slot size
+    self.nbytes = off  # payload bytes
+    self.stride = max(_PAGE, -(-off // _PAGE) * _PAGE)  # page aligned slot size
 
   def views(self, buf, base: int) -> list[np.ndarray]:
-    return [np.ndarray(leaf.shape, leaf.dtype, buffer=buf, offset=base + off)
-            for leaf, off in zip(self.leaves, self.offsets)]
+    return [
+      np.ndarray(leaf.shape, leaf.dtype, buffer=buf, offset=base + off)
+      for leaf, off in zip(self.leaves, self.offsets)
+    ]
 
 
 def _copy_in(dst: np.ndarray, src, where: str) -> None:
@@ -330,8 +353,17 @@ _STATE_NAMES = {FREE: "free", WRITING: "writing", READY: "ready", READING: "read
 
 # Control block (int64 words): header, then one row per slot. _H_SEQ counts the commits (records
 # put; the next commit number). The journal: a committed flag, then two (word, value) pairs.
-(_H_MAGIC, _H_CLOSED, _H_SEQ, _H_RECLAIMED, _H_DROPPED, _H_REPAIRS, _H_HOLDER, _H_HOLDER_START,
- _H_JOURNAL) = range(9)
+(
+  _H_MAGIC,
+  _H_CLOSED,
+  _H_SEQ,
+  _H_RECLAIMED,
+  _H_DROPPED,
+  _H_REPAIRS,
+  _H_HOLDER,
+  _H_HOLDER_START,
+  _H_JOURNAL,
+) = range(9)
 _HEADER = _H_JOURNAL + 5
 _S_STATE, _S_SEQ, _S_PID, _S_START = range(4)
 _SLOT_FIELDS = 4
@@ -346,7 +378,7 @@ class _Lock:
   died inside, and `queue._repair` runs first."""
 
   def __init__(self, queue: RolloutQueue, mv: memoryview, timeout: float):
-    self._queue = weakref.proxy(queue)      # no reference cycle: the queue's __del__ stays prompt
+    self._queue = weakref.proxy(queue)  # no reference cycle: the queue's __del__ stays prompt
     self._mv = mv
     self._timeout = timeout
     self._tlock = threading.Lock()
@@ -359,10 +391,10 @@ class _Lock:
       self._flock()
       try:
         mv = self._mv
-        if mv[_H_HOLDER]:                   # the previous holder never left: it died inside
+        if mv[_H_HOLDER]:  # the previous holder never left: it died inside
           self._queue._repair(mv[_H_HOLDER], mv[_H_HOLDER_START])
         pid, start = this_process()
-        mv[_H_HOLDER_START], mv[_H_HOLDER] = start, pid     # in this order: the pid marks it valid
+        mv[_H_HOLDER_START], mv[_H_HOLDER] = start, pid  # in this order: the pid marks it valid
       except BaseException:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         raise
@@ -372,7 +404,7 @@ class _Lock:
 
   def __exit__(self, exc_type, *_) -> None:
     try:
-      if exc_type is not None:              # maybe raised mid-update (e.g. KeyboardInterrupt)
+      if exc_type is not None:  # maybe raised mid-update (e.g. KeyboardInterrupt)
         self._queue._settle()
       self._mv[_H_HOLDER] = 0
     finally:
@@ -394,15 +426,17 @@ class _Lock:
       if now - start > self._timeout:
         pid, st = self._mv[_H_HOLDER], self._mv[_H_HOLDER_START]
         who = f"process {pid} ({'alive' if process_alive(pid, st) else 'dead'})" if pid else "?"
-        raise QueueBroken(f"RolloutQueue {self._queue.name}: lock held for {now - start:.1f} s by "
-                          f"{who}: stopped or hung inside the queue's critical section?; stop the run")
+        raise QueueBroken(
+          f"RolloutQueue {self._queue.name}: lock held for {now - start:.1f} s by "
+          f"{who}: stopped or hung inside the queue's critical section?; stop the run"
+        )
       time.sleep(delay)
       delay = min(2 * delay, 1e-3)
 
   def reopen(self) -> None:
     """In a forked child: a descriptor of its own (fork shares the open file, and with it the
     flock), and a fresh thread lock (another thread may have held it during the fork)."""
-    inherited, self._fd = self._fd, -1        # unusable (EBADF) unless reopened
+    inherited, self._fd = self._fd, -1  # unusable (EBADF) unless reopened
     self._tlock = threading.Lock()
     try:
       self._fd = os.open(f"/proc/self/fd/{inherited}", os.O_RDWR)
@@ -416,7 +450,7 @@ class _Lock:
       self._mv = None
 
 
-_LOCKS: weakref.WeakSet = weakref.WeakSet()   # this process's open locks
+_LOCKS: weakref.WeakSet = weakref.WeakSet()  # this process's open locks
 
 
 def _after_fork_in_child() -> None:
@@ -440,8 +474,16 @@ class RolloutQueue:
     lock_timeout: a lock held this long by a live process raises `QueueBroken`.
   """
 
-  def __init__(self, spec, capacity: int, ctx=None, *, poll_interval: float = 0.1,
-               reclaim_interval: float = 0.5, lock_timeout: float = 10.0):
+  def __init__(
+    self,
+    spec,
+    capacity: int,
+    ctx=None,
+    *,
+    poll_interval: float = 0.1,
+    reclaim_interval: float = 0.5,
+    lock_timeout: float = 10.0,
+  ):
     if capacity < 1:
       raise ValueError(f"capacity must be >= 1, got {capacity}")
     ctx = ctx or multiprocessing.get_context("spawn")
@@ -455,11 +497,11 @@ class RolloutQueue:
     layout = _Layout(leaves)
     ctrl_bytes = -(-(_HEADER + _SLOT_FIELDS * capacity) * 8 // _PAGE) * _PAGE
     total = ctrl_bytes + layout.stride * capacity
-    shm.sweep()                       # what runs killed with their resource tracker left
+    shm.sweep()  # what runs killed with their resource tracker left
     self._shm = shm.create("queue", total)
     self._name = self._shm.name
     self._owner_pid = os.getpid()
-    self._free = shm.Semaphore(0, ctx=ctx)     # wake-up hints only (see _signal)
+    self._free = shm.Semaphore(0, ctx=ctx)  # wake-up hints only (see _signal)
     self._ready = shm.Semaphore(0, ctx=ctx)
     self._attach(layout, ctrl_bytes, new=True)
 
@@ -470,24 +512,33 @@ class RolloutQueue:
     self._ctrl_bytes = ctrl_bytes
     buf = self._shm.buf
     n = _HEADER + _SLOT_FIELDS * self._capacity
-    self._mv = buf[:n * 8].cast("q")   # header reads and all control-block writes (cheap scalars)
-    self._slots = np.ndarray((self._capacity, _SLOT_FIELDS), np.int64, buffer=buf,
-                             offset=_HEADER * 8)   # slot reads (vectorized searches)
+    self._mv = buf[: n * 8].cast("q")  # header reads and all control-block writes (cheap scalars)
+    self._slots = np.ndarray(
+      (self._capacity, _SLOT_FIELDS), np.int64, buffer=buf, offset=_HEADER * 8
+    )  # slot reads (vectorized searches)
     if new:
-      self._mv[_H_MAGIC] = _MAGIC           # a fresh segment is zero-filled
+      self._mv[_H_MAGIC] = _MAGIC  # a fresh segment is zero-filled
     elif self._mv[_H_MAGIC] != _MAGIC:
       raise RuntimeError(f"shared memory {self._name!r} is not a RolloutQueue")
     self._lock = _Lock(self, self._mv, self._lock_timeout)
-    self._slot_views = [layout.views(buf, ctrl_bytes + i * layout.stride)
-                        for i in range(self._capacity)]
+    self._slot_views = [layout.views(buf, ctrl_bytes + i * layout.stride) for i in range(self._capacity)]
 
   def __getstate__(self):
     if self._shm is None:
       raise RuntimeError("cannot pickle a detached RolloutQueue")
-    return dict(name=self._name, treedef=self._treedef, leaves=self._leaf_specs,
-                capacity=self._capacity, poll=self._poll, reclaim_interval=self._reclaim_interval,
-                lock_timeout=self._lock_timeout, owner_pid=self._owner_pid,
-                ctrl_bytes=self._ctrl_bytes, free=self._free, ready=self._ready)
+    return dict(
+      name=self._name,
+      treedef=self._treedef,
+      leaves=self._leaf_specs,
+      capacity=self._capacity,
+      poll=self._poll,
+      reclaim_interval=self._reclaim_interval,
+      lock_timeout=self._lock_timeout,
+      owner_pid=self._owner_pid,
+      ctrl_bytes=self._ctrl_bytes,
+      free=self._free,
+      ready=self._ready,
+    )
 
   def __setstate__(self, s):
     self._name = s["name"]
@@ -544,8 +595,13 @@ class RolloutQueue:
     mv = self._mv
     with self._locked():
       states = self._slots[:, _S_STATE].copy()
-      counts = dict(puts=mv[_H_SEQ], reclaimed=mv[_H_RECLAIMED], dropped=mv[_H_DROPPED],
-                    lock_repairs=mv[_H_REPAIRS], closed=bool(mv[_H_CLOSED]))
+      counts = dict(
+        puts=mv[_H_SEQ],
+        reclaimed=mv[_H_RECLAIMED],
+        dropped=mv[_H_DROPPED],
+        lock_repairs=mv[_H_REPAIRS],
+        closed=bool(mv[_H_CLOSED]),
+      )
     out = {name: int(np.count_nonzero(states == s)) for s, name in _STATE_NAMES.items()}
     out.update(counts, capacity=self._capacity, gets=counts["puts"] - out["ready"])
     return out
@@ -565,10 +621,12 @@ class RolloutQueue:
     start time), settle its update and reclaim its slots."""
     if pid and pid != this_process()[0]:
       deadline = time.monotonic() + self._lock_timeout
-      while process_alive(pid, start):    # exiting: its files are closed before it is a zombie
+      while process_alive(pid, start):  # exiting: its files are closed before it is a zombie
         if time.monotonic() > deadline:
-          raise QueueBroken(f"RolloutQueue {self._name}: live process {pid} left the queue's "
-                            f"critical section unfinished; it cannot be repaired safely: stop the run")
+          raise QueueBroken(
+            f"RolloutQueue {self._name}: live process {pid} left the queue's "
+            f"critical section unfinished; it cannot be repaired safely: stop the run"
+          )
         time.sleep(1e-3)
     self._settle()
     self._mv[_H_REPAIRS] += 1
@@ -588,8 +646,7 @@ class RolloutQueue:
     if ready.any():
       mv[_H_SEQ] = max(mv[_H_SEQ], int(self._slots[ready, _S_SEQ].max()) + 1)
 
-  def _set(self, i: int, state: int, owner: tuple[int, int] | None = None,
-           seq: int | None = None) -> None:
+  def _set(self, i: int, state: int, owner: tuple[int, int] | None = None, seq: int | None = None) -> None:
     """(Under the lock) slot `i` -> `state`, with its owner (pid, start time) / commit number if
     given. The state store is the commit point: the other fields are written first and mean
     nothing until the state says so (FREE and READY slots have no owner, WRITING ones no commit
@@ -680,7 +737,7 @@ class RolloutQueue:
         raise QueueClosed("queue closed while the record was being written; record dropped")
       seq = self._mv[_H_SEQ]
       self._set(i, READY, seq=seq)
-      self._mv[_H_SEQ] = seq + 1            # derived: `_settle` recomputes it
+      self._mv[_H_SEQ] = seq + 1  # derived: `_settle` recomputes it
       self._signal(self._ready)
 
   def put(self, tree, timeout: float | None = None) -> None:
@@ -887,6 +944,8 @@ class RolloutQueue:
       pass
 
   def __repr__(self):
-    return (f"RolloutQueue(name={self._name!r}, capacity={self._capacity}, "
-            f"record_nbytes={self._layout.nbytes if self._shm is not None else '?'}, "
-            f"closed={self.closed})")
+    return (
+      f"RolloutQueue(name={self._name!r}, capacity={self._capacity}, "
+      f"record_nbytes={self._layout.nbytes if self._shm is not None else '?'}, "
+      f"closed={self.closed})"
+    )

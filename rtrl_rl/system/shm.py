@@ -22,8 +22,17 @@ import re
 import secrets
 from multiprocessing import shared_memory, synchronize
 
-__all__ = ["process_starttime", "process_alive", "this_process", "owned_name", "create",
-           "Semaphore", "Lock", "sweep", "SHM_DIR"]
+__all__ = [
+  "process_starttime",
+  "process_alive",
+  "this_process",
+  "owned_name",
+  "create",
+  "Semaphore",
+  "Lock",
+  "sweep",
+  "SHM_DIR",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +57,13 @@ def process_starttime(pid: int) -> int | None:
   except OSError:
     stat = None
   if stat is not None:
-    fields = stat[stat.rfind(b")") + 2:].split()
+    fields = stat[stat.rfind(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
       return None
     return int(fields[19])
   try:  # no procfs: psutil (a project dependency) as the fallback
     import psutil  # pylint: disable=g-import-not-at-top
+
     p = psutil.Process(pid)
     if p.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
       return None
@@ -161,6 +171,11 @@ def sweep() -> list[str]:
     removed.append(name)
   if removed:
     dead = sorted({int(_PATTERN.fullmatch(n)[1]) for n in removed})
-    log.info("removed %d shared-memory object(s) left in %s by dead process(es) %s: %s", len(removed),
-             SHM_DIR, ", ".join(map(str, dead)), ", ".join(removed))
+    log.info(
+      "removed %d shared-memory object(s) left in %s by dead process(es) %s: %s",
+      len(removed),
+      SHM_DIR,
+      ", ".join(map(str, dead)),
+      ", ".join(removed),
+    )
   return removed

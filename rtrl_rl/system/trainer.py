@@ -60,9 +60,10 @@ def _lost_process(error: BaseException) -> RuntimeError:
   """A computation across the processes of a multi-host run failed (e.g. a gloo/NCCL collective
   whose peer died): one of the processes stopped or cannot be reached."""
   return RuntimeError(
-      f"a computation across the {jax.process_count()} processes of this run failed "
-      f"({_first_line(error)}), so one of them has probably stopped: see the other processes' logs. "
-      "Restart every process with the same command to resume")
+    f"a computation across the {jax.process_count()} processes of this run failed "
+    f"({_first_line(error)}), so one of them has probably stopped: see the other processes' logs. "
+    "Restart every process with the same command to resume"
+  )
 
 
 def params_crc32(params) -> int:
@@ -83,7 +84,8 @@ def _any_process_each(flags: list[bool]) -> list[bool]:
   if jax.process_count() == 1:
     return [bool(f) for f in flags]
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))   # [processes, flags]
+
+  gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))  # [processes, flags]
   return [bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0)]
 
 
@@ -109,15 +111,20 @@ class _Checkpoints:
 
   def __init__(self, run_dir: str, keep: int, config_json: dict):
     from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+
     self._dir = os.path.join(run_dir, "checkpoints")
-    self._ckpt = Checkpointer(self._dir, max_to_keep=keep, async_save=False,
-                              set_aside_directory=os.path.join(run_dir, run_dirs.SET_ASIDE_DIR))
+    self._ckpt = Checkpointer(
+      self._dir,
+      max_to_keep=keep,
+      async_save=False,
+      set_aside_directory=os.path.join(run_dir, run_dirs.SET_ASIDE_DIR),
+    )
     self._config = config_json
     self._run_dir = run_dir
-    self.plan = run_dirs.Plan(step=None)      # the run directory's plan (`run`), applied on restore
+    self.plan = run_dirs.Plan(step=None)  # the run directory's plan (`run`), applied on restore
     self._applied = False
     self._end: tuple[str, int] | None = None
-    self.write_error: str | None = None       # a failed write (full disk, ...), described for the user
+    self.write_error: str | None = None  # a failed write (full disk, ...), described for the user
 
   @property
   def checkpointer(self):
@@ -152,6 +159,7 @@ class _Checkpoints:
   def _restore(self, like, relayout):
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
     from rtrl_rl.io.checkpoint import CheckpointStructureError  # pylint: disable=g-import-not-at-top
+
     if self.resume_step is None:
       return None
     host_like = parallel.fetch(like)
@@ -169,19 +177,25 @@ class _Checkpoints:
           log.info("the checkpoint was written on another number of devices: restored onto these")
           return state, metadata
       raise CheckpointMismatch(
-          f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: "
-          f"{problem}. Resume with the config it was written with, or start a new run with another "
-          "--run_dir") from None
+        f"{self._dir} holds a checkpoint of a differently shaped run, so it cannot be resumed: "
+        f"{problem}. Resume with the config it was written with, or start a new run with another "
+        "--run_dir"
+      ) from None
 
   def save(self, state, counters: dict) -> None:
     """Saves (process 0); a failed write (full disk, read-only, ...) raises `RunFailed` describing it
     (the last good checkpoint stays intact: orbax commits a step only when all of it is written)."""
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+
     self._apply_plan()
     finished = self._end is not None and counters[self._end[0]] >= self._end[1]
     try:
-      self._ckpt.save(int(counters["updates"]), parallel.fetch(state),
-                      dict(counters, config=self._config, finished=finished), wait=True)
+      self._ckpt.save(
+        int(counters["updates"]),
+        parallel.fetch(state),
+        dict(counters, config=self._config, finished=finished),
+        wait=True,
+      )
     except Exception as e:  # pylint: disable=broad-except
       disk = run_dirs.disk_error(e)
       if disk is None:
@@ -194,8 +208,13 @@ class _Checkpoints:
     RunFailed to raise, naming the last good checkpoint."""
     latest = self._ckpt.latest_step()
     self.write_error = run_dirs.describe_write_failure(
-        disk, what, where, f"The last good checkpoint (update {latest}) is intact in {self._dir}"
-        if latest is not None else "No checkpoint of this run was written yet")
+      disk,
+      what,
+      where,
+      f"The last good checkpoint (update {latest}) is intact in {self._dir}"
+      if latest is not None
+      else "No checkpoint of this run was written yet",
+    )
     return RunFailed(self.write_error)
 
   def save_final(self, state, counters: dict) -> str:
@@ -204,8 +223,11 @@ class _Checkpoints:
     be read, so nothing is written and the newest periodic checkpoint stays the latest; after a
     failed write nothing more is tried (`write_error` says what happened)."""
     latest = self._ckpt.latest_step()
-    newest = (f"the newest checkpoint (update {latest}) is in {self._dir}" if latest is not None
-              else f"{self._dir} holds no checkpoint")
+    newest = (
+      f"the newest checkpoint (update {latest}) is in {self._dir}"
+      if latest is not None
+      else f"{self._dir} holds no checkpoint"
+    )
     if self.write_error is not None:
       return newest
     try:
@@ -214,9 +236,12 @@ class _Checkpoints:
     except RunFailed:
       return newest
     except jax.errors.JaxRuntimeError as e:
-      log.error("no final checkpoint: the learner state was lost with a failed computation (%s)",
-                _first_line(e))
-      return f"no final checkpoint could be written (the state was lost with the failed computation); {newest}"
+      log.error(
+        "no final checkpoint: the learner state was lost with a failed computation (%s)", _first_line(e)
+      )
+      return (
+        f"no final checkpoint could be written (the state was lost with the failed computation); {newest}"
+      )
 
   def close(self):
     try:
@@ -235,13 +260,21 @@ def prepare(config) -> None:
   if s.num_processes > 1:
     experiment.validate(config, check_env=False)
     from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-    parallel.initialize_distributed(s.coordinator_address, s.num_processes, s.process_id,
-                                    heartbeat_timeout_s=s.heartbeat_timeout_s)
+
+    parallel.initialize_distributed(
+      s.coordinator_address, s.num_processes, s.process_id, heartbeat_timeout_s=s.heartbeat_timeout_s
+    )
   experiment.validate(config)
 
 
-def run(config, run_dir: str, *, prepared: bool = False, start_over: bool = False,
-        accept_config_changes: bool = False) -> dict[str, Any]:
+def run(
+  config,
+  run_dir: str,
+  *,
+  prepared: bool = False,
+  start_over: bool = False,
+  accept_config_changes: bool = False,
+) -> dict[str, Any]:
   """Train per `config` in `run_dir`; returns a summary dict (final counters and recent return).
 
   prepared: `prepare(config)` was called already (`python -m rtrl_rl.train` does, to report a bad
@@ -256,6 +289,7 @@ def run(config, run_dir: str, *, prepared: bool = False, start_over: bool = Fals
   config_json = json.loads(config.to_json_best_effort())
   if config.algo != "prediction" and config.system.backend == "actors":
     from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+
     actors.actor_envs_for_host(config.system.actor_device, config.system.num_actors)  # no GPU: fails
   lock = run_dirs.RunLock(run_dir) if jax.process_index() == 0 else None
   try:
@@ -266,8 +300,12 @@ def run(config, run_dir: str, *, prepared: bool = False, start_over: bool = Fals
     if lock is not None:
       lock.name_holder()
     if plan.changes:
-      log.warning("resuming with %d changed config field(s) (recorded in %s): %s", len(plan.changes),
-                  run_dirs.CHANGES_FILE, ", ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in plan.changes.items()))
+      log.warning(
+        "resuming with %d changed config field(s) (recorded in %s): %s",
+        len(plan.changes),
+        run_dirs.CHANGES_FILE,
+        ", ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in plan.changes.items()),
+      )
     ckpt.plan = plan
     if config.algo == "prediction":
       return _run_prediction(config, run_dir, ckpt)
@@ -281,19 +319,26 @@ def run(config, run_dir: str, *, prepared: bool = False, start_over: bool = Fals
       lock.release()
 
 
-def _agreed_plan(run_dir: str, config_json: dict, ckpt: "_Checkpoints", start_over: bool,
-                 accept_config_changes: bool):
+def _agreed_plan(
+  run_dir: str, config_json: dict, ckpt: "_Checkpoints", start_over: bool, accept_config_changes: bool
+):
   """Process 0 decides (`io.run_dir.plan_run`) and the other processes of a multi-host run follow:
   the same resume step, the same refusal."""
   plan, error = None, None
   if jax.process_index() == 0:
     try:
-      plan = run_dirs.plan_run(run_dir, config_json, ckpt.checkpointer, start_over=start_over,
-                               accept_config_changes=accept_config_changes)
+      plan = run_dirs.plan_run(
+        run_dir,
+        config_json,
+        ckpt.checkpointer,
+        start_over=start_over,
+        accept_config_changes=accept_config_changes,
+      )
     except run_dirs.RunDirError as e:
       error = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     mine = [0, -1]
     if error is not None:
       mine = [2, -1]
@@ -326,13 +371,19 @@ def _already_finished(run_dir: str, step: int) -> dict[str, Any]:
 def _run_prediction(config, run_dir: str, ckpt: "_Checkpoints") -> dict[str, Any]:
   """Online prediction (agents/prediction): checkpoints, resume and signals as the other loops."""
   from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
+
   ckpt.finish_at("frames", config.agent.steps)
   stop = _StopRequest()
   try:
     with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
-      summary = prediction.run_experiment(config, writer=writer, log=log.info, checkpoints=ckpt,
-                                          should_stop=lambda: stop.requested,
-                                          checkpoint_every_s=config.system.checkpoint_every_s)
+      summary = prediction.run_experiment(
+        config,
+        writer=writer,
+        log=log.info,
+        checkpoints=ckpt,
+        should_stop=lambda: stop.requested,
+        checkpoint_every_s=config.system.checkpoint_every_s,
+      )
   finally:
     stop.uninstall()
     ckpt.close()
@@ -362,9 +413,16 @@ class _Learner:
     self._step = step_fn
     self._any_process = any_process
 
-  def run(self, next_records: Callable[[], Any], to_device: Callable[[Any], Any],
-          publish: Callable[[Any, int], None], after_update: Callable[[Any, dict, Any], None],
-          counters: dict, total_updates: int, frames_per_update: int) -> None:
+  def run(
+    self,
+    next_records: Callable[[], Any],
+    to_device: Callable[[Any], Any],
+    publish: Callable[[Any, int], None],
+    after_update: Callable[[Any, dict, Any], None],
+    counters: dict,
+    total_updates: int,
+    frames_per_update: int,
+  ) -> None:
     """Update until `total_updates` or until `next_records()` returns None on any process.
 
     next_records() -> host records of one update, or None (stop); to_device(records) -> the
@@ -394,7 +452,8 @@ class _Learner:
 
 def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import config as impala_config, learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import learning
   from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
 
@@ -427,19 +486,29 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   host_params = parallel.fetch(state.params)
   store = ParamStore(host_params, ctx)
   store.publish(host_params, counters["updates"])
-  stalled = collections.deque()      # "actor1 (pid 4242)": stalled actors, for the progress line
-  sup = processes.Supervisor(ctx, max_restarts=s.max_actor_restarts, on_death=lambda *_: queue.reclaim(),
-                             stall_timeout=s.stall_timeout_s, lock_holder=queue.lock_holder,
-                             on_stall=lambda name, pid, _: stalled.append(f"{name} (pid {pid})"))
+  stalled = collections.deque()  # "actor1 (pid 4242)": stalled actors, for the progress line
+  sup = processes.Supervisor(
+    ctx,
+    max_restarts=s.max_actor_restarts,
+    on_death=lambda *_: queue.reclaim(),
+    stall_timeout=s.stall_timeout_s,
+    lock_holder=queue.lock_holder,
+    on_stall=lambda name, pid, _: stalled.append(f"{name} (pid {pid})"),
+  )
   for k in range(s.num_actors):
-    sup.add(f"actor{k}", actors.actor_main,
-            args=(config, jax.process_index(), k, queue, store, actor_env[k]))
-  placement = ("the host CPUs" if s.actor_device == "cpu" else "GPU " + ", ".join(
-      f"{e['CUDA_VISIBLE_DEVICES']} (actor{k})" for k, e in enumerate(actor_env)))
+    sup.add(f"actor{k}", actors.actor_main, args=(config, jax.process_index(), k, queue, store, actor_env[k]))
+  placement = (
+    "the host CPUs"
+    if s.actor_device == "cpu"
+    else "GPU " + ", ".join(f"{e['CUDA_VISIBLE_DEVICES']} (actor{k})" for k, e in enumerate(actor_env))
+  )
   log.info("%d actor processes, policy on %s", s.num_actors, placement)
   writer = MetricsWriter(run_dir, is_primary=jax.process_index() == 0)
-  progress = Progress(total_frames=total_updates * frames_per_update,
-                      interval_s=s.log_every_s) if jax.process_index() == 0 else None
+  progress = (
+    Progress(total_frames=total_updates * frames_per_update, interval_s=s.log_every_s)
+    if jax.process_index() == 0
+    else None
+  )
   returns = collections.deque(maxlen=100)
   stop = _StopRequest()
   failure = None
@@ -472,51 +541,63 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
     if now - last_log >= s.log_every_s or counters["updates"] == total_updates:
       last_log = now
       row = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      row.update(frames=counters["frames"], updates=counters["updates"],
-                 episode_return=float(np.mean(returns)) if returns else float("nan"),
-                 episodes=len(returns), queue_depth=queue.qsize(), elapsed_s=counters["elapsed_s"],
-                 fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
+      row.update(
+        frames=counters["frames"],
+        updates=counters["updates"],
+        episode_return=float(np.mean(returns)) if returns else float("nan"),
+        episodes=len(returns),
+        queue_depth=queue.qsize(),
+        elapsed_s=counters["elapsed_s"],
+        fps=counters["frames"] / max(counters["elapsed_s"], 1e-9),
+      )
       writer.write(row, step=counters["frames"])
     if progress is not None:
-      progress.update(counters["frames"], counters["updates"], episode_returns=ended.tolist(),
-                      policy_lag=float(metrics["policy_lag"]),
-                      queue_depth=queue.qsize(), queue_capacity=s.queue_capacity,
-                      stalled=[stalled.popleft() for _ in range(len(stalled))])
+      progress.update(
+        counters["frames"],
+        counters["updates"],
+        episode_returns=ended.tolist(),
+        policy_lag=float(metrics["policy_lag"]),
+        queue_depth=queue.qsize(),
+        queue_capacity=s.queue_capacity,
+        stalled=[stalled.popleft() for _ in range(len(stalled))],
+      )
     if now - last_ckpt >= s.checkpoint_every_s:
       last_ckpt = now
       ckpt.save(state, counters)
 
   if jax.process_count() == 1 and mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu":
-    to_device = lambda records: records.rollout      # the jitted update takes the host arrays (no copy)
+    to_device = lambda records: records.rollout  # the jitted update takes the host arrays (no copy)
   else:
     to_device = lambda records: parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
   learner = _Learner(state, step_fn)
   try:
     publish = lambda params, version: store.publish(parallel.fetch(params), version)
-    learner.run(next_records, to_device, publish, after_update, counters, total_updates,
-                frames_per_update)
+    learner.run(next_records, to_device, publish, after_update, counters, total_updates, frames_per_update)
     if sup.failure is not None:
       failure = sup.failure
-  except QueueBroken as e:          # a live process hung holding the queue lock (a dead one is repaired)
+  except QueueBroken as e:  # a live process hung holding the queue lock (a dead one is repaired)
     failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
     failure = _lost_process(e)
-  except (RunFailed, OSError) as e:    # a failed write: full disk, read-only, ...
+  except (RunFailed, OSError) as e:  # a failed write: full disk, read-only, ...
     failure = _write_failure(e, ckpt, run_dir)
   finally:
-    state = learner.state             # the latest dispatched update (the save waits for it)
+    state = learner.state  # the latest dispatched update (the save waits for it)
     stop.uninstall()
     sup.shutdown()
     queue.close()
-    saved = ckpt.save_final(state, counters)   # also on errors and signals
+    saved = ckpt.save_final(state, counters)  # also on errors and signals
     failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close, queue.unlink, store.unlink)
   if failure is not None:
     raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
-  summary = dict(counters, episode_return=float(np.mean(returns)) if returns else float("nan"),
-                 stopped_early=counters["updates"] < total_updates,
-                 params_crc32=params_crc32(parallel.fetch(state.params)))
+  summary = dict(
+    counters,
+    episode_return=float(np.mean(returns)) if returns else float("nan"),
+    stopped_early=counters["updates"] < total_updates,
+    params_crc32=params_crc32(parallel.fetch(state.params)),
+  )
   _finish(config, run_dir, summary)
   return summary
 
@@ -525,13 +606,14 @@ class _Iterations(NamedTuple):
   """A training loop in one jitted step (on one process, or in lockstep on several):
   `state = init()`, `state, metrics = step(state)`; the part of the state that a checkpoint holds
   (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
+
   init: Callable[[], Any]
   step: Callable[[Any], tuple[Any, dict]]
   steps_per_iteration: int
   saved: Callable[[Any], Any]
   resume: Callable[[Any, Any], Any]
   params: Callable[[Any], Any]
-  relayout: Callable[[dict, Any], Any] | None = None   # see _Checkpoints.restore
+  relayout: Callable[[dict, Any], Any] | None = None  # see _Checkpoints.restore
 
 
 def _loop_mesh(what: str, sizes: dict[str, int]):
@@ -540,6 +622,7 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   Several processes (jax.distributed): all devices of all processes, and every size must split
   evenly over them (ExperimentConfigError naming the sizes otherwise)."""
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+
   procs = jax.process_count()
   devices = jax.devices() if procs > 1 else jax.local_devices()
   if len(devices) == 1:
@@ -547,13 +630,18 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
   if uneven and procs > 1:
     raise experiment.ExperimentConfigError(
-        f"{what} on {procs} processes splits over all their {len(devices)} devices: "
-        f"{', '.join(uneven)} not divisible by {len(devices)}")
+      f"{what} on {procs} processes splits over all their {len(devices)} devices: "
+      f"{', '.join(uneven)} not divisible by {len(devices)}"
+    )
   if uneven:
     log.info("%s on one device: %s not divisible by the %d devices", what, ", ".join(uneven), len(devices))
     return None
-  log.info("%s data-parallel over %d %s", what, len(devices),
-           f"devices of {procs} processes" if procs > 1 else "local devices")
+  log.info(
+    "%s data-parallel over %d %s",
+    what,
+    len(devices),
+    f"devices of {procs} processes" if procs > 1 else "local devices",
+  )
   return parallel.make_mesh(devices)
 
 
@@ -566,21 +654,30 @@ def _anakin_iterations(config) -> _Iterations:
   number of devices (and processes) resumes (`anakin.relayout`: only the per-device keys change)."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   if config.algo == "ppo":
     from rtrl_rl.agents.ppo import learning as ppo_learning  # pylint: disable=g-import-not-at-top
+
     sizes = ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length)
     loop = anakin.make_ppo(fenv, a, mesh=_loop_mesh("Anakin PPO", sizes))
     steps = a.num_envs * a.rollout_length
   else:
     from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+
     agent = impala_config.make_agent(a, fenv.observation_space, fenv.action_space)
     loop = anakin.make_impala(fenv, agent, a, mesh=_loop_mesh("Anakin IMPALA", {"batch_size": a.batch_size}))
     steps = a.batch_size * a.unroll_length
-  return _Iterations(lambda: loop.init(jax.random.PRNGKey(config.seed)), loop.step, steps,
-                     saved=lambda state: state, resume=lambda state, tree: loop.place(tree),
-                     params=lambda state: state.learner.params, relayout=anakin.relayout)
+  return _Iterations(
+    lambda: loop.init(jax.random.PRNGKey(config.seed)),
+    loop.step,
+    steps,
+    saved=lambda state: state,
+    resume=lambda state, tree: loop.place(tree),
+    params=lambda state: state.learner.params,
+    relayout=anakin.relayout,
+  )
 
 
 def _sync_ppo_iterations(config) -> _Iterations:
@@ -593,14 +690,15 @@ def _sync_ppo_iterations(config) -> _Iterations:
   state stays replicated, the buffer is split along the env axis, and the actor uses the first
   device's replica of the parameters. On one device the update is the plain jitted one."""
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.ppo import acting as ppo_acting, learning as ppo_learning  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import learning as ppo_learning
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+
   a = config.agent
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   acting = anakin.host_acting(env, agent, a)
-  mesh = _loop_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size,
-                                                           a.sequence_length))
+  mesh = _loop_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length))
   update = ppo_learning.make_learner_step(agent, a, mesh)
   bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
   place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))
@@ -621,10 +719,14 @@ def _sync_ppo_iterations(config) -> _Iterations:
     learner, metrics = update(learner, batch)
     return (learner, actor), dict(metrics, **ep_metrics)
 
-  return _Iterations(init, step, a.num_envs * a.rollout_length,
-                     saved=lambda state: (state[0], state[1].norm),
-                     resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
-                     params=lambda state: state[0].params)
+  return _Iterations(
+    init,
+    step,
+    a.num_envs * a.rollout_length,
+    saved=lambda state: (state[0], state[1].norm),
+    resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
+    params=lambda state: state[0].params,
+  )
 
 
 def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -> dict[str, Any]:
@@ -632,6 +734,7 @@ def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -
   every one runs the same steps: each iteration they agree (one collective) whether to stop (a
   signal reached any of them) and whether to checkpoint (process 0 writes)."""
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+
   s, a = config.system, config.agent
   total_iterations = max(1, math.ceil(a.total_env_steps / it.steps_per_iteration))
   state = it.init()
@@ -644,8 +747,11 @@ def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -
     counters.update({k: meta[k] for k in counters if k in meta})
   primary = jax.process_index() == 0
   writer = MetricsWriter(run_dir, is_primary=primary)
-  progress = Progress(total_frames=total_iterations * it.steps_per_iteration,
-                      interval_s=s.log_every_s) if primary else None
+  progress = (
+    Progress(total_frames=total_iterations * it.steps_per_iteration, interval_s=s.log_every_s)
+    if primary
+    else None
+  )
   stop = _StopRequest()
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
@@ -675,20 +781,27 @@ def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -
       if now - last_log >= s.log_every_s or counters["updates"] == total_iterations:
         last_log = now
         row = {k: float(np.mean(v)) for k, v in metrics.items()}
-        row.update(frames=counters["frames"], updates=counters["updates"],
-                   episode_return=window["sum"] / window["episodes"] if window["episodes"] else float("nan"),
-                   episodes=window["episodes"], elapsed_s=counters["elapsed_s"],
-                   fps=counters["frames"] / max(counters["elapsed_s"], 1e-9))
+        row.update(
+          frames=counters["frames"],
+          updates=counters["updates"],
+          episode_return=window["sum"] / window["episodes"] if window["episodes"] else float("nan"),
+          episodes=window["episodes"],
+          elapsed_s=counters["elapsed_s"],
+          fps=counters["frames"] / max(counters["elapsed_s"], 1e-9),
+        )
         writer.write(row, step=counters["frames"])
         window = {"sum": 0.0, "episodes": 0}
       if progress is not None:
-        progress.update(counters["frames"], counters["updates"],
-                        episode_returns=[float(metrics["mean_episode_return"])] if episodes else ())
+        progress.update(
+          counters["frames"],
+          counters["updates"],
+          episode_returns=[float(metrics["mean_episode_return"])] if episodes else (),
+        )
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
     failure = _lost_process(e)
-  except (RunFailed, OSError) as e:    # a failed write: full disk, read-only, ...
+  except (RunFailed, OSError) as e:  # a failed write: full disk, read-only, ...
     failure = _write_failure(e, ckpt, run_dir)
   finally:
     stop.uninstall()
@@ -696,9 +809,12 @@ def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -
     failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close)
   if failure is not None:
     raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
-  summary = dict(counters, episode_return=float(np.mean(recent)) if recent else float("nan"),
-                 stopped_early=counters["updates"] < total_iterations,
-                 params_crc32=params_crc32(parallel.fetch(it.params(state))))
+  summary = dict(
+    counters,
+    episode_return=float(np.mean(recent)) if recent else float("nan"),
+    stopped_early=counters["updates"] < total_iterations,
+    params_crc32=params_crc32(parallel.fetch(it.params(state))),
+  )
   _finish(config, run_dir, summary)
   return summary
 
@@ -727,8 +843,9 @@ def _close_all(failure: BaseException | None, ckpt: _Checkpoints, run_dir: str, 
       elif failure is None and bug is None:
         bug = e
       else:
-        log.warning("after the failure, %s failed too: %s", getattr(close, "__qualname__", close),
-                    _first_line(e))
+        log.warning(
+          "after the failure, %s failed too: %s", getattr(close, "__qualname__", close), _first_line(e)
+        )
   if bug is not None:
     raise bug
   return failure
@@ -741,6 +858,7 @@ def _finish(config, run_dir: str, summary: dict) -> None:
   run_dirs.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
   if config.system.plot:
     from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
+
     try:
       plot.plot_runs([run_dir], os.path.join(run_dir, "learning_curve.png"))
     except Exception as e:  # pylint: disable=broad-except

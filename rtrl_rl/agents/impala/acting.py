@@ -42,8 +42,9 @@ from rtrl_rl.networks.agent import Agent
 
 def _act(agent: Agent, greedy: bool, params, carry, obs, reward, first, prev_action, key):
   first = jnp.asarray(first, bool)
-  prev_action = jnp.where(first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)),
-                          jnp.zeros_like(prev_action), prev_action)
+  prev_action = jnp.where(
+    first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)), jnp.zeros_like(prev_action), prev_action
+  )
   (dist, _), carry = agent.step(params, carry, obs, jnp.asarray(reward), prev_action, first)
   action = dist.mode() if greedy else dist.sample(key)
   behaviour = dist.logits if isinstance(dist, Categorical) else dist.log_prob(action)
@@ -101,9 +102,11 @@ class _Stepper:
     self.num_envs = int(env.num_envs)
     self._async = hasattr(env, "send") and hasattr(env, "recv")
     if self._async and int(getattr(env, "batch_size", self.num_envs)) != self.num_envs:
-      raise ValueError(f"RolloutCollector: env batch_size={env.batch_size} != num_envs="
-                       f"{self.num_envs}; each buffer is received whole (use one env per buffer "
-                       "with batch_size == num_envs)")
+      raise ValueError(
+        f"RolloutCollector: env batch_size={env.batch_size} != num_envs="
+        f"{self.num_envs}; each buffer is received whole (use one env per buffer "
+        "with batch_size == num_envs)"
+      )
     self._ids = np.arange(self.num_envs, dtype=np.int32)
     self._pending = None
 
@@ -121,7 +124,7 @@ class _Stepper:
       actions, self._pending = self._pending, None
       return self.env.step(actions)
     ts, ids = self.env.recv()
-    if not np.array_equal(ids, self._ids):   # envpool returns a whole pool (sync size) in id order
+    if not np.array_equal(ids, self._ids):  # envpool returns a whole pool (sync size) in id order
       raise RuntimeError(f"RolloutCollector: recv() returned env ids {ids}, expected 0..{self.num_envs - 1}")
     return ts
 
@@ -147,7 +150,7 @@ class _Buffer:
     first[...] = ts.first
     pa = a["prev_action"][t]
     pa[...] = prev_action
-    pa[first] = 0                                     # no "last action" across an episode start
+    pa[first] = 0  # no "last action" across an episode start
 
 
 class RolloutCollector:
@@ -162,8 +165,7 @@ class RolloutCollector:
   policy: optional `make_policy`-style jitted policy (the key is then split on the host).
   """
 
-  def __init__(self, env, agent: Agent, unroll_length: int, seed: int = 0, greedy: bool = False,
-               policy=None):
+  def __init__(self, env, agent: Agent, unroll_length: int, seed: int = 0, greedy: bool = False, policy=None):
     envs = list(env) if isinstance(env, (list, tuple)) else [env]
     if not envs:
       raise ValueError("RolloutCollector: no env given")
@@ -194,12 +196,15 @@ class RolloutCollector:
     m, ts = self.unroll_length, buf.ts
     n, act = buf.io.num_envs, self.env.action_space
     buf.arrays = dict(
-        obs=np.empty((m + 1, *np.shape(ts.obs)), np.asarray(ts.obs).dtype),
-        reward=np.empty((m + 1, n), np.float32), terminated=np.empty((m + 1, n), bool),
-        truncated=np.empty((m + 1, n), bool), first=np.empty((m + 1, n), bool),
-        prev_action=np.empty((m + 1, n, *act.shape), act.dtype),
-        action=np.empty((m, n, *act.shape), act.dtype),
-        behaviour_logits=np.empty((m, n, *behaviour_shape[1:]), behaviour_dtype))
+      obs=np.empty((m + 1, *np.shape(ts.obs)), np.asarray(ts.obs).dtype),
+      reward=np.empty((m + 1, n), np.float32),
+      terminated=np.empty((m + 1, n), bool),
+      truncated=np.empty((m + 1, n), bool),
+      first=np.empty((m + 1, n), bool),
+      prev_action=np.empty((m + 1, n, *act.shape), act.dtype),
+      action=np.empty((m, n, *act.shape), act.dtype),
+      behaviour_logits=np.empty((m, n, *behaviour_shape[1:]), behaviour_dtype),
+    )
 
   def collect(self, params, policy_version: int = 0) -> Rollout:
     """One Rollout (numpy arrays; carry as numpy) acting with `params` (one env only)."""
@@ -213,23 +218,25 @@ class RolloutCollector:
       self._reset()
     m, bufs, step = self.unroll_length, self._buffers, self._step
     key = self._key
-    if self._behaviour is None:                         # shape/dtype of the behaviour output
+    if self._behaviour is None:  # shape/dtype of the behaviour output
       b0 = bufs[0]
-      self._behaviour = jax.eval_shape(step, params, b0.carry, key, b0.ts.obs, b0.ts.reward,
-                                       b0.ts.first, b0.last_action)[1]
-    carry0 = [jax.tree.map(np.array, buf.carry) for buf in bufs]   # copies: the step donates it
-    for buf in bufs:                                    # fresh arrays: rollouts never alias
+      self._behaviour = jax.eval_shape(
+        step, params, b0.carry, key, b0.ts.obs, b0.ts.reward, b0.ts.first, b0.last_action
+      )[1]
+    carry0 = [jax.tree.map(np.array, buf.carry) for buf in bufs]  # copies: the step donates it
+    for buf in bufs:  # fresh arrays: rollouts never alias
       self._allocate(buf, self._behaviour.shape, self._behaviour.dtype)
       buf.write_step(0, buf.ts, buf.last_action)
     for t in range(m):
       for buf in bufs:
         arrays = buf.arrays
         if t > 0:
-          buf.ts = buf.io.recv()                        # stepped while the other buffers acted
+          buf.ts = buf.io.recv()  # stepped while the other buffers acted
           buf.write_step(t, buf.ts, arrays["action"][t - 1])
         ts = buf.ts
-        action, behaviour, buf.carry, key = step(params, buf.carry, key, ts.obs, ts.reward,
-                                                 ts.first, arrays["prev_action"][t])
+        action, behaviour, buf.carry, key = step(
+          params, buf.carry, key, ts.obs, ts.reward, ts.first, arrays["prev_action"][t]
+        )
         a = arrays["action"][t]
         a[...] = np.asarray(action)
         arrays["behaviour_logits"][t] = np.asarray(behaviour)
@@ -241,9 +248,7 @@ class RolloutCollector:
       buf.last_action = buf.arrays["action"][m - 1].copy()
       n = buf.io.num_envs
       self.num_steps += m * n
-      out.append(Rollout(carry=c0, policy_version=np.full((n,), policy_version, np.int32),
-                         **buf.arrays))
+      out.append(Rollout(carry=c0, policy_version=np.full((n,), policy_version, np.int32), **buf.arrays))
       buf.arrays = None
     self._key = key
     return out
-

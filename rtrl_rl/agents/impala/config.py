@@ -1,9 +1,9 @@
 """IMPALA agent configuration (defaults: Irie et al. 2024, Atari), validation and the network builder.
 
-    config = impala.get_config()
-    config.network.cell = "rtu"; config.network.cell_options = {"nonlinear": True}
-    impala.validate(config, observation_space, action_space)     # fails before any compute
-    agent = impala.make_agent(config, observation_space, action_space)
+config = impala.get_config()
+config.network.cell = "rtu"; config.network.cell_options = {"nonlinear": True}
+impala.validate(config, observation_space, action_space)     # fails before any compute
+agent = impala.make_agent(config, observation_space, action_space)
 """
 
 from __future__ import annotations
@@ -29,43 +29,43 @@ REDUCTIONS = ("sum", "mean")
 def get_config() -> ml_collections.ConfigDict:
   """The IMPALA learner's defaults (Irie et al. 2024, Atari protocol; torchbeast semantics)."""
   c = ml_collections.ConfigDict()
-  c.seed = 0                         # seeds parameter init and the learner's key
+  c.seed = 0  # seeds parameter init and the learner's key
   # -- data ---------------------------------------------------------------------------------------
-  c.unroll_length = 50               # M: transitions per rollout (a rollout holds M+1 env steps)
-  c.batch_size = 32                  # B: rollouts per learner update (global, over all devices)
-  c.total_env_steps = 200_000_000    # agent steps over the run; the linear lr decay reaches 0 here
+  c.unroll_length = 50  # M: transitions per rollout (a rollout holds M+1 env steps)
+  c.batch_size = 32  # B: rollouts per learner update (global, over all devices)
+  c.total_env_steps = 200_000_000  # agent steps over the run; the linear lr decay reaches 0 here
   # -- loss ---------------------------------------------------------------------------------------
-  c.discount = 0.99                  # gamma
-  c.reward_clip = 1.0                # rewards clipped to [-c, c] in the loss and the core input
-  c.baseline_cost = 0.5              # weight of the value loss 0.5 * sum (v_s - V(x_s))^2
-  c.entropy_cost = 0.01              # weight of minus the summed policy entropy
-  c.clip_rho_threshold = 1.0         # V-trace rho_bar
-  c.clip_c_threshold = 1.0           # V-trace c_bar
-  c.reduction = "sum"                # "sum" over time and batch (IMPALA/torchbeast) | "mean"
+  c.discount = 0.99  # gamma
+  c.reward_clip = 1.0  # rewards clipped to [-c, c] in the loss and the core input
+  c.baseline_cost = 0.5  # weight of the value loss 0.5 * sum (v_s - V(x_s))^2
+  c.entropy_cost = 0.01  # weight of minus the summed policy entropy
+  c.clip_rho_threshold = 1.0  # V-trace rho_bar
+  c.clip_c_threshold = 1.0  # V-trace c_bar
+  c.reduction = "sum"  # "sum" over time and batch (IMPALA/torchbeast) | "mean"
   # -- optimiser: torch.optim.RMSprop semantics (eps OUTSIDE the sqrt), as in torchbeast ---------
-  c.learning_rate = 6e-4             # initial learning rate
-  c.lr_schedule = "linear"           # "linear": decay to 0 over total_env_steps | "constant"
-  c.rmsprop_decay = 0.99             # RMSProp alpha (second-moment decay)
-  c.rmsprop_eps = 0.01               # added to sqrt(nu): g / (sqrt(nu) + eps)
-  c.rmsprop_momentum = 0.0           # torchbeast uses none
-  c.max_grad_norm = 40.0             # global gradient-norm clip (<= 0 disables)
+  c.learning_rate = 6e-4  # initial learning rate
+  c.lr_schedule = "linear"  # "linear": decay to 0 over total_env_steps | "constant"
+  c.rmsprop_decay = 0.99  # RMSProp alpha (second-moment decay)
+  c.rmsprop_eps = 0.01  # added to sqrt(nu): g / (sqrt(nu) + eps)
+  c.rmsprop_momentum = 0.0  # torchbeast uses none
+  c.max_grad_norm = 40.0  # global gradient-norm clip (<= 0 disables)
   # -- network ------------------------------------------------------------------------------------
   n = c.network = ml_collections.ConfigDict()
-  n.torso = "impala_resnet"          # "impala_resnet" (pixels) | "mlp" (vector observations)
-  n.resnet_channels = (16, 32, 32)   # channels of the ResNet's stages
-  n.resnet_blocks = 2                # residual blocks per stage
-  n.torso_hidden_size = 256          # ResNet: width of the final Dense layer (the features F)
+  n.torso = "impala_resnet"  # "impala_resnet" (pixels) | "mlp" (vector observations)
+  n.resnet_channels = (16, 32, 32)  # channels of the ResNet's stages
+  n.resnet_blocks = 2  # residual blocks per stage
+  n.torso_hidden_size = 256  # ResNet: width of the final Dense layer (the features F)
   n.channels_first = ml_collections.config_dict.placeholder(bool)  # frames [C,H,W]; None: auto
-  n.mlp_hidden_sizes = (64,)         # MLP torso layer widths
-  n.mlp_activation = "tanh"          # MLP torso activation
+  n.mlp_hidden_sizes = (64,)  # MLP torso layer widths
+  n.mlp_activation = "tanh"  # MLP torso activation
   n.cell = ml_collections.config_dict.placeholder(str)  # core: "elstm"|"rtu"|"lru"|"gru"|"lstm"|None
   n.cell_options = ml_collections.ConfigDict()  # extra cells.make options (e.g. rtu nonlinear)
-  n.hidden_size = 256                # N: units of the recurrent core
-  n.core_mode = "rtrl"               # "rtrl": exact untruncated gradient | "tbptt": within the unroll
-  n.stem_grad = "unroll"             # "unroll" | "immediate" | "frozen" (how the torso learns)
+  n.hidden_size = 256  # N: units of the recurrent core
+  n.core_mode = "rtrl"  # "rtrl": exact untruncated gradient | "tbptt": within the unroll
+  n.stem_grad = "unroll"  # "unroll" | "immediate" | "frozen" (how the torso learns)
   n.stem_checkpoint = ml_collections.config_dict.placeholder(str)  # torso params for "frozen"
-  n.use_last_action = False          # append onehot(last action) to the core input
-  n.head_hidden_sizes = ()           # hidden layers of each head (IMPALA: linear heads)
+  n.use_last_action = False  # append onehot(last action) to the core input
+  n.head_hidden_sizes = ()  # hidden layers of each head (IMPALA: linear heads)
   return c
 
 
@@ -129,32 +129,40 @@ def validate(config: ml_collections.ConfigDict, observation_space=None, action_s
     if not _positive_int(n.hidden_size):
       err(f"network.hidden_size={n.hidden_size!r} must be a positive int")
     elif _positive_int(n.hidden_size):
-      try:                              # pure Python: checks the cell's options, builds no params
+      try:  # pure Python: checks the cell's options, builds no params
         cells.make(n.cell, n.hidden_size, **dict(n.cell_options))
       except (TypeError, ValueError) as e:
         err(f"network.cell_options={dict(n.cell_options)!r} rejected by network.cell={n.cell!r}: {e}")
     if n.core_mode not in CORE_MODES:
       err(f"network.core_mode={n.core_mode!r}: expected one of {CORE_MODES}")
     elif n.core_mode == "rtrl" and n.cell in cells.REGISTRY and n.cell not in cells.RTRL_CELLS:
-      err(f"network.core_mode='rtrl' with network.cell={n.cell!r}: exact RTRL needs one of "
-          f"{cells.RTRL_CELLS}; use network.core_mode='tbptt' for {n.cell!r}")
+      err(
+        f"network.core_mode='rtrl' with network.cell={n.cell!r}: exact RTRL needs one of "
+        f"{cells.RTRL_CELLS}; use network.core_mode='tbptt' for {n.cell!r}"
+      )
   if n.stem_grad not in STEM_GRADS:
     err(f"network.stem_grad={n.stem_grad!r}: expected one of {STEM_GRADS}")
   elif n.stem_grad == "frozen":
     if not n.stem_checkpoint:
-      err("network.stem_grad='frozen' needs network.stem_checkpoint (the torso parameters to load "
-          "from another run); none was given")
+      err(
+        "network.stem_grad='frozen' needs network.stem_checkpoint (the torso parameters to load "
+        "from another run); none was given"
+      )
     elif not os.path.exists(n.stem_checkpoint):
       err(f"network.stem_grad='frozen': network.stem_checkpoint={n.stem_checkpoint!r} does not exist")
   elif n.stem_checkpoint:
-    err(f"network.stem_checkpoint is set but network.stem_grad={n.stem_grad!r}; a loaded stem is "
-        "used with stem_grad='frozen' only")
+    err(
+      f"network.stem_checkpoint is set but network.stem_grad={n.stem_grad!r}; a loaded stem is "
+      "used with stem_grad='frozen' only"
+    )
 
   if observation_space is not None:
     nd = len(observation_space.shape)
     if n.torso == "impala_resnet" and nd != 3:
-      err(f"network.torso='impala_resnet' needs image observations [H, W, C] or [C, H, W]; the "
-          f"observation space is {observation_space}")
+      err(
+        f"network.torso='impala_resnet' needs image observations [H, W, C] or [C, H, W]; the "
+        f"observation space is {observation_space}"
+      )
   if action_space is not None:
     if action_space.kind not in ("discrete", "box"):
       err(f"unsupported action space {action_space}")
@@ -166,6 +174,7 @@ def validate(config: ml_collections.ConfigDict, observation_space=None, action_s
 
 class FlatMLPTorso(nn.Module):
   """`MLPTorso` over observations flattened from `[..., *obs_shape]` to `[..., prod(obs_shape)]`."""
+
   obs_ndim: int
   hidden_sizes: Sequence[int]
   activation: str = "tanh"
@@ -174,7 +183,7 @@ class FlatMLPTorso(nn.Module):
   def __call__(self, x):
     x = jnp.asarray(x)
     if self.obs_ndim != 1:
-      lead = x.shape[:x.ndim - self.obs_ndim]
+      lead = x.shape[: x.ndim - self.obs_ndim]
       x = x.reshape(lead + (-1,))
     return MLPTorso(tuple(self.hidden_sizes), self.activation, name="mlp")(x)
 
@@ -189,12 +198,16 @@ def make_agent(config: ml_collections.ConfigDict, observation_space, action_spac
   shape = tuple(observation_space.shape)
   if n.torso == "impala_resnet":
     channels_first = n.channels_first
-    if channels_first is None:          # e.g. envpool Atari [4, 84, 84]; ProcGen/DMLab are [H, W, C]
+    if channels_first is None:  # e.g. envpool Atari [4, 84, 84]; ProcGen/DMLab are [H, W, C]
       channels_first = shape[0] < shape[-1]
     integer = np.issubdtype(np.dtype(observation_space.dtype), np.integer)
-    torso = ImpalaResNetTorso(channels=tuple(n.resnet_channels), num_blocks=n.resnet_blocks,
-                              hidden_size=n.torso_hidden_size, channels_first=bool(channels_first),
-                              input_scale=1.0 / 255.0 if integer else 1.0)
+    torso = ImpalaResNetTorso(
+      channels=tuple(n.resnet_channels),
+      num_blocks=n.resnet_blocks,
+      hidden_size=n.torso_hidden_size,
+      channels_first=bool(channels_first),
+      input_scale=1.0 / 255.0 if integer else 1.0,
+    )
   else:
     torso = FlatMLPTorso(len(shape), tuple(n.mlp_hidden_sizes), n.mlp_activation)
   if action_space.kind == "discrete":
@@ -205,6 +218,13 @@ def make_agent(config: ml_collections.ConfigDict, observation_space, action_spac
   cell = None
   if n.cell is not None:
     cell = cells.make(n.cell, n.hidden_size, **dict(n.cell_options))
-  return Agent(torso=torso, heads=heads, cell=cell, num_actions=num_actions,
-               core_mode=n.core_mode if cell is not None else "rtrl", stem_grad=n.stem_grad,
-               use_last_action=n.use_last_action, reward_clip=config.reward_clip)
+  return Agent(
+    torso=torso,
+    heads=heads,
+    cell=cell,
+    num_actions=num_actions,
+    core_mode=n.core_mode if cell is not None else "rtrl",
+    stem_grad=n.stem_grad,
+    use_last_action=n.use_last_action,
+    reward_clip=config.reward_clip,
+  )

@@ -31,10 +31,10 @@ from rtrl_rl.networks.agent import Agent
 
 
 class LearnerState(NamedTuple):
-  params: Any          # {"torso", "core", "heads"}
-  opt_state: Any       # optax state
-  step: jax.Array      # int32 scalar: number of updates done
-  key: jax.Array       # uint32[2] PRNG key (legacy raw key: replicates across processes as-is)
+  params: Any  # {"torso", "core", "heads"}
+  opt_state: Any  # optax state
+  step: jax.Array  # int32 scalar: number of updates done
+  key: jax.Array  # uint32[2] PRNG key (legacy raw key: replicates across processes as-is)
 
 
 def updates_per_run(config) -> int:
@@ -60,9 +60,17 @@ def make_optimizer(config) -> optax.GradientTransformation:
   parts = []
   if config.max_grad_norm and config.max_grad_norm > 0:
     parts.append(optax.clip_by_global_norm(config.max_grad_norm))
-  parts.append(optax.rmsprop(learning_rate_schedule(config), decay=config.rmsprop_decay,
-                             eps=config.rmsprop_eps, initial_scale=0.0, eps_in_sqrt=False,
-                             centered=False, momentum=config.rmsprop_momentum or None))
+  parts.append(
+    optax.rmsprop(
+      learning_rate_schedule(config),
+      decay=config.rmsprop_decay,
+      eps=config.rmsprop_eps,
+      initial_scale=0.0,
+      eps_in_sqrt=False,
+      centered=False,
+      momentum=config.rmsprop_momentum or None,
+    )
+  )
   return optax.chain(*parts)
 
 
@@ -88,14 +96,16 @@ def init_learner(agent: Agent, config, observation_space, seed: int | None = Non
   key = jax.random.PRNGKey(seed)
   key, init_key = jax.random.split(key)
   example = jnp.zeros(observation_space.shape, observation_space.dtype)
-  params = _jitted_init(agent)(init_key, example)   # jitted: one compile instead of many eager ops
+  params = _jitted_init(agent)(init_key, example)  # jitted: one compile instead of many eager ops
   if agent.stem_grad == "frozen":
     torso = load_stem(config.network.stem_checkpoint)
     want = jax.tree.map(lambda x: (x.shape, x.dtype), params["torso"])
     got = jax.tree.map(lambda x: (np.shape(x), np.asarray(x).dtype), torso)
     if jax.tree.structure(want) != jax.tree.structure(got) or jax.tree.leaves(want) != jax.tree.leaves(got):
-      raise ValueError(f"network.stem_checkpoint={config.network.stem_checkpoint!r} does not match "
-                       f"the torso: expected {want}, got {got}")
+      raise ValueError(
+        f"network.stem_checkpoint={config.network.stem_checkpoint!r} does not match "
+        f"the torso: expected {want}, got {got}"
+      )
     params = {**params, "torso": jax.tree.map(jnp.asarray, torso)}
   opt_state = jax.jit(make_optimizer(config).init)(params)
   return LearnerState(params, opt_state, jnp.zeros((), jnp.int32), key)
@@ -105,21 +115,32 @@ def make_loss(agent: Agent, config):
   """`loss(params, rollout) -> (loss, metrics)`: the IMPALA loss of a rollout (see module doc)."""
 
   def loss_fn(params, rollout: Rollout):
-    (dist, values), _ = agent.unroll(params, rollout.carry, rollout.obs, rollout.reward,
-                                     rollout.prev_action, rollout.first)
+    (dist, values), _ = agent.unroll(
+      params, rollout.carry, rollout.obs, rollout.reward, rollout.prev_action, rollout.first
+    )
     tr = transitions(rollout, config.discount, values.dtype)
-    policy = jax.tree.map(lambda x: x[:-1], dist)          # pi(.|obs[t]), t < M
+    policy = jax.tree.map(lambda x: x[:-1], dist)  # pi(.|obs[t]), t < M
     behaviour = jnp.asarray(rollout.behaviour_logits)
-    if behaviour.ndim == tr.rewards.ndim:                   # the actors' log-probs [M, B]
+    if behaviour.ndim == tr.rewards.ndim:  # the actors' log-probs [M, B]
       log_mu = behaviour
-    else:                                                   # categorical logits [M, B, A]
+    else:  # categorical logits [M, B, A]
       log_mu = Categorical(behaviour).log_prob(rollout.action)
     return impala_loss(
-        policy, log_mu, rollout.action, tr.rewards, tr.discounts, values,
-        mask=tr.mask, lambda_=tr.lambdas,
-        clip_rho_threshold=config.clip_rho_threshold, clip_c_threshold=config.clip_c_threshold,
-        baseline_cost=config.baseline_cost, entropy_cost=config.entropy_cost,
-        reward_clip=config.reward_clip, reduction=config.reduction)
+      policy,
+      log_mu,
+      rollout.action,
+      tr.rewards,
+      tr.discounts,
+      values,
+      mask=tr.mask,
+      lambda_=tr.lambdas,
+      clip_rho_threshold=config.clip_rho_threshold,
+      clip_c_threshold=config.clip_c_threshold,
+      baseline_cost=config.baseline_cost,
+      entropy_cost=config.entropy_cost,
+      reward_clip=config.reward_clip,
+      reduction=config.reduction,
+    )
 
   return loss_fn
 
@@ -153,4 +174,5 @@ def make_learner_step(agent: Agent, config, mesh=None, *, donate: bool = False):
   if mesh is None:
     return jax.jit(update, donate_argnums=(0,) if donate else ())
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+
   return parallel.data_parallel_jit(update, mesh, Rollout.batch_axes(), donate_state=donate)

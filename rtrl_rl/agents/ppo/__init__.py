@@ -8,16 +8,55 @@
 The fully-jitted act-and-learn loop for JAX environments: `rtrl_rl.system.anakin.make_ppo`.
 """
 
-from rtrl_rl.agents.ppo.acting import (NormState, RunningStats, make_agent, norm_init, normalize_obs,
-                                       normalize_reward, policy_step, stats_init, stats_update)
+from rtrl_rl.agents.ppo.acting import (
+  NormState,
+  RunningStats,
+  make_agent,
+  norm_init,
+  normalize_obs,
+  normalize_reward,
+  policy_step,
+  stats_init,
+  stats_update,
+)
 from rtrl_rl.agents.ppo.config import get_config, validate
-from rtrl_rl.agents.ppo.learning import (LearnerState, PPOBatch, advantages, global_minibatch_indices,
-                                         init_learner, make_learner_step, make_loss, make_optimizer,
-                                         make_sharded_loss, make_update, minibatch_indices,
-                                         recompute_carries)
+from rtrl_rl.agents.ppo.learning import (
+  LearnerState,
+  PPOBatch,
+  advantages,
+  global_minibatch_indices,
+  init_learner,
+  make_learner_step,
+  make_loss,
+  make_optimizer,
+  make_sharded_loss,
+  make_update,
+  minibatch_indices,
+  recompute_carries,
+)
 
-__all__ = ["LearnerState", "NormState", "PPOBatch", "RunningStats", "advantages", "get_config",
-           "global_minibatch_indices", "init_learner", "make_agent", "make_learner_step", "make_loss",
-           "make_optimizer", "make_sharded_loss", "make_update", "minibatch_indices", "norm_init",
-           "normalize_obs", "normalize_reward", "policy_step", "recompute_carries", "stats_init",
-           "stats_update", "validate"]
+__all__ = [
+  "LearnerState",
+  "NormState",
+  "PPOBatch",
+  "RunningStats",
+  "advantages",
+  "get_config",
+  "global_minibatch_indices",
+  "init_learner",
+  "make_agent",
+  "make_learner_step",
+  "make_loss",
+  "make_optimizer",
+  "make_sharded_loss",
+  "make_update",
+  "minibatch_indices",
+  "norm_init",
+  "normalize_obs",
+  "normalize_reward",
+  "policy_step",
+  "recompute_carries",
+  "stats_init",
+  "stats_update",
+  "validate",
+]

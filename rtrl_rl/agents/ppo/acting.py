@@ -28,8 +28,7 @@ from rtrl_rl.networks import ActorCriticHeads, MLPTorso
 from rtrl_rl.networks.agent import Agent
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: Space,
-               action_space: Space) -> Agent:
+def make_agent(config: ml_collections.ConfigDict, observation_space: Space, action_space: Space) -> Agent:
   """Torso MLP -> core (`config.cell`, or None) -> actor/critic heads, from a validated config."""
   del observation_space
   policy = config.policy
@@ -49,17 +48,30 @@ def make_agent(config: ml_collections.ConfigDict, observation_space: Space,
     if config.cell not in ("rtu",):
       options = {k: v for k, v in options.items() if k not in ("nonlinear", "activation")}
     cell = cells.make(config.cell, config.hidden_size, **options)
-  heads = ActorCriticHeads(num_actions, policy=policy, hidden_sizes=tuple(config.head_sizes),
-                           activation=config.activation, init_log_std=config.init_log_std)
+  heads = ActorCriticHeads(
+    num_actions,
+    policy=policy,
+    hidden_sizes=tuple(config.head_sizes),
+    activation=config.activation,
+    init_log_std=config.init_log_std,
+  )
   torso = MLPTorso(tuple(config.torso_sizes), config.activation)
-  return Agent(torso=torso, heads=heads, cell=cell, num_actions=num_actions,
-               core_mode=config.core_mode, stem_grad=config.stem_grad,
-               use_last_action=config.use_last_action, reward_clip=config.reward_clip)
+  return Agent(
+    torso=torso,
+    heads=heads,
+    cell=cell,
+    num_actions=num_actions,
+    core_mode=config.core_mode,
+    stem_grad=config.stem_grad,
+    use_last_action=config.use_last_action,
+    reward_clip=config.reward_clip,
+  )
 
 
 # -- running statistics ------------------------------------------------------------------------------
 class RunningStats(NamedTuple):
   """Running mean / variance (parallel Welford); `count` starts at a small epsilon."""
+
   mean: jax.Array
   var: jax.Array
   count: jax.Array
@@ -69,8 +81,9 @@ def stats_init(shape=(), dtype=jnp.float32) -> RunningStats:
   return RunningStats(jnp.zeros(shape, dtype), jnp.ones(shape, dtype), jnp.asarray(1e-4, dtype))
 
 
-def stats_update(stats: RunningStats, x: jax.Array, weight: jax.Array | None = None,
-                 axis_name: str | None = None) -> RunningStats:
+def stats_update(
+  stats: RunningStats, x: jax.Array, weight: jax.Array | None = None, axis_name: str | None = None
+) -> RunningStats:
   """Fold a batch `x [B, *shape]` (optionally weighted by 0/1 `weight [B]`) into `stats`.
 
   `axis_name`: inside a map over that axis (`jax.shard_map`, `jax.vmap`), the batch is the
@@ -95,18 +108,19 @@ def stats_update(stats: RunningStats, x: jax.Array, weight: jax.Array | None = N
 
 class NormState(NamedTuple):
   """Observation and reward normalisation state (`ret_acc [B]`: the running discounted return)."""
+
   obs: RunningStats
   ret: RunningStats
   ret_acc: jax.Array
 
 
 def norm_init(observation_shape, num_envs: int, dtype=jnp.float32) -> NormState:
-  return NormState(stats_init(tuple(observation_shape), dtype), stats_init((), dtype),
-                   jnp.zeros((num_envs,), dtype))
+  return NormState(
+    stats_init(tuple(observation_shape), dtype), stats_init((), dtype), jnp.zeros((num_envs,), dtype)
+  )
 
 
-def normalize_obs(config, norm: NormState, obs: jax.Array, update: bool = True,
-                  axis_name: str | None = None):
+def normalize_obs(config, norm: NormState, obs: jax.Array, update: bool = True, axis_name: str | None = None):
   """`(norm, obs_normalised)`: folds `obs [B, ...]` into the statistics first (if `update`; over
   every member of `axis_name`, see `stats_update`)."""
   if not config.normalize_obs:
@@ -119,8 +133,9 @@ def normalize_obs(config, norm: NormState, obs: jax.Array, update: bool = True,
   return norm, out
 
 
-def normalize_reward(config, norm: NormState, reward: jax.Array, done: jax.Array, valid: jax.Array,
-                     axis_name: str | None = None):
+def normalize_reward(
+  config, norm: NormState, reward: jax.Array, done: jax.Array, valid: jax.Array, axis_name: str | None = None
+):
   """`(norm, reward_scaled)` for the transition rewards `[B]`; `done [B]` ends the episode after
   this reward; `valid [B]` is False on the autoreset steps (their reward is not a transition's).
   The return statistics fold every member of `axis_name` (see `stats_update`)."""
@@ -141,8 +156,17 @@ class PolicyOutput(NamedTuple):
   carry: cells.Carry
 
 
-def policy_step(agent: Agent, params, carry: cells.Carry, obs, prev_reward, prev_action, first,
-                key: jax.Array, greedy: bool = False) -> PolicyOutput:
+def policy_step(
+  agent: Agent,
+  params,
+  carry: cells.Carry,
+  obs,
+  prev_reward,
+  prev_action,
+  first,
+  key: jax.Array,
+  greedy: bool = False,
+) -> PolicyOutput:
   """Sample an action for B envs from the core's carry BEFORE `obs`; returns the new carry."""
   (dist, value), carry = agent.step(params, carry, obs, prev_reward, prev_action, first)
   action = dist.mode() if greedy else dist.sample(key)

@@ -17,55 +17,56 @@ POLICIES = ("auto", "categorical", "gaussian")
 def get_config() -> ml_collections.ConfigDict:
   """The RTU paper's PPO defaults."""
   c = ml_collections.ConfigDict()
-  c.seed = 0                      # PRNG seed: params, action sampling, minibatch shuffling, env resets
+  c.seed = 0  # PRNG seed: params, action sampling, minibatch shuffling, env resets
   # -- rollout ---------------------------------------------------------------------------------
-  c.total_env_steps = 1_000_000     # agent steps over the run (the paper: 1M for MuJoCo POMDP)
-  c.num_envs = 1                  # parallel environments (the paper: a single environment)
-  c.rollout_length = 2048         # steps per env per rollout (T); the buffer holds T * num_envs steps
+  c.total_env_steps = 1_000_000  # agent steps over the run (the paper: 1M for MuJoCo POMDP)
+  c.num_envs = 1  # parallel environments (the paper: a single environment)
+  c.rollout_length = 2048  # steps per env per rollout (T); the buffer holds T * num_envs steps
   # -- optimisation ----------------------------------------------------------------------------
-  c.num_epochs = 4                # passes over the rollout per update
-  c.num_minibatches = 32          # minibatches per epoch
-  c.minibatch_size = 64           # time steps per minibatch; num_minibatches * minibatch_size must
-                                  #   equal rollout_length * num_envs
-  c.sequence_length = 1           # steps per minibatch sample: 1 = single steps from stored carries
-                                  #   (the paper's RTRL); L > 1 = L consecutive steps of one env replayed
-                                  #   from the stored carry (core_mode="tbptt": T-BPTT with truncation L,
-                                  #   the paper's GRU/LRU baselines); divides rollout_length and
-                                  #   minibatch_size
-  c.gradient = "stale"            # "stale": stored carries reused in every epoch (paper default);
-                                  #   "fresh": carries recomputed over the rollout after each epoch
-  c.learning_rate = 1e-4          # Adam step size
-  c.adam_eps = 1e-5               # Adam epsilon
-  c.max_grad_norm = 0.5           # global gradient-norm clip (None or 0: off)
+  c.num_epochs = 4  # passes over the rollout per update
+  c.num_minibatches = 32  # minibatches per epoch
+  # time steps per minibatch; num_minibatches * minibatch_size must equal rollout_length * num_envs
+  c.minibatch_size = 64
+  # steps per minibatch sample: 1 = single steps from stored carries (the paper's RTRL); L > 1 = L
+  # consecutive steps of one env replayed from the stored carry (core_mode="tbptt": T-BPTT with truncation
+  # L, the paper's GRU/LRU baselines); divides rollout_length and minibatch_size
+  c.sequence_length = 1
+  # "stale": stored carries reused in every epoch (paper default); "fresh": carries recomputed over the
+  # rollout after each epoch
+  c.gradient = "stale"
+  c.learning_rate = 1e-4  # Adam step size
+  c.adam_eps = 1e-5  # Adam epsilon
+  c.max_grad_norm = 0.5  # global gradient-norm clip (None or 0: off)
   # -- loss --------------------------------------------------------------------------------------
-  c.gamma = 0.99                  # discount
-  c.gae_lambda = 0.95             # GAE lambda
-  c.clip_eps = 0.2                # policy ratio clip
-  c.value_clip_eps = 0.2          # value clip (None: unclipped value loss)
-  c.vf_coef = 0.5                 # value-loss coefficient
-  c.ent_coef = 0.0                # entropy bonus coefficient
-  c.normalize_advantage = True    # normalise advantages per minibatch
+  c.gamma = 0.99  # discount
+  c.gae_lambda = 0.95  # GAE lambda
+  c.clip_eps = 0.2  # policy ratio clip
+  c.value_clip_eps = 0.2  # value clip (None: unclipped value loss)
+  c.vf_coef = 0.5  # value-loss coefficient
+  c.ent_coef = 0.0  # entropy bonus coefficient
+  c.normalize_advantage = True  # normalise advantages per minibatch
   # -- normalisation ---------------------------------------------------------------------------
-  c.normalize_obs = True          # running mean/var observation normalisation
-  c.obs_clip = 10.0               # clip normalised observations to [-obs_clip, obs_clip]
-  c.normalize_reward = True       # scale rewards by the running std of the discounted return
-  c.reward_norm_clip = 10.0       # clip normalised rewards to [-reward_norm_clip, reward_norm_clip]
+  c.normalize_obs = True  # running mean/var observation normalisation
+  c.obs_clip = 10.0  # clip normalised observations to [-obs_clip, obs_clip]
+  c.normalize_reward = True  # scale rewards by the running std of the discounted return
+  c.reward_norm_clip = 10.0  # clip normalised rewards to [-reward_norm_clip, reward_norm_clip]
   # -- network -----------------------------------------------------------------------------------
-  c.torso_sizes = (64,)           # MLP torso widths (Dense + activation each)
-  c.activation = "tanh"           # torso and head activation
-  c.cell = "rtu"                  # recurrent core: "rtu" | "elstm" | "lru" | "gru" | "lstm" | None (feed-forward)
-  c.hidden_size = 192             # the core's hidden size (RTU: d_rec; outputs 2 * d_rec)
+  c.torso_sizes = (64,)  # MLP torso widths (Dense + activation each)
+  c.activation = "tanh"  # torso and head activation
+  c.cell = "rtu"  # recurrent core: "rtu" | "elstm" | "lru" | "gru" | "lstm" | None (feed-forward)
+  c.hidden_size = 192  # the core's hidden size (RTU: d_rec; outputs 2 * d_rec)
+  # extra keyword options of cells.make (RTU: nonlinear, activation)
   c.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
-                                  #   extra keyword options of cells.make (RTU: nonlinear, activation)
-  c.core_mode = "rtrl"            # "rtrl" (exact) | "tbptt" (truncated to sequence_length steps)
-  c.stem_grad = "immediate"       # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
-  c.stem_checkpoint = ""          # flax msgpack file with the torso params ({"torso": ...} or the torso
-                                  #   itself); required by stem_grad="frozen"
-  c.head_sizes = (64,)            # hidden widths of EACH of the actor and critic heads
-  c.policy = "auto"               # "auto" (from the action space) | "categorical" | "gaussian"
-  c.init_log_std = 0.0            # initial state-independent log-std (Gaussian policy)
-  c.use_last_action = False       # append onehot(a_{t-1}) to the core input (discrete actions only)
-  c.reward_clip = 1.0             # the last reward enters the core clipped to [-reward_clip, reward_clip]
+  c.core_mode = "rtrl"  # "rtrl" (exact) | "tbptt" (truncated to sequence_length steps)
+  c.stem_grad = "immediate"  # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
+  # flax msgpack file with the torso params ({"torso": ...} or the torso itself); required by
+  # stem_grad="frozen"
+  c.stem_checkpoint = ""
+  c.head_sizes = (64,)  # hidden widths of EACH of the actor and critic heads
+  c.policy = "auto"  # "auto" (from the action space) | "categorical" | "gaussian"
+  c.init_log_std = 0.0  # initial state-independent log-std (Gaussian policy)
+  c.use_last_action = False  # append onehot(a_{t-1}) to the core input (discrete actions only)
+  c.reward_clip = 1.0  # the last reward enters the core clipped to [-reward_clip, reward_clip]
   return c
 
 
@@ -76,19 +77,30 @@ def _err(msg: str):
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check the config; raises ValueError naming the offending fields. Returns the config."""
   from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
+
   c = config
-  for name in ("num_envs", "rollout_length", "num_epochs", "num_minibatches", "minibatch_size",
-               "sequence_length"):
+  for name in (
+    "num_envs",
+    "rollout_length",
+    "num_epochs",
+    "num_minibatches",
+    "minibatch_size",
+    "sequence_length",
+  ):
     v = c[name]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       _err(f"{name} must be an int >= 1, got {v!r}")
   if c.rollout_length % c.sequence_length or c.minibatch_size % c.sequence_length:
-    _err(f"sequence_length={c.sequence_length} must divide rollout_length={c.rollout_length} and "
-         f"minibatch_size={c.minibatch_size} (minibatches are whole sequences of one env)")
+    _err(
+      f"sequence_length={c.sequence_length} must divide rollout_length={c.rollout_length} and "
+      f"minibatch_size={c.minibatch_size} (minibatches are whole sequences of one env)"
+    )
   if c.num_minibatches * c.minibatch_size != c.rollout_length * c.num_envs:
-    _err(f"num_minibatches * minibatch_size ({c.num_minibatches} * {c.minibatch_size} = "
-         f"{c.num_minibatches * c.minibatch_size}) must equal rollout_length * num_envs "
-         f"({c.rollout_length} * {c.num_envs} = {c.rollout_length * c.num_envs})")
+    _err(
+      f"num_minibatches * minibatch_size ({c.num_minibatches} * {c.minibatch_size} = "
+      f"{c.num_minibatches * c.minibatch_size}) must equal rollout_length * num_envs "
+      f"({c.rollout_length} * {c.num_envs} = {c.rollout_length * c.num_envs})"
+    )
   if c.gradient not in GRADIENTS:
     _err(f"gradient must be one of {GRADIENTS}, got {c.gradient!r}")
   if not 0.0 <= c.gamma <= 1.0:
@@ -102,33 +114,41 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.policy not in POLICIES:
     _err(f"policy must be one of {POLICIES}, got {c.policy!r}")
   from rtrl_rl.networks.agent import STEM_GRADS  # pylint: disable=g-import-not-at-top
+
   if c.stem_grad not in STEM_GRADS:
     _err(f"stem_grad must be one of {STEM_GRADS}, got {c.stem_grad!r}")
   if c.stem_grad == "frozen" and not c.stem_checkpoint:
-    _err("stem_grad='frozen' needs stem_checkpoint (the run whose torso is loaded); it is empty. "
-         "Set stem_checkpoint, or use stem_grad='immediate' (the RTU paper) or 'unroll'")
+    _err(
+      "stem_grad='frozen' needs stem_checkpoint (the run whose torso is loaded); it is empty. "
+      "Set stem_checkpoint, or use stem_grad='immediate' (the RTU paper) or 'unroll'"
+    )
   if c.stem_grad == "frozen" and not os.path.exists(c.stem_checkpoint):
     _err(f"stem_grad='frozen': stem_checkpoint={c.stem_checkpoint!r} does not exist")
   if c.stem_checkpoint and c.stem_grad != "frozen":
-    _err(f"stem_checkpoint is set but stem_grad={c.stem_grad!r}; a loaded stem is used with "
-         "stem_grad='frozen' only")
+    _err(
+      f"stem_checkpoint is set but stem_grad={c.stem_grad!r}; a loaded stem is used with "
+      "stem_grad='frozen' only"
+    )
   if c.cell is not None:
     if c.cell not in cells.REGISTRY:
       _err(f"cell must be one of {tuple(cells.REGISTRY)} or None, got {c.cell!r}")
     if c.core_mode not in cells.MODES:
       _err(f"core_mode must be one of {cells.MODES}, got {c.core_mode!r}")
     if c.core_mode == "rtrl" and c.cell not in cells.RTRL_CELLS:
-      _err(f"core_mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; "
-           f"use core_mode='tbptt' for cell={c.cell!r}")
+      _err(
+        f"core_mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; "
+        f"use core_mode='tbptt' for cell={c.cell!r}"
+      )
     if c.core_mode == "bptt":
-      _err("core_mode='bptt' is not meaningful for PPO: minibatches replay sequences of "
-           "sequence_length steps from stored carries, not whole histories; use core_mode='rtrl' "
-           "(exact) or 'tbptt' (truncated to sequence_length)")
+      _err(
+        "core_mode='bptt' is not meaningful for PPO: minibatches replay sequences of "
+        "sequence_length steps from stored carries, not whole histories; use core_mode='rtrl' "
+        "(exact) or 'tbptt' (truncated to sequence_length)"
+      )
     if not isinstance(c.hidden_size, int) or c.hidden_size < 1:
       _err(f"hidden_size must be an int >= 1, got {c.hidden_size!r}")
   elif c.gradient == "fresh":
-    _err("gradient='fresh' recomputes recurrent carries, but cell=None (feed-forward); use "
-         "gradient='stale'")
+    _err("gradient='fresh' recomputes recurrent carries, but cell=None (feed-forward); use gradient='stale'")
   if c.use_last_action and c.policy == "gaussian":
     _err("use_last_action=True needs discrete actions, but policy='gaussian'")
   return c
@@ -139,12 +159,15 @@ def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, act
   the bulk of the PPO buffer, e.g. ~200 KB per step for the non-linear RTU at d_rec 192)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   from rtrl_rl.agents.ppo import acting  # pylint: disable=g-import-not-at-top
+
   if config.cell is None:
     return 0
   agent = acting.make_agent(config, observation_space, action_space)
-  jax.eval_shape(agent.init, jax.random.PRNGKey(0),
-                 jax.ShapeDtypeStruct(observation_space.shape, jnp.float32))   # binds the sizes
+  jax.eval_shape(
+    agent.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct(observation_space.shape, jnp.float32)
+  )  # binds the sizes
   carry = jax.eval_shape(lambda: agent.initial_carry(1))
   per_env = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
   return per_env * config.rollout_length * config.num_envs
@@ -157,12 +180,12 @@ def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, act
 # rtu 2*64*192 + 2*192 = 24,960; lru 2*64*72 (B) + 2*72^2 (C) + 64*72 (D_skip) + 3*72 = 24,408;
 # gru 3*(64*64 + 64*64 + 64) + 64 = 24,832.
 RTU_PAPER_CORES = {
-    "rtu_nonlinear": ("rtu", "rtrl", 192, {"nonlinear": True, "activation": "relu"}),
-    "rtu_linear": ("rtu", "rtrl", 192, {"nonlinear": False, "activation": "relu"}),
-    "lru": ("lru", "rtrl", 72, {}),                # online LRU (Zucchet et al.), exact RTRL
-    "lru_tbptt": ("lru", "tbptt", 72, {}),         # LRU trained by truncated BPTT
-    "gru": ("gru", "tbptt", 64, {}),               # GRU trained by truncated BPTT
-    "ff": (None, "rtrl", 1, {}),                   # feed-forward (no core)
+  "rtu_nonlinear": ("rtu", "rtrl", 192, {"nonlinear": True, "activation": "relu"}),
+  "rtu_linear": ("rtu", "rtrl", 192, {"nonlinear": False, "activation": "relu"}),
+  "lru": ("lru", "rtrl", 72, {}),  # online LRU (Zucchet et al.), exact RTRL
+  "lru_tbptt": ("lru", "tbptt", 72, {}),  # LRU trained by truncated BPTT
+  "gru": ("gru", "tbptt", 64, {}),  # GRU trained by truncated BPTT
+  "ff": (None, "rtrl", 1, {}),  # feed-forward (no core)
 }
 
 
@@ -171,8 +194,7 @@ RTU_PAPER_CORES = {
 DEFAULT_TRUNCATION = 16
 
 
-def set_core(config: ml_collections.ConfigDict, variant: str,
-             truncation: int = DEFAULT_TRUNCATION) -> None:
+def set_core(config: ml_collections.ConfigDict, variant: str, truncation: int = DEFAULT_TRUNCATION) -> None:
   """Set `cell`, `core_mode`, `hidden_size`, `cell_options`, `sequence_length` and `stem_grad` to an
   RTU-paper core variant; `truncation` is the T of the T-BPTT variants (the RTRL ones learn from
   single steps)."""

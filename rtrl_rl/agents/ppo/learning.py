@@ -68,26 +68,40 @@ from rtrl_rl.networks.agent import Agent
 
 class PPOBatch(NamedTuple):
   """A rollout, time-major `[T, B, ...]` (`bootstrap_value [B]`: V(o_T) after the last step)."""
-  obs: jax.Array            # normalised observations o_t
-  first: jax.Array          # bool: o_t starts an episode (resets the core before o_t)
-  prev_reward: jax.Array    # the agent's last-reward input at t (raw env reward)
-  prev_action: Any          # the agent's last-action input at t
-  carry: cells.Carry        # the core's carry before o_t (leaves [T, B, ...])
-  action: Any               # a_t
-  log_prob: jax.Array       # log pi_old(a_t | ...)
-  value: jax.Array          # V_old(o_t)
-  reward: jax.Array         # (normalised) reward of the transition o_t -> o_{t+1}
-  terminated: jax.Array     # bool: o_{t+1} is terminal
-  truncated: jax.Array      # bool: the episode was cut at o_{t+1}
-  mask: jax.Array           # bool: index t is a real transition (o_t is not an episode's last obs)
+
+  obs: jax.Array  # normalised observations o_t
+  first: jax.Array  # bool: o_t starts an episode (resets the core before o_t)
+  prev_reward: jax.Array  # the agent's last-reward input at t (raw env reward)
+  prev_action: Any  # the agent's last-action input at t
+  carry: cells.Carry  # the core's carry before o_t (leaves [T, B, ...])
+  action: Any  # a_t
+  log_prob: jax.Array  # log pi_old(a_t | ...)
+  value: jax.Array  # V_old(o_t)
+  reward: jax.Array  # (normalised) reward of the transition o_t -> o_{t+1}
+  terminated: jax.Array  # bool: o_{t+1} is terminal
+  truncated: jax.Array  # bool: the episode was cut at o_{t+1}
+  mask: jax.Array  # bool: index t is a real transition (o_t is not an episode's last obs)
   bootstrap_value: jax.Array
 
   @staticmethod
   def batch_axes() -> "PPOBatch":
     """The env axis of each field (a pytree prefix of a PPOBatch): 1 for the time-major `[T, B, ...]`
     fields and the carry, 0 for `bootstrap_value [B]`. Used to shard the buffer over a mesh."""
-    return PPOBatch(obs=1, first=1, prev_reward=1, prev_action=1, carry=1, action=1, log_prob=1,
-                    value=1, reward=1, terminated=1, truncated=1, mask=1, bootstrap_value=0)
+    return PPOBatch(
+      obs=1,
+      first=1,
+      prev_reward=1,
+      prev_action=1,
+      carry=1,
+      action=1,
+      log_prob=1,
+      value=1,
+      reward=1,
+      terminated=1,
+      truncated=1,
+      mask=1,
+      bootstrap_value=0,
+    )
 
 
 class LearnerState(NamedTuple):
@@ -106,8 +120,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   return optax.chain(*parts)
 
 
-def init_learner(key: jax.Array, agent: Agent, config: ml_collections.ConfigDict, observation,
-                 params=None) -> LearnerState:
+def init_learner(
+  key: jax.Array, agent: Agent, config: ml_collections.ConfigDict, observation, params=None
+) -> LearnerState:
   """Parameters (from `observation [*obs]`, unless given) and optimiser state."""
   k_params, k_learn = jax.random.split(key)
   if params is None:
@@ -116,9 +131,11 @@ def init_learner(key: jax.Array, agent: Agent, config: ml_collections.ConfigDict
       torso = load_stem(config.stem_checkpoint)
       shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
       if shapes(torso) != shapes(params["torso"]):
-        raise ValueError(f"PPO config: stem_checkpoint={config.stem_checkpoint!r} does not match the "
-                         f"torso (torso_sizes={tuple(config.torso_sizes)}): expected "
-                         f"{shapes(params['torso'])}, got {shapes(torso)}")
+        raise ValueError(
+          f"PPO config: stem_checkpoint={config.stem_checkpoint!r} does not match the "
+          f"torso (torso_sizes={tuple(config.torso_sizes)}): expected "
+          f"{shapes(params['torso'])}, got {shapes(torso)}"
+        )
       params = dict(params, torso=torso)
   else:
     agent.init(k_params, jnp.asarray(observation))  # binds the input sizes
@@ -130,6 +147,7 @@ def load_stem(path: str):
   """Torso parameters from a flax msgpack file holding the torso's params or a whole agent params
   dict `{"torso": ..., ...}` (`flax.serialization.to_bytes(params)`), as the IMPALA learner."""
   import flax.serialization  # pylint: disable=g-import-not-at-top
+
   with open(path, "rb") as f:
     tree = flax.serialization.msgpack_restore(f.read())
   tree = tree["torso"] if isinstance(tree, dict) and "torso" in tree else tree
@@ -168,10 +186,12 @@ def recompute_carries(agent: Agent, params, batch: PPOBatch) -> cells.Carry:
 def _sequences(tree, seq_len: int):
   """Time-major leaves `[T, B, ...]` -> `[T/L * B, L, ...]`: row `k * B + b` holds steps
   `kL .. kL+L-1` of env b (with L = 1, row `t * B + b` is step t of env b)."""
+
   def cut(x):
     t, b = x.shape[:2]
     x = jnp.swapaxes(x.reshape((t // seq_len, seq_len, b) + x.shape[2:]), 1, 2)
     return x.reshape((t // seq_len * b, seq_len) + x.shape[3:])
+
   return jax.tree.map(cut, tree)
 
 
@@ -209,12 +229,22 @@ def split_sizes(num_envs: int, minibatch_size: int, seq_len: int = 1) -> dict[st
 def _check_shards(num_envs: int, minibatch_size: int, num_shards: int, seq_len: int = 1) -> None:
   sizes = split_sizes(num_envs, minibatch_size, seq_len)
   if num_shards < 1 or any(size % num_shards for size in sizes.values()):
-    raise ValueError("PPO config: " + " and ".join(f"{k} ({v})" for k, v in sizes.items())
-                     + f" must both be divisible by the {num_shards} devices the buffer is split over")
+    raise ValueError(
+      "PPO config: "
+      + " and ".join(f"{k} ({v})" for k, v in sizes.items())
+      + f" must both be divisible by the {num_shards} devices the buffer is split over"
+    )
 
 
-def minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
-                      minibatch_size: int, num_shards: int = 1, shard=0) -> jax.Array:
+def minibatch_indices(
+  key: jax.Array,
+  num_steps: int,
+  num_envs: int,
+  num_minibatches: int,
+  minibatch_size: int,
+  num_shards: int = 1,
+  shard=0,
+) -> jax.Array:
   """One epoch's minibatches of shard `shard`: indices `[num_minibatches, minibatch_size /
   num_shards]` into that shard's flattened `[T, B / num_shards]` buffer (`t * B_local + e`). The
   unit is a sample: a single step, or a sequence (then `num_steps` = T / L sequences per env and
@@ -230,8 +260,14 @@ def minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibat
   return jax.random.permutation(key, n_local).reshape(num_minibatches, minibatch_size // num_shards)
 
 
-def global_minibatch_indices(key: jax.Array, num_steps: int, num_envs: int, num_minibatches: int,
-                             minibatch_size: int, num_shards: int = 1) -> jax.Array:
+def global_minibatch_indices(
+  key: jax.Array,
+  num_steps: int,
+  num_envs: int,
+  num_minibatches: int,
+  minibatch_size: int,
+  num_shards: int = 1,
+) -> jax.Array:
   """One epoch's global minibatches `[num_minibatches, minibatch_size]`, indices into the flattened
   `[T, B]` buffer (`t * B + b`): every shard's `minibatch_indices` rows concatenated in shard order."""
   if num_shards == 1:
@@ -252,10 +288,21 @@ def make_loss(agent: Agent, config: ml_collections.ConfigDict):
 
   def loss_fn(params, s):
     dist, value = forward(params, s)
-    return ppo_loss(dist, s["action"], s["log_prob"], s["advantage"], value, s["value"], s["target"],
-                    mask=s["mask"], clip_eps=config.clip_eps, value_clip_eps=config.value_clip_eps,
-                    vf_coef=config.vf_coef, ent_coef=config.ent_coef,
-                    normalize_advantage=config.normalize_advantage)
+    return ppo_loss(
+      dist,
+      s["action"],
+      s["log_prob"],
+      s["advantage"],
+      value,
+      s["value"],
+      s["target"],
+      mask=s["mask"],
+      clip_eps=config.clip_eps,
+      value_clip_eps=config.value_clip_eps,
+      vf_coef=config.vf_coef,
+      ent_coef=config.ent_coef,
+      normalize_advantage=config.normalize_advantage,
+    )
 
   return loss_fn
 
@@ -278,7 +325,7 @@ def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name
     old_value = jax.lax.stop_gradient(s["value"])
     count_sum = jax.lax.psum(jnp.stack([jnp.sum(mask), jnp.sum(adv * mask)]), axis_name)
     count = jnp.maximum(count_sum[0], 1)
-    share = lambda x: jnp.sum(x * mask) / count      # this shard's part of the global masked mean
+    share = lambda x: jnp.sum(x * mask) / count  # this shard's part of the global masked mean
     if config.normalize_advantage:
       mean = count_sum[1] / count
       std = jnp.sqrt(jax.lax.psum(share(jnp.square(adv - mean)), axis_name))
@@ -295,17 +342,21 @@ def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name
     value_loss = 0.5 * share(value_sq)
     entropy = share(dist.entropy())
     loss = pg_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-    metrics = {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss, "entropy": entropy,
-               "approx_kl": share((ratio - 1.0) - log_ratio),
-               "clip_frac": share((jnp.abs(ratio - 1.0) > eps).astype(dtype)),
-               "ratio_mean": share(ratio)}
+    metrics = {
+      "loss": loss,
+      "pg_loss": pg_loss,
+      "value_loss": value_loss,
+      "entropy": entropy,
+      "approx_kl": share((ratio - 1.0) - log_ratio),
+      "clip_frac": share((jnp.abs(ratio - 1.0) > eps).astype(dtype)),
+      "ratio_mean": share(ratio),
+    }
     return loss, metrics
 
   return loss_fn
 
 
-def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: int,
-                 axis_name: str | None):
+def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: int, axis_name: str | None):
   """The update; `axis_name` None: the whole buffer on one device (minibatches composed for
   `num_shards`), else the per-device body of the data-parallel update (`num_shards` = axis size)."""
   optimizer = make_optimizer(config)
@@ -313,7 +364,7 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
   loss_fn = make_sharded_loss(agent, config, axis_name) if sharded else make_loss(agent, config)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   num_mb, mb_size, seq_len = config.num_minibatches, config.minibatch_size, config.sequence_length
-  mb_seqs = mb_size // seq_len                       # samples (sequences) per minibatch
+  mb_seqs = mb_size // seq_len  # samples (sequences) per minibatch
   fresh = config.gradient == "fresh"
   psum = (lambda x: jax.lax.psum(x, axis_name)) if sharded else (lambda x: x)
 
@@ -322,13 +373,17 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
     b = b_local * num_shards if sharded else b_local
     n = t * b
     if n != num_mb * mb_size or t % seq_len:
-      raise ValueError(f"PPO: the batch has {t} x {b} = {n} steps but num_minibatches * minibatch_size "
-                       f"= {num_mb} * {mb_size} = {num_mb * mb_size}, or its {t} steps per env are "
-                       f"not a multiple of sequence_length={seq_len}")
+      raise ValueError(
+        f"PPO: the batch has {t} x {b} = {n} steps but num_minibatches * minibatch_size "
+        f"= {num_mb} * {mb_size} = {num_mb * mb_size}, or its {t} steps per env are "
+        f"not a multiple of sequence_length={seq_len}"
+      )
     _check_shards(b, mb_size, num_shards, seq_len)
-    adv, target = advantages(config, batch)          # per env: no communication
-    fields = {k: getattr(batch, k) for k in ("obs", "first", "prev_reward", "prev_action", "action",
-                                             "log_prob", "value", "mask")}
+    adv, target = advantages(config, batch)  # per env: no communication
+    fields = {
+      k: getattr(batch, k)
+      for k in ("obs", "first", "prev_reward", "prev_action", "action", "log_prob", "value", "mask")
+    }
     fields.update(advantage=adv, target=target)
     seqs = _sequences(fields, seq_len)
     shard = jax.lax.axis_index(axis_name) if sharded else None
@@ -349,20 +404,22 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
 
     def epoch(carry, key):
       params, opt_state, carries = carry
-      k = t // seq_len                               # sequences per env
+      k = t // seq_len  # sequences per env
       if sharded:
         idx = minibatch_indices(key, k, b, num_mb, mb_seqs, num_shards, shard)
       else:
         idx = global_minibatch_indices(key, k, b, num_mb, mb_seqs, num_shards)
       (params, opt_state, _), metrics = jax.lax.scan(
-          minibatch, (params, opt_state, _sequence_starts(carries, seq_len)), idx)
-      if fresh:                                      # per env: this device's envs only
+        minibatch, (params, opt_state, _sequence_starts(carries, seq_len)), idx
+      )
+      if fresh:  # per env: this device's envs only
         carries = recompute_carries(agent, params, batch._replace(carry=carries))
       return (params, opt_state, carries), metrics
 
     key, sub = jax.random.split(state.key)
     (params, opt_state, _), metrics = jax.lax.scan(
-        epoch, (state.params, state.opt_state, batch.carry), jax.random.split(sub, config.num_epochs))
+      epoch, (state.params, state.opt_state, batch.carry), jax.random.split(sub, config.num_epochs)
+    )
     metrics = jax.tree.map(jnp.mean, metrics)
     if sharded:
       metrics["advantage_mean"] = psum(jnp.sum(adv)) / n
@@ -383,8 +440,7 @@ def make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: int
   return _make_update(agent, config, num_shards, None)
 
 
-def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None, *,
-                      donate: bool = False):
+def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None, *, donate: bool = False):
   """The jitted update: on the default device (`mesh=None`: `jax.jit(make_update(agent, config))`)
   or data-parallel over `mesh` (rtrl_rl/parallel.py): the buffer split along the env axis over the
   mesh, learner state and metrics replicated. Inputs: `parallel.replicate(state, mesh)` and
@@ -395,6 +451,7 @@ def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None
   if mesh is None:
     return jax.jit(make_update(agent, config), donate_argnums=(0,) if donate else ())
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
+
   num_shards = parallel.num_shards(mesh)
   _check_shards(config.num_envs, config.minibatch_size, num_shards, config.sequence_length)
   body = _make_update(agent, config, num_shards, parallel.DATA_AXIS)

@@ -9,12 +9,46 @@ The experiment config: configs/rtu_trace_conditioning.py; the entry point:
     python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear
 """
 
-from rtrl_rl.agents.prediction.config import (PredictionConfigError, get_config, hidden_size_for_budget,
-                                              param_count, validate)
-from rtrl_rl.agents.prediction.learning import (Learner, LearnerState, Stream, StreamState, Window,
-                                                make_learner, make_optimizer, make_stream, msre,
-                                                msre_report, run_experiment, stream_next, stream_start)
+from rtrl_rl.agents.prediction.config import (
+  PredictionConfigError,
+  get_config,
+  hidden_size_for_budget,
+  param_count,
+  validate,
+)
+from rtrl_rl.agents.prediction.learning import (
+  Learner,
+  LearnerState,
+  Stream,
+  StreamState,
+  Window,
+  make_learner,
+  make_optimizer,
+  make_stream,
+  msre,
+  msre_report,
+  run_experiment,
+  stream_next,
+  stream_start,
+)
 
-__all__ = ["Learner", "LearnerState", "PredictionConfigError", "Stream", "StreamState", "Window",
-           "get_config", "hidden_size_for_budget", "make_learner", "make_optimizer", "make_stream", "msre",
-           "msre_report", "param_count", "run_experiment", "stream_next", "stream_start", "validate"]
+__all__ = [
+  "Learner",
+  "LearnerState",
+  "PredictionConfigError",
+  "Stream",
+  "StreamState",
+  "Window",
+  "get_config",
+  "hidden_size_for_budget",
+  "make_learner",
+  "make_optimizer",
+  "make_stream",
+  "msre",
+  "msre_report",
+  "param_count",
+  "run_experiment",
+  "stream_next",
+  "stream_start",
+  "validate",
+]

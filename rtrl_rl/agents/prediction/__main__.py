@@ -18,14 +18,16 @@ from ml_collections import config_flags
 
 from rtrl_rl import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config (configs/*.py[:arg])",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "experiment config (configs/*.py[:arg])", lock_config=True
+)
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (default runs/<name>_seed<seed>)")
 
 
 def main(argv) -> int:
   del argv
   from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   if config is None:
     raise cli.UsageError("--config is required, e.g. --config=configs/rtu_trace_conditioning.py")
@@ -37,6 +39,7 @@ def main(argv) -> int:
   cli.check_writable(run_dir, "--run_dir", directory=True)
   from rtrl_rl.io.run_dir import RunDirError  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
+
   os.makedirs(run_dir, exist_ok=True)
   try:
     summary = trainer.run(config, run_dir)  # checkpoints, resume on the same run_dir, SIGTERM
@@ -45,12 +48,16 @@ def main(argv) -> int:
   except trainer.RunFailed as e:
     return cli.report(e, 1)
   if summary["stopped_early"]:
-    print(f"stopped at step {summary['steps']}/{config.agent.steps}; rerun the same command to resume "
-          f"-> {run_dir}")
+    print(
+      f"stopped at step {summary['steps']}/{config.agent.steps}; rerun the same command to resume "
+      f"-> {run_dir}"
+    )
     return 0
-  print(f"final MSRE {summary['msre']:.5f} (normalized by predicting 0: {summary['msre_normalized']:.4f}; "
-        f"last {config.agent.msre_window} steps, {summary['num_seeds']} seed(s), {summary['wall_s']:.1f}s) "
-        f"-> {run_dir}")
+  print(
+    f"final MSRE {summary['msre']:.5f} (normalized by predicting 0: {summary['msre_normalized']:.4f}; "
+    f"last {config.agent.msre_window} steps, {summary['num_seeds']} seed(s), {summary['wall_s']:.1f}s) "
+    f"-> {run_dir}"
+  )
   print(json.dumps(summary))
   return 0
 

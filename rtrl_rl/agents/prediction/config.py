@@ -31,32 +31,35 @@ class PredictionConfigError(ValueError):
 def get_config() -> ml_collections.ConfigDict:
   """Defaults: a non-linear RTU trained by exact RTRL with TD(lambda) and Adam."""
   c = ml_collections.ConfigDict()
-  c.num_seeds = 1                 # independent runs (own parameters, own stream) vmapped together; run s
-                                  #   uses PRNG seed (experiment seed + s)
+  # independent runs (own parameters, own stream) vmapped together; run s uses PRNG seed (experiment seed +
+  # s)
+  c.num_seeds = 1
   # -- stream ----------------------------------------------------------------------------------
-  c.steps = 100_000               # length of the online stream (one update per step)
-  c.chunk_steps = 10_000          # steps per jitted call of `run` (and per metrics record of the CLI)
-  c.msre_window = 10_000          # the final MSRE averages the squared return error over the last steps
+  c.steps = 100_000  # length of the online stream (one update per step)
+  c.chunk_steps = 10_000  # steps per jitted call of `run` (and per metrics record of the CLI)
+  c.msre_window = 10_000  # the final MSRE averages the squared return error over the last steps
   # -- core ------------------------------------------------------------------------------------
-  c.cell = "rtu"                  # "rtu" | "lru" | "elstm" (exact RTRL) | "gru" | "lstm" (T-BPTT) |
-                                  #   None (memoryless: Dense(hidden_size)+relu, or linear if hidden_size=0)
+  # "rtu" | "lru" | "elstm" (exact RTRL) | "gru" | "lstm" (T-BPTT) | None (memoryless:
+  # Dense(hidden_size)+relu, or linear if hidden_size=0)
+  c.cell = "rtu"
+  # extra keyword options of cells.make (RTU: nonlinear, activation)
   c.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
-                                  #   extra keyword options of cells.make (RTU: nonlinear, activation)
-  c.hidden_size = 32              # the core's hidden size (RTU: N units, output 2N); configs match budgets
-  c.mode = "rtrl"                 # "rtrl": exact forward RTRL (cells.step) | "tbptt": backprop over the
-                                  #   last `truncation` inputs, re-unrolled every step from the carry T back
-  c.truncation = 10               # T of mode="tbptt" (inputs in the window, the current one included)
+  c.hidden_size = 32  # the core's hidden size (RTU: N units, output 2N); configs match budgets
+  # "rtrl": exact forward RTRL (cells.step) | "tbptt": backprop over the last `truncation` inputs,
+  # re-unrolled every step from the carry T back
+  c.mode = "rtrl"
+  c.truncation = 10  # T of mode="tbptt" (inputs in the window, the current one included)
   # -- TD(lambda) ------------------------------------------------------------------------------
-  c.gamma = 0.9                   # discount of the prediction target; must equal the env's gamma option
-  c.td_lambda = 0.0               # eligibility-trace decay lambda (0: TD(0)); traces span all parameters
-  c.head_init = "zeros"           # value-head init: "zeros" (predictions start at 0) | "normal"
+  c.gamma = 0.9  # discount of the prediction target; must equal the env's gamma option
+  c.td_lambda = 0.0  # eligibility-trace decay lambda (0: TD(0)); traces span all parameters
+  c.head_init = "zeros"  # value-head init: "zeros" (predictions start at 0) | "normal"
   # -- optimiser -------------------------------------------------------------------------------
-  c.optimizer = "adam"            # "adam" (Rafiee et al.'s TD learners) | "sgd"
-  c.learning_rate = 1e-3          # step size (0: evaluate without learning)
-  c.adam_b1 = 0.9                 # Adam beta1
-  c.adam_b2 = 0.999               # Adam beta2
-  c.adam_eps = 1e-8               # Adam epsilon
-  c.dtype = "float32"             # parameter, carry and stream dtype ("float64" needs jax x64)
+  c.optimizer = "adam"  # "adam" (Rafiee et al.'s TD learners) | "sgd"
+  c.learning_rate = 1e-3  # step size (0: evaluate without learning)
+  c.adam_b1 = 0.9  # Adam beta1
+  c.adam_b2 = 0.999  # Adam beta2
+  c.adam_eps = 1e-8  # Adam epsilon
+  c.dtype = "float32"  # parameter, carry and stream dtype ("float64" needs jax x64)
   return c
 
 
@@ -71,6 +74,7 @@ def _num(v) -> bool:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check the config; raises PredictionConfigError naming every offending field. Returns it."""
   from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
+
   c = config
   errors = []
   err = errors.append
@@ -78,16 +82,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not _is_int(c[name], lo):
       err(f"{name}={c[name]!r} must be an int >= {lo}")
   if _is_int(c.steps, 2) and _is_int(c.msre_window, 1) and c.msre_window > c.steps - 1:
-    err(f"msre_window={c.msre_window} must be <= steps - 1 = {c.steps - 1} (the last prediction has "
-        "no observed return)")
+    err(
+      f"msre_window={c.msre_window} must be <= steps - 1 = {c.steps - 1} (the last prediction has "
+      "no observed return)"
+    )
   if c.cell is not None and c.cell not in cells.REGISTRY:
     err(f"cell={c.cell!r}: expected one of {tuple(cells.REGISTRY)} or None (memoryless)")
   if c.mode not in MODES:
     err(f"mode={c.mode!r}: expected one of {MODES}")
   elif c.cell in cells.REGISTRY:
     if c.mode == "rtrl" and c.cell not in cells.RTRL_CELLS:
-      err(f"mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; use "
-          f"mode='tbptt' (with truncation=T) for cell={c.cell!r}")
+      err(
+        f"mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; use "
+        f"mode='tbptt' (with truncation=T) for cell={c.cell!r}"
+      )
   if c.mode == "tbptt" and not _is_int(c.truncation, 1):
     err(f"truncation={c.truncation!r} must be an int >= 1 with mode='tbptt'")
   if c.cell is None and c.mode == "tbptt":
@@ -131,6 +139,7 @@ def param_count(cell: str | None, hidden_size: int, input_size: int, cell_option
   if cell is None:
     return 0 if hidden_size == 0 else (input_size + 1) * hidden_size
   from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
+
   c = cells.make(cell, hidden_size, **dict(cell_options or {}))
   return sum(int(math.prod(s)) for s in c.param_shapes(input_size).values())
 
@@ -157,10 +166,13 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
   the env is a functional JAX env with valid options, the learner's gamma is the env's, and
   `config.agent` passes `validate`. Raises PredictionConfigError naming the fields. Runs no JAX."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
   errors = []
   if config.get("algo") != "prediction":  # its other fields are another learner's: nothing to check
-    raise PredictionConfigError(f"invalid experiment config:\n  algo={config.get('algo')!r}: this "
-                                "learner runs algo='prediction' (python -m rtrl_rl.train runs the others)")
+    raise PredictionConfigError(
+      f"invalid experiment config:\n  algo={config.get('algo')!r}: this "
+      "learner runs algo='prediction' (python -m rtrl_rl.train runs the others)"
+    )
   if not (isinstance(config.get("seed"), int) and config.seed >= 0):
     errors.append(f"seed={config.get('seed')!r} must be an int >= 0")
   try:
@@ -170,11 +182,15 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
     errors.append(f"env.id={config.env.id!r} / env.options: {e}")
   else:
     if not getattr(spec, "functional", False):
-      errors.append(f"env.id={config.env.id!r} has no functional JAX form; the prediction learner "
-                    "scans the stream inside jit (jax/... ids)")
+      errors.append(
+        f"env.id={config.env.id!r} has no functional JAX form; the prediction learner "
+        "scans the stream inside jit (jax/... ids)"
+      )
     if "gamma" in opts and _num(config.agent.gamma) and abs(opts["gamma"] - config.agent.gamma) > 1e-12:
-      errors.append(f"agent.gamma={config.agent.gamma} differs from env.options.gamma={opts['gamma']}: "
-                    "the learner would predict another return than MSRE scores")
+      errors.append(
+        f"agent.gamma={config.agent.gamma} differs from env.options.gamma={opts['gamma']}: "
+        "the learner would predict another return than MSRE scores"
+      )
   try:
     validate(config.agent)
   except PredictionConfigError as e:

@@ -40,12 +40,14 @@ from rtrl_rl.envs import trace_conditioning as tc
 
 class Stream(NamedTuple):
   """obs [S, D]; cumulant [S]: the cumulant that arrived with obs[i] (the env's reward of that step)."""
+
   obs: jax.Array
   cumulant: jax.Array
 
 
 class StreamState(NamedTuple):
   """Where a stream continues: the env's state and key, and the next (obs, cumulant) to emit."""
+
   env_state: Any
   key: jax.Array
   obs: jax.Array
@@ -54,25 +56,26 @@ class StreamState(NamedTuple):
 
 class Window(NamedTuple):
   """T-BPTT: the last T inputs (oldest first), their reset flags, and the core state preceding each."""
-  xs: jax.Array        # [T, D]
-  resets: jax.Array    # [T] bool
-  states: Any          # pytree of [T, 1, ...]
+
+  xs: jax.Array  # [T, D]
+  resets: jax.Array  # [T] bool
+  states: Any  # pytree of [T, 1, ...]
 
 
 class LearnerState(NamedTuple):
-  params: dict          # {"core": core params, "head": {"w": [H], "b": []}}
+  params: dict  # {"core": core params, "head": {"w": [H], "b": []}}
   opt_state: Any
-  carry: Any            # cells.Carry with batch 1 (rtrl: state + traces; tbptt: the newest state) | None
+  carry: Any  # cells.Carry with batch 1 (rtrl: state + traces; tbptt: the newest state) | None
   window: Window | None  # tbptt only
-  eligibility: dict     # z, shaped like params
-  value: jax.Array      # v of the last processed observation
-  t: jax.Array          # observations processed so far (int32)
+  eligibility: dict  # z, shaped like params
+  value: jax.Array  # v of the last processed observation
+  t: jax.Array  # observations processed so far (int32)
 
 
 class Learner(NamedTuple):
   init: Callable[[jax.Array], LearnerState]
   run: Callable[[LearnerState, Stream], tuple[LearnerState, dict]]
-  predict_and_grad: Callable   # (state, x, first) -> (v, grads, new carry/window): one step, no update
+  predict_and_grad: Callable  # (state, x, first) -> (v, grads, new carry/window): one step, no update
   config: ml_collections.ConfigDict
   input_size: int
   cell: Any
@@ -87,6 +90,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   """The learner of `config` (rtrl_rl/agents/prediction/config.py) for observations of `input_size`."""
   from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
+
   config_lib.validate(config)
   dtype = jnp.dtype(config.dtype)
   gamma, lam, mode = float(config.gamma), float(config.td_lambda), config.mode
@@ -118,18 +122,20 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
     shift = lambda buf, new: jnp.concatenate([buf[1:], new[None]], axis=0)
     xs = shift(window.xs, x)
     resets = shift(window.resets, first)
-    states = jax.tree.map(shift, window.states, carry.state)   # carry.state precedes x
+    states = jax.tree.map(shift, window.states, carry.state)  # carry.state precedes x
     start = jax.tree.map(lambda s: s[0], states)
-    ys, out = cells.unroll(cell, params["core"], cells.Carry(start, None), xs[:, None], resets[:, None],
-                           mode="tbptt")
+    ys, out = cells.unroll(
+      cell, params["core"], cells.Carry(start, None), xs[:, None], resets[:, None], mode="tbptt"
+    )
     return head(params["head"], ys[-1, 0]), (cells.Carry(out.state, None), Window(xs, resets, states))
 
   fwd = fwd_ff if cell is None else (fwd_rtrl if mode == "rtrl" else fwd_tbptt)
   value_and_grad = jax.value_and_grad(fwd, has_aux=True)
 
   def predict_and_grad(state: LearnerState, x, first):
-    (v, (carry, window)), g = value_and_grad(state.params, state.carry, state.window, x.astype(dtype),
-                                             jnp.asarray(first, bool))
+    (v, (carry, window)), g = value_and_grad(
+      state.params, state.carry, state.window, x.astype(dtype), jnp.asarray(first, bool)
+    )
     return v, g, carry, window
 
   @jax.jit
@@ -137,8 +143,9 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
     k_core, k_head = jax.random.split(key)
     if cell is None:
       h = config.hidden_size
-      core = ({"W": jax.random.normal(k_core, (d, h), dtype) / np.sqrt(d), "b": jnp.zeros((h,), dtype)}
-              if h else {})
+      core = (
+        {"W": jax.random.normal(k_core, (d, h), dtype) / np.sqrt(d), "b": jnp.zeros((h,), dtype)} if h else {}
+      )
     else:
       core = cell.init(k_core, d, dtype)
     if config.head_init == "zeros":
@@ -150,10 +157,20 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
     if cell is not None:
       carry = cell.initial_carry(1, dtype, traces=(mode == "rtrl"))
       if mode == "tbptt":
-        window = Window(jnp.zeros((big_t, d), dtype), jnp.zeros((big_t,), bool),
-                        jax.tree.map(lambda s: jnp.zeros((big_t, *s.shape), s.dtype), carry.state))
-    return LearnerState(params, opt.init(params), carry, window, jax.tree.map(jnp.zeros_like, params),
-                        jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
+        window = Window(
+          jnp.zeros((big_t, d), dtype),
+          jnp.zeros((big_t,), bool),
+          jax.tree.map(lambda s: jnp.zeros((big_t, *s.shape), s.dtype), carry.state),
+        )
+    return LearnerState(
+      params,
+      opt.init(params),
+      carry,
+      window,
+      jax.tree.map(jnp.zeros_like, params),
+      jnp.zeros((), dtype),
+      jnp.zeros((), jnp.int32),
+    )
 
   def step(st: LearnerState, inp):
     x, c = inp
@@ -194,10 +211,12 @@ def stream_start(fenv, key) -> StreamState:
 
 def stream_next(fenv, ss: StreamState, steps: int) -> tuple[StreamState, Stream]:
   """The next `steps` (obs, cumulant) pairs of a stream and where it continues (jit with steps static)."""
+
   def body(ss, _):
     key, k = jax.random.split(ss.key)
     env_state, ts = fenv.step(k, ss.env_state, jnp.zeros((), jnp.int32))
     return StreamState(env_state, key, ts.obs, ts.reward), (ss.obs, ss.cumulant)
+
   ss, (obs, cum) = jax.lax.scan(body, ss, None, length=steps)
   return ss, Stream(obs, cum)
 
@@ -227,14 +246,23 @@ def msre_report(predictions, cumulants, gamma: float, last: int) -> dict:
   g = np.asarray(tc.discounted_returns(jnp.asarray(c, jnp.float32), gamma))
   m = float(tc.msre(jnp.asarray(p), jnp.asarray(c), gamma))
   zero = float(np.mean(g * g))
-  return {"msre": m, "msre_zero": zero, "msre_const": float(np.var(g)),
-          "msre_normalized": m / zero if zero > 0 else float("nan")}
+  return {
+    "msre": m,
+    "msre_zero": zero,
+    "msre_const": float(np.var(g)),
+    "msre_normalized": m / zero if zero > 0 else float("nan"),
+  }
 
 
 # -- a whole experiment -----------------------------------------------------------------------------
-def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable[[str], Any] | None = None,
-                   checkpoints=None, should_stop: Callable[[], bool] | None = None,
-                   checkpoint_every_s: float = float("inf")) -> dict:
+def run_experiment(
+  config: ml_collections.ConfigDict,
+  writer=None,
+  log: Callable[[str], Any] | None = None,
+  checkpoints=None,
+  should_stop: Callable[[], bool] | None = None,
+  checkpoint_every_s: float = float("inf"),
+) -> dict:
   """Run an experiment config (configs/rtu_trace_conditioning.py): `config.agent.num_seeds` streams
   vmapped, `config.agent.steps` steps in chunks of `chunk_steps`; one metrics record per chunk (to
   `writer`, an rtrl_rl.io.MetricsWriter) and a final record. Returns the summary (final MSRE etc.).
@@ -248,12 +276,15 @@ def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable
     (`summary["stopped_early"]`).
   """
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   env_gamma = getattr(fenv.params, "gamma", None)
   if env_gamma is not None and abs(env_gamma - a.gamma) > 1e-12:
-    raise ValueError(f"agent.gamma={a.gamma} differs from the environment's gamma={env_gamma} "
-                     "(env.options.gamma): the learner would predict another target than MSRE scores")
+    raise ValueError(
+      f"agent.gamma={a.gamma} differs from the environment's gamma={env_gamma} "
+      "(env.options.gamma): the learner would predict another target than MSRE scores"
+    )
   d = int(np.prod(fenv.observation_space.shape))
   learner = make_learner(a, d)
   n = a.num_seeds
@@ -290,12 +321,16 @@ def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable
       state, m = run(state, stream)
       m = jax.device_get(m)
       dt = time.time() - t_chunk
-      preds[:, done:done + steps] = np.asarray(m["prediction"])
-      cums[:, done:done + steps] = np.asarray(jax.device_get(stream.cumulant))
+      preds[:, done : done + steps] = np.asarray(m["prediction"])
+      cums[:, done : done + steps] = np.asarray(jax.device_get(stream.cumulant))
       done += steps
       counters.update(updates=counters["updates"] + 1, frames=done)
-      rec = {"steps": done, "chunk_msre": float(np.mean(m["msre"])),
-             "td_error_sq": float(np.mean(np.square(m["td_error"]))), "steps_per_s": steps * n / dt}
+      rec = {
+        "steps": done,
+        "chunk_msre": float(np.mean(m["msre"])),
+        "td_error_sq": float(np.mean(np.square(m["td_error"]))),
+        "steps_per_s": steps * n / dt,
+      }
       if writer is not None:
         writer.write(rec, step=done)
       if log is not None:
@@ -306,8 +341,12 @@ def run_experiment(config: ml_collections.ConfigDict, writer=None, log: Callable
   finally:
     if checkpoints is not None:
       checkpoints.save((state, ss, preds, cums), counters)
-  summary = {"steps": int(done), "num_seeds": int(n), "wall_s": time.time() - t0,
-             "stopped_early": done < a.steps}
+  summary = {
+    "steps": int(done),
+    "num_seeds": int(n),
+    "wall_s": time.time() - t0,
+    "stopped_early": done < a.steps,
+  }
   if done == 0:
     return summary
   reports = [msre_report(preds[s, :done], cums[s, :done], a.gamma, a.msre_window) for s in range(n)]

@@ -19,6 +19,7 @@ is laid out as the package's. A draw (:func:`draw`) is one 32-bit word modulo ``
 (bias below ``deck_len / 2**32 < 2**-22``). Tests align a deal with the package's by feeding the
 position of the package's next card in ``idx`` as the draw.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -33,18 +34,18 @@ NUM_COLORS = 2
 
 
 def rank(card):
-    """Rank index (0..12) of card index ``card`` (any int array)."""
-    return (card % DECK_SIZE) // NUM_SUITS
+  """Rank index (0..12) of card index ``card`` (any int array)."""
+  return (card % DECK_SIZE) // NUM_SUITS
 
 
 def suit(card):
-    """Suit index (0..3) of card index ``card``."""
-    return card % NUM_SUITS
+  """Suit index (0..3) of card index ``card``."""
+  return card % NUM_SUITS
 
 
 def color(card):
-    """Color index (0..1) of card index ``card``."""
-    return card % NUM_COLORS
+  """Color index (0..1) of card index ``card``."""
+  return card % NUM_COLORS
 
 
 # deck_type name of the package -> (value function of a card index, number of values)
@@ -52,45 +53,45 @@ FIELDS = {"ranks": (rank, NUM_RANKS), "suits": (suit, NUM_SUITS), "colors": (col
 
 
 def new_deck(num_cards: int) -> jax.Array:
-    """A full deck ``idx`` (int32 [num_cards]), none dealt; its order is drawn as it is dealt."""
-    return jnp.arange(num_cards, dtype=jnp.int32)
+  """A full deck ``idx`` (int32 [num_cards]), none dealt; its order is drawn as it is dealt."""
+  return jnp.arange(num_cards, dtype=jnp.int32)
 
 
 def draw(key: jax.Array, deck_len, shape=()) -> jax.Array:
-    """Uniform position(s) in ``[0, deck_len)`` of the undealt cards: the next card(s) to deal."""
-    bits = jax.random.bits(key, shape, jnp.uint32)
-    return (bits % jnp.maximum(deck_len, 1).astype(jnp.uint32)).astype(jnp.int32)
+  """Uniform position(s) in ``[0, deck_len)`` of the undealt cards: the next card(s) to deal."""
+  bits = jax.random.bits(key, shape, jnp.uint32)
+  return (bits % jnp.maximum(deck_len, 1).astype(jnp.uint32)).astype(jnp.int32)
 
 
 def deal(idx: jax.Array, deck_len, j):
-    """Deal the undealt card at position ``j``: swap it to ``idx[deck_len - 1]`` (where
-    ``Deck.deal`` takes from) and take it. Returns (idx, card); ``deck_len`` drops by one."""
-    last = deck_len - 1
-    card = idx[j]
-    return idx.at[j].set(idx[last]).at[last].set(card), card
+  """Deal the undealt card at position ``j``: swap it to ``idx[deck_len - 1]`` (where
+  ``Deck.deal`` takes from) and take it. Returns (idx, card); ``deck_len`` drops by one."""
+  last = deck_len - 1
+  card = idx[j]
+  return idx.at[j].set(idx[last]).at[last].set(card), card
 
 
 def one_hot(x, n: int) -> jax.Array:
-    """float32 one-hot of int ``x`` over ``n`` values (``[..., n]``)."""
-    return (jnp.asarray(x)[..., None] == jnp.arange(n, dtype=jnp.int32)).astype(jnp.float32)
+  """float32 one-hot of int ``x`` over ``n`` values (``[..., n]``)."""
+  return (jnp.asarray(x)[..., None] == jnp.arange(n, dtype=jnp.int32)).astype(jnp.float32)
 
 
 class Deck(NamedTuple):
-    """The state of a one-deck task: idx int32 [N] deck order (the first card dealt is idx[N - 1]);
-    deck_len int32, the cards left."""
+  """The state of a one-deck task: idx int32 [N] deck order (the first card dealt is idx[N - 1]);
+  deck_len int32, the cards left."""
 
-    idx: jax.Array
-    deck_len: jax.Array
+  idx: jax.Array
+  deck_len: jax.Array
 
 
 def fresh(num_cards: int, j) -> tuple[Deck, jax.Array]:
-    """The package's reset of a one-deck task: a full deck with its first card (the undealt card
-    at position ``j``) dealt. Returns (deck, card)."""
-    idx, card = deal(new_deck(num_cards), num_cards, j)
-    return Deck(idx, jnp.asarray(num_cards - 1, jnp.int32)), card
+  """The package's reset of a one-deck task: a full deck with its first card (the undealt card
+  at position ``j``) dealt. Returns (deck, card)."""
+  idx, card = deal(new_deck(num_cards), num_cards, j)
+  return Deck(idx, jnp.asarray(num_cards - 1, jnp.int32)), card
 
 
 def deal_next(deck: Deck, j) -> tuple[Deck, jax.Array]:
-    """Deal the undealt card at position ``j`` of ``deck``. Returns (deck, card)."""
-    idx, card = deal(deck.idx, deck.deck_len, j)
-    return Deck(idx, deck.deck_len - 1), card
+  """Deal the undealt card at position ``j`` of ``deck``. Returns (deck, card)."""
+  idx, card = deal(deck.idx, deck.deck_len, j)
+  return Deck(idx, deck.deck_len - 1), card

@@ -15,6 +15,7 @@
 Observation: one-hot of ``Tuple(Discrete(2), Discrete(4))``, float32 [6]. Action: Discrete(4),
 int32 scalar (a suit).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -28,64 +29,65 @@ from rtrl_rl.envs.popgym_jax import _cards
 
 
 class Params(NamedTuple):
-    num_decks: int
+  num_decks: int
 
 
 LEVELS = {"easy": Params(1), "medium": Params(2), "hard": Params(3)}
 
 
 class State(NamedTuple):
-    """idx: int32 [N] deck order (the dealt cards are ``idx[N - hand:]``, the first at the end);
-    hand: int32 cards in the system hand (dealt in the watch phase, popped in the play phase);
-    play: bool, the play phase (mode PLAY)."""
+  """idx: int32 [N] deck order (the dealt cards are ``idx[N - hand:]``, the first at the end);
+  hand: int32 cards in the system hand (dealt in the watch phase, popped in the play phase);
+  play: bool, the play phase (mode PLAY)."""
 
-    idx: jax.Array
-    hand: jax.Array
-    play: jax.Array
+  idx: jax.Array
+  hand: jax.Array
+  play: jax.Array
 
 
 def _num_cards(p: Params) -> int:
-    return _cards.DECK_SIZE * p.num_decks
+  return _cards.DECK_SIZE * p.num_decks
 
 
 def spaces(p: Params):
-    obs_space = Space.box((2 + _cards.NUM_SUITS,), np.float32, 0.0, 1.0)
-    return obs_space, Space.discrete(_cards.NUM_SUITS)
+  obs_space = Space.box((2 + _cards.NUM_SUITS,), np.float32, 0.0, 1.0)
+  return obs_space, Space.discrete(_cards.NUM_SUITS)
 
 
 def _obs(watch, suit):
-    return jnp.concatenate([_cards.one_hot(watch, 2), _cards.one_hot(suit, _cards.NUM_SUITS)])
+  return jnp.concatenate([_cards.one_hot(watch, 2), _cards.one_hot(suit, _cards.NUM_SUITS)])
 
 
 def _start(j, p: Params):
-    """The package's reset, dealing the undealt card at position ``j`` first: watch phase."""
-    n = _num_cards(p)
-    idx, card = _cards.deal(_cards.new_deck(n), n, j)
-    state = State(idx, jnp.ones((), jnp.int32), jnp.zeros((), bool))
-    return _obs(jnp.ones((), jnp.int32), _cards.suit(card)), state
+  """The package's reset, dealing the undealt card at position ``j`` first: watch phase."""
+  n = _num_cards(p)
+  idx, card = _cards.deal(_cards.new_deck(n), n, j)
+  state = State(idx, jnp.ones((), jnp.int32), jnp.zeros((), bool))
+  return _obs(jnp.ones((), jnp.int32), _cards.suit(card)), state
 
 
 def reset(key, p: Params):
-    return _start(_cards.draw(key, _num_cards(p)), p)
+  return _start(_cards.draw(key, _num_cards(p)), p)
 
 
 def step(key, state: State, action, p: Params):
-    return _transition(state, action, _cards.draw(key, _num_cards(p) - state.hand), p)
+  return _transition(state, action, _cards.draw(key, _num_cards(p) - state.hand), p)
 
 
 def _transition(state: State, action, j, p: Params):
-    """:func:`step` with the draw ``j`` of the card dealt in the watch phase (unused in play)."""
-    n = _num_cards(p)
-    play = state.play
-    hand = jnp.where(play, state.hand - 1, state.hand + 1)
-    # Watch: deal (n - state.hand cards left). Play: pop the hand's last card, idx[n - state.hand].
-    dealt_idx, dealt = _cards.deal(state.idx, n - state.hand, j)
-    idx = jnp.where(play, state.idx, dealt_idx)
-    suit = _cards.suit(jnp.where(play, state.idx[jnp.minimum(n - state.hand, n - 1)], dealt))
-    scale = 1.0 / n
-    reward = jnp.where(play, jnp.where(jnp.asarray(action, jnp.int32) == suit, scale, -scale),
-                       0.0).astype(jnp.float32)
-    terminated = play & (state.hand == 1)
-    new_play = play | (hand == n)
-    obs = _obs(jnp.where(new_play, 0, 1), jnp.where(play, 0, suit))
-    return obs, State(idx, hand, new_play), reward, terminated, jnp.zeros((), bool)
+  """:func:`step` with the draw ``j`` of the card dealt in the watch phase (unused in play)."""
+  n = _num_cards(p)
+  play = state.play
+  hand = jnp.where(play, state.hand - 1, state.hand + 1)
+  # Watch: deal (n - state.hand cards left). Play: pop the hand's last card, idx[n - state.hand].
+  dealt_idx, dealt = _cards.deal(state.idx, n - state.hand, j)
+  idx = jnp.where(play, state.idx, dealt_idx)
+  suit = _cards.suit(jnp.where(play, state.idx[jnp.minimum(n - state.hand, n - 1)], dealt))
+  scale = 1.0 / n
+  reward = jnp.where(play, jnp.where(jnp.asarray(action, jnp.int32) == suit, scale, -scale), 0.0).astype(
+    jnp.float32
+  )
+  terminated = play & (state.hand == 1)
+  new_play = play | (hand == n)
+  obs = _obs(jnp.where(new_play, 0, 1), jnp.where(play, 0, suit))
+  return obs, State(idx, hand, new_play), reward, terminated, jnp.zeros((), bool)

@@ -11,6 +11,7 @@ the step that deals the last card (the package checks ``len(deck) <= 1`` before 
 Observation: one-hot of the dealt card's rank, ``Discrete(13)``, float32 [13]. Action:
 Discrete(2), int32 scalar.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -23,7 +24,7 @@ from rtrl_rl.envs.popgym_jax import _cards
 
 
 class Params(NamedTuple):
-    num_decks: int
+  num_decks: int
 
 
 LEVELS = {"easy": Params(1), "medium": Params(2), "hard": Params(3)}
@@ -33,36 +34,41 @@ State = _cards.Deck
 
 
 def _num_cards(p: Params) -> int:
-    return _cards.DECK_SIZE * p.num_decks
+  return _cards.DECK_SIZE * p.num_decks
 
 
 def spaces(p: Params):
-    return Space.box((_cards.NUM_RANKS,), np.float32, 0.0, 1.0), Space.discrete(2)
+  return Space.box((_cards.NUM_RANKS,), np.float32, 0.0, 1.0), Space.discrete(2)
 
 
 def _start(j, p: Params):
-    """The package's reset, dealing the undealt card at position ``j`` first."""
-    deck, card = _cards.fresh(_num_cards(p), j)
-    return _cards.one_hot(_cards.rank(card), _cards.NUM_RANKS), deck
+  """The package's reset, dealing the undealt card at position ``j`` first."""
+  deck, card = _cards.fresh(_num_cards(p), j)
+  return _cards.one_hot(_cards.rank(card), _cards.NUM_RANKS), deck
 
 
 def reset(key, p: Params):
-    return _start(_cards.draw(key, _num_cards(p)), p)
+  return _start(_cards.draw(key, _num_cards(p)), p)
 
 
 def step(key, state: State, action, p: Params):
-    return _transition(state, action, _cards.draw(key, state.deck_len), p)
+  return _transition(state, action, _cards.draw(key, state.deck_len), p)
 
 
 def _transition(state: State, action, j, p: Params):
-    """:func:`step` with the draw ``j`` of the next card."""
-    n = _num_cards(p)
-    terminated = state.deck_len <= 1
-    curr = _cards.rank(state.idx[state.deck_len])
-    deck, card = _cards.deal_next(state, j)
-    nxt = _cards.rank(card)
-    guess_higher = jnp.asarray(action, jnp.int32) == 0
-    scale = 1.0 / n
-    reward = jnp.where(nxt == curr, 0.0, jnp.where((nxt > curr) == guess_higher, scale, -scale))
-    return (_cards.one_hot(nxt, _cards.NUM_RANKS), deck,
-            reward.astype(jnp.float32), terminated, jnp.zeros((), bool))
+  """:func:`step` with the draw ``j`` of the next card."""
+  n = _num_cards(p)
+  terminated = state.deck_len <= 1
+  curr = _cards.rank(state.idx[state.deck_len])
+  deck, card = _cards.deal_next(state, j)
+  nxt = _cards.rank(card)
+  guess_higher = jnp.asarray(action, jnp.int32) == 0
+  scale = 1.0 / n
+  reward = jnp.where(nxt == curr, 0.0, jnp.where((nxt > curr) == guess_higher, scale, -scale))
+  return (
+    _cards.one_hot(nxt, _cards.NUM_RANKS),
+    deck,
+    reward.astype(jnp.float32),
+    terminated,
+    jnp.zeros((), bool),
+  )

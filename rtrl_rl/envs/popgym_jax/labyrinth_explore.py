@@ -13,6 +13,7 @@ but never opened, it stays a wall.
   step whose count reaches ``L - 1`` (the package's ``curr_step == max_episode_length - 1`` after
   its increment: at most 1023 steps); both can be ``True``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -25,43 +26,43 @@ from rtrl_rl.envs.popgym_jax._maze import LEVELS, Params, spaces  # noqa: F401  
 
 
 class State(NamedTuple):
-    """grid: int32 [H + 1, W + 1] cell codes (padded, see :mod:`._maze`); explored: bool
-    [H + 1, W + 1]; pos: int32 [2] (y, x); t: int32 [] steps taken; left: int32 [] non-wall
-    squares not yet visited; new_reward: float32 [] ``1 / N``."""
+  """grid: int32 [H + 1, W + 1] cell codes (padded, see :mod:`._maze`); explored: bool
+  [H + 1, W + 1]; pos: int32 [2] (y, x); t: int32 [] steps taken; left: int32 [] non-wall
+  squares not yet visited; new_reward: float32 [] ``1 / N``."""
 
-    grid: jax.Array
-    explored: jax.Array
-    pos: jax.Array
-    t: jax.Array
-    left: jax.Array
-    new_reward: jax.Array
+  grid: jax.Array
+  explored: jax.Array
+  pos: jax.Array
+  t: jax.Array
+  left: jax.Array
+  new_reward: jax.Array
 
 
 def init_state(grid, start, p: Params):
-    """(obs, state) of the episode on ``grid`` int32 [H, W] (START marked) from ``start``."""
-    del p
-    grid = _maze.pad(grid)
-    pos = jnp.asarray(start, jnp.int32)
-    explored = jnp.zeros(grid.shape, bool).at[pos[0], pos[1]].set(True)
-    left = (grid != _maze.OBSTACLE).sum(dtype=jnp.int32) - 1
-    new_reward = 1.0 / (grid == _maze.FREE).sum().astype(jnp.float32)
-    state = State(grid, explored, pos, jnp.zeros((), jnp.int32), left, new_reward)
-    return _maze.observe(grid, pos, _maze.NONE), state
+  """(obs, state) of the episode on ``grid`` int32 [H, W] (START marked) from ``start``."""
+  del p
+  grid = _maze.pad(grid)
+  pos = jnp.asarray(start, jnp.int32)
+  explored = jnp.zeros(grid.shape, bool).at[pos[0], pos[1]].set(True)
+  left = (grid != _maze.OBSTACLE).sum(dtype=jnp.int32) - 1
+  new_reward = 1.0 / (grid == _maze.FREE).sum().astype(jnp.float32)
+  state = State(grid, explored, pos, jnp.zeros((), jnp.int32), left, new_reward)
+  return _maze.observe(grid, pos, _maze.NONE), state
 
 
 def reset(key, p: Params):
-    grid, start, _ = _maze.new_maze(key, p, goal=False)
-    return init_state(grid, start, p)
+  grid, start, _ = _maze.new_maze(key, p, goal=False)
+  return init_state(grid, start, p)
 
 
 def step(key, state: State, action, p: Params):
-    del key
-    pos = _maze.move(state.grid, state.pos, action)
-    new = ~state.explored[pos[0], pos[1]]
-    explored = state.explored.at[pos[0], pos[1]].set(True)
-    left = state.left - new.astype(jnp.int32)
-    t = state.t + 1
-    reward = jnp.where(new, state.new_reward, jnp.float32(-1.0 / p.episode_length))
-    obs = _maze.observe(state.grid, pos, action)
-    state = State(state.grid, explored, pos, t, left, state.new_reward)
-    return obs, state, reward, left == 0, t == p.episode_length - 1
+  del key
+  pos = _maze.move(state.grid, state.pos, action)
+  new = ~state.explored[pos[0], pos[1]]
+  explored = state.explored.at[pos[0], pos[1]].set(True)
+  left = state.left - new.astype(jnp.int32)
+  t = state.t + 1
+  reward = jnp.where(new, state.new_reward, jnp.float32(-1.0 / p.episode_length))
+  obs = _maze.observe(state.grid, pos, action)
+  state = State(state.grid, explored, pos, t, left, state.new_reward)
+  return obs, state, reward, left == 0, t == p.episode_length - 1

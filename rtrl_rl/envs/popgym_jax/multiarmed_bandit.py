@@ -15,6 +15,7 @@ The package draws ``b`` with 24 random bits and ``u`` in float64; here both are 
 ``2**-23``. :func:`_transition` is the step given the draw ``u`` (any float dtype: a float64
 ``u`` under x64 compares exactly as the package does).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -27,42 +28,42 @@ from rtrl_rl.envs.core import Space
 
 
 class Params(NamedTuple):
-    num_bandits: int
-    episode_length: int
+  num_bandits: int
+  episode_length: int
 
 
 LEVELS = {"easy": Params(10, 200), "medium": Params(20, 400), "hard": Params(30, 600)}
 
 
 class State(NamedTuple):
-    """bandits: float32 [K] payout probabilities; num_steps: int32 []."""
+  """bandits: float32 [K] payout probabilities; num_steps: int32 []."""
 
-    bandits: jax.Array
-    num_steps: jax.Array
+  bandits: jax.Array
+  num_steps: jax.Array
 
 
 def spaces(p: Params):
-    return Space.box((2,), np.float32, 0.0, 1.0), Space.discrete(p.num_bandits)
+  return Space.box((2,), np.float32, 0.0, 1.0), Space.discrete(p.num_bandits)
 
 
 def _obs(paid):
-    return jax.nn.one_hot(paid.astype(jnp.int32), 2, dtype=jnp.float32)
+  return jax.nn.one_hot(paid.astype(jnp.int32), 2, dtype=jnp.float32)
 
 
 def reset(key, p: Params):
-    bandits = jax.random.uniform(key, (p.num_bandits,), jnp.float32)
-    return _obs(jnp.zeros((), bool)), State(bandits, jnp.zeros((), jnp.int32))
+  bandits = jax.random.uniform(key, (p.num_bandits,), jnp.float32)
+  return _obs(jnp.zeros((), bool)), State(bandits, jnp.zeros((), jnp.int32))
 
 
 def _transition(state: State, action, u, p: Params):
-    """The step given the uniform draw ``u`` (the package's ``np_random.random()``)."""
-    paid = u < state.bandits[jnp.asarray(action, jnp.int32)]
-    r = 1.0 / p.episode_length
-    reward = jnp.where(paid, np.float32(r), np.float32(-r))
-    truncated = state.num_steps >= p.episode_length - 1
-    nxt = State(state.bandits, state.num_steps + 1)
-    return _obs(paid), nxt, reward, jnp.zeros((), bool), truncated
+  """The step given the uniform draw ``u`` (the package's ``np_random.random()``)."""
+  paid = u < state.bandits[jnp.asarray(action, jnp.int32)]
+  r = 1.0 / p.episode_length
+  reward = jnp.where(paid, np.float32(r), np.float32(-r))
+  truncated = state.num_steps >= p.episode_length - 1
+  nxt = State(state.bandits, state.num_steps + 1)
+  return _obs(paid), nxt, reward, jnp.zeros((), bool), truncated
 
 
 def step(key, state: State, action, p: Params):
-    return _transition(state, action, jax.random.uniform(key, (), jnp.float32), p)
+  return _transition(state, action, jax.random.uniform(key, (), jnp.float32), p)
