@@ -16,6 +16,7 @@ import argparse
 import os
 import time
 
+import jax
 import numpy as np
 
 from rtrl_rl import envs
@@ -178,8 +179,6 @@ def bench_plain(env_id, num_envs, seconds, rounds, **opts):
 
 def bench_jax_scan(env_id, num_envs, steps):
   """Fully jitted: vmap(step) inside lax.scan, random actions drawn in JAX."""
-  import jax
-
   fenv = envs.make_functional(env_id)
   space = fenv.action_space
 

@@ -7,7 +7,7 @@
 
 The experiment is the user's: `--config` (default `configs/rtu_popgym.py:core=rtu_linear`, i.e.
 single env, rollout 2048, 4 epochs x 32 minibatches of 64 single steps from stored carries, the
-`anakin` backend) built into `rtrl_rl.system.anakin.make_ppo`, one jitted call per iteration.
+`anakin` backend) built into `rtrl_rl.system.anakin.make("ppo", ...)`, one jitted call per iteration.
 
 With `--num_envs=1,8,64` the envs share the paper's 2048-step buffer (rollout_length = 2048 / B).
 Timed side by side (bench/_timing.py: interleaved, median over rounds), per iteration of
@@ -27,6 +27,7 @@ loop to the first iteration's result (tracing + compilation + one iteration), me
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -38,7 +39,10 @@ import numpy as np
 
 from bench._timing import stateful, time_interleaved
 from rtrl_rl import envs, experiment
+from rtrl_rl.agents import actor_loop, registry
+from rtrl_rl.agents.ppo import acting as ppo_acting
 from rtrl_rl.agents.ppo import config as ppo_config
+from rtrl_rl.agents.ppo import learning
 from rtrl_rl.envs._jax import batched
 from rtrl_rl.system import anakin
 
@@ -47,8 +51,6 @@ DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
 
 def _load(config_arg: str, num_envs: int, quick: bool):
   path, _, arg = config_arg.partition(":")
-  import importlib.util  # pylint: disable=g-import-not-at-top
-
   spec = importlib.util.spec_from_file_location("bench_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -71,7 +73,8 @@ def measure(config, repeats: int):
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   t0 = time.perf_counter()
-  loop = anakin.make_ppo(fenv, a)
+  loop = anakin.make("ppo", fenv, a)
+  normalizer = ppo_acting.normalizer(a)
   state = loop.init(jax.random.PRNGKey(0))
   state, _ = loop.step(state)
   jax.block_until_ready(state)
@@ -79,13 +82,11 @@ def measure(config, repeats: int):
 
   # The update alone, on the buffer of one real iteration.
   params = state.learner.params
-  buf = anakin.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
+  buf = actor_loop.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
   actor, traj, _ = jax.jit(
-    lambda p, s, b: anakin.act(fenv, loop.agent, a, p, s, a.rollout_length, carry_buffer=b)
+    lambda p, s, b: actor_loop.act(fenv, loop.agent, normalizer, p, s, a.rollout_length, carry_buffer=b)
   )(params, state.actor, buf)
-  batch = anakin.ppo_batch(traj, anakin.bootstrap_value(loop.agent, a, params, actor))
-  from rtrl_rl.agents.ppo import learning  # pylint: disable=g-import-not-at-top
-
+  batch = learning.ppo_batch(traj, actor_loop.bootstrap_value(loop.agent, normalizer, params, actor))
   update = jax.jit(learning.make_update(loop.agent, a))
   learner0 = state.learner
 
@@ -123,28 +124,24 @@ def measure(config, repeats: int):
 def measure_host(config, repeats: int):
   """The host loop (`system.backend="sync"`: a numpy env, one jitted call per step, then the
   update), as the trainer runs it: {"startup_s", "ours_s", "env_s", "policy_s", "update_s"}."""
-  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
-
   a = config.agent
   t0 = time.perf_counter()
-  it = trainer._sync_ppo_iterations(config)  # pylint: disable=protected-access
+  it = registry.get("ppo").host_loop(config)
   state = it.init()
   state, _ = it.step(state)
   jax.block_until_ready(state)
   startup = time.perf_counter() - t0
   learner, actor = state
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
-  from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.ppo import learning
-
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
   agent.init(jax.random.PRNGKey(0), jnp.zeros(env.observation_space.shape))  # binds the sizes
-  acting = anakin.host_acting(env, agent, a)
+  normalizer = ppo_acting.normalizer(a)
+  acting = actor_loop.host_acting(env, agent, normalizer)
   actor0 = acting.init(jax.random.PRNGKey(0))
   _, traj, _ = acting.act(learner.params, actor0, a.rollout_length)
-  batch = anakin.ppo_batch(jax.tree.map(jnp.copy, dict(traj)), jnp.zeros((a.num_envs,), jnp.float32))
+  batch = learning.ppo_batch(jax.tree.map(jnp.copy, dict(traj)), jnp.zeros((a.num_envs,), jnp.float32))
   update = jax.jit(learning.make_update(agent, a))
-  decide = jax.jit(lambda p, s: anakin._decide(agent, a, p, s))  # pylint: disable=protected-access
+  decide = jax.jit(lambda p, s: actor_loop.decide(agent, normalizer, p, s))
   rng = np.random.default_rng(0)
   space = env.action_space
   if space.kind == "discrete":

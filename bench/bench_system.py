@@ -60,6 +60,10 @@ import tempfile
 import time
 
 import numpy as np
+import psutil
+
+from rtrl_rl import envs
+from rtrl_rl.system import actors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = 0.7
@@ -157,8 +161,6 @@ def _describe(config) -> str:
 
 def actor_envs(config) -> tuple[int, int]:
   """(pools per actor, envs per pool) of the actors (rtrl_rl/system/actors.py)."""
-  from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
-
   pools, records = actors.actor_layout(config)
   return pools, records * config.system.envs_per_actor
 
@@ -170,8 +172,6 @@ def actor_envs(config) -> tuple[int, int]:
 
 def raw_env_rate(config, seconds: float, rounds: int = 3) -> float:
   """Raw envpool agent steps/s (random actions, sync step) for all the run's envs in one pool."""
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-
   s = config.system
   pools, per_pool = actor_envs(config)
   n = s.num_actors * pools * per_pool
@@ -199,11 +199,10 @@ class Learner:
   """The jitted update on a synthetic rollout of the run's network and batch (state donated)."""
 
   def __init__(self, config):
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax  # noqa: PLC0415 - after XLA_PYTHON_CLIENT_PREALLOCATE is set
 
-    from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-    from rtrl_rl.agents import impala  # pylint: disable=g-import-not-at-top
-    from rtrl_rl.agents.rollout import synthetic_rollout  # pylint: disable=g-import-not-at-top
+    from rtrl_rl.agents import impala  # noqa: PLC0415 - imports jax: after XLA_PYTHON_CLIENT_PREALLOCATE
+    from rtrl_rl.agents.rollout import synthetic_rollout  # noqa: PLC0415 - imports jax: as above
 
     a = config.agent
     obs, act = envs.describe(config.env.id, **config.env.options.to_dict())
@@ -455,8 +454,6 @@ def bench_throughput(args) -> list[dict]:
 
 
 def _tree_memory(proc):
-  import psutil  # pylint: disable=g-import-not-at-top
-
   procs = [proc]
   try:
     procs += proc.children(recursive=True)
@@ -474,8 +471,6 @@ def _tree_memory(proc):
 
 
 def bench_memory(args) -> dict:
-  import psutil  # pylint: disable=g-import-not-at-top
-
   run_dir = tempfile.mkdtemp(prefix="bench_system_memory_", dir="/tmp")
   cmd = [
     sys.executable,
@@ -599,7 +594,7 @@ def main(argv=None):
   if args.memory:
     return bench_memory(args)
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # see the module docstring
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - after XLA_PYTHON_CLIENT_PREALLOCATE is set (above)
 
   print(
     f"# bench_system: {os.cpu_count()} cpus, jax {jax.__version__} ({jax.default_backend()}), "

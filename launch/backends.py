@@ -48,6 +48,8 @@ from typing import Any, Mapping, Sequence
 
 import submitit
 
+from launch.sweep import _parse_kv, train_command
+
 LAUNCH_FILE = "launch.json"
 FAILED_FILE = "failed.json"
 DEFAULT_TIME_MIN = 3 * 24 * 60  # local jobs: effectively no limit; slurm: override per run
@@ -161,8 +163,6 @@ class TrainJob(submitit.helpers.Checkpointable):
 
   def command(self, job_env=None) -> list[str]:
     """The exact argv this task runs (with the multi-node fields from `job_env`)."""
-    from launch.sweep import train_command  # pylint: disable=g-import-not-at-top
-
     extra = distributed_overrides(job_env) if job_env is not None else {}
     return train_command(self.config, self.overrides, self.run_dir, python=sys.executable, extra=extra)
 
@@ -420,8 +420,6 @@ def run_local(
 # -- slurm ------------------------------------------------------------------------------------------
 def slurm_defaults(args) -> dict[str, Any]:
   """Sweep-wide SLURM settings from the CLI (`--partition`, `--account`, `--slurm_*`)."""
-  from launch.sweep import _parse_kv  # pylint: disable=g-import-not-at-top
-
   return {
     "partition": getattr(args, "partition", None),
     "account": getattr(args, "account", None),

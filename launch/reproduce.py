@@ -26,7 +26,7 @@ import re
 from typing import Callable, Sequence
 
 from launch import sweep as sweeps
-from rtrl_rl import cli
+from rtrl_rl import cli, plot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,6 @@ class Final:
 
 def finals(run_dirs: Sequence[str]) -> dict[str, Final]:
   """{group name (the run's config name): Final} of the finished runs."""
-  from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
-
   out = {}
   for group in plot.group_runs(run_dirs):
     curves = plot.group_curves(group, "frames", "episode_return")
@@ -76,10 +74,10 @@ CHANCE = 0.5  # 2 cues: a feed-forward agent's return is at most 1/K (rtrl_rl/en
 
 def _irie_m_figure(table: dict, floor: "Final | None", path: str) -> None:
   """Final return against M, one panel per core: RTRL, T-BPTT, the feed-forward floor, the span."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib  # noqa: PLC0415 - optional dependency
 
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # noqa: PLC0415 - optional dependency, after use("Agg")
 
   cores = sorted({c for c, _, _ in table})
   fig, axes = plt.subplots(1, len(cores), figsize=(4.5 * len(cores), 3.6), sharey=True, squeeze=False)
@@ -194,8 +192,6 @@ def reproduce(
   runs = [r.run_dir for r in all_runs if os.path.isfile(os.path.join(r.run_dir, "summary.json"))]
   if not runs:
     raise cli.UsageError(f"no finished run of claim {claim} under {root}: run it without --summarize_only")
-  from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
-
   plot.plot_runs(runs, os.path.join(root, "curves.png"), title=f"claim {claim}")
   table, verdicts = spec.summarize(finals(runs), root)
   with open(os.path.join(root, "table.md"), "w") as f:

@@ -143,7 +143,7 @@ def run_state(
     out["detail"] = f"exit code {failed.get('returncode')}; log {failed.get('log')}"
     return out
   if launch and launch.get("submitit_folder") and launch.get("job_id"):
-    from launch import backends  # pylint: disable=g-import-not-at-top  # imports submitit
+    from launch import backends  # noqa: PLC0415 - optional dependency: it imports submitit
 
     if backends.job_outcome(launch["submitit_folder"], launch["job_id"]) == "error":
       out["state"] = "failed"

@@ -32,14 +32,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import importlib.util
 import itertools
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from launch import status
 from rtrl_rl import cli
 
 DEFAULT_ROOT = os.path.join("runs", "sweeps")
@@ -305,16 +309,13 @@ def _parse_devices(text: str) -> list[int] | None:
   if text in ("cpu", "none", ""):
     return None
   if text == "auto":
-    import shutil  # pylint: disable=g-import-not-at-top
-    import subprocess  # pylint: disable=g-import-not-at-top
-
     if shutil.which("nvidia-smi") is None:
       return None
     try:
       out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
       return None
-    gpus = [i for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+    gpus = [i for i, _ in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
     return gpus or None
   try:
     return [int(x) for x in text.split(",") if x.strip()]
@@ -389,8 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_slurm() -> None:
-  import shutil  # pylint: disable=g-import-not-at-top
-
   missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
   if missing:
     raise SweepError(
@@ -403,8 +402,6 @@ def _check_slurm() -> None:
 def select(runs: list[Run], only: str) -> list[Run]:
   if not only:
     return runs
-  import fnmatch  # pylint: disable=g-import-not-at-top
-
   pats = [p for p in only.split(",") if p]
   chosen = [r for r in runs if any(fnmatch.fnmatchcase(r.name, p) for p in pats)]
   if not chosen:
@@ -414,7 +411,7 @@ def select(runs: list[Run], only: str) -> list[Run]:
 
 def print_dry_run(sweep: str, runs: list[Run], args, out=None) -> None:
   out = out or sys.stdout
-  from launch import backends  # pylint: disable=g-import-not-at-top
+  from launch import backends  # noqa: PLC0415 - optional dependency: it imports submitit
 
   print(f"sweep {sweep}: {len(runs)} jobs, backend {args.backend}, root {args.root}", file=out)
   devices = _parse_devices(args.devices) if args.backend == "local" else None
@@ -446,18 +443,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, runs = load_sweep(args.sweep, args.root)
     runs = select(runs, args.only)
     if args.status:
-      from launch import status  # pylint: disable=g-import-not-at-top
-
       rows = status.collect([r.run_dir for r in runs], stale_s=args.stale_s)
       status.print_rows(rows, as_json=args.json)
       return 0
     if args.dry_run:
       print_dry_run(name, runs, args)
       return 0
-    from launch import (
-      backends,  # pylint: disable=g-import-not-at-top
-      status,  # pylint: disable=g-import-not-at-top
-    )
+    from launch import backends  # noqa: PLC0415 - optional dependency: it imports submitit
 
     todo = []
     for run, st in zip(runs, status.collect([r.run_dir for r in runs], stale_s=args.stale_s)):

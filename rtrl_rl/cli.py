@@ -54,7 +54,7 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
 def run_absl(main: Callable[[list[str]], int | None]) -> NoReturn:
   """`run` of absl's `app.run(main)`, with `--verbose` defined and every flag error a UsageError:
   an unknown flag, a bad value, a config file (ml_collections `config_flags`) that cannot be loaded."""
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import app, flags  # noqa: PLC0415 - start-up time of the argparse tools (launch/)
 
   flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
   run(lambda argv: app.run(main, argv=[sys.argv[0], *argv], flags_parser=_parse_absl_flags))
@@ -63,8 +63,8 @@ def run_absl(main: Callable[[list[str]], int | None]) -> NoReturn:
 def _parse_absl_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, every mistake a UsageError (also an exception of a config file)."""
   global _verbose
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections.config_flags.config_flags import is_config_flag  # pylint: disable=g-import-not-at-top
+  from absl import flags  # noqa: PLC0415 - start-up time of the argparse tools (launch/)
+  from ml_collections.config_flags.config_flags import is_config_flag  # noqa: PLC0415 - start-up time
 
   names = [n for n in flags.FLAGS if is_config_flag(flags.FLAGS[n])]
   try:

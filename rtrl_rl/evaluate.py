@@ -161,6 +161,8 @@ class Policy:
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
+    from rtrl_rl.agents.actor_loop import zero_where_first  # pylint: disable=g-import-not-at-top
+
     self.agent, self.params = agent, jax.device_put(params)
     self.carry = agent.initial_carry(num_envs)
     obs_fn = obs_fn or (lambda o: o)
@@ -168,11 +170,7 @@ class Policy:
     @jax.jit
     def step(params, carry, obs, reward, first, prev_action, key):
       first = jnp.asarray(first, bool)
-      prev_action = jnp.where(
-        first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)),
-        jnp.zeros_like(prev_action),
-        prev_action,
-      )
+      prev_action = zero_where_first(prev_action, first)
       (dist, _), carry = agent.step(
         params, carry, obs_fn(obs), jnp.asarray(reward, jnp.float32), prev_action, first
       )

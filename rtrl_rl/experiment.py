@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import ml_collections
 
-ALGOS = ("impala", "ppo", "prediction")
+from rtrl_rl.agents import registry
+
+ALGOS = registry.NAMES
 BACKENDS = ("actors", "anakin", "sync")
+_BACKEND_USE = {  # what each backend runs on, for messages
+  "actors": "actor processes on host environments",
+  "anakin": "one jitted loop on JAX environments",
+  "sync": "acting on host environments, then updating",
+}
 
 
 def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
@@ -52,22 +59,9 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   # multi-host: a process silent this long is lost, and jax.distributed stops the others (a failed
   # collective stops them sooner)
   s.heartbeat_timeout_s = 100
-  if algo == "impala":
-    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-
-    c.agent = impala_config.get_config()
-  elif algo == "ppo":
-    from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
-
-    c.agent = ppo_config.get_config()
-    s.backend = "sync"
-  else:
-    from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
-
-    c.agent = prediction_config.get_config()
-    c.env.id = "jax/trace-conditioning"
-    s.backend = "anakin"
-    s.plot = False  # no episode returns to plot: the measure is the MSRE
+  algorithm = registry.get(algo)
+  c.agent = algorithm.get_config()
+  algorithm.configure(c)
   return c
 
 
@@ -123,8 +117,8 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
     if not (isinstance(s.process_id, int) and 0 <= s.process_id < s.num_processes):
       err(f"system.process_id={s.process_id!r} must be in [0, system.num_processes)")
     single = (
-      "algo='prediction'"
-      if config.algo == "prediction"
+      f"algo={config.algo!r}"
+      if config.algo in ALGOS and registry.get(config.algo).single_process
       else "system.backend='sync'"
       if s.backend == "sync"
       else None
@@ -135,22 +129,12 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
         "devices); several processes run backend 'actors' (host environments, IMPALA) or "
         "'anakin' (JAX environments)"
       )
-  if config.algo == "ppo" and s.backend == "actors":
-    err(
-      "algo='ppo' runs on system.backend='anakin' (JAX environments) or 'sync' (host "
-      "environments); the actor-process backend serves algo='impala'"
-    )
-  if config.algo == "prediction" and s.backend != "anakin":
-    err("algo='prediction' (online TD on a JAX stream) runs on system.backend='anakin'")
-  if config.algo == "impala" and s.backend == "sync":
-    err("system.backend='sync' runs algo='ppo'; IMPALA uses 'actors' or 'anakin'")
-  if config.algo == "impala" and s.backend == "actors" and _positive_int(s.envs_per_actor):
-    local_batch = config.agent.batch_size // max(1, s.num_processes)
-    if config.agent.batch_size % max(1, s.num_processes) or local_batch % s.envs_per_actor:
+  if config.algo in ALGOS and s.backend in BACKENDS:
+    algorithm = registry.get(config.algo)
+    if s.backend not in algorithm.backends:
       err(
-        f"agent.batch_size={config.agent.batch_size} must split into whole actor records: "
-        f"a multiple of system.envs_per_actor={s.envs_per_actor} x system.num_processes="
-        f"{s.num_processes}"
+        f"system.backend={s.backend!r}: algo={config.algo!r} runs on "
+        + " or ".join(f"{b!r} ({_BACKEND_USE[b]})" for b in algorithm.backends)
       )
   spaces = None
   if check_env:
@@ -170,20 +154,7 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
         )
   if errors:
     raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
-  if config.algo == "impala":
-    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-
-    impala_config.validate(config.agent, *(spaces or (None, None)))
-  elif config.algo == "ppo":
-    from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
-
-    ppo_config.validate(config.agent)
-    if spaces is not None:
-      _check_ppo_buffer_fits(config, spaces)
-  else:
-    from rtrl_rl.agents.prediction import config as prediction_config  # pylint: disable=g-import-not-at-top
-
-    prediction_config.validate_experiment(config)
+  registry.get(config.algo).validate(config, spaces)
 
 
 def device_memory_bytes() -> int:
@@ -199,24 +170,6 @@ def device_memory_bytes() -> int:
   import psutil  # pylint: disable=g-import-not-at-top
 
   return int(psutil.virtual_memory().total)
-
-
-def _check_ppo_buffer_fits(config, spaces) -> None:
-  """Refuse a PPO config whose rollout buffer cannot fit: its stored carries (RTRL traces) are
-  written once per rollout and read by the update, and the run's peak is about twice them."""
-  from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
-
-  a = config.agent
-  need = 2 * ppo_config.stored_carry_bytes(a, *spaces)
-  have = device_memory_bytes()
-  if need > have:
-    raise ExperimentConfigError(
-      f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
-      f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
-      f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
-      f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
-      f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size"
-    )
 
 
 def parse_args(arg: str | None, **defaults):

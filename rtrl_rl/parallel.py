@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -228,8 +229,6 @@ def fetch(tree) -> Any:
     if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated
   ]
   if split:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     parts = [jax.random.key_data(leaves[i]) if is_typed_key(leaves[i]) else leaves[i] for i in split]
     gathered = multihost_utils.process_allgather(parts, tiled=True)
     leaves = list(leaves)

@@ -32,6 +32,7 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from absl import flags
 
 from rtrl_rl import cli
 from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
@@ -179,7 +180,7 @@ def confidence_interval(
     nan = np.full_like(mean, np.nan)
     return mean, nan, nan
   if ci == 't':
-    from scipy import stats  # pylint: disable=import-outside-toplevel
+    from scipy import stats  # noqa: PLC0415 - start-up time: scipy takes ~1 s to import
 
     half = stats.t.ppf(0.5 + level / 2, df=n - 1) * values.std(axis=0, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
@@ -236,8 +237,8 @@ def group_curves(
   lo = np.full_like(mean, np.nan)
   hi = np.full_like(mean, np.nan)
   if valid.any():
-    m, l, h = confidence_interval(per_seed[:, valid], ci)
-    mean[valid], lo[valid], hi[valid] = m, l, h
+    m, lower, upper = confidence_interval(per_seed[:, valid], ci)
+    mean[valid], lo[valid], hi[valid] = m, lower, upper
   tail = max(1, int(round(final_frac * len(grid))))
   final_per_seed = np.array(
     [np.nanmean(row[-tail:]) if np.isfinite(row[-tail:]).any() else np.nan for row in per_seed]
@@ -333,11 +334,11 @@ def plot_runs(
 ) -> dict[str, Any]:
   """Draws the curves to ``out`` (PNG) and the table to ``<out stem>.md``; returns a summary dict.
   Raises PlotError when there is nothing to plot or an input cannot be read."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
+  import matplotlib  # noqa: PLC0415 - optional dependency
 
   matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from matplotlib.backend_bases import FigureCanvasBase  # pylint: disable=import-outside-toplevel
+  import matplotlib.pyplot as plt  # noqa: PLC0415 - optional dependency, after use('Agg')
+  from matplotlib.backend_bases import FigureCanvasBase  # noqa: PLC0415 - optional dependency
 
   ext = os.path.splitext(os.fspath(out))[1][1:].lower()
   if ext and ext not in FigureCanvasBase.get_supported_filetypes():
@@ -405,8 +406,6 @@ def plot_runs(
 
 
 def _define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-
   flags.DEFINE_list('runs', None, 'Run directories or parent directories of runs.', required=True)
   flags.DEFINE_string('out', 'curves.png', 'Output PNG; the table goes next to it as <stem>.md.')
   flags.DEFINE_string('x', 'frames', 'Metric on the x axis.')
@@ -422,8 +421,6 @@ def _define_flags():
 
 def main(argv) -> int:
   del argv
-  from absl import flags  # pylint: disable=import-outside-toplevel
-
   f = flags.FLAGS
   cli.check_writable(f.out, '--out')
   try:

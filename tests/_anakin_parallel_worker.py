@@ -4,7 +4,7 @@
 
 For PPO (observation and reward normalisation on) and IMPALA on cue memory, one data-parallel
 Anakin iteration over a mesh of all devices (`mesh/...`) and its single-device reference
-(`ref/...`): device d's envs are `init_actor(..., B / D, fold_in(k_act, d))`, acted with `anakin.act`
+(`ref/...`): device d's envs are `init_actor(..., B / D, fold_in(k_act, d))`, acted with `actor_loop.act`
 (PPO: the D env groups in one `jax.vmap` over the data axis, which merges the normalisation
 statistics; IMPALA: one group after the other, episode metrics summed here), the buffers
 concatenated along the env axis and updated on one device (PPO: `make_update(..., num_shards=D)`).
@@ -42,14 +42,14 @@ def concat_groups(stacked, batch_axes):
   )
 
 
-def group_actors(env, agent, norm_config, k_act, num_devices):
+def group_actors(env, agent, normalizer, k_act, num_devices):
   """Device d's initial actor state, for every d."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents import actor_loop  # pylint: disable=g-import-not-at-top
 
   return [
-    anakin.init_actor(env, agent, norm_config, B // num_devices, jax.random.fold_in(k_act, d))
+    actor_loop.init_actor(env, agent, normalizer, B // num_devices, jax.random.fold_in(k_act, d))
     for d in range(num_devices)
   ]
 
@@ -80,7 +80,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
 
   from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents import ppo, rollout  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents import actor_loop, ppo, rollout  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import acting as impala_acting  # pylint: disable=g-import-not-at-top
   from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
   from rtrl_rl.envs.cue_memory import cue_memory_functional  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
@@ -95,24 +96,30 @@ def main(argv):
 
   # -- PPO ------------------------------------------------------------------------------------------
   c = ppo_problem()
-  loop = anakin.make_ppo(env, c, mesh=mesh)
+  loop = anakin.make("ppo", env, c, mesh=mesh)
+  normalizer = ppo.acting.normalizer(c)
   agent = loop.agent
   s0 = loop.init(key)
   s1, m1 = loop.step(s0)
   learner0 = parallel.fetch(s0.learner)
-  actors = group_actors(env, agent, c, k_act, d)
+  actors = group_actors(env, agent, normalizer, k_act, d)
   results.update(flat(s0.actor, "ppo/mesh_init/"))
   stacked = jax.tree.map(lambda *x: np.stack(x), *actors)
   results.update(
-    flat(concat_groups(stacked, anakin.ActorState.batch_axes())._replace(key=stacked.key), "ppo/ref_init/")
+    flat(
+      concat_groups(stacked, actor_loop.ActorState.batch_axes(normalizer))._replace(key=stacked.key),
+      "ppo/ref_init/",
+    )
   )
 
   @jax.jit
   def ppo_collect(params, actors):
     def group(actor):
-      buf = anakin.carry_buffer(agent, T, actor.reward.shape[0])
-      actor, traj, ep = anakin.act(env, agent, c, params, actor, T, parallel.DATA_AXIS, carry_buffer=buf)
-      return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor)), ep
+      buf = actor_loop.carry_buffer(agent, T, actor.reward.shape[0])
+      actor, traj, ep = actor_loop.act(
+        env, agent, normalizer, params, actor, T, parallel.DATA_AXIS, carry_buffer=buf
+      )
+      return actor, ppo.ppo_batch(traj, actor_loop.bootstrap_value(agent, normalizer, params, actor)), ep
 
     return jax.vmap(group, axis_name=parallel.DATA_AXIS)(actors)
 
@@ -156,16 +163,15 @@ def main(argv):
 
   # -- IMPALA ---------------------------------------------------------------------------------------
   c, agent = impala_problem(env)
-  loop = anakin.make_impala(env, agent, c, mesh=mesh)
+  loop = anakin.make("impala", env, c, mesh=mesh, agent=agent)
   s0 = loop.init(key)
   s1, m1 = loop.step(s0)
   learner0 = parallel.fetch(s0.learner)
-  no_norm = anakin._NoNorm(gamma=float(c.discount))  # pylint: disable=protected-access
-  act = jax.jit(lambda params, a: anakin.act(env, agent, no_norm, params, a, M))
+  act = jax.jit(lambda params, a: actor_loop.act(env, agent, None, params, a, M))
   rollouts, eps = [], []
-  for a in group_actors(env, agent, no_norm, k_act, d):
+  for a in group_actors(env, agent, None, k_act, d):
     after, traj, ep = act(learner0.params, a)
-    rollouts.append(jax.device_get(anakin.impala_rollout(traj, a, after, learner0.step)))
+    rollouts.append(jax.device_get(impala_acting.rollout_of(traj, a, after, learner0.step)))
     eps.append(ep)
   learner1, metrics = jax.jit(impala_learning.make_update(agent, c))(learner0, rollout.concatenate(rollouts))
   ep = {k: sum(e[k] for e in eps) for k in ("episodes", "episode_return_sum")}

@@ -9,7 +9,13 @@ python tests/_parallel_worker.py multiprocess OUT.npz PORT NUM_PROCESSES PROCESS
 
 import sys
 
+import jax
 import numpy as np
+
+from rtrl_rl import parallel
+from rtrl_rl.agents import impala
+from rtrl_rl.agents.rollout import Rollout, batch_slice, synthetic_rollout
+from rtrl_rl.envs import Space
 
 NUM_UPDATES = 3
 GLOBAL_BATCH = 8
@@ -17,12 +23,6 @@ M = 5
 
 
 def problem():
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.agents import impala  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.rollout import synthetic_rollout  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.envs import Space  # pylint: disable=g-import-not-at-top
-
   obs, act = Space.box((3,), np.float32), Space.discrete(3)
   c = impala.get_config()
   c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
@@ -52,23 +52,14 @@ def problem():
 
 
 def flat(params):
-  import jax  # pylint: disable=g-import-not-at-top
-
   return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
 
 
 def main(argv):
   mode, out = argv[1], argv[2]
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
   if mode == "multiprocess":
     port, nproc, pid = int(argv[3]), int(argv[4]), int(argv[5])
     parallel.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
-  from rtrl_rl.agents import Rollout, impala  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.rollout import batch_slice  # pylint: disable=g-import-not-at-top
-
   c, agent, state0, rollouts = problem()
   mesh = parallel.make_mesh()
   step = impala.make_learner_step(agent, c, mesh)

@@ -39,7 +39,7 @@ def pytest_configure(config):
   subprocess_flags = os.environ.get("XLA_FLAGS")
   if not selects_long:
     os.environ["XLA_FLAGS"] = f"{subprocess_flags or ''} --xla_backend_optimization_level=0".strip()
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415 - after the variables above are set: jax reads them when imported
 
   jax.devices()  # the CPU backend starts now, with the flags above
   if subprocess_flags is None:

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rtrl_rl.agents import actor_loop
+from rtrl_rl.agents.ppo import acting as ppo_acting
 from rtrl_rl.agents.rollout import transitions
 from rtrl_rl.envs.cue_memory import cue_memory_functional
 from rtrl_rl.system import anakin
@@ -74,7 +76,7 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
     state, metrics = real_update(state, rollout)
     return state, dict(metrics, rollout=rollout)
 
-  runner = anakin.make_impala(env, agent, c, update_fn=update)
+  runner = anakin.make("impala", env, c, agent=agent, update=update)
   s0 = runner.init(jax.random.key(0))
   s1, m1 = runner.step(s0)
   s2, m2 = runner.step(s1)
@@ -118,7 +120,7 @@ def host_state():
   c.batch_size, c.unroll_length = 4, 3
   c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
   c.network.cell, c.network.hidden_size = "rtu", 4
-  loop = anakin.make_impala(env, impala_config.make_agent(c, env.observation_space, env.action_space), c)
+  loop = anakin.make("impala", env, c)
   return jax.device_get(loop.init(jax.random.PRNGKey(0)))
 
 
@@ -174,9 +176,10 @@ def test_relayout_names_the_leaves_that_do_not_fit(host_state):
 # -- PPO acting on a host env (backend "sync") ---------------------------------------------------
 def _reference_host_act(env, agent, config, params, actor, num_steps):
   """The plain host loop: a jitted policy half, the host env, a jitted record half per step, the
-  transitions stacked at the end (what `anakin.host_acting` does in one call per step)."""
-  decide = jax.jit(lambda p, a: anakin._decide(agent, config, p, a))
-  record = jax.jit(lambda a, d, ts: anakin._record(config, a, d, ts, None))
+  transitions stacked at the end (what `actor_loop.host_acting` does in one call per step)."""
+  normalizer = ppo_acting.normalizer(config)
+  decide = jax.jit(lambda p, a: actor_loop.decide(agent, normalizer, p, a))
+  record = jax.jit(lambda a, d, ts: actor_loop.record(normalizer, a, d, ts, None))
   rows, stats = [], []
   for _ in range(num_steps):
     d = decide(params, actor)
@@ -185,12 +188,14 @@ def _reference_host_act(env, agent, config, params, actor, num_steps):
     actor, transition, st = record(
       actor,
       d,
-      anakin.TimeStepArrays(*map(jnp.asarray, (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first))),
+      actor_loop.TimeStepArrays(
+        *map(jnp.asarray, (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first))
+      ),
     )
     rows.append(dict(transition, carry=carry))
     stats.append(st)
   stack = lambda *xs: np.stack(xs)
-  return actor, jax.tree.map(stack, *rows), anakin._episode_metrics(jax.tree.map(stack, *stats))
+  return actor, jax.tree.map(stack, *rows), actor_loop.episode_metrics(jax.tree.map(stack, *stats))
 
 
 def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
@@ -209,9 +214,9 @@ def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
   env, ref_env = make_env(), make_env()
   agent = ppo.make_agent(c, env.observation_space, env.action_space)
   params = agent.init(jax.random.key(1), jnp.zeros(env.observation_space.shape))
-  acting = anakin.host_acting(env, agent, c)
+  acting = actor_loop.host_acting(env, agent, ppo_acting.normalizer(c))
   actor = acting.init(jax.random.PRNGKey(2))
-  ref_actor = anakin.host_acting(ref_env, agent, c).init(jax.random.PRNGKey(2))
+  ref_actor = actor_loop.host_acting(ref_env, agent, ppo_acting.normalizer(c)).init(jax.random.PRNGKey(2))
   buffers = []
   for _ in range(2):
     actor, traj, metrics = acting.act(params, actor, c.rollout_length)

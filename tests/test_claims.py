@@ -11,12 +11,14 @@ whole grid (cores x M x seeds).
 """
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 
+from launch import reproduce
 from rtrl_rl import envs
-from rtrl_rl.agents.impala import config as impala_config
 from rtrl_rl.system import anakin
 from tests.test_configs import load as load_config
 
@@ -29,8 +31,7 @@ def _returns(mode, stop_at=None):
   """Mean episode return per CHUNK iterations over the config's budget (stops at `stop_at`)."""
   c = load_config("claims_irie_m.py", f"core=elstm,mode={mode},M=4,delay=8,cues=2,seed=0")
   fenv = envs.make_functional(c.env.id, **c.env.options.to_dict())
-  agent = impala_config.make_agent(c.agent, fenv.observation_space, fenv.action_space)
-  runner = anakin.make_impala(fenv, agent, c.agent)
+  runner = anakin.make("impala", fenv, c.agent)
   state = runner.init(jax.random.PRNGKey(c.seed))
   iterations = c.agent.total_env_steps // (c.agent.unroll_length * c.agent.batch_size)
   returns = []
@@ -51,8 +52,6 @@ def test_rtrl_learns_cue_memory_with_m_below_the_span_and_tbptt_stays_at_the_bou
 
 
 def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_fails(tmp_path):
-  from launch import reproduce
-
   F = lambda m: reproduce.Final(m, m - 0.05, m + 0.05, 3)
   good = {
     f"claims_irie_m_elstm_{mode}_M{M}_L8": F(v)
@@ -71,9 +70,6 @@ def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_
 
 
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-
   for args, says in (
     (["--claim=bogus"], "expected one of ['irie_m']"),
     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),

@@ -1,6 +1,7 @@
 """POPGym (the package, ``popgym-numpy/``): the vectorised env reproduces lone popgym envs
 transition by transition, for every task family (discrete, MultiDiscrete-action and Box tasks)."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -106,8 +107,6 @@ def test_every_task_level_is_listed_in_both_families():
 def test_jax_ids_have_the_package_spaces_and_trace_to_them(task):
   """Every ``popgym/`` id: the package's spaces, and its functional reset/step (traced, not
   compiled) return observations of that shape and dtype and scalar reward and flags."""
-  import jax
-
   for level in _popgym.LEVELS:
     env_id = f"popgym/{task}-{level}"
     obs_space, act_space = envs.describe(env_id)

@@ -78,7 +78,7 @@ def _ppo_run(run: str):
   os.makedirs(run)
   with open(os.path.join(run, "config.json"), "w") as f:
     json.dump(json.loads(c.to_json_best_effort()), f)
-  loop = anakin.make_ppo(envs.make_functional(c.env.id), a)
+  loop = anakin.make("ppo", envs.make_functional(c.env.id), a)
   shapes = jax.eval_shape(loop.init, jax.random.PRNGKey(0))  # the checkpointed state's structure
   rng = np.random.default_rng(0)
   state = jax.tree.map(

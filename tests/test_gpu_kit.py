@@ -17,7 +17,7 @@ import zipfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "bench", "gpu"))
 
-import slim_wheel  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import slim_wheel  # noqa: E402 - after bench/gpu is put on sys.path (above)
 
 
 def _make_wheel(path: str) -> None:

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtrl_rl.agents import Rollout, impala
-from rtrl_rl.agents.rollout import synthetic_rollout, transitions
+from rtrl_rl.agents import impala
+from rtrl_rl.agents.rollout import Rollout, synthetic_rollout, transitions
 from rtrl_rl.envs import Space
 
 OBS = Space.box((3,), np.float32)

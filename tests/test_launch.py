@@ -626,7 +626,7 @@ def test_two_job_sweep_local_end_to_end(sweep_root):
     text=True,
     timeout=120,
   )
-  rows = [json.loads(l) for l in out.stdout.splitlines()]
+  rows = [json.loads(line) for line in out.stdout.splitlines()]
   assert [r["state"] for r in rows] == ["finished", "finished"], out.stdout + out.stderr
   assert all(r["frames"] >= 3200 for r in rows)
   again = run_default_sweep(sweep_root)  # relaunch: both finished, nothing to do

@@ -130,13 +130,15 @@ def _logs(root, sweep, job_id, task=0) -> str:
 
 
 def _summaries(log: str) -> list[dict]:
-  return [json.loads(l.split(": ", 1)[1]) for l in log.splitlines() if l.startswith("run finished in ")]
+  return [
+    json.loads(line.split(": ", 1)[1]) for line in log.splitlines() if line.startswith("run finished in ")
+  ]
 
 
 def _status(env, sweep_file, root) -> list[dict]:
   out = _sweep_cli(env, sweep_file, root, "--status", "--json")
   assert out.returncode == 0, out.stdout + out.stderr
-  return [json.loads(l) for l in out.stdout.splitlines()]
+  return [json.loads(line) for line in out.stdout.splitlines()]
 
 
 def test_one_run_sweep_runs_as_a_slurm_job(slurm_env, tmp_path):

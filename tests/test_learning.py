@@ -53,7 +53,7 @@ def env():
 
 @pytest.fixture(scope="module")
 def rtu_runner(env):
-  return anakin.make_ppo(env, memory_config("rtu"))
+  return anakin.make("ppo", env, memory_config("rtu"))
 
 
 def _report(name, returns, seconds, chunk=10):
@@ -94,7 +94,7 @@ def test_rtrl_elstm_ppo_learns_cue_memory_beyond_the_feedforward_bound(env, grad
   c = memory_config("elstm")
   c.gradient = gradient
   bound = env.params.feedforward_bound
-  _, returns, seconds = train(anakin.make_ppo(env, c), jax.random.key(0), 300, bound + MARGIN)
+  _, returns, seconds = train(anakin.make("ppo", env, c), jax.random.key(0), 300, bound + MARGIN)
   _report(f"RTRL eLSTM ({gradient})", returns, seconds)
   assert returns[-1] >= bound + MARGIN
 
@@ -105,7 +105,7 @@ def test_tbptt_gru_ppo_with_sequence_minibatches_learns_cue_memory(env):
   carries (the cue is 8 steps back, inside the truncation window)."""
   c = memory_config("gru", core_mode="tbptt", sequence_length=16, stem_grad="unroll")
   bound = env.params.feedforward_bound
-  _, returns, seconds = train(anakin.make_ppo(env, c), jax.random.key(0), 300, bound + MARGIN)
+  _, returns, seconds = train(anakin.make("ppo", env, c), jax.random.key(0), 300, bound + MARGIN)
   _report("T-BPTT(16) GRU", returns, seconds)
   assert returns[-1] >= bound + MARGIN
 
@@ -113,7 +113,7 @@ def test_tbptt_gru_ppo_with_sequence_minibatches_learns_cue_memory(env):
 @pytest.mark.long
 def test_feedforward_ppo_stays_at_the_bound_on_cue_memory(env):
   bound = env.params.feedforward_bound
-  _, returns, seconds = train(anakin.make_ppo(env, memory_config(None)), jax.random.key(0), 200, 2.0)
+  _, returns, seconds = train(anakin.make("ppo", env, memory_config(None)), jax.random.key(0), 200, 2.0)
   _report("feed-forward", returns, seconds)
   assert np.mean(returns[-5:]) <= bound + 0.1
 
@@ -129,7 +129,7 @@ def test_feedforward_impala_solves_cartpole():
   c.lr_schedule, c.learning_rate, c.reduction = "constant", 1e-3, "mean"
   c.network.torso, c.network.mlp_hidden_sizes, c.network.cell = "mlp", (64, 64), None
   agent = impala_config.make_agent(c, env.observation_space, env.action_space)
-  runner = anakin.make_impala(env, agent, c)
+  runner = anakin.make("impala", env, c, agent=agent)
   _, returns, seconds = train(runner, jax.random.key(0), 10000, 475.0, chunk=100)
   _report("IMPALA feed-forward CartPole-v1", returns, seconds, chunk=100)
   assert returns[-1] >= 475.0
@@ -165,7 +165,7 @@ def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound
   from rtrl_rl import envs
 
   env = envs.make_functional("popgym/RepeatPrevious-easy")
-  runner = anakin.make_ppo(env, repeat_previous_config("rtu"))
+  runner = anakin.make("ppo", env, repeat_previous_config("rtu"))
   _, returns, seconds = train(runner, jax.random.key(0), 300, REPEAT_PREVIOUS_THRESHOLD)
   _report("RTRL RTU on popgym/RepeatPrevious-easy", returns, seconds)
   assert returns[-1] >= REPEAT_PREVIOUS_THRESHOLD > REPEAT_PREVIOUS_FF_BOUND + 0.9
@@ -176,6 +176,8 @@ def test_feedforward_ppo_stays_at_the_bound_on_popgym_repeat_previous():
   from rtrl_rl import envs
 
   env = envs.make_functional("popgym/RepeatPrevious-easy")
-  _, returns, seconds = train(anakin.make_ppo(env, repeat_previous_config(None)), jax.random.key(0), 200, 2.0)
+  _, returns, seconds = train(
+    anakin.make("ppo", env, repeat_previous_config(None)), jax.random.key(0), 200, 2.0
+  )
   _report("feed-forward on popgym/RepeatPrevious-easy", returns, seconds)
   assert np.mean(returns[-5:]) <= REPEAT_PREVIOUS_FF_BOUND + 0.05

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
 from scipy import stats
 
 from rtrl_rl import plot
-from rtrl_rl.io.metrics import MetricsWriter
+from rtrl_rl.io.metrics import MetricsWriter, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,11 +69,6 @@ def test_plot_png_not_blank_and_table_numbers(runs, tmp_path):
   summary = plot.plot_runs([runs], out, reference=ref, points=101, final_frac=0.01)
   assert os.path.exists(out) and os.path.exists(tmp_path / 'out' / 'curves.md')
 
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use('Agg')
-  import matplotlib.image as mpimg  # pylint: disable=import-outside-toplevel
-
   img = mpimg.imread(out)[..., :3]
   assert img.shape[0] > 200 and img.shape[1] > 300
   non_white = (img < 0.95).any(axis=-1).mean()
@@ -98,7 +94,11 @@ def test_plot_png_not_blank_and_table_numbers(runs, tmp_path):
   assert g['rtrl']['final_mean'] == pytest.approx(12.0)
 
   md = (tmp_path / 'out' / 'curves.md').read_text()
-  rows = [l for l in md.splitlines() if l.startswith('| ') and not l.startswith('| group') and '---' not in l]
+  rows = [
+    line
+    for line in md.splitlines()
+    if line.startswith('| ') and not line.startswith('| group') and '---' not in line
+  ]
   cells = {r.split('|')[1].strip(): [c.strip() for c in r.split('|')[2:-1]] for r in rows}
   assert set(cells) == {'ff', 'rtrl'}
   assert cells['ff'][0] == '2' and cells['ff'][1] == '5000'  # seeds, final frames (overlap ends at 5000)
@@ -113,8 +113,6 @@ def test_bootstrap_ci_and_resume_records(tmp_path):
   with MetricsWriter(run, tensorboard=False, is_primary=True) as w:
     for x, y in [(1, 0.0), (2, 0.0), (3, 99.0), (4, 99.0), (2, 1.0), (3, 2.0), (4, 3.0)]:
       w.write({'frames': x, 'episode_return': y})
-  from rtrl_rl.io.metrics import read_metrics  # pylint: disable=import-outside-toplevel
-
   xs, ys = plot.run_curve(read_metrics(run), 'frames', 'episode_return')
   assert xs.tolist() == [1, 2, 3, 4] and ys.tolist() == [0.0, 1.0, 2.0, 3.0]
   vals = np.array([[1.0], [2.0], [3.0], [4.0]])

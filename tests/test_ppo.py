@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtrl_rl.agents import ppo
+from rtrl_rl.agents import actor_loop, ppo
 from rtrl_rl.agents.ppo import learning
 from rtrl_rl.envs.cue_memory import cue_memory_functional
 from rtrl_rl.losses import ppo_loss
@@ -38,19 +38,20 @@ def trees_close(a, b, **kw):
 
 @pytest.fixture(scope="module")
 def rollout():
-  """A PPO batch acted by anakin.act on cue memory (episodes of 3 steps + autoreset: several
+  """A PPO batch acted by actor_loop.act on cue memory (episodes of 3 steps + autoreset: several
   resets inside the 8-step rollout), with the agent and the acting params."""
   env = cue_memory_functional(num_cues=3, length=2)
   c = small_config()
   agent = ppo.make_agent(c, env.observation_space, env.action_space)
   params = agent.init(jax.random.key(1), jnp.zeros(env.observation_space.shape))
-  actor = anakin.init_actor(env, agent, c, c.num_envs, jax.random.key(2))
+  normalizer = ppo.acting.normalizer(c)
+  actor = actor_loop.init_actor(env, agent, normalizer, c.num_envs, jax.random.key(2))
 
   @jax.jit
   def collect(params, actor):
-    buf = anakin.carry_buffer(agent, c.rollout_length, c.num_envs)
-    actor, traj, _ = anakin.act(env, agent, c, params, actor, c.rollout_length, carry_buffer=buf)
-    return actor, anakin.ppo_batch(traj, anakin.bootstrap_value(agent, c, params, actor))
+    buf = actor_loop.carry_buffer(agent, c.rollout_length, c.num_envs)
+    actor, traj, _ = actor_loop.act(env, agent, normalizer, params, actor, c.rollout_length, carry_buffer=buf)
+    return actor, ppo.ppo_batch(traj, actor_loop.bootstrap_value(agent, normalizer, params, actor))
 
   # Two rollouts: the second starts from a non-zero carry.
   actor, _ = collect(params, actor)
@@ -423,7 +424,7 @@ def test_continuous_actions_gaussian_head_with_obs_and_reward_normalisation():
 
   env = gymnax_functional("gymnax/Pendulum-v1", "Pendulum-v1")
   c = small_config("rtu", num_envs=2, rollout_length=8, num_minibatches=2, minibatch_size=8)
-  runner = anakin.make_ppo(env, c)
+  runner = anakin.make("ppo", env, c)
   assert runner.agent.heads.policy == "gaussian"
   state, metrics = runner.step(runner.init(jax.random.key(0)))
   assert all(np.isfinite(np.asarray(v)) for k, v in metrics.items() if "episode" not in k)
@@ -471,7 +472,7 @@ def test_config_validation_names_the_fields(overrides, fields):
     assert f in str(e.value), (f, str(e.value))
   # The Anakin builder fails the same way, before any compute.
   with pytest.raises(ValueError):
-    anakin.make_ppo(cue_memory_functional(), c)
+    anakin.make("ppo", cue_memory_functional(), c)
 
 
 def test_default_config_is_the_papers():

@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rtrl_rl.agents import impala
-from rtrl_rl.agents.rollout import Rollout
+from rtrl_rl.agents import impala, registry
+from rtrl_rl.agents.rollout import Rollout, batch_slice
 from rtrl_rl.system import actors
 from rtrl_rl.system.queue import QueueClosed, RolloutQueue, flatten_spec
 from tests.test_impala_acting import _ToyEnv
@@ -80,7 +80,7 @@ def test_envpool_async_pools_and_record_split():
     _check_stream(agent, state.params, [batch[h] for batch in batches])
   assert any(batch[h].first[1:].any() for batch in batches for h in range(2))
   # a pool's rollout split into records: each record is a whole rollout of its envs
-  parts = [actors.split_records(batch[0], 2) for batch in batches]
+  parts = [actors.split_records(batch[0], 2, batch_slice) for batch in batches]
   for k in range(2):
     stream = [p[k] for p in parts]
     assert stream[0].batch_size == 2
@@ -123,7 +123,7 @@ def test_episode_tracker_counts_across_rollouts():
 
 
 def _small_actor_config():
-  c = ml_collections.ConfigDict()
+  c = ml_collections.ConfigDict({"algo": "impala"})
   c.env = ml_collections.ConfigDict(
     {"id": "memory/cartpole-masked", "options": ml_collections.ConfigDict({"num_threads": 1})}
   )
@@ -142,15 +142,14 @@ def test_record_spec_matches_what_an_actor_produces():
   assert actors.actor_layout(c) == (2, 2)
   pools = actors.make_actor_envs(c, seed=3)
   assert [p.num_envs for p in pools] == [4, 4]
-  obs_space, act_space = envs.describe(c.env.id)
-  agent = impala.make_agent(c.agent, obs_space, act_space)
-  state = impala.init_learner(agent, c.agent, obs_space)
-  spec = actors.record_spec(c, obs_space, act_space, agent)
-  collector = impala.RolloutCollector(pools, agent, c.agent.unroll_length, seed=0)
+  parts = registry.get("impala").actor_learner(c, envs.describe(c.env.id))
+  state = parts.init_learner(0)
+  spec = actors.record_spec(c, parts)
+  collector = parts.collector(pools, 0)
   records = [
     actors.ActorRecord(r, *actors.EpisodeTracker(2).update(r))
     for pool_rollout in collector.collect_all(state.params, policy_version=5)
-    for r in actors.split_records(pool_rollout, 2)
+    for r in actors.split_records(pool_rollout, 2, parts.batch_slice)
   ]
   assert len(records) == 4
   want, treedef = flatten_spec(spec)
@@ -160,7 +159,7 @@ def test_record_spec_matches_what_an_actor_produces():
       assert got_def == treedef
       assert [(g.shape, g.dtype) for g in got] == [(w.shape, w.dtype) for w in want]
       q.put(rec)
-    batch = q.get_batch(4, axis=actors.record_batch_axes())
+    batch = q.get_batch(4, axis=actors.record_batch_axes(parts))
   assert batch.rollout.obs.shape == (4, 8, 2)
   np.testing.assert_array_equal(batch.rollout.policy_version, 5)
   for p in pools:

@@ -203,9 +203,7 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   import os  # pylint: disable=g-import-not-at-top
 
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import learning
-  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents import registry  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten  # pylint: disable=g-import-not-at-top
 
@@ -217,11 +215,11 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   c.agent.unroll_length, c.agent.batch_size, c.system.envs_per_actor = 5, 8, 4
   c.agent.network.hidden_size = 8
   obs, act = envs.describe(c.env.id, **c.env.options.to_dict())
-  agent = impala_config.make_agent(c.agent, obs, act)
+  parts = registry.get("impala").actor_learner(c, (obs, act))
   mesh = parallel.make_mesh(jax.local_devices()[:1])
-  init = learning.init_learner(agent, c.agent, obs, seed=0)
-  spec = actors.record_spec(c, obs, act, agent)
-  axes = actors.record_batch_axes()
+  init = parts.init_learner(0)
+  spec = actors.record_spec(c, parts)
+  axes = actors.record_batch_axes(parts)
   leaves, treedef = flatten_spec(spec)
 
   def record(i):
@@ -240,12 +238,12 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   recs = [record(i) for i in range(2 * n)]
   with RolloutQueue(spec, 4, multiprocessing.get_context("spawn")) as q:
     state, serial = parallel.replicate(init, mesh), []
-    step = learning.make_learner_step(agent, c.agent, mesh)
+    step = parts.learner_step(mesh, donate=False)
     for k in range(n):
       q.put(recs[2 * k])
       q.put(recs[2 * k + 1])
       r = q.get_batch(2, axis=axes, timeout=5)
-      state, _ = step(state, parallel.global_batch(r.rollout, mesh, Rollout.batch_axes()))
+      state, _ = step(state, parallel.global_batch(r.rollout, mesh, parts.batch_axes))
       serial.append(parallel.fetch(state.params))
     bufs, sent, piped = [q.batch_buffer(2, axes) for _ in range(2)], [0], []
 
@@ -258,7 +256,7 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
 
     learner = _Learner(
       parallel.replicate(init, mesh),
-      learning.make_learner_step(agent, c.agent, mesh, donate=True),
+      parts.learner_step(mesh, donate=True),
       any_process=bool,
     )
     learner.run(

@@ -11,6 +11,7 @@ Arguments (`+`-separated lists): `tasks` (any of the package's 16), `levels`, `c
 
 from launch.sweep import config_arg, grid
 from rtrl_rl import experiment
+from rtrl_rl.agents.ppo.config import RTU_PAPER_CORES
 from rtrl_rl.envs._popgym import LEVELS as ALL_LEVELS
 from rtrl_rl.envs._popgym import TASKS as ALL_TASKS
 
@@ -29,8 +30,6 @@ def _names(value: str, valid, what: str):
 
 
 def get_sweep(arg=None):
-  from rtrl_rl.agents.ppo.config import RTU_PAPER_CORES  # pylint: disable=g-import-not-at-top
-
   args = experiment.parse_args(
     arg, tasks="+".join(TASKS), levels="+".join(LEVELS), cores="+".join(CORES), seeds=SEEDS, env_family="jax"
   )

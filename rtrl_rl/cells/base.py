@@ -268,7 +268,7 @@ def _check_common(cell: Cell, carry: Carry, mode: str, input_grad: str) -> None:
   if input_grad not in INPUT_GRADS:
     raise ValueError(f"unknown input_grad {input_grad!r}; expected one of {INPUT_GRADS}")
   if mode == "rtrl" and not cell.supports_rtrl:
-    from rtrl_rl.cells import RTRL_CELLS  # pylint: disable=g-import-not-at-top
+    from rtrl_rl.cells import RTRL_CELLS  # noqa: PLC0415 - circular: rtrl_rl.cells imports this module
 
     raise ValueError(
       f"mode='rtrl' is not supported by cell {cell.name!r}: exact RTRL for a dense recurrence "

@@ -65,8 +65,8 @@ def _raw_env(robot: str, backend: str):
   try:
     # mujoco.mjx prints "Failed to import warp" (and mujoco_warp) where warp is not installed
     with _quiet(), contextlib.redirect_stdout(io.StringIO()):
-      import mujoco
-      from brax import envs
+      import mujoco  # noqa: PLC0415 - optional dependency (with brax)
+      from brax import envs  # noqa: PLC0415 - optional dependency
   except ModuleNotFoundError as e:
     raise MissingDependencyError(f"brax ids need the `brax` package ({e}); pip install brax==0.14.2") from e
   old = mujoco.get_mju_user_warning()

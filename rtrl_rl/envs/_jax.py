@@ -205,7 +205,7 @@ def make_trace_conditioning(
 def _import_gymnax():
   """Import gymnax (an install dependency), with a clear error where it is missing."""
   try:
-    import gymnax
+    import gymnax  # noqa: PLC0415 - optional dependency
   except ModuleNotFoundError as e:
     raise MissingDependencyError(
       f"gymnax ids need the `gymnax` package ({e}); pip install 'gymnax>=0.0.8' six"

@@ -53,7 +53,7 @@ LEVELS = ("easy", "medium", "hard")
 
 def _import_popgym_envs():
   try:
-    import popgym.envs as pe
+    import popgym.envs as pe  # noqa: PLC0415 - optional dependency
   except ImportError as e:  # pragma: no cover - popgym is a project dependency
     raise MissingDependencyError("POPGym ids need the `popgym` package: pip install 'popgym>=1.0.7'") from e
   return pe

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtrl_rl.envs._jax import FunctionalEnv, JaxVecEnv
 from rtrl_rl.envs.core import Space
 
 
@@ -74,8 +75,6 @@ def cue_memory_functional(
   ``params``: ``num_cues``, ``length``, ``reward_wrong`` and ``feedforward_bound``, the best
   expected return of an agent without memory.
   """
-  from rtrl_rl.envs._jax import FunctionalEnv  # pylint: disable=g-import-not-at-top
-
   if not isinstance(num_cues, int) or num_cues < 2:
     raise ValueError(f"cue_memory: num_cues must be an int >= 2, got {num_cues!r}")
   if not isinstance(length, int) or length < 1:
@@ -102,8 +101,6 @@ def make_cue_memory(
   env_id: str, num_envs: int, seed: int, *, describe: bool = False, functional: bool = False, **o
 ):
   """Registry maker: obs float32 [B, num_cues + 1], Discrete(num_cues) actions."""
-  from rtrl_rl.envs._jax import JaxVecEnv  # pylint: disable=g-import-not-at-top
-
   f = cue_memory_functional(env_id, **o)
   if describe:
     return f.observation_space, f.action_space

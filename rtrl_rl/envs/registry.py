@@ -41,6 +41,7 @@ import functools
 import importlib
 from typing import Any, Callable, Mapping
 
+from rtrl_rl.envs._popgym import LEVELS, TASKS
 from rtrl_rl.envs.core import BadOptionError, UnknownEnvError
 
 _MISSING = object()
@@ -338,7 +339,7 @@ _EP = "rtrl_rl.envs._envpool"
 
 
 def _atari_specs() -> list[EnvSpec]:
-  from rtrl_rl.envs import _envpool
+  from rtrl_rl.envs import _envpool  # noqa: PLC0415 - optional dependency: it imports envpool
 
   return [
     EnvSpec(
@@ -354,7 +355,7 @@ def _atari_specs() -> list[EnvSpec]:
 
 
 def _procgen_specs() -> list[EnvSpec]:
-  from rtrl_rl.envs import _envpool
+  from rtrl_rl.envs import _envpool  # noqa: PLC0415 - optional dependency: it imports envpool
 
   return [
     EnvSpec(
@@ -467,8 +468,6 @@ def _memory_specs() -> list[EnvSpec]:
 
 def _popgym_specs(family: str = "popgym") -> list[EnvSpec]:
   """``popgym/``: our JAX port (functional); ``popgym-numpy/``: the package on the host."""
-  from rtrl_rl.envs._popgym import LEVELS, TASKS
-
   jax_port = family == "popgym"
   builder = "rtrl_rl.envs.popgym_jax:make_popgym_jax" if jax_port else "rtrl_rl.envs._popgym:make_popgym"
   what = "in JAX" if jax_port else "(the popgym package)"
@@ -511,7 +510,7 @@ def _jax_specs() -> list[EnvSpec]:
 
 
 def _gymnax_specs() -> list[EnvSpec]:
-  from rtrl_rl.envs import _jax
+  from rtrl_rl.envs import _jax  # noqa: PLC0415 - start-up time: it imports jax
 
   return [
     EnvSpec(
@@ -587,8 +586,6 @@ def get_spec(env_id: str) -> EnvSpec:
   if near:
     msg += f" Did you mean: {', '.join(near)}?"
   if family in ("popgym", "popgym-numpy"):
-    from rtrl_rl.envs._popgym import LEVELS, TASKS
-
     msg += (
       f" Valid {family} ids: {family}/<Task>-<level> with Task one of {', '.join(TASKS)} "
       f"and level one of {', '.join(LEVELS)}."

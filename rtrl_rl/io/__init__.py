@@ -21,7 +21,7 @@ __all__ = [
 
 def __getattr__(name):
   if name in ('Checkpointer', 'CheckpointCorruptError', 'CheckpointStructureError'):
-    from rtrl_rl.io import checkpoint  # pylint: disable=import-outside-toplevel
+    from rtrl_rl.io import checkpoint  # noqa: PLC0415 - start-up time: orbax (see the docstring)
 
     return getattr(checkpoint, name)
   raise AttributeError(f'module "rtrl_rl.io" has no attribute {name!r}')

@@ -67,7 +67,7 @@ def _scalar_items(record: Mapping[str, Any]):
 
 
 def _default_is_primary() -> bool:
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415 - start-up time: launch.status and plot read metrics without jax
 
   return jax.process_index() == 0
 
@@ -106,7 +106,7 @@ class MetricsWriter:
       self._file.write('\n')
       self._file.flush()
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import SummaryWriter  # noqa: PLC0415 - optional dependency (tensorboard=False)
 
       self._tb = SummaryWriter(
         logdir=os.path.join(self.run_dir, TENSORBOARD_SUBDIR), flush_secs=tensorboard_flush_secs

@@ -118,36 +118,18 @@ class ActorRecord(NamedTuple):
   episode_length: Any
 
 
-def record_batch_axes() -> ActorRecord:
-  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
+def record_batch_axes(parts) -> ActorRecord:
+  """The env axis of a record's fields; `parts`: the algorithm's `registry.ActorLearner`."""
+  return ActorRecord(parts.batch_axes, 1, 1)
 
-  return ActorRecord(Rollout.batch_axes(), 1, 1)
 
-
-def record_spec(config, observation_space, action_space, agent) -> ActorRecord:
+def record_spec(config, parts) -> ActorRecord:
   """The `ArraySpec` tree of one actor's record (numpy shapes, no batch of records)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
-
-  m, b = config.agent.unroll_length, config.system.envs_per_actor
-  carry = agent.initial_carry(b)
+  m, b = parts.unroll_length, config.system.envs_per_actor
   spec = lambda shape, dtype: ArraySpec(tuple(shape), np.dtype(dtype))
-  act = (*action_space.shape,)
-  # categorical policies ship their logits [A]; others the log-prob of the action taken
-  behaviour = (action_space.num_values,) if action_space.kind == "discrete" else ()
-  rollout = Rollout(
-    obs=spec((m + 1, b, *observation_space.shape), observation_space.dtype),
-    reward=spec((m + 1, b), np.float32),
-    terminated=spec((m + 1, b), bool),
-    truncated=spec((m + 1, b), bool),
-    first=spec((m + 1, b), bool),
-    prev_action=spec((m + 1, b, *act), action_space.dtype),
-    action=spec((m, b, *act), action_space.dtype),
-    behaviour_logits=spec((m, b, *behaviour), np.float32),
-    carry=jax.tree.map(lambda x: spec(x.shape, x.dtype), carry),
-    policy_version=spec((b,), np.int32),
-  )
+  rollout = jax.tree.map(lambda x: spec(x.shape, x.dtype), parts.rollout_spec(b))
   return ActorRecord(rollout, spec((m, b), np.float32), spec((m, b), np.int32))
 
 
@@ -198,12 +180,11 @@ def make_actor_envs(config, seed: int) -> list:
   ]
 
 
-def split_records(rollout, records: int) -> list:
-  """A pool's rollout as `records` rollouts of consecutive envs (each a fixed set of envs)."""
+def split_records(rollout, records: int, batch_slice) -> list:
+  """A pool's rollout as `records` rollouts of consecutive envs (each a fixed set of envs);
+  `batch_slice(rollout, start, stop)`: the algorithm's (`registry.ActorLearner`)."""
   if records == 1:
     return [rollout]
-  from rtrl_rl.agents.rollout import batch_slice  # pylint: disable=g-import-not-at-top
-
   e = rollout.batch_size // records
   return [batch_slice(rollout, i * e, (i + 1) * e) for i in range(records)]
 
@@ -217,15 +198,13 @@ def actor_main(
   import jax  # pylint: disable=g-import-not-at-top
 
   jax.config.update("jax_platforms", jax_env["JAX_PLATFORMS"])  # also if JAX was imported already
-  from rtrl_rl.agents.impala import acting  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import config as impala_config
+  from rtrl_rl.agents import registry  # pylint: disable=g-import-not-at-top
 
   seed = actor_seed(config, process_index, actor_index, info.attempt)
   pools = make_actor_envs(config, seed)
   env = pools[0]
-  agent = impala_config.make_agent(config.agent, env.observation_space, env.action_space)
-  agent.init(jax.random.key(0), np.zeros(env.observation_space.shape, env.observation_space.dtype))
-  collector = acting.RolloutCollector(pools, agent, config.agent.unroll_length, seed=seed)
+  parts = registry.get(config.algo).actor_learner(config, (env.observation_space, env.action_space))
+  collector = parts.collector(pools, seed)
   _, per_pool = actor_layout(config)
   trackers = [EpisodeTracker(config.system.envs_per_actor) for _ in range(len(pools) * per_pool)]
   version, params = -1, None
@@ -242,7 +221,7 @@ def actor_main(
       rollouts = [
         r
         for pool_rollout in collector.collect_all(params, policy_version=version)
-        for r in split_records(pool_rollout, per_pool)
+        for r in split_records(pool_rollout, per_pool, parts.batch_slice)
       ]
       for rollout, tracker in zip(rollouts, trackers):
         record = ActorRecord(rollout, *tracker.update(rollout))

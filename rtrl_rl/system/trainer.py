@@ -33,12 +33,13 @@ import multiprocessing
 import os
 import time
 import zlib
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from rtrl_rl import experiment
+from rtrl_rl.agents import registry
 from rtrl_rl.io import MetricsWriter, Progress
 from rtrl_rl.io import run_dir as run_dirs
 from rtrl_rl.system import processes
@@ -287,7 +288,7 @@ def run(
   if not prepared:
     prepare(config)
   config_json = json.loads(config.to_json_best_effort())
-  if config.algo != "prediction" and config.system.backend == "actors":
+  if config.system.backend == "actors":
     from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
 
     actors.actor_envs_for_host(config.system.actor_device, config.system.num_actors)  # no GPU: fails
@@ -307,13 +308,15 @@ def run(
         ", ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in plan.changes.items()),
       )
     ckpt.plan = plan
-    if config.algo == "prediction":
-      return _run_prediction(config, run_dir, ckpt)
+    algo = registry.get(config.algo)
+    if algo.own_loop:
+      return _run_own_loop(algo, config, run_dir, ckpt)
     if config.system.backend == "anakin":
-      return _run_iterations(config, run_dir, _anakin_iterations(config), ckpt)
+      return _run_iterations(config, run_dir, _anakin_iterations(algo, config), ckpt)
     if config.system.backend == "sync":
-      return _run_iterations(config, run_dir, _sync_ppo_iterations(config), ckpt)
-    return _run_actors(config, run_dir, ckpt)
+      mesh = _loop_mesh(f"{algo.title} update", algo.split_sizes(config.agent))
+      return _run_iterations(config, run_dir, algo.host_loop(config, mesh), ckpt)
+    return _run_actors(algo, config, run_dir, ckpt)
   finally:
     if lock is not None:
       lock.release()
@@ -368,15 +371,13 @@ def _already_finished(run_dir: str, step: int) -> dict[str, Any]:
   return dict(summary, already_finished=True)
 
 
-def _run_prediction(config, run_dir: str, ckpt: "_Checkpoints") -> dict[str, Any]:
-  """Online prediction (agents/prediction): checkpoints, resume and signals as the other loops."""
-  from rtrl_rl.agents.prediction import learning as prediction  # pylint: disable=g-import-not-at-top
-
+def _run_own_loop(algo, config, run_dir: str, ckpt: "_Checkpoints") -> dict[str, Any]:
+  """An algorithm's own loop (online prediction): checkpoints, resume and signals as the others."""
   ckpt.finish_at("frames", config.agent.steps)
   stop = _StopRequest()
   try:
     with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
-      summary = prediction.run_experiment(
+      summary = algo.run_own_loop(
         config,
         writer=writer,
         log=log.info,
@@ -450,21 +451,17 @@ class _Learner:
       records, batch = upcoming, upcoming_batch
 
 
-def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
+def _run_actors(algo, config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import learning
-  from rtrl_rl.agents.rollout import Rollout  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
 
-  s, a = config.system, config.agent
+  s = config.system
   actor_env = actors.actor_envs_for_host(s.actor_device, s.num_actors)  # no GPU -> fails here
   options = config.env.options.to_dict()
   envs.make(config.env.id, 1, config.seed, **options).close()  # preflight: missing dependencies fail here
-  obs_space, act_space = envs.describe(config.env.id, **options)
-  agent = impala_config.make_agent(a, obs_space, act_space)
+  parts = algo.actor_learner(config, envs.describe(config.env.id, **options))
   mesh = parallel.make_mesh()
-  state = learning.init_learner(agent, a, obs_space, seed=config.seed)
+  state = parts.init_learner(config.seed)
   counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
   restored = ckpt.restore(state)
   if restored is not None:
@@ -472,14 +469,14 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
     counters.update({k: meta[k] for k in counters if k in meta})
     log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
   state = parallel.replicate(state, mesh)
-  step_fn = learning.make_learner_step(agent, a, mesh, donate=True)
-  total_updates = learning.updates_per_run(a)
+  step_fn = parts.learner_step(mesh, donate=True)
+  total_updates = parts.total_updates
   ckpt.finish_at("updates", total_updates)
-  frames_per_update = a.unroll_length * a.batch_size
-  records_per_update = a.batch_size // (s.envs_per_actor * jax.process_count())
+  frames_per_update = parts.frames_per_update
+  records_per_update = parts.batch_size // (s.envs_per_actor * jax.process_count())
 
   ctx = multiprocessing.get_context("spawn")
-  spec = actors.record_spec(config, obs_space, act_space, agent)
+  spec = actors.record_spec(config, parts)
   # the lock wait outlasts the stall timeout: an actor stopped holding the lock is killed (and the
   # lock repaired) before the learner gives up on it
   queue = RolloutQueue(spec, s.queue_capacity, ctx, lock_timeout=s.stall_timeout_s + 10)
@@ -514,7 +511,7 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   failure = None
   start = time.monotonic() - counters["elapsed_s"]
   last_log = last_ckpt = time.monotonic()
-  axes = actors.record_batch_axes()
+  axes = actors.record_batch_axes(parts)
   # two reused, aligned host buffers (on CPU the update reads them without a copy)
   host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]
   buffers = itertools.cycle(host_batches)
@@ -568,7 +565,7 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   if jax.process_count() == 1 and mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu":
     to_device = lambda records: records.rollout  # the jitted update takes the host arrays (no copy)
   else:
-    to_device = lambda records: parallel.global_batch(records.rollout, mesh, Rollout.batch_axes())
+    to_device = lambda records: parallel.global_batch(records.rollout, mesh, parts.batch_axes)
   learner = _Learner(state, step_fn)
   try:
     publish = lambda params, version: store.publish(parallel.fetch(params), version)
@@ -602,20 +599,6 @@ def _run_actors(config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
   return summary
 
 
-class _Iterations(NamedTuple):
-  """A training loop in one jitted step (on one process, or in lockstep on several):
-  `state = init()`, `state, metrics = step(state)`; the part of the state that a checkpoint holds
-  (`saved(state)`) and how to put it back (`resume(state, tree)`)."""
-
-  init: Callable[[], Any]
-  step: Callable[[Any], tuple[Any, dict]]
-  steps_per_iteration: int
-  saved: Callable[[Any], Any]
-  resume: Callable[[Any, Any], Any]
-  params: Callable[[Any], Any]
-  relayout: Callable[[dict, Any], Any] | None = None  # see _Checkpoints.restore
-
-
 def _loop_mesh(what: str, sizes: dict[str, int]):
   """The mesh of a loop that splits `sizes` (name: size) over its devices. One process: all local
   devices when every size splits evenly over them, else None (one device, logged with the reason).
@@ -645,34 +628,23 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   return parallel.make_mesh(devices)
 
 
-def _anakin_iterations(config) -> _Iterations:
-  """The fully-jitted loop (JAX env): the whole state, env included, is checkpointed. With several
-  devices (and `num_envs`, `minibatch_size / sequence_length` (PPO) or `batch_size` (IMPALA)
-  divisible by their number) the loop is data-parallel over a mesh of them (system/anakin.py):
-  the local devices, or with several processes all devices of all of them (each process's devices
-  act on their share of the envs); a checkpoint then holds the global state, which a run on any
-  number of devices (and processes) resumes (`anakin.relayout`: only the per-device keys change)."""
+def _anakin_iterations(algo, config) -> registry.Iterations:
+  """The fully-jitted loop (JAX env; system/anakin.py): the whole state, env included, is
+  checkpointed. With several devices (and the algorithm's `split_sizes` divisible by their number)
+  the loop is data-parallel over a mesh of them: the local devices, or with several processes all
+  devices of all of them (each process's devices act on their share of the envs); a checkpoint then
+  holds the global state, which a run on any number of devices (and processes) resumes
+  (`anakin.relayout`: only the per-device keys change)."""
   from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
   from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
 
-  a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
-  if config.algo == "ppo":
-    from rtrl_rl.agents.ppo import learning as ppo_learning  # pylint: disable=g-import-not-at-top
-
-    sizes = ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length)
-    loop = anakin.make_ppo(fenv, a, mesh=_loop_mesh("Anakin PPO", sizes))
-    steps = a.num_envs * a.rollout_length
-  else:
-    from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-
-    agent = impala_config.make_agent(a, fenv.observation_space, fenv.action_space)
-    loop = anakin.make_impala(fenv, agent, a, mesh=_loop_mesh("Anakin IMPALA", {"batch_size": a.batch_size}))
-    steps = a.batch_size * a.unroll_length
-  return _Iterations(
+  mesh = _loop_mesh(f"Anakin {algo.title}", algo.split_sizes(config.agent))
+  loop = anakin.make(algo.name, fenv, config.agent, mesh=mesh)
+  return registry.Iterations(
     lambda: loop.init(jax.random.PRNGKey(config.seed)),
     loop.step,
-    steps,
+    loop.steps_per_iteration,
     saved=lambda state: state,
     resume=lambda state, tree: loop.place(tree),
     params=lambda state: state.learner.params,
@@ -680,56 +652,7 @@ def _anakin_iterations(config) -> _Iterations:
   )
 
 
-def _sync_ppo_iterations(config) -> _Iterations:
-  """PPO on a host env (envpool, POPGym, ...): act `rollout_length` steps, then one jitted update.
-  A checkpoint holds the learner and the normalisation statistics; a resumed run starts new episodes.
-
-  With several local devices (and `num_envs`, the sequences per minibatch `minibatch_size /
-  sequence_length` divisible by their number) the update
-  is data-parallel over a mesh of them (`ppo.make_learner_step`, rtrl_rl/parallel.py): the learner
-  state stays replicated, the buffer is split along the env axis, and the actor uses the first
-  device's replica of the parameters. On one device the update is the plain jitted one."""
-  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.ppo import learning as ppo_learning
-  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
-
-  a = config.agent
-  env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
-  agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
-  acting = anakin.host_acting(env, agent, a)
-  mesh = _loop_mesh("PPO update", ppo_learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length))
-  update = ppo_learning.make_learner_step(agent, a, mesh)
-  bootstrap = jax.jit(lambda params, actor: anakin.bootstrap_value(agent, a, params, actor))
-  place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))
-  acting_params = (lambda params: params) if mesh is None else parallel.local_replica
-
-  def init():
-    k_learn, k_act = jax.random.split(jax.random.PRNGKey(config.seed))
-    obs = np.zeros(env.observation_space.shape, np.float32)
-    return place(ppo_learning.init_learner(k_learn, agent, a, obs)), acting.init(k_act)
-
-  def step(state):
-    learner, actor = state
-    params = acting_params(learner.params)
-    actor, traj, ep_metrics = acting.act(params, actor, a.rollout_length)
-    batch = anakin.ppo_batch(traj, bootstrap(params, actor))
-    if mesh is not None:
-      batch = parallel.shard_batch(batch, mesh, ppo_learning.PPOBatch.batch_axes())
-    learner, metrics = update(learner, batch)
-    return (learner, actor), dict(metrics, **ep_metrics)
-
-  return _Iterations(
-    init,
-    step,
-    a.num_envs * a.rollout_length,
-    saved=lambda state: (state[0], state[1].norm),
-    resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
-    params=lambda state: state[0].params,
-  )
-
-
-def _run_iterations(config, run_dir: str, it: _Iterations, ckpt: _Checkpoints) -> dict[str, Any]:
+def _run_iterations(config, run_dir: str, it: registry.Iterations, ckpt: _Checkpoints) -> dict[str, Any]:
   """Drive a loop with metrics, progress, checkpoints, resume and signals. On several processes
   every one runs the same steps: each iteration they agree (one collective) whether to stop (a
   signal reached any of them) and whether to checkpoint (process 0 writes)."""

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rtrl_rl.agents.actor_loop import zero_where_first
 from rtrl_rl.agents.rollout import Rollout
 from rtrl_rl.losses import Categorical
 from rtrl_rl.networks.agent import Agent
@@ -42,9 +43,7 @@ from rtrl_rl.networks.agent import Agent
 
 def _act(agent: Agent, greedy: bool, params, carry, obs, reward, first, prev_action, key):
   first = jnp.asarray(first, bool)
-  prev_action = jnp.where(
-    first.reshape(first.shape + (1,) * (jnp.ndim(prev_action) - 1)), jnp.zeros_like(prev_action), prev_action
-  )
+  prev_action = zero_where_first(prev_action, first)
   (dist, _), carry = agent.step(params, carry, obs, jnp.asarray(reward), prev_action, first)
   action = dist.mode() if greedy else dist.sample(key)
   behaviour = dist.logits if isinstance(dist, Categorical) else dist.log_prob(action)
@@ -252,3 +251,45 @@ class RolloutCollector:
       buf.arrays = None
     self._key = key
     return out
+
+
+def rollout_of(traj: dict, before, after, policy_version) -> Rollout:
+  """The time-major `Rollout` of M + 1 steps for M steps acted by `actor_loop.act` (the fully-jitted
+  loop): the M observations plus the latest one (for bootstrapping), the carry before obs[0], and
+  the actor's log-probs as `behaviour_logits` `[M, B]`. `before`, `after`: the `ActorState`s the
+  M steps started and ended at."""
+  cat = lambda xs, x: jnp.concatenate([xs, x[None]], 0)
+  num_envs = after.reward.shape[0]
+  return Rollout(
+    obs=cat(traj["obs"], after.obs.astype(traj["obs"].dtype)),
+    reward=cat(traj["prev_reward"], after.reward),
+    terminated=jnp.concatenate([before.terminated[None], traj["terminated"]], 0),
+    truncated=jnp.concatenate([before.truncated[None], traj["truncated"]], 0),
+    first=cat(traj["first"], after.first),
+    prev_action=cat(traj["prev_action"], zero_where_first(after.prev_action, after.first)),
+    action=traj["action"],
+    behaviour_logits=traj["log_prob"],
+    carry=before.carry,
+    policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)),
+  )
+
+
+def rollout_spec(agent: Agent, unroll_length: int, num_envs: int, observation_space, action_space) -> Rollout:
+  """The shapes of one `RolloutCollector` rollout of `num_envs` envs (`jax.ShapeDtypeStruct` leaves)."""
+  m, b = unroll_length, num_envs
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+  act = (*action_space.shape,)
+  # categorical policies ship their logits [A]; others the log-prob of the action taken
+  behaviour = (action_space.num_values,) if action_space.kind == "discrete" else ()
+  return Rollout(
+    obs=spec((m + 1, b, *observation_space.shape), observation_space.dtype),
+    reward=spec((m + 1, b), np.float32),
+    terminated=spec((m + 1, b), bool),
+    truncated=spec((m + 1, b), bool),
+    first=spec((m + 1, b), bool),
+    prev_action=spec((m + 1, b, *act), action_space.dtype),
+    action=spec((m, b, *act), action_space.dtype),
+    behaviour_logits=spec((m, b, *behaviour), np.float32),
+    carry=jax.tree.map(lambda x: spec(x.shape, x.dtype), agent.initial_carry(b)),
+    policy_version=spec((b,), np.int32),
+  )

@@ -5,9 +5,11 @@
     agent = ppo.make_agent(config, observation_space, action_space)
     update = jax.jit(ppo.make_update(agent, config))     # (LearnerState, PPOBatch) -> (state, metrics)
     step = ppo.make_learner_step(agent, config, mesh)    # data-parallel over a mesh (rtrl_rl/parallel.py)
-The fully-jitted act-and-learn loop for JAX environments: `rtrl_rl.system.anakin.make_ppo`.
+The system layer runs it through `ALGORITHM` (rtrl_rl/agents/ppo/algorithm.py; the fully-jitted
+loop: `rtrl_rl.system.anakin.make("ppo", env, config)`).
 """
 
+from rtrl_rl.agents.ppo import acting
 from rtrl_rl.agents.ppo.acting import (
   NormState,
   RunningStats,
@@ -15,7 +17,6 @@ from rtrl_rl.agents.ppo.acting import (
   norm_init,
   normalize_obs,
   normalize_reward,
-  policy_step,
   stats_init,
   stats_update,
 )
@@ -32,10 +33,12 @@ from rtrl_rl.agents.ppo.learning import (
   make_sharded_loss,
   make_update,
   minibatch_indices,
+  ppo_batch,
   recompute_carries,
 )
 
 __all__ = [
+  "acting",
   "LearnerState",
   "NormState",
   "PPOBatch",
@@ -51,10 +54,10 @@ __all__ = [
   "make_sharded_loss",
   "make_update",
   "minibatch_indices",
+  "ppo_batch",
   "norm_init",
   "normalize_obs",
   "normalize_reward",
-  "policy_step",
   "recompute_carries",
   "stats_init",
   "stats_update",

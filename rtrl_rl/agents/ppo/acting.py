@@ -1,7 +1,7 @@
-"""PPO acting: the network from the config, observation/reward normalisation, one policy step.
+"""PPO acting: the network from the config, observation/reward normalisation.
 
-Everything here is a pure function of explicit state, so that the fully-jitted loop
-(`rtrl_rl.system.anakin`) and host-side loops share it.
+Everything here is a pure function of explicit state, so that the fully-jitted loop and the
+host-side loop (rtrl_rl/agents/actor_loop.py) share it.
 
 Normalisation (as in the reference PPO implementations the RTU paper uses):
   observations: running per-feature mean/var over every observation seen; the agent sees
@@ -16,13 +16,14 @@ Normalisation (as in the reference PPO implementations the RTU paper uses):
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from rtrl_rl import cells
+from rtrl_rl.agents.actor_loop import Normalizer
 from rtrl_rl.envs.core import Space
 from rtrl_rl.networks import ActorCriticHeads, MLPTorso
 from rtrl_rl.networks.agent import Agent
@@ -148,26 +149,14 @@ def normalize_reward(
   return NormState(norm.obs, ret, jnp.where(done, 0.0, ret_acc)), scaled
 
 
-# -- one policy step ---------------------------------------------------------------------------------
-class PolicyOutput(NamedTuple):
-  action: Any
-  log_prob: jax.Array
-  value: jax.Array
-  carry: cells.Carry
-
-
-def policy_step(
-  agent: Agent,
-  params,
-  carry: cells.Carry,
-  obs,
-  prev_reward,
-  prev_action,
-  first,
-  key: jax.Array,
-  greedy: bool = False,
-) -> PolicyOutput:
-  """Sample an action for B envs from the core's carry BEFORE `obs`; returns the new carry."""
-  (dist, value), carry = agent.step(params, carry, obs, prev_reward, prev_action, first)
-  action = dist.mode() if greedy else dist.sample(key)
-  return PolicyOutput(action, dist.log_prob(action), value, carry)
+def normalizer(config) -> Normalizer:
+  """The acting loop's `Normalizer` (rtrl_rl/agents/actor_loop.py) for a PPO config: the running
+  statistics above, replicated over a mesh but for the per-env discounted return."""
+  return Normalizer(
+    init=norm_init,
+    obs=lambda norm, obs, update, axis_name: normalize_obs(config, norm, obs, update, axis_name),
+    reward=lambda norm, reward, done, valid, axis_name: normalize_reward(
+      config, norm, reward, done, valid, axis_name
+    ),
+    axes=NormState(obs=None, ret=None, ret_acc=0),
+  )

@@ -104,6 +104,12 @@ class PPOBatch(NamedTuple):
     )
 
 
+def ppo_batch(traj: dict, bootstrap_value) -> PPOBatch:
+  """The PPO rollout buffer from the acted steps (`actor_loop.act`'s time-major dict) and V(o_T)."""
+  fields = {k: traj[k] for k in PPOBatch._fields if k != "bootstrap_value"}
+  return PPOBatch(**fields, bootstrap_value=bootstrap_value)
+
+
 class LearnerState(NamedTuple):
   params: Any
   opt_state: Any

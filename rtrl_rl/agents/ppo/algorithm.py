@@ -1,0 +1,142 @@
+"""PPO as the system layer sees it (`ALGORITHM`, rtrl_rl/agents/registry.py): the fully-jitted loop's
+halves on JAX envs (backend "anakin") and the host loop (backend "sync": envpool, POPGym, ...)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rtrl_rl import envs, experiment, parallel
+from rtrl_rl.agents import actor_loop, registry
+from rtrl_rl.agents.ppo import acting, learning
+from rtrl_rl.agents.ppo import config as ppo_config
+
+
+class PPO(registry.Algorithm):
+  """Elelimy et al. 2024's PPO with RTRL cores."""
+
+  name = "ppo"
+  title = "PPO"
+  backends = ("sync", "anakin")
+
+  def get_config(self):
+    return ppo_config.get_config()
+
+  def configure(self, config):
+    config.system.backend = "sync"
+
+  def validate(self, config, spaces):
+    ppo_config.validate(config.agent)
+    if spaces is not None:
+      _check_buffer_fits(config, spaces)
+
+  def split_sizes(self, agent_config):
+    a = agent_config
+    return learning.split_sizes(a.num_envs, a.minibatch_size, a.sequence_length)
+
+  def anakin(self, env, agent_config, mesh=None, agent=None):
+    """`num_envs` copies of `env`, `rollout_length` steps per iteration into a `PPOBatch`, then the
+    update; data-parallel over `mesh` (`num_envs` and `minibatch_size / sequence_length` must
+    divide over its devices)."""
+    config = agent_config
+    ppo_config.validate(config)
+    if agent is None:
+      agent = acting.make_agent(config, env.observation_space, env.action_space)
+    normalizer = acting.normalizer(config)
+    update = (
+      learning.make_update(agent, config) if mesh is None else learning.make_learner_step(agent, config, mesh)
+    )
+
+    @jax.jit  # eagerly, each op of the network's and optimiser's init dispatches alone (seconds)
+    def init_learner(key):
+      obs_example = jnp.zeros(env.observation_space.shape, jnp.float32)
+      return learning.init_learner(key, agent, config, obs_example)
+
+    def collect(learner, actor, axis_name, buf):
+      params = learner.params
+      actor, traj, ep_metrics = actor_loop.act(
+        env, agent, normalizer, params, actor, config.rollout_length, axis_name, carry_buffer=buf
+      )
+      bootstrap = actor_loop.bootstrap_value(agent, normalizer, params, actor)
+      return actor, learning.ppo_batch(traj, bootstrap), ep_metrics
+
+    # The stored carries (RTRL traces) are the buffer's bulk: one allocation, reused every iteration.
+    scratch = (
+      lambda n: actor_loop.carry_buffer(agent, config.rollout_length, n),
+      learning.PPOBatch.batch_axes().carry,
+      lambda batch: batch.carry,
+    )
+    return registry.AnakinParts(
+      agent=agent,
+      num_envs=config.num_envs,
+      steps_per_iteration=config.num_envs * config.rollout_length,
+      init_learner=init_learner,
+      init_actors=lambda n, key: actor_loop.init_actor(env, agent, normalizer, n, key),
+      actor_axes=actor_loop.ActorState.batch_axes(normalizer),
+      collect=collect,
+      update=update,
+      batch_axes=learning.PPOBatch.batch_axes(),
+      scratch=scratch,
+    )
+
+  def host_loop(self, config, mesh=None):
+    """Act `rollout_length` steps on a host env, then one jitted update. A checkpoint holds the
+    learner and the normalisation statistics; a resumed run starts new episodes.
+
+    With a mesh (the local devices; `num_envs` and the sequences per minibatch divisible by their
+    number) the update is data-parallel (`learning.make_learner_step`): the learner state stays
+    replicated, the buffer is split along the env axis, and the actor uses the first device's
+    replica of the parameters. On one device the update is the plain jitted one."""
+    a = config.agent
+    env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
+    agent = acting.make_agent(a, env.observation_space, env.action_space)
+    normalizer = acting.normalizer(a)
+    host = actor_loop.host_acting(env, agent, normalizer)
+    update = learning.make_learner_step(agent, a, mesh)
+    bootstrap = jax.jit(lambda params, actor: actor_loop.bootstrap_value(agent, normalizer, params, actor))
+    place = (lambda learner: learner) if mesh is None else (lambda learner: parallel.replicate(learner, mesh))
+    acting_params = (lambda params: params) if mesh is None else parallel.local_replica
+
+    def init():
+      k_learn, k_act = jax.random.split(jax.random.PRNGKey(config.seed))
+      obs = np.zeros(env.observation_space.shape, np.float32)
+      return place(learning.init_learner(k_learn, agent, a, obs)), host.init(k_act)
+
+    def step(state):
+      learner, actor = state
+      params = acting_params(learner.params)
+      actor, traj, ep_metrics = host.act(params, actor, a.rollout_length)
+      batch = learning.ppo_batch(traj, bootstrap(params, actor))
+      if mesh is not None:
+        batch = parallel.shard_batch(batch, mesh, learning.PPOBatch.batch_axes())
+      learner, metrics = update(learner, batch)
+      return (learner, actor), dict(metrics, **ep_metrics)
+
+    return registry.Iterations(
+      init,
+      step,
+      a.num_envs * a.rollout_length,
+      saved=lambda state: (state[0], state[1].norm),
+      resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
+      params=lambda state: state[0].params,
+    )
+
+
+def _check_buffer_fits(config, spaces) -> None:
+  """Refuse a PPO config whose rollout buffer cannot fit: its stored carries (RTRL traces) are
+  written once per rollout and read by the update, and the run's peak is about twice them."""
+  a = config.agent
+  need = 2 * ppo_config.stored_carry_bytes(a, *spaces)
+  have = experiment.device_memory_bytes()
+  if need > have:
+    raise experiment.ExperimentConfigError(
+      f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
+      f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
+      f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
+      f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
+      f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size"
+    )
+
+
+ALGORITHM = PPO()
