@@ -22,15 +22,21 @@ the checkpoint (frozen); IMPALA runs with the IMPALA agent. Evaluation runs on t
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import math
 import os
 import time
 from typing import Any, Callable
 
+import ml_collections
+import numpy as np
 from absl import flags
+from absl import logging as absl_logging
 
-from rtrl_rl import cli
+from rtrl_rl import cli, envs
+from rtrl_rl.envs import EnvError, MissingDependencyError
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (holds config.json and checkpoints/)")
 _EPISODES = flags.DEFINE_integer("episodes", 100, "complete episodes per repeat")
@@ -60,8 +66,6 @@ class IncompleteEvaluation(EvaluationError):
 
 # -- loading -----------------------------------------------------------------------------------------
 def load_config(run_dir: str):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
   path = os.path.join(run_dir, "config.json")
   if not os.path.exists(path):
     raise EvaluationError(
@@ -74,7 +78,7 @@ def load_config(run_dir: str):
 
 def load_checkpoint(run_dir: str) -> tuple[int, dict, dict]:
   """`(step, {tree path: leaf}, metadata)` of the newest intact checkpoint."""
-  from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.io.checkpoint import Checkpointer  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), is_primary=False)
   try:
@@ -96,8 +100,7 @@ def params_from_flat(flat: dict, like) -> Any:
   learner state, `.learner.params` for the jitted loops); the optimiser's moments share the same
   sub-paths under other prefixes and are not taken.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
   subpaths = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
@@ -129,8 +132,6 @@ def _find_suffix(flat: dict, suffix: str):
 
 
 def _parse_options(text: str) -> dict:
-  import ast  # pylint: disable=g-import-not-at-top
-
   out = {}
   for item in filter(None, (text or "").split(",")):
     key, sep, value = item.partition("=")
@@ -158,10 +159,10 @@ class Policy:
   """`step(obs, reward, first, prev_action, key) -> action` with the carry kept inside."""
 
   def __init__(self, agent, params, num_envs: int, greedy: bool, obs_fn: Callable | None = None):
-    import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
+    import jax.numpy as jnp  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
-    from rtrl_rl.agents.actor_loop import zero_where_first  # pylint: disable=g-import-not-at-top
+    from rtrl_rl.agents.actor_loop import zero_where_first  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
     self.agent, self.params = agent, jax.device_put(params)
     self.carry = agent.initial_carry(num_envs)
@@ -186,14 +187,12 @@ class Policy:
 
 def build_agent(config, obs_space, act_space):
   """`(agent, obs_fn factory)` for the run's algorithm."""
-  import copy  # pylint: disable=g-import-not-at-top
-
   a = copy.deepcopy(config.agent)
   if config.algo == "ppo":
-    from rtrl_rl.agents.ppo import acting as ppo_acting  # pylint: disable=g-import-not-at-top
+    from rtrl_rl.agents.ppo import acting as ppo_acting  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
     return ppo_acting.make_agent(a, obs_space, act_space)
-  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.impala import config as impala_config  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   n = a.network
   if n.stem_grad == "frozen" and n.stem_checkpoint and not os.path.exists(n.stem_checkpoint):
@@ -205,7 +204,7 @@ def ppo_obs_fn(config, flat: dict) -> Callable | None:
   """Frozen observation normalisation from the checkpoint's running statistics (PPO)."""
   if not config.agent.get("normalize_obs", False):
     return None
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   mean, var = _find_suffix(flat, "norm.obs.mean"), _find_suffix(flat, "norm.obs.var")
   if mean is None or var is None:
@@ -219,8 +218,7 @@ def ppo_obs_fn(config, flat: dict) -> Callable | None:
 # -- the episode loop --------------------------------------------------------------------------------
 def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> dict:
   """Plays until every env has finished its share of `episodes`; returns returns and lengths."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   b = env.num_envs
   quota = np.array([episodes // b + (i < episodes % b) for i in range(b)])
@@ -258,7 +256,7 @@ def play(env, policy: Policy, episodes: int, seed: int, max_steps: int = 0) -> d
         f"{int(done.sum())}/{episodes} episodes after {steps * b} env steps (--max_steps={max_steps})"
       )
   flat_r = [r for rs in returns for r in rs]
-  flat_l = [l for ls in lengths for l in ls]
+  flat_l = [n for ls in lengths for n in ls]
   return {
     "returns": flat_r,
     "lengths": flat_l,
@@ -281,10 +279,7 @@ def evaluate(
   log=print,
 ) -> dict:
   """Evaluates the latest checkpoint of `run_dir`; returns the eval record (see module doc)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   if episodes < 1 or repeats < 1:
     raise EvaluationError("--episodes and --repeats must be >= 1")
@@ -349,11 +344,7 @@ def default_out(run_dir: str, split: str | None) -> str:
 
 def main(argv) -> int:
   del argv
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.envs import EnvError, MissingDependencyError  # pylint: disable=g-import-not-at-top
-
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # before jax is imported (it reads it then)
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every restore step at INFO
   if not _RUN_DIR.value:
     raise cli.UsageError(

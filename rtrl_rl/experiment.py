@@ -12,8 +12,11 @@ learner (batch shape) from there.
 from __future__ import annotations
 
 import ml_collections
+import psutil
 
+from rtrl_rl import envs
 from rtrl_rl.agents import registry
+from rtrl_rl.system.actors import ACTOR_DEVICES
 
 ALGOS = registry.NAMES
 BACKENDS = ("actors", "anakin", "sync")
@@ -100,8 +103,6 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s", "stall_timeout_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
-  from rtrl_rl.system.actors import ACTOR_DEVICES  # pylint: disable=g-import-not-at-top
-
   if s.actor_device not in ACTOR_DEVICES:
     err(f"system.actor_device={s.actor_device!r}: expected one of {ACTOR_DEVICES}")
   elif s.actor_device != "cpu" and s.backend != "actors":
@@ -138,8 +139,6 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
       )
   spaces = None
   if check_env:
-    from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-
     try:
       spec = envs.get_spec(config.env.id)
       spaces = envs.describe(config.env.id, **config.env.options.to_dict())
@@ -160,15 +159,13 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
 def device_memory_bytes() -> int:
   """Memory that holds the learner's buffers: the local accelerators' limits added up (the envs,
   and so the buffer, split over them), or the host's RAM on CPU."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - start-up time: the module imports no jax (configs, train.py)
 
   devices = jax.local_devices()
   if devices[0].platform != "cpu":
     limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
     if all(limits):
       return int(sum(limits))
-  import psutil  # pylint: disable=g-import-not-at-top
-
   return int(psutil.virtual_memory().total)
 
 
@@ -222,7 +219,7 @@ def rtu_paper_ppo(
   `rtrl_rl.agents.ppo.config.RTU_PAPER_CORES`; `truncation` is the T of the T-BPTT variants
   (`lru_tbptt`, `gru`). `families` maps each `env_family` a config offers to (id family, backend):
   the env is `<id family>/<env_name>` on that backend (e.g. "brax" -> ("brax", "anakin"))."""
-  from rtrl_rl.agents.ppo import config as ppo_config  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.agents.ppo import config as ppo_config  # noqa: PLC0415 - start-up time: it imports jax
 
   if env_family not in families:
     raise ValueError(f"env_family={env_family!r}: expected one of {tuple(families)}")

@@ -131,7 +131,7 @@ def shard_size(size: int, mesh: Mesh, what: str) -> int:
   return size // _num_shards(mesh)
 
 
-def _map_with_axes(fn, batch_axes, tree):
+def map_with_axes(fn, batch_axes, tree):
   """fn(leaf, axis) over every leaf of `tree`, `batch_axes` being a prefix of it."""
   return jax.tree.map(
     lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), batch_axes, tree, is_leaf=lambda x: x is None
@@ -155,10 +155,10 @@ def shard_batch(tree, mesh: Mesh, batch_axes) -> Any:
       _check_divisible(np.shape(x)[axis], n, f"batch size (axis {axis})")
     return x
 
-  tree = _map_with_axes(check, batch_axes, tree)
+  tree = map_with_axes(check, batch_axes, tree)
   if jax.process_count() == 1:
-    return jax.device_put(tree, _map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
-  return _map_with_axes(lambda x, axis: _put_global(x, batch_sharding(mesh, axis)), batch_axes, tree)
+    return jax.device_put(tree, map_with_axes(lambda _, axis: batch_sharding(mesh, axis), batch_axes, tree))
+  return map_with_axes(lambda x, axis: _put_global(x, batch_sharding(mesh, axis)), batch_axes, tree)
 
 
 def is_typed_key(x) -> bool:
@@ -199,7 +199,7 @@ def global_batch(local_tree, mesh: Mesh, batch_axes) -> Any:
     shape[axis] *= procs
     return jax.make_array_from_process_local_data(batch_sharding(mesh, axis), x, tuple(shape))
 
-  return _map_with_axes(make, batch_axes, local_tree)
+  return map_with_axes(make, batch_axes, local_tree)
 
 
 def replicate(tree, mesh: Mesh) -> Any:

@@ -22,7 +22,10 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from rtrl_rl import cli
+from rtrl_rl import cli, experiment
+from rtrl_rl.envs import MissingDependencyError
+from rtrl_rl.io.run_dir import RunDirError
+from rtrl_rl.system.actors import NoAcceleratorError
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "experiment config file (configs/*.py[:arg])", lock_config=True
@@ -65,11 +68,7 @@ def main(argv) -> int:
     raise cli.UsageError("--config is required, e.g. --config=configs/default.py")
   run_dir = _RUN_DIR.value or default_run_dir(config)
   cli.check_writable(run_dir, "--run_dir", directory=True)
-  from rtrl_rl import experiment  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.envs import MissingDependencyError  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.io.run_dir import RunDirError  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system.actors import NoAcceleratorError  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import trainer  # noqa: PLC0415 - start-up time: usage errors before jax is imported
 
   try:
     trainer.prepare(config)  # validates; joins jax.distributed for multi-host runs

@@ -15,14 +15,21 @@ checkpoint's round trip: `step2/`, `step2_restored/`).
 
 import sys
 
+import jax
 import numpy as np
+
+from rtrl_rl import parallel
+from rtrl_rl.agents import actor_loop, ppo, rollout
+from rtrl_rl.agents.impala import acting as impala_acting
+from rtrl_rl.agents.impala import config as impala_config
+from rtrl_rl.agents.impala import learning as impala_learning
+from rtrl_rl.envs.cue_memory import cue_memory_functional
+from rtrl_rl.system import anakin
 
 B, T, M = 8, 4, 5  # envs; PPO rollout length; IMPALA unroll length
 
 
 def flat(tree, prefix):
-  import jax  # pylint: disable=g-import-not-at-top
-
   return {
     prefix + jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)
   }
@@ -31,8 +38,6 @@ def flat(tree, prefix):
 def concat_groups(stacked, batch_axes):
   """`[D, ...]`-stacked per-group trees -> the global tree, groups concatenated along `batch_axes`
   (None: replicated, group 0's copy)."""
-  import jax  # pylint: disable=g-import-not-at-top
-
   join = lambda x, axis: np.asarray(x)[0] if axis is None else np.concatenate(list(np.asarray(x)), axis)
   return jax.tree.map(
     lambda axis, sub: jax.tree.map(lambda x: join(x, axis), sub),
@@ -44,10 +49,6 @@ def concat_groups(stacked, batch_axes):
 
 def group_actors(env, agent, normalizer, k_act, num_devices):
   """Device d's initial actor state, for every d."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.agents import actor_loop  # pylint: disable=g-import-not-at-top
-
   return [
     actor_loop.init_actor(env, agent, normalizer, B // num_devices, jax.random.fold_in(k_act, d))
     for d in range(num_devices)
@@ -55,8 +56,6 @@ def group_actors(env, agent, normalizer, k_act, num_devices):
 
 
 def ppo_problem():
-  from rtrl_rl.agents import ppo  # pylint: disable=g-import-not-at-top
-
   c = ppo.get_config()
   c.num_envs, c.rollout_length = B, T
   c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 2, 16
@@ -66,8 +65,6 @@ def ppo_problem():
 
 
 def impala_problem(env):
-  from rtrl_rl.agents.impala import config as impala_config  # pylint: disable=g-import-not-at-top
-
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = B, M
   c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
@@ -77,15 +74,6 @@ def impala_problem(env):
 
 
 def main(argv):
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents import actor_loop, ppo, rollout  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import acting as impala_acting  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents.impala import learning as impala_learning  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.envs.cue_memory import cue_memory_functional  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
-
   out = argv[1]
   d = len(jax.devices())
   mesh = parallel.make_mesh()

@@ -10,7 +10,13 @@ python tests/_ppo_parallel_worker.py multiprocess OUT.npz PORT NUM_PROCESSES PRO
 
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from rtrl_rl import parallel
+from rtrl_rl.agents import ppo
+from rtrl_rl.envs import Space
 
 NUM_UPDATES = 2
 T, B, OBS, ACTIONS = 4, 8, 3, 3
@@ -19,12 +25,6 @@ T, B, OBS, ACTIONS = 4, 8, 3, 3
 def problem():
   """A small RTU PPO agent, its learner state and NUM_UPDATES synthetic global buffers [T, B]; the
   config for each gradient option."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.agents import ppo  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.envs import Space  # pylint: disable=g-import-not-at-top
-
   c = ppo.get_config()
   c.num_envs, c.rollout_length = B, T
   c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 2, 16
@@ -68,18 +68,12 @@ def problem():
 
 
 def flat(tree, prefix):
-  import jax  # pylint: disable=g-import-not-at-top
-
   return {
     prefix + jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)
   }
 
 
 def env_slice(batch, lo, hi):
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.agents import ppo  # pylint: disable=g-import-not-at-top
-
   return jax.tree.map(
     lambda axis, sub: jax.tree.map(lambda x: np.take(x, np.arange(lo, hi), axis=axis), sub),
     ppo.PPOBatch.batch_axes(),
@@ -89,15 +83,9 @@ def env_slice(batch, lo, hi):
 
 def main(argv):
   mode, out = argv[1], argv[2]
-  import jax  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
   if mode == "multiprocess":
     port, nproc, pid = int(argv[3]), int(argv[4]), int(argv[5])
     parallel.initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
-  from rtrl_rl.agents import ppo  # pylint: disable=g-import-not-at-top
-
   mesh = parallel.make_mesh()
   axes = ppo.PPOBatch.batch_axes()
   results = {"num_devices": np.asarray(len(jax.devices()))}

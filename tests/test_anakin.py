@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtrl_rl.agents import actor_loop
+from rtrl_rl import envs
+from rtrl_rl.agents import actor_loop, ppo
+from rtrl_rl.agents.impala import config as impala_config
+from rtrl_rl.agents.impala import learning as impala_learning
 from rtrl_rl.agents.ppo import acting as ppo_acting
 from rtrl_rl.agents.rollout import transitions
 from rtrl_rl.envs.cue_memory import cue_memory_functional
@@ -61,9 +64,6 @@ def test_cue_memory_memoryless_policy_gets_one_over_k():
 def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   """One jitted IMPALA iteration: the Rollout has M + 1 steps, starts with the carry before obs[0],
   overlaps the next one by one step, and its transitions mask the autoreset steps."""
-  from rtrl_rl.agents.impala import config as impala_config
-  from rtrl_rl.agents.impala import learning as impala_learning
-
   env = cue_memory_functional(num_cues=2, length=2)
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 3, 5
@@ -113,8 +113,6 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
 @pytest.fixture(scope="module")
 def host_state():
   """A host copy of a small IMPALA Anakin state (one device)."""
-  from rtrl_rl.agents.impala import config as impala_config
-
   env = cue_memory_functional(num_cues=2, length=2)
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 4, 3
@@ -203,9 +201,6 @@ def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
   rollout boundary): the fused, buffer-reusing host path gives bitwise the plain loop's
   transitions, stored carries, actor state and episode metrics; the second rollout reuses (donates)
   the first one's buffers."""
-  from rtrl_rl import envs
-  from rtrl_rl.agents import ppo
-
   c = ppo.get_config()
   c.num_envs, c.rollout_length, c.num_minibatches, c.minibatch_size = 3, 7, 3, 7
   c.hidden_size, c.torso_sizes, c.head_sizes = 8, (8,), (8,)

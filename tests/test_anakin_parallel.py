@@ -112,7 +112,7 @@ def _checkpoint_leaves(run_dir, step) -> dict:
 
 
 def _summary(output: str) -> dict:
-  line = [l for l in output.splitlines() if l.startswith("run finished in ")][-1]
+  line = [ln for ln in output.splitlines() if ln.startswith("run finished in ")][-1]
   return json.loads(line.split(": ", 1)[1])
 
 

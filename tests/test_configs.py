@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from rtrl_rl import experiment
+from rtrl_rl import envs, experiment
+from rtrl_rl.agents.ppo import config as ppo_config
+from rtrl_rl.envs._popgym import LEVELS, TASKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,8 +29,8 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
   ],
   ("irie_procgen.py", "game=chaser,distribution=hard,mode=tbptt,M=5"),
   *[
-    ("irie_dmlab.py", f"level={l},mode={m},M={n}")
-    for l in ("rooms_select_nonmatching_object", "rooms_watermaze", "rooms_keys_doors_puzzle")
+    ("irie_dmlab.py", f"level={level},mode={m},M={n}")
+    for level in ("rooms_select_nonmatching_object", "rooms_watermaze", "rooms_keys_doors_puzzle")
     for m in ("rtrl", "tbptt")
     for n in (10, 50, 100)
   ],
@@ -47,9 +49,9 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
   ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
   ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
   *[
-    ("rtu_popgym.py", f"task={t},level={l}")
+    ("rtu_popgym.py", f"task={t},level={level}")
     for t in ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLower")
-    for l in ("easy", "hard")
+    for level in ("easy", "hard")
   ],
   ("rtu_popgym.py", "task=PositionOnlyPendulum,level=hard,core=rtu_linear"),  # Box actions
   ("rtu_popgym.py", "task=Battleship,level=medium,env_family=numpy"),  # host path
@@ -70,8 +72,6 @@ def test_rtu_mujoco_configs_run_brax_on_the_jitted_loop_or_envpool_on_the_host()
 
 
 def test_rtu_popgym_runs_every_task_on_the_jitted_loop_or_the_package_on_the_host():
-  from rtrl_rl.envs._popgym import LEVELS, TASKS
-
   for task in TASKS:
     for level in LEVELS:
       c = load("rtu_popgym.py", f"task={task},level={level}")
@@ -179,9 +179,6 @@ def test_reference_scores_name_real_config_groups():
 def test_a_ppo_buffer_that_cannot_fit_is_refused_with_the_size_it_needs():
   """The stored carries dominate PPO's buffer (non-linear RTU, d_rec 192: ~200 KB per step); a config
   whose buffer (x2 for the update's working copies) exceeds the machine fails at validation."""
-  from rtrl_rl import envs
-  from rtrl_rl.agents.ppo import config as ppo_config
-
   config = load("rtu_popgym.py", "core=rtu_nonlinear")
   per_step = ppo_config.stored_carry_bytes(config.agent, *envs.describe(config.env.id)) / 2048
   assert 195_000 < per_step < 215_000  # 2N + 4DN + 4N floats, N = 192, D = 65

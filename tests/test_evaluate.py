@@ -11,7 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from rtrl_rl import evaluate
+from rtrl_rl import envs, evaluate, experiment
+from rtrl_rl.io.checkpoint import Checkpointer
+from rtrl_rl.system import anakin
 from tests.test_cli import run_cli
 from tests.test_launch import ROOT, default_sweep_root
 
@@ -65,10 +67,6 @@ def test_greedy_is_deterministic_and_sampling_differs(run_dir):
 def _ppo_run(run: str):
   """A run directory of the jitted PPO loop with random parameters; returns its checkpointed state
   (an AnakinState: learner params + normaliser)."""
-  from rtrl_rl import envs, experiment
-  from rtrl_rl.io.checkpoint import Checkpointer
-  from rtrl_rl.system import anakin
-
   c = experiment.base_config("ppo")
   c.env.id = "gymnax/CartPole-v1"
   a = c.agent

@@ -66,22 +66,22 @@ def test_rollouts_overlap_and_match_the_learner_replay():
     (dist, _), carry = agent.unroll(
       params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1], r.first[:-1], outgoing_traces=True
     )
-    return dist.logits, carry
+    return dist.log_prob(r.action), carry
 
   saw_end = False
   for prev, r in zip(rollouts, rollouts[1:]):
     for name in ("obs", "reward", "terminated", "truncated", "first", "prev_action"):
       np.testing.assert_array_equal(getattr(r, name)[0], getattr(prev, name)[-1], err_msg=name)
-    logits, carry = replay(state.params, prev)
+    log_prob, carry = replay(state.params, prev)
     # The behaviour policy is the learner's policy at the same parameters (rho = 1) ...
-    np.testing.assert_allclose(prev.behaviour_logits, logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prev.behaviour_log_prob, log_prob, rtol=1e-5, atol=1e-6)
     # ... and the carry shipped with the next rollout (state + traces) is the replay's outgoing one.
     jax.tree.map(lambda a, w: np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-6), r.carry, carry)
     saw_end |= bool(prev.terminated.any() and prev.truncated.any())
   assert saw_end
   for r in rollouts:
     assert r.obs.shape == (m + 1, b, 3) and r.action.shape == (m, b)
-    assert r.behaviour_logits.shape == (m, b, 3)
+    assert r.behaviour_log_prob.shape == (m, b)
     np.testing.assert_array_equal(r.prev_action[1:], np.where(r.first[1:], 0, r.action))
     np.testing.assert_array_equal(r.reward[r.first], 0)
     # next-step autoreset: a step after an episode end is a first step
@@ -105,14 +105,13 @@ def test_greedy_policy_takes_the_mode():
   state = impala.init_learner(agent, c, env.observation_space)
   ts = env.reset()
   policy = impala.make_policy(agent, greedy=True)
-  action, logits, carry = policy(
-    state.params,
-    agent.initial_carry(4),
-    ts.obs,
-    ts.reward,
-    ts.first,
-    jnp.zeros(4, jnp.int32),
-    jax.random.PRNGKey(0),
+  prev_action = jnp.zeros(4, jnp.int32)
+  action, log_prob, carry = policy(
+    state.params, agent.initial_carry(4), ts.obs, ts.reward, ts.first, prev_action, jax.random.PRNGKey(0)
   )
-  np.testing.assert_array_equal(action, np.argmax(logits, -1))
+  (dist, _), _ = agent.step(
+    state.params, agent.initial_carry(4), ts.obs, jnp.asarray(ts.reward), prev_action, jnp.asarray(ts.first)
+  )
+  np.testing.assert_array_equal(action, np.argmax(dist.logits, -1))
+  np.testing.assert_allclose(log_prob, dist.log_prob(action), rtol=1e-6)
   assert carry.traces is not None  # rtrl core: the actor maintains the traces

@@ -3,12 +3,14 @@ config validation, and the actor's rollouts."""
 
 import dataclasses
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rtrl_rl.agents import impala
+from rtrl_rl.agents.impala import config as config_module
 from rtrl_rl.agents.rollout import Rollout, synthetic_rollout, transitions
 from rtrl_rl.envs import Space
 
@@ -40,7 +42,7 @@ def _slice_time(r: Rollout, start: int, stop: int, carry) -> Rollout:
     first=r.first[s],
     prev_action=r.prev_action[s],
     action=r.action[start:stop],
-    behaviour_logits=r.behaviour_logits[start:stop],
+    behaviour_log_prob=r.behaviour_log_prob[start:stop],
     carry=carry,
   )
 
@@ -176,11 +178,11 @@ def test_dummy_transition_contributes_nothing_and_loss_splits_at_episode_end():
   grad_fn = jax.jit(jax.grad(lambda p, r: impala.make_loss(agent, config)(p, r)[0]))
   loss = float(loss_fn(params, r)[0])
 
-  # Changing the dummy transition's action and behaviour logits changes neither loss nor gradient.
-  action, logits = np.array(r.action), np.array(r.behaviour_logits)
+  # Changing the dummy transition's action and behaviour log-prob changes neither loss nor gradient.
+  action, log_mu = np.array(r.action), np.array(r.behaviour_log_prob)
   action[k] = (action[k] + 1) % 3
-  logits[k] = logits[k] * 3.0 + 1.0
-  r_changed = r._replace(action=action, behaviour_logits=logits)
+  log_mu[k] = log_mu[k] * 3.0 - 1.0
+  r_changed = r._replace(action=action, behaviour_log_prob=log_mu)
   assert float(loss_fn(params, r_changed)[0]) == loss
   jax.tree.map(np.testing.assert_array_equal, grad_fn(params, r_changed), grad_fn(params, r))
 
@@ -278,8 +280,6 @@ def test_validate_names_the_fields_before_any_compute(changes, fields, monkeypat
   def boom(*a, **k):
     raise AssertionError("built a network before validating the config")
 
-  from rtrl_rl.agents.impala import config as config_module
-
   monkeypatch.setattr(config_module, "Agent", boom)
   monkeypatch.setattr(jax.random, "PRNGKey", boom)
   with pytest.raises(impala.ConfigError) as e:
@@ -297,8 +297,6 @@ def test_valid_configs_pass():
 
 
 def test_frozen_stem_is_loaded_from_the_checkpoint_and_not_trained(tmp_path):
-  import flax.serialization
-
   config = _config(m=3, b=2)
   agent = impala.make_agent(config, OBS, ACT)
   donor = impala.init_learner(agent, config, OBS, seed=5).params

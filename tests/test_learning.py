@@ -12,7 +12,10 @@ import jax
 import numpy as np
 import pytest
 
+from rtrl_rl import envs
 from rtrl_rl.agents import ppo
+from rtrl_rl.agents.impala import config as impala_config
+from rtrl_rl.envs._jax import gymnax_functional
 from rtrl_rl.envs.cue_memory import cue_memory_functional
 from rtrl_rl.system import anakin
 
@@ -74,7 +77,7 @@ def test_rtrl_rtu_ppo_learns_cue_memory_beyond_the_feedforward_bound(env, rtu_ru
 def test_same_seed_gives_bitwise_identical_params_after_20_updates(rtu_runner):
   s1, m1 = rtu_runner.run(rtu_runner.init(jax.random.key(7)), 20)
   s2, m2 = rtu_runner.run(rtu_runner.init(jax.random.key(7)), 20)
-  assert int(s1.learner.num_updates) == 20
+  assert int(s1.learner.step) == 20
   jax.tree.map(
     lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
     s1.learner.params,
@@ -120,9 +123,6 @@ def test_feedforward_ppo_stays_at_the_bound_on_cue_memory(env):
 
 @pytest.mark.long
 def test_feedforward_impala_solves_cartpole():
-  from rtrl_rl.agents.impala import config as impala_config
-  from rtrl_rl.envs._jax import gymnax_functional
-
   env = gymnax_functional("gymnax/CartPole-v1", "CartPole-v1")
   c = impala_config.get_config()
   c.batch_size, c.unroll_length = 32, 20
@@ -162,8 +162,6 @@ def repeat_previous_config(cell):
 
 
 def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound():
-  from rtrl_rl import envs
-
   env = envs.make_functional("popgym/RepeatPrevious-easy")
   runner = anakin.make("ppo", env, repeat_previous_config("rtu"))
   _, returns, seconds = train(runner, jax.random.key(0), 300, REPEAT_PREVIOUS_THRESHOLD)
@@ -173,8 +171,6 @@ def test_rtrl_rtu_ppo_learns_popgym_repeat_previous_beyond_the_feedforward_bound
 
 @pytest.mark.long
 def test_feedforward_ppo_stays_at_the_bound_on_popgym_repeat_previous():
-  from rtrl_rl import envs
-
   env = envs.make_functional("popgym/RepeatPrevious-easy")
   _, returns, seconds = train(
     anakin.make("ppo", env, repeat_previous_config(None)), jax.random.key(0), 200, 2.0

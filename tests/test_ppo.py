@@ -4,6 +4,7 @@ determinism and config validation. (The PPO loss and GAE themselves: tests/test_
 import dataclasses
 import functools
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from rtrl_rl.agents import actor_loop, ppo
 from rtrl_rl.agents.ppo import learning
+from rtrl_rl.envs._jax import gymnax_functional
 from rtrl_rl.envs.cue_memory import cue_memory_functional
 from rtrl_rl.losses import ppo_loss
 from rtrl_rl.system import anakin
@@ -420,8 +422,6 @@ def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
 
 
 def test_continuous_actions_gaussian_head_with_obs_and_reward_normalisation():
-  from rtrl_rl.envs._jax import gymnax_functional
-
   env = gymnax_functional("gymnax/Pendulum-v1", "Pendulum-v1")
   c = small_config("rtu", num_envs=2, rollout_length=8, num_minibatches=2, minibatch_size=8)
   runner = anakin.make("ppo", env, c)
@@ -492,8 +492,6 @@ def test_default_config_is_the_papers():
 
 
 def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):
-  import flax.serialization
-
   agent, b = rollout["agent"], rollout["batch"]
   donor = _perturbed(rollout["params"], seed=3)
   path = tmp_path / "stem.msgpack"

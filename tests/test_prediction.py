@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -20,6 +21,9 @@ import pytest
 from rtrl_rl import cells, envs
 from rtrl_rl.agents import prediction as P
 from rtrl_rl.agents.prediction import config as config_lib
+from rtrl_rl.agents.prediction.algorithm import ALGORITHM as PREDICTION
+from rtrl_rl.envs import trace_conditioning as tc
+from rtrl_rl.system import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D = 4  # 2 + 2 distractors
@@ -180,8 +184,6 @@ def test_chunks_chain_exactly_and_learning_changes_params(cell, mode):
 
 
 def test_msre_matches_environment_measure():
-  from rtrl_rl.envs import trace_conditioning as tc
-
   c = jnp.array([0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
   p = jnp.linspace(0.0, 1.0, 8)
   g = np.zeros(7)
@@ -302,35 +304,38 @@ def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "final MSRE" in out.stdout
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-  assert [r["steps"] for r in records[:-1]] == [300, 600]
-  final = records[-1]
+  last, final = records[-2:]
+  assert (last["frames"], last["updates"]) == (600, 2) and np.isfinite(last["chunk_msre"])
   assert len(final["final_msre_per_seed"]) == 2 and np.isfinite(final["final_msre"])
   assert json.loads((run_dir / "config.json").read_text())["algo"] == "prediction"
 
 
-def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(tmp_path):
-  """A run stopped after 2 of 4 chunks (as by SIGTERM) leaves a checkpoint; the rerun on the same
+def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+  """A run stopped by SIGTERM after 2 of 4 chunks leaves a checkpoint; the rerun on the same
   directory continues the same streams and ends with the uninterrupted run's MSRE per seed."""
-  from rtrl_rl.io import run_dir
-  from rtrl_rl.system.trainer import _Checkpoints
-
   c = _load_experiment_config_module().get_config(
     "cell=rtu_nonlinear,steps=800,chunk=200,window=300,seeds=2,hidden=4"
   )
   full = P.run_experiment(c)
-  chunks = {"n": 0}
+  make_iterations = PREDICTION.iterations
 
-  def stop_after_two():
-    chunks["n"] += 1
-    return chunks["n"] > 2
+  def sigterm_after_two_chunks(config):
+    it, chunks = make_iterations(config), [0]
 
-  first = P.run_experiment(c, checkpoints=_Checkpoints(str(tmp_path), 3, {}), should_stop=stop_after_two)
-  assert first["stopped_early"] and first["steps"] == 400
-  logs = []
-  ckpt = _Checkpoints(str(tmp_path), 3, {})
-  ckpt.plan = run_dir.Plan(step=ckpt.checkpointer.latest_step())
-  resumed = P.run_experiment(c, checkpoints=ckpt, log=logs.append)
-  assert "resumed at step 400/800" in logs[0]
-  assert not resumed["stopped_early"] and resumed["steps"] == 800
+    def step(state):
+      chunks[0] += 1
+      if chunks[0] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)  # the trainer stops before the next chunk
+      return it.step(state)
+
+    return it._replace(step=step)
+
+  run_dir = str(tmp_path / "run")
+  monkeypatch.setattr(PREDICTION, "iterations", sigterm_after_two_chunks)
+  first = trainer.run(c, run_dir)
+  assert first["stopped_early"] and (first["steps"], first["updates"]) == (400, 2)
+  monkeypatch.undo()
+  resumed = trainer.run(c, run_dir)
+  assert not resumed["stopped_early"] and (resumed["steps"], resumed["updates"]) == (800, 4)
   np.testing.assert_allclose(resumed["msre_per_seed"], full["msre_per_seed"], rtol=1e-6)
   assert full["msre_per_seed"][0] != full["msre_per_seed"][1]  # the seeds' streams differ

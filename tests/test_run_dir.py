@@ -5,6 +5,7 @@ finished runs, write failures. tests/test_run_dir_trainer.py runs the trainer ag
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,8 +210,6 @@ def test_a_full_disk_is_one_paragraph_with_what_where_free_space_and_how_to_resu
 def test_a_checkpoint_that_does_not_fit_the_free_space_is_not_started(tmp_path, monkeypatch):
   ckpt = Checkpointer(str(tmp_path / "c"), async_save=False)
   ckpt.save(1, {"w": np.zeros(1000, np.float32)}, wait=True)
-  import shutil  # pylint: disable=import-outside-toplevel
-
   usage = shutil.disk_usage(str(tmp_path))
   monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1 << 19))
   with pytest.raises(OSError, match="needs about") as e:

@@ -60,7 +60,7 @@ def _start(run_dir, iterations, *flags):
 
 
 def _summary(output: str) -> dict:
-  line = [l for l in output.splitlines() if l.startswith("run finished in ")][-1]
+  line = [ln for ln in output.splitlines() if ln.startswith("run finished in ")][-1]
   return json.loads(line.split(": ", 1)[1])
 
 
@@ -195,7 +195,7 @@ def test_config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone
   assert "Traceback" not in out and _tree(rd) == before  # config.json untouched
   code, out = _train(rd, 14, "--accept_config_changes")
   assert code == 0 and _summary(out)["updates"] == 14, out[-3000:]
-  (change,) = [json.loads(l) for l in open(os.path.join(rd, "config_changes.jsonl"))]
+  (change,) = [json.loads(ln) for ln in open(os.path.join(rd, "config_changes.jsonl"))]
   assert change["at_update"] == 12 and change["changes"]["agent.total_env_steps"] == {
     "old": 12 * ITERATION,
     "new": 14 * ITERATION,
@@ -247,7 +247,7 @@ def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_res
   assert proc.returncode == 1, out[-3000:]  # was: ~570 lines of traceback
   assert "Traceback" not in out and "the disk is full" in out and "free of" in out, out[-3000:]
   assert "rerun the same command" in out
-  error = [l for l in out.splitlines() if l.startswith("error:")]
+  error = [ln for ln in out.splitlines() if ln.startswith("error:")]
   assert len(error) == 1 and "intact" in error[0]
   assert max(_steps(rd)) >= newest
   os.remove(filler)

@@ -119,7 +119,7 @@ def test_stopped_actors_are_reported_and_restarted_until_their_budget_is_spent(t
       names[pid] = run.wait_for(
         lambda: re.search(rf"worker '(actor\d)' \(pid {pid}\) made no progress for \d+ s", run.output), 60
       )[1]
-      run.wait_for(lambda: any("| stalled: " in l and f"{names[pid]} (pid {pid})" in l for l in run.lines))
+      run.wait_for(lambda: any("| stalled: " in ln and f"{names[pid]} (pid {pid})" in ln for ln in run.lines))
     assert sorted(names.values()) == ["actor0", "actor1"]
     assert all(not psutil.pid_exists(pid) for pid in stopped)
     resumed = run.updates()

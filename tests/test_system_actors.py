@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from rtrl_rl import envs
 from rtrl_rl.agents import impala, registry
 from rtrl_rl.agents.rollout import Rollout, batch_slice
 from rtrl_rl.system import actors
@@ -33,13 +34,13 @@ def _check_stream(agent, params, rollouts):
     (dist, _), carry = agent.unroll(
       params, r.carry, r.obs[:-1], r.reward[:-1], r.prev_action[:-1], r.first[:-1], outgoing_traces=True
     )
-    return dist.logits, carry
+    return dist.log_prob(r.action), carry
 
   for prev, r in zip(rollouts, rollouts[1:]):
     for name in ("obs", "reward", "terminated", "truncated", "first", "prev_action"):
       np.testing.assert_array_equal(getattr(r, name)[0], getattr(prev, name)[-1], err_msg=name)
-    logits, carry = replay(params, prev)
-    np.testing.assert_allclose(prev.behaviour_logits, logits, rtol=1e-5, atol=1e-6)
+    log_prob, carry = replay(params, prev)
+    np.testing.assert_allclose(prev.behaviour_log_prob, log_prob, rtol=1e-5, atol=1e-6)
     jax.tree.map(lambda a, w: np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-6), r.carry, carry)
   for r in rollouts:
     np.testing.assert_array_equal(r.prev_action[1:], np.where(r.first[1:], 0, r.action))
@@ -67,8 +68,6 @@ def test_double_buffered_collection_keeps_the_contract_per_buffer():
 
 
 def test_envpool_async_pools_and_record_split():
-  from rtrl_rl import envs
-
   m = 4
   pools = [envs.make("memory/cartpole-masked", 4, actors.buffer_seed(7, h), num_threads=1) for h in range(2)]
   _, agent, state = _agent(pools[0], cell="rtu", use_last_action=False)
@@ -102,7 +101,7 @@ def test_episode_tracker_counts_across_rollouts():
       first=col(first, bool),
       prev_action=np.zeros((n, 1), np.int32),
       action=np.zeros((n - 1, 1), np.int32),
-      behaviour_logits=np.zeros((n - 1, 1, 2)),
+      behaviour_log_prob=np.zeros((n - 1, 1)),
       carry=None,
       policy_version=np.zeros(1, np.int32),
     )
@@ -136,8 +135,6 @@ def _small_actor_config():
 
 
 def test_record_spec_matches_what_an_actor_produces():
-  from rtrl_rl import envs
-
   c = _small_actor_config()
   assert actors.actor_layout(c) == (2, 2)
   pools = actors.make_actor_envs(c, seed=3)
@@ -234,8 +231,6 @@ class _Store:
 
 
 def test_actor_beats_after_each_delivery_and_while_the_queue_is_full(monkeypatch):
-  from rtrl_rl import envs
-
   c = _small_actor_config()
   c.seed = 0
   obs_space, act_space = envs.describe(c.env.id)

@@ -1,20 +1,28 @@
-"""The actors backend's pipelined learner loop (`trainer._Learner`) against the serial loop.
+"""The actors backend's pipelined learner (`trainer._PipelinedLearner`, run by the loop driver's core
+`trainer._drive`) against the serial loop.
 
 The loop dispatches update k, takes the records of k+1 while it computes, then publishes the
 parameters of k. These tests drive it with a fixed sequence of batches and a real jitted update
 (state donated, as in the trainer) and check, without timing, that it computes exactly what the
 serial loop (take, update, publish) computes, in the same order, and that it keeps the two rules
 the trainer relies on: the host buffer of update k is refilled only after update k finished, and
-the multi-host collective (`any_process`) is called exactly where the serial loop calls it.
+the multi-host collective (the driver's agreement) is called exactly where the serial loop calls it.
 """
 
+import importlib.util
+import multiprocessing
+import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtrl_rl.system.trainer import _Learner
+from rtrl_rl import envs, parallel
+from rtrl_rl.agents import registry
+from rtrl_rl.system import actors
+from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten
+from rtrl_rl.system.trainer import _Backend, _drive, _PipelinedLearner
 
 
 class State(NamedTuple):
@@ -83,24 +91,32 @@ class Harness:
     assert int(metrics["step"]) == version - 1
     np.testing.assert_array_equal(records["x"], self.batches[version - 1])  # not yet overwritten
 
-  def any_process(self, flag):
+  def agree(self, flags):
+    """The collective before each update: [stop requested, checkpoint due, input ended]."""
     self.any_calls += 1
-    self.events.append(("any", bool(flag)))
-    return bool(flag) or self.any_calls == self.remote_stop_at
+    stop, save, ended = flags
+    self.events.append(("any", bool(ended)))
+    return [stop, save, bool(ended) or self.any_calls == self.remote_stop_at]
 
   def run(self, total_updates, counters=None):
     counters = counters or {"updates": 0, "frames": 0}
-    learner = _Learner(_init(), STEP, any_process=self.any_process)
-    learner.run(
-      self.next_records,
-      self.to_device,
-      self.publish,
-      self.after_update,
-      counters,
-      total_updates,
-      frames_per_update=10,
+    learner = _PipelinedLearner(STEP, self.next_records, self.to_device, self.publish)
+    learner.version, learner.total = counters["updates"], total_updates
+    it = registry.Iterations(
+      _init, learner.step, 10, saved=None, resume=None, params=None, total_updates=total_updates
     )
-    return learner.state, counters
+    state = _drive(
+      _init(),
+      _Backend(it, ready=learner.ready),
+      counters,
+      10 * total_updates,
+      stop_requested=lambda: False,
+      save_due=lambda: False,
+      save=None,
+      on_step=lambda state, metrics: self.after_update(state, metrics, learner.records),
+      agree=self.agree,
+    )
+    return state, counters
 
 
 def test_pipelined_loop_publishes_the_serial_sequence_and_ends_with_the_serial_state():
@@ -119,8 +135,8 @@ def test_pipelined_loop_publishes_the_serial_sequence_and_ends_with_the_serial_s
   assert h.taken == 7 and [e for e in h.events if e[0] == "take"] == [("take", j) for j in range(1, 8)]
   assert h.events[:6] == [
     ("take", 1),
-    ("any", False),
     ("to_device", 1),
+    ("any", False),
     ("take", 2),
     ("to_device", 2),
     ("publish", 1),
@@ -165,10 +181,6 @@ def test_stop_before_the_first_update_and_a_finished_run_do_nothing():
 def test_batch_buffer_is_aligned_and_device_put_of_it_aliases_on_cpu():
   """The trainer's reused host batches: `get_batch(out=queue.batch_buffer(...))` fills 64-byte
   aligned leaves (one allocation), which `jax.device_put` on CPU uses without a copy."""
-  import multiprocessing  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.system.queue import RolloutQueue  # pylint: disable=g-import-not-at-top
-
   spec = {"obs": ((3, 2, 5), np.float32), "first": ((3, 2), bool), "traces": ((2, 7), np.complex64)}
   axes = {"obs": 1, "first": 1, "traces": 0}
   with RolloutQueue(spec, 4, multiprocessing.get_context("spawn")) as q:
@@ -189,7 +201,9 @@ def test_batch_buffer_is_aligned_and_device_put_of_it_aliases_on_cpu():
     np.testing.assert_array_equal(buf["obs"][:, 2:], recs[1]["obs"])
     np.testing.assert_array_equal(buf["traces"][:2], recs[0]["traces"])
     on_device = jax.device_put(buf["traces"])
-    if jax.default_backend() == "cpu":  # the reason `_Learner` refills a buffer only after its update
+    if (
+      jax.default_backend() == "cpu"
+    ):  # the reason `_PipelinedLearner` refills a buffer only after its update
       buf["traces"][0, 0] = 5.0
       assert complex(on_device[0, 0]) == 5.0
 
@@ -198,15 +212,6 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   """The actors backend's pieces together (records through the real queue into the two reused
   aligned buffers, the IMPALA update with the state donated taking the host arrays, pipelined)
   publish exactly the parameters of the old serial loop (fresh arrays, `global_batch`, no donation)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import multiprocessing  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.agents import registry  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten  # pylint: disable=g-import-not-at-top
-
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
   spec_ = importlib.util.spec_from_file_location("_default_cfg", path)
   mod = importlib.util.module_from_spec(spec_)
@@ -225,14 +230,14 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   def record(i):
     rng = np.random.default_rng(i)
 
-    def fill(l):
-      if l.dtype == bool:
-        return rng.random(l.shape) < 0.1
-      if np.issubdtype(l.dtype, np.integer):
-        return rng.integers(0, 2, l.shape).astype(l.dtype)
-      return (rng.normal(size=l.shape) * 0.1).astype(l.dtype)
+    def fill(leaf):
+      if leaf.dtype == bool:
+        return rng.random(leaf.shape) < 0.1
+      if np.issubdtype(leaf.dtype, np.integer):
+        return rng.integers(0, 2, leaf.shape).astype(leaf.dtype)
+      return (rng.normal(size=leaf.shape) * 0.1).astype(leaf.dtype)
 
-    return unflatten(treedef, [fill(l) for l in leaves])
+    return unflatten(treedef, [fill(leaf) for leaf in leaves])
 
   n = 6
   recs = [record(i) for i in range(2 * n)]
@@ -254,19 +259,24 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
       q.put(recs[2 * k + 1])
       return q.get_batch(2, axis=axes, timeout=5, out=bufs[k % 2])
 
-    learner = _Learner(
-      parallel.replicate(init, mesh),
+    learner = _PipelinedLearner(
       parts.learner_step(mesh, donate=True),
-      any_process=bool,
-    )
-    learner.run(
       next_records,
       lambda r: r.rollout,
       lambda p, v: piped.append(parallel.fetch(p)),
-      lambda *_: None,
+    )
+    learner.total = n
+    it = registry.Iterations(None, learner.step, 40, saved=None, resume=None, params=None, total_updates=n)
+    _drive(
+      parallel.replicate(init, mesh),
+      _Backend(it, ready=learner.ready),
       {"updates": 0, "frames": 0},
-      n,
-      frames_per_update=40,
+      40 * n,
+      stop_requested=lambda: False,
+      save_due=lambda: False,
+      save=None,
+      on_step=lambda *_: None,
+      agree=lambda flags: flags,
     )
   assert len(piped) == n
   for want, got in zip(serial, piped):

@@ -15,6 +15,9 @@ import psutil
 import pytest
 
 from rtrl_rl.io import read_metrics
+from rtrl_rl.io import run_dir as run_dir_lib
+from rtrl_rl.io.checkpoint import Checkpointer
+from rtrl_rl.system import trainer
 from tests._multiprocess import ROOT, device_env, free_port
 
 SMALL = [  # a small, fast job: CartPole with an RTRL eLSTM, 2 actors x 8 envs
@@ -43,7 +46,7 @@ def _train(run_dir, *flags, env=None, **kw):
 
 
 def _summary(output: str) -> dict:
-  line = [l for l in output.splitlines() if l.startswith("run finished in ")][-1]
+  line = [ln for ln in output.splitlines() if ln.startswith("run finished in ")][-1]
   return json.loads(line.split(": ", 1)[1])
 
 
@@ -258,9 +261,6 @@ def test_sigkill_loses_at_most_the_work_since_the_last_checkpoint(tmp_path):
 def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   """A run directory whose checkpoint has another shape (another config) is not resumed: the
   trainer exits 2 before training, saying what to do; the checkpoint is untouched."""
-  from rtrl_rl.io import run_dir as run_dir_lib
-  from rtrl_rl.system import trainer
-
   run_dir = str(tmp_path / "run")
   ckpt = trainer._Checkpoints(run_dir, 2, {})
   ckpt.save({"w": np.zeros(3, np.float32)}, {"updates": 7})
@@ -357,8 +357,6 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
   to resume) or, when the collective just waits, jax.distributed's heartbeat timeout
   (`system.heartbeat_timeout_s`, 5 s here) terminates it with JAX's message that another process
   died. Either way its actors exit and the newest checkpoint is intact."""
-  from rtrl_rl.io.checkpoint import Checkpointer
-
   run_dir = str(tmp_path / "run")
   port = free_port()
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
@@ -389,7 +387,7 @@ def test_a_process_lost_from_a_two_host_run_stops_the_other(tmp_path):
   assert stopped_after < 60, f"process 0 took {stopped_after:.0f} s to stop"
   steps = _checkpoint_steps(run_dir)
   if procs[0].returncode == 1:  # the collective failed
-    error = [l for l in out.splitlines() if l.startswith("error: ")]
+    error = [ln for ln in out.splitlines() if ln.startswith("error: ")]
     assert error and "processes of this run failed" in error[-1] and "Restart every process" in error[-1]
     assert f"checkpoint (update {steps[-1]}) is in" in error[-1], error[-1]
   else:  # the heartbeat timeout

@@ -33,6 +33,7 @@ class AnakinParts(NamedTuple):
 
   agent: the network (`rtrl_rl.networks.agent.Agent`).
   num_envs, steps_per_iteration: envs acting in one iteration, agent steps per iteration.
+  total_updates: iterations in the whole run (`total_env_steps` over them).
   init_learner(key) -> learner state (with `.params`), replicated over the mesh.
   init_actors(num_envs, key) -> actor state of that many envs (one device's share with a mesh).
   actor_axes: the actor state's env axis (a pytree prefix; None: replicated).
@@ -47,6 +48,7 @@ class AnakinParts(NamedTuple):
   agent: Any
   num_envs: int
   steps_per_iteration: int
+  total_updates: int
   init_learner: Callable
   init_actors: Callable
   actor_axes: Any
@@ -60,13 +62,18 @@ class Iterations(NamedTuple):
   """A training loop in jitted steps (on one process, or in lockstep on several), as the loop driver
   (rtrl_rl/system/trainer.py) runs it: `state = init()`, `state, metrics = step(state)`.
 
-  steps_per_iteration: agent steps (frames) one step adds.
-  saved(state) -> the part a checkpoint holds; resume(state, tree) -> the state with it put back.
+  steps_per_iteration: agent steps (frames) one step adds (the last may add fewer: `total_frames`).
+  saved(state) -> the part a checkpoint holds; resume(state, tree, counters) -> the state with it put
+    back (`counters`: the checkpoint's "updates" and "frames").
   params(state) -> the parameters (the summary's checksum).
+  total_updates: steps in the whole run; total_frames: its frames (default total_updates x
+    steps_per_iteration).
   relayout(leaves by tree path, host copy of saved(state)) -> saved state: a checkpoint written on
     another number of devices (ValueError when it is not one); None: not supported.
-  Metrics: per step, with `episodes`, `episode_return_sum` and `mean_episode_return` (NaN when no
-    episode ended) for RL; the loop driver averages the others over the logging period.
+  final(state) -> dict: entries for the run's summary (also written as a last metrics record,
+    prefixed "final_"); None: none.
+  Metrics: per step; RL loops add `episodes`, `episode_return_sum` and `mean_episode_return` (NaN
+    when no episode ended); the loop driver averages the others over the logging period.
   """
 
   init: Callable[[], Any]
@@ -75,7 +82,10 @@ class Iterations(NamedTuple):
   saved: Callable[[Any], Any]
   resume: Callable[[Any, Any], Any]
   params: Callable[[Any], Any]
+  total_updates: int
+  total_frames: int | None = None
   relayout: Callable[[dict, Any], Any] | None = None
+  final: Callable[[Any], dict] | None = None
 
 
 class Algorithm:
@@ -85,7 +95,7 @@ class Algorithm:
   name: the `config.algo` that selects it; title: its name in messages ("PPO").
   backends: the system backends that run it ("actors", "anakin", "sync"); the first is the default.
   single_process: it runs on one process only (not in a multi-host run).
-  own_loop: it drives its own loop (`run_own_loop`) instead of the backend's.
+  own_loop: it supplies its whole loop (`iterations`), not the halves a backend assembles.
   """
 
   name: str = ""
@@ -119,10 +129,8 @@ class Algorithm:
     """Backend "sync": acting on host envs (numpy), then one jitted update, per iteration."""
     raise NotImplementedError(f"{self.name} does not run on backend 'sync'")
 
-  def run_own_loop(self, config, *, writer, log, checkpoints, should_stop, checkpoint_every_s) -> dict:
-    """An algorithm that drives its own loop (prediction) runs here; returns the run's summary.
-    `checkpoints`: the trainer's store (`restore(like)`, `save(tree, counters)`); `should_stop()`
-    turns true on a signal."""
+  def iterations(self, config) -> Iterations:
+    """An algorithm that is its own loop (`own_loop`, prediction): its iterations, whole."""
     raise NotImplementedError
 
   def actor_learner(self, config, spaces: tuple) -> "ActorLearner":

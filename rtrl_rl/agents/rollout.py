@@ -12,8 +12,8 @@ gives them, plus what the actor did between them and the core's carry before the
     prev_action  [M+1, B(, D)]    the action taken before obs[t] (0 on first steps): the core's
                                   "last action" input at step t
     action       [M, B(, D)]      action[t] taken in obs[t]
-    behaviour_logits [M, B, A]    the actor's policy logits at obs[t] (categorical), or the actor's
-                                  log-probs of `action` `[M, B]` (any policy)
+    behaviour_log_prob [M, B]     log mu(action[t] | obs[t]): the actor's log-probability of the
+                                  action it took (any policy)
     carry        cells.Carry      the core's carry (state + RTRL traces) BEFORE obs[0], `[B, ...]`
     policy_version [B] int        the learner step whose parameters the actor used
 
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtrl_rl import cells
+from rtrl_rl import cells, parallel
 
 
 class Rollout(NamedTuple):
@@ -52,7 +52,7 @@ class Rollout(NamedTuple):
   first: Any
   prev_action: Any
   action: Any
-  behaviour_logits: Any
+  behaviour_log_prob: Any
   carry: cells.Carry
   policy_version: Any
 
@@ -77,17 +77,10 @@ class Rollout(NamedTuple):
       first=1,
       prev_action=1,
       action=1,
-      behaviour_logits=1,
+      behaviour_log_prob=1,
       carry=0,
       policy_version=0,
     )
-
-
-def map_batch(fn, rollout: Rollout):
-  """Apply `fn(leaf, batch_axis)` to every array leaf of `rollout`."""
-  return jax.tree.map(
-    lambda axis, sub: jax.tree.map(lambda x: fn(x, axis), sub), Rollout.batch_axes(), rollout
-  )
 
 
 def concatenate(rollouts) -> Rollout:
@@ -107,7 +100,7 @@ def batch_slice(rollout: Rollout, start: int, stop: int) -> Rollout:
     idx[axis] = slice(start, stop)
     return x[tuple(idx)]
 
-  return map_batch(take, rollout)
+  return parallel.map_with_axes(take, Rollout.batch_axes(), rollout)
 
 
 class Transitions(NamedTuple):
@@ -166,6 +159,7 @@ def synthetic_rollout(
   else:
     obs = rng.normal(size=(m + 1, b, *obs_shape)).astype(obs_dtype)
   logits = rng.normal(size=(m, b, num_actions)).astype(np.float32)
+  log_prob = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), action[..., None], -1)
   return Rollout(
     obs=obs,
     reward=reward,
@@ -174,7 +168,7 @@ def synthetic_rollout(
     first=first,
     prev_action=prev_action,
     action=action,
-    behaviour_logits=logits,
+    behaviour_log_prob=log_prob[..., 0],
     carry=carry,
     policy_version=np.full((b,), policy_version, np.int32),
   )

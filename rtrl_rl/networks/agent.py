@@ -20,8 +20,10 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import flax.serialization
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rtrl_rl import cells
 from rtrl_rl.networks.heads import ActorCriticHeads
@@ -139,3 +141,18 @@ class Agent:
     else:
       hs, carry_out = cells.step(self.cell, params["core"], carry, xs, first, mode=self.core_mode)
     return self.heads.apply(params["heads"], hs), carry_out
+
+
+def with_stem(params: dict, path: str, field: str) -> dict:
+  """`params` with the torso's parameters read from the flax msgpack file `path`, which holds the
+  torso's params or a whole agent params dict `{"torso": ..., ...}` (`flax.serialization.to_bytes
+  (params)`): a pre-trained stem for `stem_grad="frozen"`. Raises ValueError naming the config
+  `field` when they do not fit the torso."""
+  with open(path, "rb") as f:
+    tree = flax.serialization.msgpack_restore(f.read())
+  torso = tree["torso"] if isinstance(tree, dict) and "torso" in tree else tree
+  want = jax.tree.map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), params["torso"])
+  got = jax.tree.map(lambda x: (np.shape(x), np.asarray(x).dtype), torso)
+  if jax.tree.structure(want) != jax.tree.structure(got) or jax.tree.leaves(want) != jax.tree.leaves(got):
+    raise ValueError(f"{field}={path!r} does not match the torso: expected {want}, got {got}")
+  return {**params, "torso": jax.tree.map(jnp.asarray, torso)}

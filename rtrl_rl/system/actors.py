@@ -34,6 +34,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from rtrl_rl import envs
+from rtrl_rl.agents import registry
 from rtrl_rl.system.queue import ArraySpec, QueueClosed
 
 ACTOR_DEVICES = ("cpu", "gpu")
@@ -84,7 +86,7 @@ def actor_envs_for_host(actor_device: str, num_actors: int) -> list[dict[str, st
   """
   gpu_ids: list[str] = []
   if actor_device == "gpu":
-    import jax  # pylint: disable=g-import-not-at-top
+    import jax  # noqa: PLC0415 - module without jax: actor processes set JAX_PLATFORMS first
 
     gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
     if not gpus:
@@ -125,7 +127,7 @@ def record_batch_axes(parts) -> ActorRecord:
 
 def record_spec(config, parts) -> ActorRecord:
   """The `ArraySpec` tree of one actor's record (numpy shapes, no batch of records)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - module without jax: actor processes set JAX_PLATFORMS first
 
   m, b = parts.unroll_length, config.system.envs_per_actor
   spec = lambda shape, dtype: ArraySpec(tuple(shape), np.dtype(dtype))
@@ -169,8 +171,6 @@ def buffer_seed(seed: int, buffer: int) -> int:
 def make_actor_envs(config, seed: int) -> list:
   """The actor's pools (`actor_layout`), each of records_per_pool x envs_per_actor envs, stepped
   whole."""
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-
   pools, records = actor_layout(config)
   options = config.env.options.to_dict()
   options.pop("batch_size", None)  # a pool is received whole (see the module docstring)
@@ -195,11 +195,9 @@ def actor_main(
   """Entry point of one actor process (called by the Supervisor as `target(info, *args)`);
   `jax_env` (`actor_jax_env`) places its policy."""
   os.environ.update(jax_env)  # read when JAX starts its backends (below)
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax  # noqa: PLC0415 - after jax_env is set: JAX reads it when imported
 
   jax.config.update("jax_platforms", jax_env["JAX_PLATFORMS"])  # also if JAX was imported already
-  from rtrl_rl.agents import registry  # pylint: disable=g-import-not-at-top
-
   seed = actor_seed(config, process_index, actor_index, info.attempt)
   pools = make_actor_envs(config, seed)
   env = pools[0]

@@ -64,7 +64,10 @@ import sys
 import threading
 import time
 import traceback
+from multiprocessing import forkserver, resource_tracker
 from typing import Any, Callable, NamedTuple
+
+import psutil
 
 __all__ = [
   "StopEvent",
@@ -658,16 +661,12 @@ def _helper_pids() -> set[int]:
   """Pids of multiprocessing's own helper processes (resource tracker, forkserver)."""
   pids = set()
   try:
-    from multiprocessing import resource_tracker
-
     pid = getattr(resource_tracker._resource_tracker, "_pid", None)
     if pid:
       pids.add(pid)
   except Exception:  # noqa: BLE001
     pass
   try:
-    from multiprocessing import forkserver
-
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     if pid:
       pids.add(pid)
@@ -679,8 +678,6 @@ def _helper_pids() -> set[int]:
 def live_children(exclude_helpers: bool = True) -> list:
   """The live (non-zombie) descendants of this process as psutil.Process objects, excluding
   multiprocessing's resource tracker / forkserver unless `exclude_helpers=False`."""
-  import psutil
-
   helpers = _helper_pids() if exclude_helpers else set()
   out = []
   for c in psutil.Process().children(recursive=True):

@@ -22,6 +22,8 @@ import re
 import secrets
 from multiprocessing import shared_memory, synchronize
 
+import psutil
+
 __all__ = [
   "process_starttime",
   "process_alive",
@@ -62,8 +64,6 @@ def process_starttime(pid: int) -> int | None:
       return None
     return int(fields[19])
   try:  # no procfs: psutil (a project dependency) as the fallback
-    import psutil  # pylint: disable=g-import-not-at-top
-
     p = psutil.Process(pid)
     if p.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
       return None

@@ -1,6 +1,12 @@
-"""The training loop of one process: actors -> queue -> data-parallel learner -> parameters back.
+"""The training loop of one process, for every algorithm and backend.
 
     summary = trainer.run(config, run_dir)
+
+One loop driver (`_run_loop`) restores or builds the state, steps it, writes metrics, the progress
+line and checkpoints, stops on a signal or at the budget and writes the summary. A backend supplies
+only the steps (`_Backend`: the algorithm's `registry.Iterations` and its own hooks); the algorithm
+comes from `rtrl_rl.agents.registry` (`config.algo`), the only module of agents/ the system layer
+imports.
 
 Backend "actors" (IMPALA on any environment): K actor processes per host (system/actors.py) step
 their environments and put rollouts into a shared-memory queue; the learner takes
@@ -28,21 +34,22 @@ import collections
 import itertools
 import json
 import logging
-import math
 import multiprocessing
 import os
 import time
 import zlib
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from rtrl_rl import experiment
+from rtrl_rl import envs, experiment, parallel, plot
 from rtrl_rl.agents import registry
 from rtrl_rl.io import MetricsWriter, Progress
 from rtrl_rl.io import run_dir as run_dirs
-from rtrl_rl.system import processes
+from rtrl_rl.io.checkpoint import Checkpointer, CheckpointStructureError
+from rtrl_rl.system import actors, anakin, processes
 from rtrl_rl.system.param_store import ParamStore
 from rtrl_rl.system.queue import QueueBroken, RolloutQueue
 
@@ -84,8 +91,6 @@ def _any_process_each(flags: list[bool]) -> list[bool]:
   """`_any_process` of each flag, in one collective."""
   if jax.process_count() == 1:
     return [bool(f) for f in flags]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
   gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))  # [processes, flags]
   return [bool(f) for f in np.any(np.reshape(gathered, (-1, len(flags))), axis=0)]
 
@@ -96,7 +101,12 @@ class _StopRequest:
 
   def __init__(self):
     self.requested = False
-    self.uninstall = processes.install_shutdown_handlers(self._request)
+    self._uninstall = processes.install_shutdown_handlers(self._request)
+
+  def uninstall(self) -> None:
+    if self._uninstall is not None:
+      self._uninstall()
+      self._uninstall = None
 
   def _request(self) -> None:
     self.requested = True
@@ -111,8 +121,6 @@ class _Checkpoints:
   metadata holds the counters, the run's config and whether the run ended with it (`finished`)."""
 
   def __init__(self, run_dir: str, keep: int, config_json: dict):
-    from rtrl_rl.io.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
-
     self._dir = os.path.join(run_dir, "checkpoints")
     self._ckpt = Checkpointer(
       self._dir,
@@ -158,9 +166,6 @@ class _Checkpoints:
     return restored
 
   def _restore(self, like, relayout):
-    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-    from rtrl_rl.io.checkpoint import CheckpointStructureError  # pylint: disable=g-import-not-at-top
-
     if self.resume_step is None:
       return None
     host_like = parallel.fetch(like)
@@ -186,8 +191,6 @@ class _Checkpoints:
   def save(self, state, counters: dict) -> None:
     """Saves (process 0); a failed write (full disk, read-only, ...) raises `RunFailed` describing it
     (the last good checkpoint stays intact: orbax commits a step only when all of it is written)."""
-    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
     self._apply_plan()
     finished = self._end is not None and counters[self._end[0]] >= self._end[1]
     try:
@@ -260,8 +263,6 @@ def prepare(config) -> None:
   s = config.system
   if s.num_processes > 1:
     experiment.validate(config, check_env=False)
-    from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
     parallel.initialize_distributed(
       s.coordinator_address, s.num_processes, s.process_id, heartbeat_timeout_s=s.heartbeat_timeout_s
     )
@@ -289,8 +290,6 @@ def run(
     prepare(config)
   config_json = json.loads(config.to_json_best_effort())
   if config.system.backend == "actors":
-    from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
-
     actors.actor_envs_for_host(config.system.actor_device, config.system.num_actors)  # no GPU: fails
   lock = run_dirs.RunLock(run_dir) if jax.process_index() == 0 else None
   try:
@@ -309,14 +308,11 @@ def run(
       )
     ckpt.plan = plan
     algo = registry.get(config.algo)
-    if algo.own_loop:
-      return _run_own_loop(algo, config, run_dir, ckpt)
-    if config.system.backend == "anakin":
-      return _run_iterations(config, run_dir, _anakin_iterations(algo, config), ckpt)
-    if config.system.backend == "sync":
-      mesh = _loop_mesh(f"{algo.title} update", algo.split_sizes(config.agent))
-      return _run_iterations(config, run_dir, algo.host_loop(config, mesh), ckpt)
-    return _run_actors(algo, config, run_dir, ckpt)
+    stop = _StopRequest()  # before the backend: the actors' input stops on it
+    try:
+      return _run_loop(config, run_dir, _backend(algo, config, stop), ckpt, stop)
+    finally:
+      stop.uninstall()
   finally:
     if lock is not None:
       lock.release()
@@ -340,8 +336,6 @@ def _agreed_plan(
     except run_dirs.RunDirError as e:
       error = e
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
     mine = [0, -1]
     if error is not None:
       mine = [2, -1]
@@ -371,118 +365,101 @@ def _already_finished(run_dir: str, step: int) -> dict[str, Any]:
   return dict(summary, already_finished=True)
 
 
-def _run_own_loop(algo, config, run_dir: str, ckpt: "_Checkpoints") -> dict[str, Any]:
-  """An algorithm's own loop (online prediction): checkpoints, resume and signals as the others."""
-  ckpt.finish_at("frames", config.agent.steps)
-  stop = _StopRequest()
-  try:
-    with MetricsWriter(run_dir, is_primary=jax.process_index() == 0) as writer:
-      summary = algo.run_own_loop(
-        config,
-        writer=writer,
-        log=log.info,
-        checkpoints=ckpt,
-        should_stop=lambda: stop.requested,
-        checkpoint_every_s=config.system.checkpoint_every_s,
-      )
-  finally:
-    stop.uninstall()
-    ckpt.close()
-  _finish(config, run_dir, summary)
-  return summary
-
-
-class _Learner:
-  """The learner loop of the actors backend, pipelined over one update (`learner.state` is the
-  state after the latest dispatched update):
+class _PipelinedLearner:
+  """The learner steps of the actors backend, pipelined over one update (`step` returns the state
+  after its update):
 
       dispatch update k (JAX runs it asynchronously)
       take the records of update k+1 and put them on the devices    <- while update k computes
-      wait for update k; publish its parameters (version = updates done); bookkeeping of update k
-      any_process(records of k+1 missing)? stop : continue with k+1
+      wait for update k; publish its parameters (version = updates done)
 
   The results are those of the serial loop (take, update, publish): the same updates on the same
-  batches in the same order, every version published once, in order. Multi-host: every process
-  makes the same collective calls in the same order as the serial loop (`any_process` before
-  each update, then the update), and never two at once: the update k is complete before the
-  `any_process` of k+1. `next_records` writes into one of two host buffers in turn: when it
+  batches in the same order, every version published once, in order. `ready()` says whether the
+  next update's records are there (taking the first update's); the loop driver agrees on it over
+  all processes before each update (`_drive`), so the processes of a multi-host run make the same
+  collective calls in the same order as the serial loop, never two at once (update k is complete
+  before the agreement of k+1). `next_records` writes into one of two host buffers in turn: when it
   takes the records of k+2, update k (the last reader of that buffer) has finished.
-  """
 
-  def __init__(self, state, step_fn: Callable, any_process: Callable[[bool], bool] = _any_process):
-    self.state = state
-    self._step = step_fn
-    self._any_process = any_process
+  next_records() -> host records of one update, or None (stop); to_device(records) -> the update's
+  batch; publish(params, version). `records` after a step: the records of that update."""
 
-  def run(
-    self,
-    next_records: Callable[[], Any],
-    to_device: Callable[[Any], Any],
-    publish: Callable[[Any, int], None],
-    after_update: Callable[[Any, dict, Any], None],
-    counters: dict,
-    total_updates: int,
-    frames_per_update: int,
-  ) -> None:
-    """Update until `total_updates` or until `next_records()` returns None on any process.
+  def __init__(self, step_fn: Callable, next_records: Callable, to_device: Callable, publish: Callable):
+    self._step, self._next, self._to_device, self._publish = step_fn, next_records, to_device, publish
+    self._upcoming = None  # (records, batch) of the next update
+    self._ended = False  # next_records returned None: the input ended (a stop)
+    self._error = None  # a failure taking the next records, raised by the next `ready()`
+    self.records = None
+    self.version = 0  # updates done (the version of the published parameters)
+    self.total = 0  # updates of the whole run
 
-    next_records() -> host records of one update, or None (stop); to_device(records) -> the
-    update's batch; publish(params, version); after_update(state, metrics, records): the
-    bookkeeping of a finished update (logs, checkpoints). Updates `counters` ("updates",
-    "frames") as each update is dispatched."""
-    if counters["updates"] >= total_updates:
-      return
-    records = next_records()
-    if self._any_process(records is None):
-      return
-    batch = to_device(records)
-    while True:
-      self.state, metrics = self._step(self.state, batch)
-      counters["updates"] += 1
-      counters["frames"] += frames_per_update
-      done = counters["updates"] >= total_updates
-      upcoming = None if done else next_records()
-      upcoming_batch = None if upcoming is None else to_device(upcoming)
-      jax.block_until_ready((self.state, metrics))
-      publish(self.state.params, counters["updates"])
-      after_update(self.state, metrics, records)
-      if done or self._any_process(upcoming is None):
-        return
-      records, batch = upcoming, upcoming_batch
+  def _take(self) -> None:
+    records = self._next()
+    self._ended = records is None
+    self._upcoming = None if records is None else (records, self._to_device(records))
+
+  def ready(self) -> bool:
+    if self._error is not None:
+      raise self._error
+    if self._upcoming is None and not self._ended:
+      self._take()
+    return self._upcoming is not None
+
+  def step(self, state):
+    (self.records, batch), self._upcoming = self._upcoming, None
+    state, metrics = self._step(state, batch)
+    self.version += 1
+    if self.version < self.total:
+      try:
+        self._take()
+      except _BackendFailed as e:  # update k stands: it finishes, is published and checkpointed
+        self._error = e
+    jax.block_until_ready((state, metrics))
+    self._publish(state.params, self.version)
+    return state, metrics
 
 
-def _run_actors(algo, config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any]:
-  from rtrl_rl import envs, parallel  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import actors  # pylint: disable=g-import-not-at-top
+class _Backend(NamedTuple):
+  """A loop as the driver (`_run_loop`) runs it: the algorithm's or backend's `registry.Iterations`
+  and the backend's hooks. start(state, counters): once the state is restored or built (starts
+  actors); ready(): the next step's input is there (agreed over the processes); shutdown(): before
+  the final checkpoint (stops actors); closers: after it; failure(): the backend's own failure
+  after the loop (a dead actor out of restarts), or None; progress(metrics): extra entries of the
+  progress line."""
 
+  iterations: registry.Iterations
+  start: Callable[[Any, dict], None] = lambda state, counters: None
+  ready: Callable[[], bool] = lambda: True
+  shutdown: Callable[[], None] = lambda: None
+  closers: tuple = ()
+  failure: Callable[[], BaseException | None] = lambda: None
+  progress: Callable[[dict], dict] = lambda metrics: {}
+
+
+class _BackendFailed(RuntimeError):
+  """The backend cannot go on (a live actor hung holding the queue lock)."""
+
+
+def _actors_backend(algo, config, stop: "_StopRequest") -> _Backend:
+  """Backend "actors": K actor processes per host (system/actors.py) act on host envs and put
+  rollouts into the shared-memory queue; each step takes `batch_size / (envs_per_actor x processes)`
+  records, assembles the global batch over all devices of all processes (rtrl_rl/parallel.py), runs
+  the jitted update and publishes the parameters with their version (`_PipelinedLearner`). A
+  checkpoint holds the learner state."""
   s = config.system
   actor_env = actors.actor_envs_for_host(s.actor_device, s.num_actors)  # no GPU -> fails here
   options = config.env.options.to_dict()
   envs.make(config.env.id, 1, config.seed, **options).close()  # preflight: missing dependencies fail here
   parts = algo.actor_learner(config, envs.describe(config.env.id, **options))
   mesh = parallel.make_mesh()
-  state = parts.init_learner(config.seed)
-  counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
-  restored = ckpt.restore(state)
-  if restored is not None:
-    state, meta = restored
-    counters.update({k: meta[k] for k in counters if k in meta})
-    log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
-  state = parallel.replicate(state, mesh)
-  step_fn = parts.learner_step(mesh, donate=True)
-  total_updates = parts.total_updates
-  ckpt.finish_at("updates", total_updates)
-  frames_per_update = parts.frames_per_update
   records_per_update = parts.batch_size // (s.envs_per_actor * jax.process_count())
-
   ctx = multiprocessing.get_context("spawn")
-  spec = actors.record_spec(config, parts)
   # the lock wait outlasts the stall timeout: an actor stopped holding the lock is killed (and the
   # lock repaired) before the learner gives up on it
-  queue = RolloutQueue(spec, s.queue_capacity, ctx, lock_timeout=s.stall_timeout_s + 10)
-  host_params = parallel.fetch(state.params)
-  store = ParamStore(host_params, ctx)
-  store.publish(host_params, counters["updates"])
+  queue = RolloutQueue(
+    actors.record_spec(config, parts), s.queue_capacity, ctx, lock_timeout=s.stall_timeout_s + 10
+  )
+  store = None
   stalled = collections.deque()  # "actor1 (pid 4242)": stalled actors, for the progress line
   sup = processes.Supervisor(
     ctx,
@@ -492,88 +469,214 @@ def _run_actors(algo, config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any
     lock_holder=queue.lock_holder,
     on_stall=lambda name, pid, _: stalled.append(f"{name} (pid {pid})"),
   )
-  for k in range(s.num_actors):
-    sup.add(f"actor{k}", actors.actor_main, args=(config, jax.process_index(), k, queue, store, actor_env[k]))
-  placement = (
-    "the host CPUs"
-    if s.actor_device == "cpu"
-    else "GPU " + ", ".join(f"{e['CUDA_VISIBLE_DEVICES']} (actor{k})" for k, e in enumerate(actor_env))
-  )
-  log.info("%d actor processes, policy on %s", s.num_actors, placement)
-  writer = MetricsWriter(run_dir, is_primary=jax.process_index() == 0)
-  progress = (
-    Progress(total_frames=total_updates * frames_per_update, interval_s=s.log_every_s)
-    if jax.process_index() == 0
-    else None
-  )
-  returns = collections.deque(maxlen=100)
-  stop = _StopRequest()
-  failure = None
-  start = time.monotonic() - counters["elapsed_s"]
-  last_log = last_ckpt = time.monotonic()
   axes = actors.record_batch_axes(parts)
   # two reused, aligned host buffers (on CPU the update reads them without a copy)
-  host_batches = [queue.batch_buffer(records_per_update, axes) for _ in range(2)]
-  buffers = itertools.cycle(host_batches)
-  sup.start()
-  sup.start_monitor()
+  buffers = itertools.cycle([queue.batch_buffer(records_per_update, axes) for _ in range(2)])
 
   def next_records():
-    """The next update's records, into the host buffer the in-flight update does not read
-    (`_Learner.run` waits for update k before taking the records of k + 2); None on a stop."""
+    """The next update's records, into the host buffer the in-flight update does not read; None on
+    a stop or a failed actor."""
     out = next(buffers)
     while not stop.requested and sup.failure is None:
       try:
         return queue.get_batch(records_per_update, axis=axes, timeout=1.0, out=out)
       except TimeoutError:
         continue
+      except QueueBroken as e:  # a live process hung holding the queue lock (a dead one is repaired)
+        raise _BackendFailed(f"{e}; actor restarts so far: {sup.restarts()}") from None
     return None
-
-  def after_update(state, metrics, records):
-    nonlocal last_log, last_ckpt
-    ended = records.episode_return[~np.isnan(records.episode_return)]
-    returns.extend(ended.tolist())
-    now = time.monotonic()
-    counters["elapsed_s"] = now - start
-    if now - last_log >= s.log_every_s or counters["updates"] == total_updates:
-      last_log = now
-      row = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      row.update(
-        frames=counters["frames"],
-        updates=counters["updates"],
-        episode_return=float(np.mean(returns)) if returns else float("nan"),
-        episodes=len(returns),
-        queue_depth=queue.qsize(),
-        elapsed_s=counters["elapsed_s"],
-        fps=counters["frames"] / max(counters["elapsed_s"], 1e-9),
-      )
-      writer.write(row, step=counters["frames"])
-    if progress is not None:
-      progress.update(
-        counters["frames"],
-        counters["updates"],
-        episode_returns=ended.tolist(),
-        policy_lag=float(metrics["policy_lag"]),
-        queue_depth=queue.qsize(),
-        queue_capacity=s.queue_capacity,
-        stalled=[stalled.popleft() for _ in range(len(stalled))],
-      )
-    if now - last_ckpt >= s.checkpoint_every_s:
-      last_ckpt = now
-      ckpt.save(state, counters)
 
   if jax.process_count() == 1 and mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu":
     to_device = lambda records: records.rollout  # the jitted update takes the host arrays (no copy)
   else:
     to_device = lambda records: parallel.global_batch(records.rollout, mesh, parts.batch_axes)
-  learner = _Learner(state, step_fn)
+  learner = _PipelinedLearner(
+    parts.learner_step(mesh, donate=True),
+    next_records,
+    to_device,
+    lambda params, version: store.publish(parallel.fetch(params), version),
+  )
+  learner.total = parts.total_updates
+
+  def start(state, counters):
+    """Publishes the first parameters and starts the actors (once the state is restored)."""
+    nonlocal store
+    learner.version = counters["updates"]
+    host_params = parallel.fetch(state.params)
+    store = ParamStore(host_params, ctx)
+    store.publish(host_params, learner.version)
+    for k in range(s.num_actors):
+      sup.add(
+        f"actor{k}", actors.actor_main, args=(config, jax.process_index(), k, queue, store, actor_env[k])
+      )
+    placement = (
+      "the host CPUs"
+      if s.actor_device == "cpu"
+      else "GPU " + ", ".join(f"{e['CUDA_VISIBLE_DEVICES']} (actor{k})" for k, e in enumerate(actor_env))
+    )
+    log.info("%d actor processes, policy on %s", s.num_actors, placement)
+    sup.start()
+    sup.start_monitor()
+
+  def step(state):
+    state, metrics = learner.step(state)
+    returns = learner.records.episode_return[~np.isnan(learner.records.episode_return)]
+    metrics = dict(
+      jax.device_get(metrics),
+      episodes=len(returns),
+      episode_return_sum=float(np.sum(returns)),
+      mean_episode_return=float(np.mean(returns)) if len(returns) else float("nan"),
+      queue_depth=queue.qsize(),
+    )
+    return state, metrics
+
+  def shutdown():
+    sup.shutdown()
+    queue.close()
+
+  it = registry.Iterations(
+    lambda: parallel.replicate(parts.init_learner(config.seed), mesh),
+    step,
+    parts.frames_per_update,
+    saved=lambda state: state,
+    resume=lambda state, tree, counters: parallel.replicate(tree, mesh),
+    params=lambda state: state.params,
+    total_updates=parts.total_updates,
+  )
+  return _Backend(
+    it,
+    start=start,
+    ready=learner.ready,
+    shutdown=shutdown,
+    closers=(queue.unlink, lambda: store is not None and store.unlink()),
+    failure=lambda: sup.failure,
+    progress=lambda metrics: dict(
+      policy_lag=float(metrics["policy_lag"]),
+      queue_depth=queue.qsize(),
+      queue_capacity=s.queue_capacity,
+      stalled=[stalled.popleft() for _ in range(len(stalled))],
+    ),
+  )
+
+
+def _drive(
+  state,
+  backend: _Backend,
+  counters: dict,
+  total_frames: int,
+  *,
+  stop_requested,
+  save_due,
+  save,
+  on_step,
+  agree=None,
+):
+  """The driver's core: step until the run's updates are done, a stop is requested or the input
+  ended. Before each step every process agrees (one collective, `agree(flags) -> flags`: any
+  process's flag) whether to stop (a signal reached one of them, or one's input ended) and whether
+  to checkpoint (`save(state)`; process 0 writes); after it, `on_step(state, metrics)`. Updates
+  `counters` ("updates", "frames"); returns the state."""
+  agree = agree or _any_process_each
+  it = backend.iterations
+  while counters["updates"] < it.total_updates:
+    stop_now, save_now, ended = agree([stop_requested(), save_due(), not backend.ready()])
+    if stop_now or ended:
+      break
+    if save_now:
+      save(state)
+    state, metrics = it.step(state)
+    counters["updates"] += 1
+    counters["frames"] = min(counters["frames"] + it.steps_per_iteration, total_frames)
+    on_step(state, metrics)
+  return state
+
+
+def _run_loop(
+  config, run_dir: str, backend: _Backend, ckpt: _Checkpoints, stop: _StopRequest
+) -> dict[str, Any]:
+  """The one loop driver of every backend and algorithm: build or restore the state, step it
+  (`_drive`), metrics (metrics.jsonl, TensorBoard), the progress line, periodic and final
+  checkpoints, stop on a signal or at the budget, the summary. On several processes every one runs
+  the same steps in lockstep (process 0 writes)."""
+  s, it = config.system, backend.iterations
+  total_frames = it.total_frames or it.total_updates * it.steps_per_iteration
+  primary = jax.process_index() == 0
+  ckpt.finish_at("updates", it.total_updates)
+  counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
+  state = it.init()
+  restored = ckpt.restore(it.saved(state), it.relayout)
+  if restored is not None:
+    tree, meta = restored
+    counters.update({k: meta[k] for k in counters if k in meta})
+    state = it.resume(state, tree, counters)
+    log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
   try:
-    publish = lambda params, version: store.publish(parallel.fetch(params), version)
-    learner.run(next_records, to_device, publish, after_update, counters, total_updates, frames_per_update)
-    if sup.failure is not None:
-      failure = sup.failure
-  except QueueBroken as e:  # a live process hung holding the queue lock (a dead one is repaired)
-    failure = RuntimeError(f"{e}; actor restarts so far: {sup.restarts()}")
+    backend.start(state, counters)
+  except BaseException:
+    backend.shutdown()
+    _close_all(None, ckpt, run_dir, *backend.closers)
+    raise
+  writer = MetricsWriter(run_dir, is_primary=primary)
+  progress = Progress(total_frames=total_frames, interval_s=s.log_every_s) if primary else None
+  start = time.monotonic() - counters["elapsed_s"]
+  clock = {"log": time.monotonic(), "ckpt": time.monotonic()}
+  window = {"sum": 0.0, "episodes": 0}
+  recent = collections.deque(maxlen=100)
+  latest = {"state": state}  # the state after the latest step: what the final checkpoint saves
+  failure = None
+
+  def save_due():
+    return time.monotonic() - clock["ckpt"] >= s.checkpoint_every_s
+
+  def save(state):
+    clock["ckpt"] = time.monotonic()
+    ckpt.save(it.saved(state), counters)
+
+  def on_step(state, metrics):
+    latest["state"] = state
+    metrics = parallel.fetch(metrics)
+    episodes = int(metrics.get("episodes", 0))
+    window["sum"] += float(metrics.get("episode_return_sum", 0.0))
+    window["episodes"] += episodes
+    if episodes:
+      recent.append(float(metrics["mean_episode_return"]))
+    now = time.monotonic()
+    counters["elapsed_s"] = now - start
+    if now - clock["log"] >= s.log_every_s or counters["updates"] == it.total_updates:
+      clock["log"] = now
+      row = {k: float(np.mean(v)) for k, v in metrics.items()}
+      row.update(
+        frames=counters["frames"],
+        updates=counters["updates"],
+        episode_return=window["sum"] / window["episodes"] if window["episodes"] else float("nan"),
+        episodes=window["episodes"],
+        elapsed_s=counters["elapsed_s"],
+        fps=counters["frames"] / max(counters["elapsed_s"], 1e-9),
+      )
+      writer.write(row, step=counters["frames"])
+      window.update(sum=0.0, episodes=0)
+    if progress is not None:
+      progress.update(
+        counters["frames"],
+        counters["updates"],
+        episode_returns=[float(metrics["mean_episode_return"])] if episodes else (),
+        **backend.progress(metrics),
+      )
+
+  try:
+    _drive(
+      state,
+      backend,
+      counters,
+      total_frames,
+      stop_requested=lambda: stop.requested,
+      save_due=save_due,
+      save=save,
+      on_step=on_step,
+    )
+    failure = backend.failure()
+  except _BackendFailed as e:
+    failure = e
   except jax.errors.JaxRuntimeError as e:
     if jax.process_count() == 1:
       raise
@@ -581,19 +684,22 @@ def _run_actors(algo, config, run_dir: str, ckpt: _Checkpoints) -> dict[str, Any
   except (RunFailed, OSError) as e:  # a failed write: full disk, read-only, ...
     failure = _write_failure(e, ckpt, run_dir)
   finally:
-    state = learner.state  # the latest dispatched update (the save waits for it)
     stop.uninstall()
-    sup.shutdown()
-    queue.close()
-    saved = ckpt.save_final(state, counters)  # also on errors and signals
-    failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close, queue.unlink, store.unlink)
+    backend.shutdown()
+    state = latest["state"]
+    saved = ckpt.save_final(it.saved(state), counters)  # also on errors and signals
+    final = {} if it.final is None or failure is not None else it.final(state)
+    if final:
+      writer.write({f"final_{k}": v for k, v in final.items()}, step=counters["frames"])
+    failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close, *backend.closers)
   if failure is not None:
     raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
   summary = dict(
     counters,
-    episode_return=float(np.mean(returns)) if returns else float("nan"),
-    stopped_early=counters["updates"] < total_updates,
-    params_crc32=params_crc32(parallel.fetch(state.params)),
+    episode_return=float(np.mean(recent)) if recent else float("nan"),
+    stopped_early=counters["updates"] < it.total_updates,
+    params_crc32=params_crc32(parallel.fetch(it.params(state))),
+    **final,
   )
   _finish(config, run_dir, summary)
   return summary
@@ -604,8 +710,6 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   devices when every size splits evenly over them, else None (one device, logged with the reason).
   Several processes (jax.distributed): all devices of all processes, and every size must split
   evenly over them (ExperimentConfigError naming the sizes otherwise)."""
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
   procs = jax.process_count()
   devices = jax.devices() if procs > 1 else jax.local_devices()
   if len(devices) == 1:
@@ -628,6 +732,18 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   return parallel.make_mesh(devices)
 
 
+def _backend(algo, config, stop: "_StopRequest") -> _Backend:
+  """The loop of `config.system.backend` for `algo`."""
+  if algo.own_loop:
+    return _Backend(algo.iterations(config))
+  if config.system.backend == "anakin":
+    return _Backend(_anakin_iterations(algo, config))
+  if config.system.backend == "sync":
+    mesh = _loop_mesh(f"{algo.title} update", algo.split_sizes(config.agent))
+    return _Backend(algo.host_loop(config, mesh))
+  return _actors_backend(algo, config, stop)
+
+
 def _anakin_iterations(algo, config) -> registry.Iterations:
   """The fully-jitted loop (JAX env; system/anakin.py): the whole state, env included, is
   checkpointed. With several devices (and the algorithm's `split_sizes` divisible by their number)
@@ -635,9 +751,6 @@ def _anakin_iterations(algo, config) -> registry.Iterations:
   devices of all of them (each process's devices act on their share of the envs); a checkpoint then
   holds the global state, which a run on any number of devices (and processes) resumes
   (`anakin.relayout`: only the per-device keys change)."""
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import anakin  # pylint: disable=g-import-not-at-top
-
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   mesh = _loop_mesh(f"Anakin {algo.title}", algo.split_sizes(config.agent))
   loop = anakin.make(algo.name, fenv, config.agent, mesh=mesh)
@@ -646,100 +759,11 @@ def _anakin_iterations(algo, config) -> registry.Iterations:
     loop.step,
     loop.steps_per_iteration,
     saved=lambda state: state,
-    resume=lambda state, tree: loop.place(tree),
+    resume=lambda state, tree, counters: loop.place(tree),
     params=lambda state: state.learner.params,
+    total_updates=loop.total_updates,
     relayout=anakin.relayout,
   )
-
-
-def _run_iterations(config, run_dir: str, it: registry.Iterations, ckpt: _Checkpoints) -> dict[str, Any]:
-  """Drive a loop with metrics, progress, checkpoints, resume and signals. On several processes
-  every one runs the same steps: each iteration they agree (one collective) whether to stop (a
-  signal reached any of them) and whether to checkpoint (process 0 writes)."""
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
-  s, a = config.system, config.agent
-  total_iterations = max(1, math.ceil(a.total_env_steps / it.steps_per_iteration))
-  state = it.init()
-  ckpt.finish_at("updates", total_iterations)
-  counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
-  restored = ckpt.restore(it.saved(state), it.relayout)
-  if restored is not None:
-    tree, meta = restored
-    state = it.resume(state, tree)
-    counters.update({k: meta[k] for k in counters if k in meta})
-  primary = jax.process_index() == 0
-  writer = MetricsWriter(run_dir, is_primary=primary)
-  progress = (
-    Progress(total_frames=total_iterations * it.steps_per_iteration, interval_s=s.log_every_s)
-    if primary
-    else None
-  )
-  stop = _StopRequest()
-  start = time.monotonic() - counters["elapsed_s"]
-  last_log = last_ckpt = time.monotonic()
-  window = {"sum": 0.0, "episodes": 0}
-  recent = collections.deque(maxlen=100)
-  failure = None
-  try:
-    while counters["updates"] < total_iterations:
-      now = time.monotonic()
-      stop_now, save_now = _any_process_each([stop.requested, now - last_ckpt >= s.checkpoint_every_s])
-      if stop_now:
-        break
-      if save_now:
-        last_ckpt = now
-        ckpt.save(it.saved(state), counters)
-      state, metrics = it.step(state)
-      metrics = parallel.fetch(metrics)
-      counters["updates"] += 1
-      counters["frames"] += it.steps_per_iteration
-      episodes = int(metrics["episodes"])
-      window["sum"] += float(metrics["episode_return_sum"])
-      window["episodes"] += episodes
-      if episodes:
-        recent.append(float(metrics["mean_episode_return"]))
-      now = time.monotonic()
-      counters["elapsed_s"] = now - start
-      if now - last_log >= s.log_every_s or counters["updates"] == total_iterations:
-        last_log = now
-        row = {k: float(np.mean(v)) for k, v in metrics.items()}
-        row.update(
-          frames=counters["frames"],
-          updates=counters["updates"],
-          episode_return=window["sum"] / window["episodes"] if window["episodes"] else float("nan"),
-          episodes=window["episodes"],
-          elapsed_s=counters["elapsed_s"],
-          fps=counters["frames"] / max(counters["elapsed_s"], 1e-9),
-        )
-        writer.write(row, step=counters["frames"])
-        window = {"sum": 0.0, "episodes": 0}
-      if progress is not None:
-        progress.update(
-          counters["frames"],
-          counters["updates"],
-          episode_returns=[float(metrics["mean_episode_return"])] if episodes else (),
-        )
-  except jax.errors.JaxRuntimeError as e:
-    if jax.process_count() == 1:
-      raise
-    failure = _lost_process(e)
-  except (RunFailed, OSError) as e:  # a failed write: full disk, read-only, ...
-    failure = _write_failure(e, ckpt, run_dir)
-  finally:
-    stop.uninstall()
-    saved = ckpt.save_final(it.saved(state), counters)
-    failure = _close_all(failure, ckpt, run_dir, ckpt.close, writer.close)
-  if failure is not None:
-    raise failure if isinstance(failure, RunFailed) else RunFailed(f"{failure}; {saved}") from failure
-  summary = dict(
-    counters,
-    episode_return=float(np.mean(recent)) if recent else float("nan"),
-    stopped_early=counters["updates"] < total_iterations,
-    params_crc32=params_crc32(parallel.fetch(it.params(state))),
-  )
-  _finish(config, run_dir, summary)
-  return summary
 
 
 def _write_failure(error: BaseException, ckpt: _Checkpoints, run_dir: str) -> BaseException:
@@ -780,8 +804,6 @@ def _finish(config, run_dir: str, summary: dict) -> None:
     return
   run_dirs.write_json_atomic(os.path.join(run_dir, "summary.json"), summary)
   if config.system.plot:
-    from rtrl_rl import plot  # pylint: disable=g-import-not-at-top
-
     try:
       plot.plot_runs([run_dir], os.path.join(run_dir, "learning_curve.png"))
     except Exception as e:  # pylint: disable=broad-except

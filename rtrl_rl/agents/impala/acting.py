@@ -37,7 +37,6 @@ import numpy as np
 
 from rtrl_rl.agents.actor_loop import zero_where_first
 from rtrl_rl.agents.rollout import Rollout
-from rtrl_rl.losses import Categorical
 from rtrl_rl.networks.agent import Agent
 
 
@@ -46,7 +45,7 @@ def _act(agent: Agent, greedy: bool, params, carry, obs, reward, first, prev_act
   prev_action = zero_where_first(prev_action, first)
   (dist, _), carry = agent.step(params, carry, obs, jnp.asarray(reward), prev_action, first)
   action = dist.mode() if greedy else dist.sample(key)
-  behaviour = dist.logits if isinstance(dist, Categorical) else dist.log_prob(action)
+  behaviour = dist.log_prob(action)
   return action, behaviour, carry
 
 
@@ -55,8 +54,8 @@ def make_policy(agent: Agent, greedy: bool = False):
   -> (action [B(,D)], behaviour, carry)`.
 
   `reward` is the reward INTO obs (the TimeStep's), `prev_action` the action taken before obs
-  (zeroed here on first steps). `behaviour` is the policy's logits `[B, A]` for a categorical
-  policy, else the log-prob `[B]` of the chosen action. `greedy=True` takes the mode.
+  (zeroed here on first steps). `behaviour` is the log-prob `[B]` of the chosen action.
+  `greedy=True` takes the mode.
   """
 
   @jax.jit
@@ -202,7 +201,7 @@ class RolloutCollector:
       first=np.empty((m + 1, n), bool),
       prev_action=np.empty((m + 1, n, *act.shape), act.dtype),
       action=np.empty((m, n, *act.shape), act.dtype),
-      behaviour_logits=np.empty((m, n, *behaviour_shape[1:]), behaviour_dtype),
+      behaviour_log_prob=np.empty((m, n, *behaviour_shape[1:]), behaviour_dtype),
     )
 
   def collect(self, params, policy_version: int = 0) -> Rollout:
@@ -238,7 +237,7 @@ class RolloutCollector:
         )
         a = arrays["action"][t]
         a[...] = np.asarray(action)
-        arrays["behaviour_logits"][t] = np.asarray(behaviour)
+        arrays["behaviour_log_prob"][t] = np.asarray(behaviour)
         buf.io.send(a)
     out = []
     for buf, c0 in zip(bufs, carry0):
@@ -256,7 +255,7 @@ class RolloutCollector:
 def rollout_of(traj: dict, before, after, policy_version) -> Rollout:
   """The time-major `Rollout` of M + 1 steps for M steps acted by `actor_loop.act` (the fully-jitted
   loop): the M observations plus the latest one (for bootstrapping), the carry before obs[0], and
-  the actor's log-probs as `behaviour_logits` `[M, B]`. `before`, `after`: the `ActorState`s the
+  the actor's log-probs as `behaviour_log_prob` `[M, B]`. `before`, `after`: the `ActorState`s the
   M steps started and ended at."""
   cat = lambda xs, x: jnp.concatenate([xs, x[None]], 0)
   num_envs = after.reward.shape[0]
@@ -268,7 +267,7 @@ def rollout_of(traj: dict, before, after, policy_version) -> Rollout:
     first=cat(traj["first"], after.first),
     prev_action=cat(traj["prev_action"], zero_where_first(after.prev_action, after.first)),
     action=traj["action"],
-    behaviour_logits=traj["log_prob"],
+    behaviour_log_prob=traj["log_prob"],
     carry=before.carry,
     policy_version=jnp.broadcast_to(jnp.asarray(policy_version, jnp.int32), (num_envs,)),
   )
@@ -279,8 +278,6 @@ def rollout_spec(agent: Agent, unroll_length: int, num_envs: int, observation_sp
   m, b = unroll_length, num_envs
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
   act = (*action_space.shape,)
-  # categorical policies ship their logits [A]; others the log-prob of the action taken
-  behaviour = (action_space.num_values,) if action_space.kind == "discrete" else ()
   return Rollout(
     obs=spec((m + 1, b, *observation_space.shape), observation_space.dtype),
     reward=spec((m + 1, b), np.float32),
@@ -289,7 +286,7 @@ def rollout_spec(agent: Agent, unroll_length: int, num_envs: int, observation_sp
     first=spec((m + 1, b), bool),
     prev_action=spec((m + 1, b, *act), action_space.dtype),
     action=spec((m, b, *act), action_space.dtype),
-    behaviour_logits=spec((m, b, *behaviour), np.float32),
+    behaviour_log_prob=spec((m, b), np.float32),
     carry=jax.tree.map(lambda x: spec(x.shape, x.dtype), agent.initial_carry(b)),
     policy_version=spec((b,), np.int32),
   )

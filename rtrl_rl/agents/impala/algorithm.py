@@ -4,7 +4,6 @@ host envs (backend "actors") and the fully-jitted loop's halves on JAX envs (bac
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from rtrl_rl import parallel
 from rtrl_rl.agents import actor_loop, registry
@@ -64,6 +63,7 @@ class Impala(registry.Algorithm):
       agent=agent,
       num_envs=config.batch_size,
       steps_per_iteration=config.batch_size * config.unroll_length,
+      total_updates=learning.updates_per_run(config),
       init_learner=init_learner,
       init_actors=lambda n, key: actor_loop.init_actor(env, agent, None, n, key),
       actor_axes=actor_loop.ActorState.batch_axes(),
@@ -76,10 +76,12 @@ class Impala(registry.Algorithm):
     a = config.agent
     observation_space, action_space = spaces
     agent = impala_config.make_agent(a, observation_space, action_space)
+    # fixes the core's sizes (cells learn their input size in init): tracing, no computation
+    jax.eval_shape(
+      agent.init, jax.random.key(0), jax.ShapeDtypeStruct(observation_space.shape, observation_space.dtype)
+    )
 
     def collector(envs, seed):
-      # fixes the core's sizes (cells learn their input size in init)
-      agent.init(jax.random.key(0), np.zeros(observation_space.shape, observation_space.dtype))
       return acting.RolloutCollector(envs, agent, a.unroll_length, seed=seed)
 
     return registry.ActorLearner(

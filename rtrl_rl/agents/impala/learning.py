@@ -17,24 +17,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from rtrl_rl import parallel
+from rtrl_rl.agents.learner_state import LearnerState
 from rtrl_rl.agents.rollout import Rollout, transitions
-from rtrl_rl.losses import Categorical, impala_loss
-from rtrl_rl.networks.agent import Agent
-
-
-class LearnerState(NamedTuple):
-  params: Any  # {"torso", "core", "heads"}
-  opt_state: Any  # optax state
-  step: jax.Array  # int32 scalar: number of updates done
-  key: jax.Array  # uint32[2] PRNG key (legacy raw key: replicates across processes as-is)
+from rtrl_rl.losses import impala_loss
+from rtrl_rl.networks.agent import Agent, with_stem
 
 
 def updates_per_run(config) -> int:
@@ -74,14 +66,6 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def load_stem(path: str):
-  """Torso parameters from a flax msgpack file holding either the torso's params or a whole
-  agent params dict `{"torso": ..., ...}` (e.g. `flax.serialization.to_bytes(params)`)."""
-  with open(path, "rb") as f:
-    tree = flax.serialization.msgpack_restore(f.read())
-  return tree["torso"] if isinstance(tree, dict) and "torso" in tree else tree
-
-
 @functools.lru_cache(maxsize=16)
 def _jitted_init(agent: Agent):
   return jax.jit(agent.init)
@@ -98,15 +82,7 @@ def init_learner(agent: Agent, config, observation_space, seed: int | None = Non
   example = jnp.zeros(observation_space.shape, observation_space.dtype)
   params = _jitted_init(agent)(init_key, example)  # jitted: one compile instead of many eager ops
   if agent.stem_grad == "frozen":
-    torso = load_stem(config.network.stem_checkpoint)
-    want = jax.tree.map(lambda x: (x.shape, x.dtype), params["torso"])
-    got = jax.tree.map(lambda x: (np.shape(x), np.asarray(x).dtype), torso)
-    if jax.tree.structure(want) != jax.tree.structure(got) or jax.tree.leaves(want) != jax.tree.leaves(got):
-      raise ValueError(
-        f"network.stem_checkpoint={config.network.stem_checkpoint!r} does not match "
-        f"the torso: expected {want}, got {got}"
-      )
-    params = {**params, "torso": jax.tree.map(jnp.asarray, torso)}
+    params = with_stem(params, config.network.stem_checkpoint, "network.stem_checkpoint")
   opt_state = jax.jit(make_optimizer(config).init)(params)
   return LearnerState(params, opt_state, jnp.zeros((), jnp.int32), key)
 
@@ -120,11 +96,7 @@ def make_loss(agent: Agent, config):
     )
     tr = transitions(rollout, config.discount, values.dtype)
     policy = jax.tree.map(lambda x: x[:-1], dist)  # pi(.|obs[t]), t < M
-    behaviour = jnp.asarray(rollout.behaviour_logits)
-    if behaviour.ndim == tr.rewards.ndim:  # the actors' log-probs [M, B]
-      log_mu = behaviour
-    else:  # categorical logits [M, B, A]
-      log_mu = Categorical(behaviour).log_prob(rollout.action)
+    log_mu = jnp.asarray(rollout.behaviour_log_prob)
     return impala_loss(
       policy,
       log_mu,
@@ -173,6 +145,4 @@ def make_learner_step(agent: Agent, config, mesh=None, *, donate: bool = False):
   update = make_update(agent, config)
   if mesh is None:
     return jax.jit(update, donate_argnums=(0,) if donate else ())
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
   return parallel.data_parallel_jit(update, mesh, Rollout.batch_axes(), donate_state=donate)

@@ -3,6 +3,8 @@ halves on JAX envs (backend "anakin") and the host loop (backend "sync": envpool
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -71,6 +73,7 @@ class PPO(registry.Algorithm):
       agent=agent,
       num_envs=config.num_envs,
       steps_per_iteration=config.num_envs * config.rollout_length,
+      total_updates=updates_per_run(config, config.num_envs * config.rollout_length),
       init_learner=init_learner,
       init_actors=lambda n, key: actor_loop.init_actor(env, agent, normalizer, n, key),
       actor_axes=actor_loop.ActorState.batch_axes(normalizer),
@@ -118,9 +121,15 @@ class PPO(registry.Algorithm):
       step,
       a.num_envs * a.rollout_length,
       saved=lambda state: (state[0], state[1].norm),
-      resume=lambda state, tree: (place(tree[0]), state[1]._replace(norm=tree[1])),
+      resume=lambda state, tree, counters: (place(tree[0]), state[1]._replace(norm=tree[1])),
       params=lambda state: state[0].params,
+      total_updates=updates_per_run(a, a.num_envs * a.rollout_length),
     )
+
+
+def updates_per_run(agent_config, steps_per_update: int) -> int:
+  """Updates of a run of `agent_config.total_env_steps` agent steps (at least one)."""
+  return max(1, math.ceil(agent_config.total_env_steps / steps_per_update))
 
 
 def _check_buffer_fits(config, spaces) -> None:

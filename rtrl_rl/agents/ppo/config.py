@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+
+from rtrl_rl import cells
+from rtrl_rl.agents.ppo import acting
+from rtrl_rl.networks.agent import STEM_GRADS
 
 GRADIENTS = ("stale", "fresh")
 POLICIES = ("auto", "categorical", "gaussian")
@@ -76,8 +82,6 @@ def _err(msg: str):
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check the config; raises ValueError naming the offending fields. Returns the config."""
-  from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
-
   c = config
   for name in (
     "num_envs",
@@ -113,8 +117,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _err(f"clip_eps must be > 0, got {c.clip_eps!r}")
   if c.policy not in POLICIES:
     _err(f"policy must be one of {POLICIES}, got {c.policy!r}")
-  from rtrl_rl.networks.agent import STEM_GRADS  # pylint: disable=g-import-not-at-top
-
   if c.stem_grad not in STEM_GRADS:
     _err(f"stem_grad must be one of {STEM_GRADS}, got {c.stem_grad!r}")
   if c.stem_grad == "frozen" and not c.stem_checkpoint:
@@ -157,11 +159,6 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, action_space) -> int:
   """Bytes of the carries a rollout stores (`rollout_length x num_envs` carries: the RTRL traces are
   the bulk of the PPO buffer, e.g. ~200 KB per step for the non-linear RTU at d_rec 192)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  from rtrl_rl.agents.ppo import acting  # pylint: disable=g-import-not-at-top
-
   if config.cell is None:
     return 0
   agent = acting.make_agent(config, observation_space, action_space)

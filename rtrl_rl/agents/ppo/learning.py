@@ -61,9 +61,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from rtrl_rl import cells
+from rtrl_rl import cells, parallel
+from rtrl_rl.agents.learner_state import LearnerState
 from rtrl_rl.losses import gae_batched, ppo_loss
-from rtrl_rl.networks.agent import Agent
+from rtrl_rl.networks.agent import Agent, with_stem
 
 
 class PPOBatch(NamedTuple):
@@ -110,13 +111,6 @@ def ppo_batch(traj: dict, bootstrap_value) -> PPOBatch:
   return PPOBatch(**fields, bootstrap_value=bootstrap_value)
 
 
-class LearnerState(NamedTuple):
-  params: Any
-  opt_state: Any
-  key: jax.Array
-  num_updates: jax.Array
-
-
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """Global-norm clip, then Adam(lr, eps)."""
   parts = []
@@ -134,30 +128,11 @@ def init_learner(
   if params is None:
     params = agent.init(k_params, jnp.asarray(observation))
     if config.stem_grad == "frozen":
-      torso = load_stem(config.stem_checkpoint)
-      shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)
-      if shapes(torso) != shapes(params["torso"]):
-        raise ValueError(
-          f"PPO config: stem_checkpoint={config.stem_checkpoint!r} does not match the "
-          f"torso (torso_sizes={tuple(config.torso_sizes)}): expected "
-          f"{shapes(params['torso'])}, got {shapes(torso)}"
-        )
-      params = dict(params, torso=torso)
+      params = with_stem(params, config.stem_checkpoint, "PPO config: stem_checkpoint")
   else:
     agent.init(k_params, jnp.asarray(observation))  # binds the input sizes
   opt_state = make_optimizer(config).init(params)
-  return LearnerState(params, opt_state, k_learn, jnp.zeros((), jnp.int32))
-
-
-def load_stem(path: str):
-  """Torso parameters from a flax msgpack file holding the torso's params or a whole agent params
-  dict `{"torso": ..., ...}` (`flax.serialization.to_bytes(params)`), as the IMPALA learner."""
-  import flax.serialization  # pylint: disable=g-import-not-at-top
-
-  with open(path, "rb") as f:
-    tree = flax.serialization.msgpack_restore(f.read())
-  tree = tree["torso"] if isinstance(tree, dict) and "torso" in tree else tree
-  return jax.tree.map(jnp.asarray, tree)
+  return LearnerState(params, opt_state, jnp.zeros((), jnp.int32), k_learn)
 
 
 # -- advantages -------------------------------------------------------------------------------------
@@ -433,7 +408,7 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
     else:
       metrics["advantage_mean"] = jnp.mean(adv)
       metrics["target_mean"] = jnp.mean(target)
-    return LearnerState(params, opt_state, key, state.num_updates + 1), metrics
+    return LearnerState(params, opt_state, state.step + 1, key), metrics
 
   return update
 
@@ -456,8 +431,6 @@ def make_learner_step(agent: Agent, config: ml_collections.ConfigDict, mesh=None
   `make_update(agent, config, num_shards=D)` on the same global buffer."""
   if mesh is None:
     return jax.jit(make_update(agent, config), donate_argnums=(0,) if donate else ())
-  from rtrl_rl import parallel  # pylint: disable=g-import-not-at-top
-
   num_shards = parallel.num_shards(mesh)
   _check_shards(config.num_envs, config.minibatch_size, num_shards, config.sequence_length)
   body = _make_update(agent, config, num_shards, parallel.DATA_AXIS)

@@ -17,6 +17,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from rtrl_rl import cli
+from rtrl_rl.agents.prediction import config as config_lib
+from rtrl_rl.io.run_dir import RunDirError
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "experiment config (configs/*.py[:arg])", lock_config=True
@@ -26,8 +28,6 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (default runs/<na
 
 def main(argv) -> int:
   del argv
-  from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
-
   config = _CONFIG.value
   if config is None:
     raise cli.UsageError("--config is required, e.g. --config=configs/rtu_trace_conditioning.py")
@@ -37,8 +37,7 @@ def main(argv) -> int:
     return cli.report(e, 2)
   run_dir = _RUN_DIR.value or os.path.join("runs", f"{config.name}_seed{config.seed}")
   cli.check_writable(run_dir, "--run_dir", directory=True)
-  from rtrl_rl.io.run_dir import RunDirError  # pylint: disable=g-import-not-at-top
-  from rtrl_rl.system import trainer  # pylint: disable=g-import-not-at-top
+  from rtrl_rl.system import trainer  # noqa: PLC0415 - start-up time: usage errors before orbax is imported
 
   os.makedirs(run_dir, exist_ok=True)
   try:
@@ -55,7 +54,7 @@ def main(argv) -> int:
     return 0
   print(
     f"final MSRE {summary['msre']:.5f} (normalized by predicting 0: {summary['msre_normalized']:.4f}; "
-    f"last {config.agent.msre_window} steps, {summary['num_seeds']} seed(s), {summary['wall_s']:.1f}s) "
+    f"last {config.agent.msre_window} steps, {summary['num_seeds']} seed(s), {summary['elapsed_s']:.1f}s) "
     f"-> {run_dir}"
   )
   print(json.dumps(summary))

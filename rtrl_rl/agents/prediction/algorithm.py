@@ -29,10 +29,8 @@ class Prediction(registry.Algorithm):
     del spaces
     prediction_config.validate_experiment(config)
 
-  def run_own_loop(self, config, **kwargs):
-    """The whole run in the learner's own loop (`learning.run_experiment`: checkpoints through the
-    trainer's store, resume, stop requests); returns its summary."""
-    return learning.run_experiment(config, **kwargs)
+  def iterations(self, config):
+    return learning.iterations(config)
 
 
 ALGORITHM = Prediction()

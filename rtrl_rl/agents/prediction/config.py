@@ -19,6 +19,8 @@ import math
 
 import ml_collections
 
+from rtrl_rl import cells, envs
+
 MODES = ("rtrl", "tbptt")
 OPTIMIZERS = ("adam", "sgd")
 HEAD_INITS = ("zeros", "normal")
@@ -73,8 +75,6 @@ def _num(v) -> bool:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check the config; raises PredictionConfigError naming every offending field. Returns it."""
-  from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
-
   c = config
   errors = []
   err = errors.append
@@ -138,8 +138,6 @@ def param_count(cell: str | None, hidden_size: int, input_size: int, cell_option
   """Parameters of the core (the recurrent layer; the linear value head excluded)."""
   if cell is None:
     return 0 if hidden_size == 0 else (input_size + 1) * hidden_size
-  from rtrl_rl import cells  # pylint: disable=g-import-not-at-top
-
   c = cells.make(cell, hidden_size, **dict(cell_options or {}))
   return sum(int(math.prod(s)) for s in c.param_shapes(input_size).values())
 
@@ -165,8 +163,6 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
   """Check an experiment config whose `algo` is "prediction" (configs/rtu_trace_conditioning.py):
   the env is a functional JAX env with valid options, the learner's gamma is the env's, and
   `config.agent` passes `validate`. Raises PredictionConfigError naming the fields. Runs no JAX."""
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-
   errors = []
   if config.get("algo") != "prediction":  # its other fields are another learner's: nothing to check
     raise PredictionConfigError(

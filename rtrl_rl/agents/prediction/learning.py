@@ -34,7 +34,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from rtrl_rl import cells
+from rtrl_rl import cells, envs
+from rtrl_rl.agents import registry
+from rtrl_rl.agents.prediction import config as config_lib
 from rtrl_rl.envs import trace_conditioning as tc
 
 
@@ -89,8 +91,6 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
 
 def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   """The learner of `config` (rtrl_rl/agents/prediction/config.py) for observations of `input_size`."""
-  from rtrl_rl.agents.prediction import config as config_lib  # pylint: disable=g-import-not-at-top
-
   config_lib.validate(config)
   dtype = jnp.dtype(config.dtype)
   gamma, lam, mode = float(config.gamma), float(config.td_lambda), config.mode
@@ -255,28 +255,16 @@ def msre_report(predictions, cumulants, gamma: float, last: int) -> dict:
 
 
 # -- a whole experiment -----------------------------------------------------------------------------
-def run_experiment(
-  config: ml_collections.ConfigDict,
-  writer=None,
-  log: Callable[[str], Any] | None = None,
-  checkpoints=None,
-  should_stop: Callable[[], bool] | None = None,
-  checkpoint_every_s: float = float("inf"),
-) -> dict:
-  """Run an experiment config (configs/rtu_trace_conditioning.py): `config.agent.num_seeds` streams
-  vmapped, `config.agent.steps` steps in chunks of `chunk_steps`; one metrics record per chunk (to
-  `writer`, an rtrl_rl.io.MetricsWriter) and a final record. Returns the summary (final MSRE etc.).
+def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
+  """An experiment config (configs/rtu_trace_conditioning.py) as the loop driver's iterations
+  (rtrl_rl/system/trainer.py): `config.agent.num_seeds` streams vmapped, one iteration per chunk of
+  `chunk_steps` steps (the last one shorter) until `config.agent.steps`.
 
-  checkpoints: optional store with `restore(like) -> (tree, metadata) | None` and `save(tree,
-    counters)` (the trainer's). The run resumes from its latest checkpoint (learner, stream and the
-    predictions so far; counters `updates` = chunks and `frames` = steps done), saves one every
-    `checkpoint_every_s` seconds between chunks and one at the end, also when stopped early.
-    A resumed run continues the same streams: its predictions equal an uninterrupted run's.
-  should_stop: polled between chunks (e.g. set by SIGTERM); the run then saves and returns early
-    (`summary["stopped_early"]`).
-  """
-  from rtrl_rl import envs  # pylint: disable=g-import-not-at-top
-
+  The state is `(learner, stream, predictions, cumulants, steps done)`; a checkpoint holds the first
+  four (the predictions and cumulants of the whole run `[seeds, steps]`, filled as chunks arrive:
+  the final MSRE window is scored from them), so a resumed run continues the same streams and its
+  predictions equal an uninterrupted run's. Metrics per chunk: chunk_msre, td_error_sq,
+  steps_per_s. `final(state)`: the MSRE report (`msre_report`, averaged over seeds, and per seed)."""
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   env_gamma = getattr(fenv.params, "gamma", None)
@@ -285,13 +273,8 @@ def run_experiment(
       f"agent.gamma={a.gamma} differs from the environment's gamma={env_gamma} "
       "(env.options.gamma): the learner would predict another target than MSRE scores"
     )
-  d = int(np.prod(fenv.observation_space.shape))
-  learner = make_learner(a, d)
+  learner = make_learner(a, int(np.prod(fenv.observation_space.shape)))
   n = a.num_seeds
-  keys = jax.vmap(jax.random.key)(jnp.arange(n) + config.seed)
-  k_params, k_stream = jax.vmap(jax.random.split, out_axes=1)(keys)
-  state = jax.jit(jax.vmap(learner.init))(k_params)
-  ss = jax.jit(jax.vmap(lambda k: stream_start(fenv, k)))(k_stream)
   run = jax.jit(jax.vmap(learner.run))
   nexts = {}
 
@@ -300,58 +283,63 @@ def run_experiment(
       nexts[steps] = jax.jit(jax.vmap(lambda s: stream_next(fenv, s, steps)))
     return nexts[steps](ss)
 
-  # Predictions and cumulants of the whole run [seeds, steps] (filled as chunks arrive): the final
-  # MSRE window is scored from them, so they are part of the checkpoint.
-  preds = np.zeros((n, a.steps), np.dtype(a.dtype))
-  cums = np.zeros((n, a.steps), np.dtype(a.dtype))
-  counters = {"updates": 0, "frames": 0}
-  restored = checkpoints.restore((state, ss, preds, cums)) if checkpoints is not None else None
-  if restored is not None:
-    (state, ss, preds, cums), meta = restored
-    preds, cums = np.array(preds), np.array(cums)
-    counters.update({k: int(meta[k]) for k in counters})
-    if log is not None:
-      log(f"resumed at step {counters['frames']}/{a.steps} from the latest checkpoint")
-  done, t0, last_ckpt = counters["frames"], time.time(), time.monotonic()
-  try:
-    while done < a.steps and not (should_stop is not None and should_stop()):
-      steps = min(a.chunk_steps, a.steps - done)
-      ss, stream = next_chunk(ss, steps)
-      t_chunk = time.time()
-      state, m = run(state, stream)
-      m = jax.device_get(m)
-      dt = time.time() - t_chunk
-      preds[:, done : done + steps] = np.asarray(m["prediction"])
-      cums[:, done : done + steps] = np.asarray(jax.device_get(stream.cumulant))
-      done += steps
-      counters.update(updates=counters["updates"] + 1, frames=done)
-      rec = {
-        "steps": done,
-        "chunk_msre": float(np.mean(m["msre"])),
-        "td_error_sq": float(np.mean(np.square(m["td_error"]))),
-        "steps_per_s": steps * n / dt,
-      }
-      if writer is not None:
-        writer.write(rec, step=done)
-      if log is not None:
-        log(f"steps {done}/{a.steps}  chunk MSRE {rec['chunk_msre']:.4f}  {rec['steps_per_s']:.0f} steps/s")
-      if checkpoints is not None and time.monotonic() - last_ckpt >= checkpoint_every_s:
-        last_ckpt = time.monotonic()
-        checkpoints.save((state, ss, preds, cums), counters)
-  finally:
-    if checkpoints is not None:
-      checkpoints.save((state, ss, preds, cums), counters)
-  summary = {
-    "steps": int(done),
-    "num_seeds": int(n),
-    "wall_s": time.time() - t0,
-    "stopped_early": done < a.steps,
-  }
-  if done == 0:
+  def init():
+    keys = jax.vmap(jax.random.key)(jnp.arange(n) + config.seed)
+    k_params, k_stream = jax.vmap(jax.random.split, out_axes=1)(keys)
+    state = jax.jit(jax.vmap(learner.init))(k_params)
+    ss = jax.jit(jax.vmap(lambda k: stream_start(fenv, k)))(k_stream)
+    zeros = lambda: np.zeros((n, a.steps), np.dtype(a.dtype))
+    return state, ss, zeros(), zeros(), 0
+
+  def step(st):
+    state, ss, preds, cums, done = st
+    steps = min(a.chunk_steps, a.steps - done)
+    ss, stream = next_chunk(ss, steps)
+    t_chunk = time.time()
+    state, m = run(state, stream)
+    m = jax.device_get(m)
+    dt = time.time() - t_chunk
+    preds[:, done : done + steps] = np.asarray(m["prediction"])
+    cums[:, done : done + steps] = np.asarray(jax.device_get(stream.cumulant))
+    metrics = {
+      "chunk_msre": float(np.mean(m["msre"])),
+      "td_error_sq": float(np.mean(np.square(m["td_error"]))),
+      "steps_per_s": steps * n / dt,
+    }
+    return (state, ss, preds, cums, done + steps), metrics
+
+  def resume(st, tree, counters):
+    state, ss, preds, cums = tree
+    return state, ss, np.array(preds), np.array(cums), int(counters["frames"])
+
+  def final(st) -> dict:
+    _, _, preds, cums, done = st
+    summary = {"steps": int(done), "num_seeds": int(n)}
+    if done == 0:
+      return summary
+    reports = [msre_report(preds[s, :done], cums[s, :done], a.gamma, a.msre_window) for s in range(n)]
+    summary.update({k: float(np.mean([r[k] for r in reports])) for k in reports[0]})
+    summary["msre_per_seed"] = [r["msre"] for r in reports]
     return summary
-  reports = [msre_report(preds[s, :done], cums[s, :done], a.gamma, a.msre_window) for s in range(n)]
-  summary.update({k: float(np.mean([r[k] for r in reports])) for k in reports[0]})
-  summary["msre_per_seed"] = [r["msre"] for r in reports]
-  if writer is not None:
-    writer.write({f"final_{k}": v for k, v in summary.items()}, step=done)
-  return summary
+
+  return registry.Iterations(
+    init,
+    step,
+    a.chunk_steps,
+    saved=lambda st: st[:4],
+    resume=resume,
+    params=lambda st: st[0].params,
+    total_updates=-(-a.steps // a.chunk_steps),
+    total_frames=a.steps,
+    final=final,
+  )
+
+
+def run_experiment(config: ml_collections.ConfigDict) -> dict:
+  """The whole experiment in memory, without a run directory (`iterations`' final report): for
+  notebooks and tests. `python -m rtrl_rl.train` runs it with metrics, checkpoints and resume."""
+  it = iterations(config)
+  state = it.init()
+  for _ in range(it.total_updates):
+    state, _ = it.step(state)
+  return it.final(state)
