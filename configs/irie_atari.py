@@ -28,7 +28,7 @@ def get_config(arg=None):
   a.network.torso = "impala_resnet"  # IMPALA deep ResNet [16, 32, 32] -> FC 256
   a.network.hidden_size = 256  # N
   a.network.stem_grad = "unroll"  # the stem learns by TBPTT within the unroll (hybrid)
-  experiment.set_core(a, args["mode"], "elstm")
+  experiment.irie_core(a, args["mode"], "elstm")
   c.system.num_actors = 48 // 8  # the paper: 48 actors; here 6 processes x 8 envs
   c.system.envs_per_actor = 8
   return c

@@ -34,7 +34,7 @@ def get_config(arg=None):
     a.network.stem_checkpoint = args["stem"]
   else:
     a.network.stem_grad = "unroll"  # stem pre-training run (TBPTT within the unroll)
-  experiment.set_core(a, args["mode"], "elstm")
+  experiment.irie_core(a, args["mode"], "elstm")
   c.system.num_actors = 6
   c.system.envs_per_actor = 8
   return c

@@ -29,7 +29,7 @@ def get_config(arg=None):
   a.network.torso = "impala_resnet"  # 64x64 RGB frames
   a.network.hidden_size = 256  # N
   a.network.stem_grad = "unroll"
-  experiment.set_core(a, args["mode"], "elstm")
+  experiment.irie_core(a, args["mode"], "elstm")
   c.system.num_actors = 6
   c.system.envs_per_actor = 8
   return c

@@ -126,7 +126,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     if "hidden" in a
     else prediction_config.hidden_size_for_budget(cell, budget, input_size, cell_options)
   )
-  g.gamma = gamma  # = env.options.gamma
+  g.discount = gamma  # = env.options.gamma
   g.td_lambda = float(a.get("lambda", 0.9))  # TD(lambda) trace decay (Rafiee et al.'s TD learners: 0.9)
   g.optimizer = a.get("optimizer", "adam")  # Adam on the TD(lambda) direction (Rafiee et al.)
   g.learning_rate = float(a.get("lr", 1e-3))  # step size

@@ -51,16 +51,21 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
   sys.exit(code)
 
 
-def run_absl(main: Callable[[list[str]], int | None]) -> NoReturn:
+def run_absl(
+  main: Callable[[list[str]], int | None], renamed: Callable[[list[str]], str | None] | None = None
+) -> NoReturn:
   """`run` of absl's `app.run(main)`, with `--verbose` defined and every flag error a UsageError:
-  an unknown flag, a bad value, a config file (ml_collections `config_flags`) that cannot be loaded."""
+  an unknown flag, a bad value, a config file (ml_collections `config_flags`) that cannot be loaded.
+  `renamed(paths) -> message | None`: names the new field when a `--config.<path>` override uses
+  an old one (`experiment.renamed_field_error`)."""
   from absl import app, flags  # noqa: PLC0415 - start-up time of the argparse tools (launch/)
 
   flags.DEFINE_bool("verbose", False, VERBOSE_HELP)
-  run(lambda argv: app.run(main, argv=[sys.argv[0], *argv], flags_parser=_parse_absl_flags))
+  parse = lambda argv: _parse_absl_flags(argv, renamed)
+  run(lambda argv: app.run(main, argv=[sys.argv[0], *argv], flags_parser=parse))
 
 
-def _parse_absl_flags(argv: list[str]) -> list[str]:
+def _parse_absl_flags(argv: list[str], renamed=None) -> list[str]:
   """absl's flag parsing, every mistake a UsageError (also an exception of a config file)."""
   global _verbose
   from absl import flags  # noqa: PLC0415 - start-up time of the argparse tools (launch/)
@@ -81,6 +86,9 @@ def _parse_absl_flags(argv: list[str]) -> list[str]:
   except Exception as e:  # pylint: disable=broad-except
     if not names:
       raise
+    overrides = [a[2:].split("=", 1)[0].split(".", 1)[1] for a in argv[1:] if "." in a.split("=", 1)[0]]
+    if renamed is not None and renamed(overrides):
+      raise UsageError(renamed(overrides)) from e
     raise UsageError(_config_error(e, argv, names)) from e  # a config file or an override raised
   _verbose = flags.FLAGS.verbose
   return args

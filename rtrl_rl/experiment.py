@@ -68,6 +68,39 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   return c
 
 
+# Fields renamed so that every algorithm speaks one vocabulary (issue 17): old path -> new path.
+RENAMED_FIELDS = {
+  "agent.gamma": "agent.discount",
+  "agent.ent_coef": "agent.entropy_cost",
+  "agent.vf_coef": "agent.value_cost",
+  "agent.baseline_cost": "agent.value_cost",
+  "agent.seed": "seed",
+}
+
+
+def renamed_field_error(paths) -> str | None:
+  """The message for the first of `paths` (dotted config paths) that is an old name, or None."""
+  for path in paths:
+    if path in RENAMED_FIELDS:
+      return f"config field {path} was renamed: use {RENAMED_FIELDS[path]}"
+  return None
+
+
+def _unknown_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str):
+  """Dotted paths of `config` that `defaults` does not have (nested ConfigDicts compared too)."""
+  out = []
+  for key, value in config.items():
+    path = f"{prefix}.{key}"
+    if key not in defaults:
+      out.append(path)
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+      defaults[key], ml_collections.ConfigDict
+    ):
+      if key not in ("options", "cell_options"):  # free-form options of an env or a cell
+        out.extend(_unknown_fields(value, defaults[key], path))
+  return out
+
+
 class ExperimentConfigError(ValueError):
   """A bad experiment configuration; the message names the offending fields."""
 
@@ -151,6 +184,12 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
           f"system.backend='anakin' needs a JAX environment (jax/..., gymnax/..., popgym/..., brax/...); "
           f"env.id={config.env.id!r} is not one"
         )
+  if config.algo in ALGOS and isinstance(config.get("agent"), ml_collections.ConfigDict):
+    for path in _unknown_fields(config.agent, registry.get(config.algo).get_config(), "agent"):
+      err(
+        renamed_field_error([path])
+        or f"{path}: not a field of the {config.algo} agent's config (rtrl_rl/agents/{config.algo}/config.py)"
+      )
   if errors:
     raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
   registry.get(config.algo).validate(config, spaces)
@@ -194,8 +233,8 @@ def parse_args(arg: str | None, **defaults):
   return out
 
 
-def set_core(agent_config, mode: str, cell: str) -> None:
-  """Core variants shared by the papers' configs: "rtrl" | "tbptt" (the cell) or "ff" (none)."""
+def irie_core(agent_config, mode: str, cell: str) -> None:
+  """The IMPALA configs' core variants (Irie et al.): "rtrl" | "tbptt" (the cell `cell`) or "ff" (none)."""
   n = agent_config.network
   if mode == "ff":
     n.cell = None
@@ -226,9 +265,9 @@ def rtu_paper_ppo(
   prefix, backend = families[env_family]
   c = base_config("ppo")
   c.name = f"{name}_{core}"
-  c.seed = c.agent.seed = seed
+  c.seed = seed
   c.env.id = f"{prefix}/{env_name}"
   c.system.backend = backend
   c.agent.total_env_steps = total_env_steps
-  ppo_config.set_core(c.agent, core, truncation)
+  ppo_config.rtu_paper_core(c.agent, core, truncation)
   return c

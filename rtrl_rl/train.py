@@ -106,4 +106,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  cli.run_absl(main)
+  cli.run_absl(main, renamed=experiment.renamed_field_error)

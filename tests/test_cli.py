@@ -75,6 +75,16 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["--config={tmp}/raising_config.py"],
     ["raising_config.py", "RuntimeError: no GPU quota left", "Fix the config file"],
   ),
+  (  # an old field name of the config vocabulary names the new one
+    "rtrl_rl.train",
+    ["--config=configs/rtu_popgym.py", "--config.agent.ent_coef=0.01"],
+    ["agent.ent_coef was renamed", "use agent.entropy_cost"],
+  ),
+  (
+    "rtrl_rl.agents.prediction",
+    ["--config=configs/rtu_trace_conditioning.py", "--config.agent.gamma=0.9"],
+    ["agent.gamma was renamed", "use agent.discount"],
+  ),
   (
     "rtrl_rl.train",
     ["--config=configs/default.py", "--config.sed=1"],

@@ -190,3 +190,35 @@ def test_a_ppo_buffer_that_cannot_fit_is_refused_with_the_size_it_needs():
     r"agent.rollout_length or agent.num_envs",
   ):
     experiment.validate(config)
+
+
+def test_one_vocabulary_an_old_or_unknown_field_is_named():
+  """Every algorithm says discount / entropy_cost / value_cost (and the seed is `config.seed`
+  only); a config that sets an old name, or a field its algorithm does not have, fails naming it."""
+  for algo in experiment.ALGOS:
+    agent = experiment.base_config(algo).agent
+    assert "discount" in agent and "gamma" not in agent and "seed" not in agent
+  for algo in ("impala", "ppo"):
+    agent = experiment.base_config(algo).agent
+    assert {"entropy_cost", "value_cost"} <= set(agent)
+  config = load("rtu_popgym.py")
+  config.agent.vf_coef = 0.5
+  config.agent.network_size = 3
+  with pytest.raises(ValueError) as e:
+    experiment.validate(config, check_env=False)
+  assert "agent.vf_coef was renamed: use agent.value_cost" in str(e.value)
+  assert "agent.network_size: not a field of the ppo agent's config" in str(e.value)
+  config = load("default.py")
+  config.agent.network.mlp_hidden = (8,)
+  with pytest.raises(ValueError, match=r"agent.network.mlp_hidden: not a field"):
+    experiment.validate(config, check_env=False)
+
+
+def test_a_ppo_config_error_names_every_problem():
+  """PPO's validation collects every problem into one error, as IMPALA's and prediction's do."""
+  c = ppo_config.get_config()
+  c.num_epochs, c.discount, c.policy = 0, 1.5, "beta"
+  with pytest.raises(ppo_config.ConfigError) as e:
+    ppo_config.validate(c)
+  for words in ("num_epochs must be an int >= 1", "discount must be in [0, 1]", "policy must be one of"):
+    assert words in str(e.value)

@@ -30,7 +30,7 @@ def memory_config(cell, **overrides):
   c.torso_sizes, c.head_sizes, c.hidden_size = (32,), (32,), 16
   c.cell = cell
   c.learning_rate = 3e-3
-  c.gamma = 0.9
+  c.discount = 0.9
   c.normalize_reward = False  # rewards are already in [0, 1]
   c.update(overrides)
   return ppo.validate(c)

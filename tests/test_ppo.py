@@ -223,8 +223,8 @@ def test_stale_single_step_gradient_is_exact_rtrl(cell):
         mask=sample["mask"],
         clip_eps=c.clip_eps,
         value_clip_eps=c.value_clip_eps,
-        vf_coef=c.vf_coef,
-        ent_coef=c.ent_coef,
+        vf_coef=c.value_cost,
+        ent_coef=c.entropy_cost,
       )[0]
 
     g_ref = jax.jit(jax.grad(ref_loss))(params)
@@ -297,8 +297,8 @@ def _window_loss(c, dists, values, s):
     mask=s["mask"],
     clip_eps=c.clip_eps,
     value_clip_eps=c.value_clip_eps,
-    vf_coef=c.vf_coef,
-    ent_coef=c.ent_coef,
+    vf_coef=c.value_cost,
+    ent_coef=c.entropy_cost,
   )[0]
 
 
@@ -330,7 +330,7 @@ def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
   """sequence_length L with core_mode='tbptt' (the RTU paper's GRU / LRU baselines): the gradient
   equals backprop through L steps replayed one by one from the stored carry held constant; it
   equals full-history BPTT when the sequence starts an episode, and differs from it otherwise.
-  (stem_grad='unroll', as set_core sets for these variants: the torso is backpropagated through
+  (stem_grad='unroll', as rtu_paper_core sets for these variants: the torso is backpropagated through
   the same window.)"""
   with jax.enable_x64(True):
     c, env, agent, params, h = _history_problem(cell, "tbptt", sequence_length=4, stem_grad="unroll")
@@ -478,7 +478,7 @@ def test_config_validation_names_the_fields(overrides, fields):
 def test_default_config_is_the_papers():
   c = ppo.validate(ppo.get_config())
   assert (c.rollout_length, c.num_epochs, c.num_minibatches, c.minibatch_size) == (2048, 4, 32, 64)
-  assert (c.gae_lambda, c.gamma, c.clip_eps, c.value_clip_eps, c.vf_coef, c.ent_coef) == (
+  assert (c.gae_lambda, c.discount, c.clip_eps, c.value_clip_eps, c.value_cost, c.entropy_cost) == (
     0.95,
     0.99,
     0.2,

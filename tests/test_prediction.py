@@ -47,7 +47,7 @@ def _config(cell="rtu", opts=None, mode="rtrl", lam=0.0, lr=0.0, T=10, hidden=3)
   c.cell, c.mode, c.hidden_size, c.truncation = cell, mode, hidden, T
   c.cell_options = ml_collections.ConfigDict(opts or {})
   c.td_lambda, c.learning_rate, c.optimizer = lam, lr, "sgd"
-  c.head_init, c.dtype, c.gamma = "normal", "float64", GAMMA
+  c.head_init, c.dtype, c.discount = "normal", "float64", GAMMA
   return c
 
 
@@ -252,7 +252,7 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
     c = mod.get_config(v)
     config_lib.validate_experiment(c)
     a = c.agent
-    assert c.algo == "prediction" and a.gamma == c.env.options.gamma == 0.9
+    assert c.algo == "prediction" and a.discount == c.env.options.gamma == 0.9
     n = config_lib.param_count(a.cell, a.hidden_size, 12, a.cell_options.to_dict())
     assert (
       n
@@ -265,7 +265,7 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
   assert mod.get_config("cell=lru").agent.mode == "rtrl"
   assert mod.get_config("cell=rtu_linear").agent.cell_options.nonlinear is False
   assert mod.get_config("cell=rtu_nonlinear,hidden=8").agent.hidden_size == 8
-  assert abs(mod.get_config("isi=3-5").agent.gamma - 0.75) < 1e-9
+  assert abs(mod.get_config("isi=3-5").agent.discount - 0.75) < 1e-9
   with pytest.raises(ValueError, match="T=10 is the truncation"):
     mod.get_config("cell=rtu_nonlinear,T=10")
   with pytest.raises(ValueError, match="unknown key"):
@@ -273,8 +273,8 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
   with pytest.raises(ValueError, match="expected one of"):
     mod.get_config("cell=transformer")
   c = mod.get_config("cell=gru,T=10")
-  c.agent.gamma = 0.99
-  with pytest.raises(P.PredictionConfigError, match=r"agent.gamma=0.99 differs from env.options.gamma"):
+  c.agent.discount = 0.99
+  with pytest.raises(P.PredictionConfigError, match=r"agent.discount=0.99 differs from env.options.gamma"):
     config_lib.validate_experiment(c)
   c = mod.get_config("cell=gru,T=10")
   c.agent.mode = "rtrl"

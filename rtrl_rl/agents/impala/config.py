@@ -29,7 +29,6 @@ REDUCTIONS = ("sum", "mean")
 def get_config() -> ml_collections.ConfigDict:
   """The IMPALA learner's defaults (Irie et al. 2024, Atari protocol; torchbeast semantics)."""
   c = ml_collections.ConfigDict()
-  c.seed = 0  # seeds parameter init and the learner's key
   # -- data ---------------------------------------------------------------------------------------
   c.unroll_length = 50  # M: transitions per rollout (a rollout holds M+1 env steps)
   c.batch_size = 32  # B: rollouts per learner update (global, over all devices)
@@ -37,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   # -- loss ---------------------------------------------------------------------------------------
   c.discount = 0.99  # gamma
   c.reward_clip = 1.0  # rewards clipped to [-c, c] in the loss and the core input
-  c.baseline_cost = 0.5  # weight of the value loss 0.5 * sum (v_s - V(x_s))^2
+  c.value_cost = 0.5  # weight of the value loss 0.5 * sum (v_s - V(x_s))^2 (IMPALA's baseline cost)
   c.entropy_cost = 0.01  # weight of minus the summed policy entropy
   c.clip_rho_threshold = 1.0  # V-trace rho_bar
   c.clip_c_threshold = 1.0  # V-trace c_bar
@@ -98,7 +97,7 @@ def validate(config: ml_collections.ConfigDict, observation_space=None, action_s
     err(f"discount={config.discount!r} must be in (0, 1]")
   if not 0 <= config.rmsprop_decay < 1:
     err(f"rmsprop_decay={config.rmsprop_decay!r} must be in [0, 1)")
-  for name in ("baseline_cost", "entropy_cost", "rmsprop_momentum"):
+  for name in ("value_cost", "entropy_cost", "rmsprop_momentum"):
     if config[name] < 0:
       err(f"{name}={config[name]!r} must be >= 0")
   for name in ("reward_clip", "clip_rho_threshold", "clip_c_threshold"):

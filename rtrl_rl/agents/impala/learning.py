@@ -71,12 +71,11 @@ def _jitted_init(agent: Agent):
   return jax.jit(agent.init)
 
 
-def init_learner(agent: Agent, config, observation_space, seed: int | None = None) -> LearnerState:
+def init_learner(agent: Agent, config, observation_space, seed: int = 0) -> LearnerState:
   """Fresh parameters and optimiser state (host/default-device arrays; see parallel.replicate).
 
   With `network.stem_grad="frozen"` the torso's parameters come from `network.stem_checkpoint`.
   """
-  seed = config.seed if seed is None else seed
   key = jax.random.PRNGKey(seed)
   key, init_key = jax.random.split(key)
   example = jnp.zeros(observation_space.shape, observation_space.dtype)
@@ -108,7 +107,7 @@ def make_loss(agent: Agent, config):
       lambda_=tr.lambdas,
       clip_rho_threshold=config.clip_rho_threshold,
       clip_c_threshold=config.clip_c_threshold,
-      baseline_cost=config.baseline_cost,
+      baseline_cost=config.value_cost,
       entropy_cost=config.entropy_cost,
       reward_clip=config.reward_clip,
       reduction=config.reduction,

@@ -143,7 +143,7 @@ def normalize_reward(
   reward = reward.astype(norm.ret.mean.dtype)
   if not config.normalize_reward:
     return norm, reward
-  ret_acc = jnp.where(valid, norm.ret_acc * config.gamma + reward, norm.ret_acc)
+  ret_acc = jnp.where(valid, norm.ret_acc * config.discount + reward, norm.ret_acc)
   ret = stats_update(norm.ret, ret_acc, valid, axis_name)
   scaled = jnp.clip(reward / jnp.sqrt(ret.var + 1e-8), -config.reward_norm_clip, config.reward_norm_clip)
   return NormState(norm.obs, ret, jnp.where(done, 0.0, ret_acc)), scaled

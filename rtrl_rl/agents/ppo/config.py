@@ -23,7 +23,6 @@ POLICIES = ("auto", "categorical", "gaussian")
 def get_config() -> ml_collections.ConfigDict:
   """The RTU paper's PPO defaults."""
   c = ml_collections.ConfigDict()
-  c.seed = 0  # PRNG seed: params, action sampling, minibatch shuffling, env resets
   # -- rollout ---------------------------------------------------------------------------------
   c.total_env_steps = 1_000_000  # agent steps over the run (the paper: 1M for MuJoCo POMDP)
   c.num_envs = 1  # parallel environments (the paper: a single environment)
@@ -44,12 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.adam_eps = 1e-5  # Adam epsilon
   c.max_grad_norm = 0.5  # global gradient-norm clip (None or 0: off)
   # -- loss --------------------------------------------------------------------------------------
-  c.gamma = 0.99  # discount
+  c.discount = 0.99  # gamma
   c.gae_lambda = 0.95  # GAE lambda
   c.clip_eps = 0.2  # policy ratio clip
   c.value_clip_eps = 0.2  # value clip (None: unclipped value loss)
-  c.vf_coef = 0.5  # value-loss coefficient
-  c.ent_coef = 0.0  # entropy bonus coefficient
+  c.value_cost = 0.5  # value-loss coefficient
+  c.entropy_cost = 0.0  # entropy bonus coefficient
   c.normalize_advantage = True  # normalise advantages per minibatch
   # -- normalisation ---------------------------------------------------------------------------
   c.normalize_obs = True  # running mean/var observation normalisation
@@ -67,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.stem_grad = "immediate"  # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
   # flax msgpack file with the torso params ({"torso": ...} or the torso itself); required by
   # stem_grad="frozen"
-  c.stem_checkpoint = ""
+  c.stem_checkpoint = ml_collections.config_dict.placeholder(str)
   c.head_sizes = (64,)  # hidden widths of EACH of the actor and critic heads
   c.policy = "auto"  # "auto" (from the action space) | "categorical" | "gaussian"
   c.init_log_std = 0.0  # initial state-independent log-std (Gaussian policy)
@@ -76,13 +75,16 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _err(msg: str):
-  raise ValueError(f"PPO config: {msg}")
+class ConfigError(ValueError):
+  """A bad PPO configuration; the message names every offending field."""
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Check the config; raises ValueError naming the offending fields. Returns the config."""
+  """Check the config; raises `ConfigError` naming every offending field. Returns the config."""
   c = config
+  errors = []
+  _err = errors.append
+  counts_ok = True
   for name in (
     "num_envs",
     "rollout_length",
@@ -94,12 +96,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     v = c[name]
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       _err(f"{name} must be an int >= 1, got {v!r}")
-  if c.rollout_length % c.sequence_length or c.minibatch_size % c.sequence_length:
+      counts_ok = False
+  if counts_ok and (c.rollout_length % c.sequence_length or c.minibatch_size % c.sequence_length):
     _err(
       f"sequence_length={c.sequence_length} must divide rollout_length={c.rollout_length} and "
       f"minibatch_size={c.minibatch_size} (minibatches are whole sequences of one env)"
     )
-  if c.num_minibatches * c.minibatch_size != c.rollout_length * c.num_envs:
+  if counts_ok and c.num_minibatches * c.minibatch_size != c.rollout_length * c.num_envs:
     _err(
       f"num_minibatches * minibatch_size ({c.num_minibatches} * {c.minibatch_size} = "
       f"{c.num_minibatches * c.minibatch_size}) must equal rollout_length * num_envs "
@@ -107,8 +110,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     )
   if c.gradient not in GRADIENTS:
     _err(f"gradient must be one of {GRADIENTS}, got {c.gradient!r}")
-  if not 0.0 <= c.gamma <= 1.0:
-    _err(f"gamma must be in [0, 1], got {c.gamma!r}")
+  if not 0.0 <= c.discount <= 1.0:
+    _err(f"discount must be in [0, 1], got {c.discount!r}")
   if not 0.0 <= c.gae_lambda <= 1.0:
     _err(f"gae_lambda must be in [0, 1], got {c.gae_lambda!r}")
   if c.learning_rate <= 0:
@@ -121,10 +124,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _err(f"stem_grad must be one of {STEM_GRADS}, got {c.stem_grad!r}")
   if c.stem_grad == "frozen" and not c.stem_checkpoint:
     _err(
-      "stem_grad='frozen' needs stem_checkpoint (the run whose torso is loaded); it is empty. "
+      "stem_grad='frozen' needs stem_checkpoint (the run whose torso is loaded); it is unset. "
       "Set stem_checkpoint, or use stem_grad='immediate' (the RTU paper) or 'unroll'"
     )
-  if c.stem_grad == "frozen" and not os.path.exists(c.stem_checkpoint):
+  if c.stem_grad == "frozen" and c.stem_checkpoint and not os.path.exists(c.stem_checkpoint):
     _err(f"stem_grad='frozen': stem_checkpoint={c.stem_checkpoint!r} does not exist")
   if c.stem_checkpoint and c.stem_grad != "frozen":
     _err(
@@ -153,6 +156,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _err("gradient='fresh' recomputes recurrent carries, but cell=None (feed-forward); use gradient='stale'")
   if c.use_last_action and c.policy == "gaussian":
     _err("use_last_action=True needs discrete actions, but policy='gaussian'")
+  if errors:
+    raise ConfigError("PPO config: " + "; ".join(errors))
   return c
 
 
@@ -172,7 +177,7 @@ def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, act
 
 # The RTU paper's recurrent-core variants at a matched budget of ~24k recurrent parameters for a
 # 64-dim input: variant -> (cell, core_mode, hidden_size, cell options). The RTRL cores learn from
-# single steps (sequence_length 1); the T-BPTT cores from sequences of `truncation` steps (set_core).
+# single steps (sequence_length 1); the T-BPTT cores from sequences of `truncation` steps (rtu_paper_core).
 # Parameter counts, D=64:
 # rtu 2*64*192 + 2*192 = 24,960; lru 2*64*72 (B) + 2*72^2 (C) + 64*72 (D_skip) + 3*72 = 24,408;
 # gru 3*(64*64 + 64*64 + 64) + 64 = 24,832.
@@ -191,7 +196,9 @@ RTU_PAPER_CORES = {
 DEFAULT_TRUNCATION = 16
 
 
-def set_core(config: ml_collections.ConfigDict, variant: str, truncation: int = DEFAULT_TRUNCATION) -> None:
+def rtu_paper_core(
+  config: ml_collections.ConfigDict, variant: str, truncation: int = DEFAULT_TRUNCATION
+) -> None:
   """Set `cell`, `core_mode`, `hidden_size`, `cell_options`, `sequence_length` and `stem_grad` to an
   RTU-paper core variant; `truncation` is the T of the T-BPTT variants (the RTRL ones learn from
   single steps)."""

@@ -141,7 +141,7 @@ def advantages(config, batch: PPOBatch):
   dtype = batch.value.dtype
   mask = batch.mask.astype(dtype)
   v_next = jnp.concatenate([batch.value[1:], batch.bootstrap_value[None]], 0)
-  discount = config.gamma * (1.0 - batch.terminated.astype(dtype)) * mask
+  discount = config.discount * (1.0 - batch.terminated.astype(dtype)) * mask
   lam = config.gae_lambda * (1.0 - batch.truncated.astype(dtype))
   out = gae_batched(batch.value, v_next, batch.reward.astype(dtype), discount, lam)
   return out.advantages, out.targets
@@ -280,8 +280,8 @@ def make_loss(agent: Agent, config: ml_collections.ConfigDict):
       mask=s["mask"],
       clip_eps=config.clip_eps,
       value_clip_eps=config.value_clip_eps,
-      vf_coef=config.vf_coef,
-      ent_coef=config.ent_coef,
+      vf_coef=config.value_cost,
+      ent_coef=config.entropy_cost,
       normalize_advantage=config.normalize_advantage,
     )
 
@@ -322,7 +322,7 @@ def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name
       value_sq = jnp.maximum(value_sq, jnp.square(v_clipped - target))
     value_loss = 0.5 * share(value_sq)
     entropy = share(dist.entropy())
-    loss = pg_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+    loss = pg_loss + config.value_cost * value_loss - config.entropy_cost * entropy
     metrics = {
       "loss": loss,
       "pg_loss": pg_loss,

@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from rtrl_rl import cli
+from rtrl_rl import cli, experiment
 from rtrl_rl.agents.prediction import config as config_lib
 from rtrl_rl.io.run_dir import RunDirError
 
@@ -62,4 +62,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-  cli.run_absl(main)
+  cli.run_absl(main, renamed=experiment.renamed_field_error)

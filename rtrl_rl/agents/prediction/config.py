@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.mode = "rtrl"
   c.truncation = 10  # T of mode="tbptt" (inputs in the window, the current one included)
   # -- TD(lambda) ------------------------------------------------------------------------------
-  c.gamma = 0.9  # discount of the prediction target; must equal the env's gamma option
+  c.discount = 0.9  # gamma of the prediction target; must equal the env's gamma option
   c.td_lambda = 0.0  # eligibility-trace decay lambda (0: TD(0)); traces span all parameters
   c.head_init = "zeros"  # value-head init: "zeros" (predictions start at 0) | "normal"
   # -- optimiser -------------------------------------------------------------------------------
@@ -110,8 +110,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       cells.make(c.cell, c.hidden_size, **c.cell_options.to_dict())
     except (TypeError, ValueError) as e:
       err(f"cell_options={c.cell_options.to_dict()!r} for cell={c.cell!r}: {e}")
-  if not (_num(c.gamma) and 0.0 <= c.gamma < 1.0):
-    err(f"gamma={c.gamma!r} must be in [0, 1)")
+  if not (_num(c.discount) and 0.0 <= c.discount < 1.0):
+    err(f"discount={c.discount!r} must be in [0, 1)")
   if not (_num(c.td_lambda) and 0.0 <= c.td_lambda <= 1.0):
     err(f"td_lambda={c.td_lambda!r} must be in [0, 1]")
   if c.head_init not in HEAD_INITS:
@@ -182,9 +182,9 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
         f"env.id={config.env.id!r} has no functional JAX form; the prediction learner "
         "scans the stream inside jit (jax/... ids)"
       )
-    if "gamma" in opts and _num(config.agent.gamma) and abs(opts["gamma"] - config.agent.gamma) > 1e-12:
+    if "gamma" in opts and _num(config.agent.discount) and abs(opts["gamma"] - config.agent.discount) > 1e-12:
       errors.append(
-        f"agent.gamma={config.agent.gamma} differs from env.options.gamma={opts['gamma']}: "
+        f"agent.discount={config.agent.discount} differs from env.options.gamma={opts['gamma']}: "
         "the learner would predict another return than MSRE scores"
       )
   try:

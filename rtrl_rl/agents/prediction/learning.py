@@ -93,7 +93,7 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   """The learner of `config` (rtrl_rl/agents/prediction/config.py) for observations of `input_size`."""
   config_lib.validate(config)
   dtype = jnp.dtype(config.dtype)
-  gamma, lam, mode = float(config.gamma), float(config.td_lambda), config.mode
+  gamma, lam, mode = float(config.discount), float(config.td_lambda), config.mode
   d = int(input_size)
   opt = make_optimizer(config)
   cell = None
@@ -268,9 +268,9 @@ def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   env_gamma = getattr(fenv.params, "gamma", None)
-  if env_gamma is not None and abs(env_gamma - a.gamma) > 1e-12:
+  if env_gamma is not None and abs(env_gamma - a.discount) > 1e-12:
     raise ValueError(
-      f"agent.gamma={a.gamma} differs from the environment's gamma={env_gamma} "
+      f"agent.discount={a.discount} differs from the environment's gamma={env_gamma} "
       "(env.options.gamma): the learner would predict another target than MSRE scores"
     )
   learner = make_learner(a, int(np.prod(fenv.observation_space.shape)))
@@ -317,7 +317,7 @@ def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
     summary = {"steps": int(done), "num_seeds": int(n)}
     if done == 0:
       return summary
-    reports = [msre_report(preds[s, :done], cums[s, :done], a.gamma, a.msre_window) for s in range(n)]
+    reports = [msre_report(preds[s, :done], cums[s, :done], a.discount, a.msre_window) for s in range(n)]
     summary.update({k: float(np.mean([r[k] for r in reports])) for k in reports[0]})
     summary["msre_per_seed"] = [r["msre"] for r in reports]
     return summary
