@@ -23,12 +23,10 @@ the checkpoint (frozen); IMPALA runs with the IMPALA agent. Evaluation runs on t
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import math
 import os
 import time
-from typing import Any, Callable
 
 import ml_collections
 import numpy as np
@@ -36,6 +34,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from rtrl_rl import cli, envs
+from rtrl_rl.agents import registry
 from rtrl_rl.envs import EnvError, MissingDependencyError
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "run directory (holds config.json and checkpoints/)")
@@ -93,44 +92,6 @@ def load_checkpoint(run_dir: str) -> tuple[int, dict, dict]:
   return restored
 
 
-def params_from_flat(flat: dict, like) -> Any:
-  """The agent's parameters (tree of `like`) out of a checkpoint's {tree path: leaf} dict.
-
-  The parameters sit under some prefix ending in `params` (`.params` for the actor-process
-  learner state, `.learner.params` for the jitted loops); the optimiser's moments share the same
-  sub-paths under other prefixes and are not taken.
-  """
-  import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
-
-  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
-  subpaths = [jax.tree_util.keystr(p) for p, _ in leaves_with_path]
-  first = subpaths[0]
-  prefixes = sorted(
-    {k[: -len(first)] for k in flat if k.endswith(first) and k[: -len(first)].endswith("params")}, key=len
-  )
-  for prefix in prefixes:
-    if all(prefix + s in flat for s in subpaths):
-      leaves = []
-      for s, (_, want) in zip(subpaths, leaves_with_path):
-        got = np.asarray(flat[prefix + s])
-        if got.shape != tuple(want.shape):
-          raise EvaluationError(
-            f"checkpoint leaf {prefix + s} has shape {got.shape}, the agent "
-            f"built from config.json expects {tuple(want.shape)}"
-          )
-        leaves.append(got.astype(want.dtype))
-      return jax.tree_util.tree_unflatten(treedef, leaves)
-  raise EvaluationError(
-    f"the checkpoint holds no parameters matching the agent (looked for "
-    f"'<prefix>params{first}'; first checkpoint keys: {list(flat)[:5]})"
-  )
-
-
-def _find_suffix(flat: dict, suffix: str):
-  keys = sorted((k for k in flat if k.endswith(suffix)), key=len)
-  return flat[keys[0]] if keys else None
-
-
 def _parse_options(text: str) -> dict:
   out = {}
   for item in filter(None, (text or "").split(",")):
@@ -156,63 +117,34 @@ def env_options(config, split: str | None = None, overrides: dict | None = None)
 
 # -- policies ----------------------------------------------------------------------------------------
 class Policy:
-  """`step(obs, reward, first, prev_action, key) -> action` with the carry kept inside."""
+  """`step(obs, reward, first, prev_action, key) -> action` with the carry kept inside: the training
+  runs' acting step (`actor_loop.policy_step`) with a trained run's `registry.TrainedPolicy`."""
 
-  def __init__(self, agent, params, num_envs: int, greedy: bool, obs_fn: Callable | None = None):
+  def __init__(self, trained, num_envs: int, greedy: bool):
     import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
     import jax.numpy as jnp  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
-    from rtrl_rl.agents.actor_loop import zero_where_first  # noqa: PLC0415 - after main sets JAX_PLATFORMS
+    from rtrl_rl.agents import actor_loop  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
-    self.agent, self.params = agent, jax.device_put(params)
+    agent, observe = trained.agent, trained.observe or (lambda o: o)
+    self.params = jax.device_put(trained.params)
     self.carry = agent.initial_carry(num_envs)
-    obs_fn = obs_fn or (lambda o: o)
 
     @jax.jit
     def step(params, carry, obs, reward, first, prev_action, key):
       first = jnp.asarray(first, bool)
-      prev_action = zero_where_first(prev_action, first)
-      (dist, _), carry = agent.step(
-        params, carry, obs_fn(obs), jnp.asarray(reward, jnp.float32), prev_action, first
+      prev_action = actor_loop.zero_where_first(prev_action, first)
+      reward = jnp.asarray(reward, jnp.float32)
+      out = actor_loop.policy_step(
+        agent, params, carry, observe(obs), reward, prev_action, first, key, greedy
       )
-      action = dist.mode() if greedy else dist.sample(key)
-      return action, carry
+      return out.action, out.carry
 
     self._step = step
 
   def __call__(self, obs, reward, first, prev_action, key):
     action, self.carry = self._step(self.params, self.carry, obs, reward, first, prev_action, key)
     return action
-
-
-def build_agent(config, obs_space, act_space):
-  """`(agent, obs_fn factory)` for the run's algorithm."""
-  a = copy.deepcopy(config.agent)
-  if config.algo == "ppo":
-    from rtrl_rl.agents.ppo import acting as ppo_acting  # noqa: PLC0415 - after main sets JAX_PLATFORMS
-
-    return ppo_acting.make_agent(a, obs_space, act_space)
-  from rtrl_rl.agents.impala import config as impala_config  # noqa: PLC0415 - after main sets JAX_PLATFORMS
-
-  n = a.network
-  if n.stem_grad == "frozen" and n.stem_checkpoint and not os.path.exists(n.stem_checkpoint):
-    n.stem_grad, n.stem_checkpoint = "unroll", None  # the torso's weights come from the checkpoint
-  return impala_config.make_agent(a, obs_space, act_space)
-
-
-def ppo_obs_fn(config, flat: dict) -> Callable | None:
-  """Frozen observation normalisation from the checkpoint's running statistics (PPO)."""
-  if not config.agent.get("normalize_obs", False):
-    return None
-  import jax.numpy as jnp  # noqa: PLC0415 - after main sets JAX_PLATFORMS
-
-  mean, var = _find_suffix(flat, "norm.obs.mean"), _find_suffix(flat, "norm.obs.var")
-  if mean is None or var is None:
-    raise EvaluationError(
-      "algo='ppo' with normalize_obs: no observation statistics ('...norm.obs.mean/var') in the checkpoint"
-    )
-  mean, var, clip = jnp.asarray(mean), jnp.asarray(var), float(config.agent.obs_clip)
-  return lambda o: jnp.clip((o.astype(mean.dtype) - mean) / jnp.sqrt(var + 1e-8), -clip, clip)
 
 
 # -- the episode loop --------------------------------------------------------------------------------
@@ -279,7 +211,6 @@ def evaluate(
   log=print,
 ) -> dict:
   """Evaluates the latest checkpoint of `run_dir`; returns the eval record (see module doc)."""
-  import jax  # noqa: PLC0415 - after main sets JAX_PLATFORMS
 
   if episodes < 1 or repeats < 1:
     raise EvaluationError("--episodes and --repeats must be >= 1")
@@ -287,18 +218,17 @@ def evaluate(
   step, flat, meta = load_checkpoint(run_dir)
   opts = env_options(config, split, options)
   obs_space, act_space = envs.describe(config.env.id, **opts)
-  agent = build_agent(config, obs_space, act_space)
-  example = np.zeros(obs_space.shape, np.float32 if config.algo == "ppo" else obs_space.dtype)
-  like = jax.eval_shape(agent.init, jax.random.PRNGKey(0), example)
-  params = params_from_flat(flat, like)
-  obs_fn = ppo_obs_fn(config, flat) if config.algo == "ppo" else None
+  try:
+    trained = registry.get(config.algo).policy(config, (obs_space, act_space), flat)
+  except ValueError as e:  # the checkpoint does not hold what config.json's agent needs
+    raise EvaluationError(f"{run_dir}: {e}") from None
   b = num_envs or min(episodes, 16)
   per_repeat = []
   for r in range(repeats):
     t0 = time.monotonic()
     env = envs.make(config.env.id, num_envs=b, seed=seed + r, **opts)
     try:
-      policy = Policy(agent, params, b, greedy, obs_fn)
+      policy = Policy(trained, b, greedy)
       res = play(env, policy, episodes, seed + r, max_steps)
     finally:
       env.close()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rtrl_rl import envs, evaluate, experiment
-from rtrl_rl.io.checkpoint import Checkpointer
+from rtrl_rl.agents.ppo.algorithm import SavedHostLoop
+from rtrl_rl.io.checkpoint import Checkpointer, find_subtree
 from rtrl_rl.system import anakin
 from tests.test_cli import run_cli
 from tests.test_launch import ROOT, default_sweep_root
@@ -64,7 +65,7 @@ def test_greedy_is_deterministic_and_sampling_differs(run_dir):
     evaluate.evaluate(run_dir, split="test", **kw)
 
 
-def _ppo_run(run: str):
+def _ppo_run(run: str, layout: str = "anakin"):
   """A run directory of the jitted PPO loop with random parameters; returns its checkpointed state
   (an AnakinState: learner params + normaliser)."""
   c = experiment.base_config("ppo")
@@ -97,21 +98,26 @@ def _ppo_run(run: str):
       )
     )
   )
+  saved = state if layout == "anakin" else SavedHostLoop(learner=state.learner, norm=state.actor.norm)
   ckpt = Checkpointer(os.path.join(run, "checkpoints"))
-  ckpt.save(3, state, {"frames": 48, "updates": 3}, wait=True)
+  ckpt.save(3, saved, {"frames": 48, "updates": 3}, wait=True)
   ckpt.close()
   return state
 
 
-def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path):
+@pytest.mark.parametrize("layout", ["anakin", "sync"])
+def test_ppo_checkpoint_evaluates_with_ppo_agent(tmp_path, layout):
+  """Checkpoints of both PPO loops (the jitted loop's whole state; the host loop's learner and
+  statistics) evaluate with the PPO agent, the parameters (not the optimiser's moments) and the
+  observation statistics found in them."""
   run = str(tmp_path / "ppo_run")
-  state = _ppo_run(run)
+  state = _ppo_run(run, layout)
   flat = evaluate.load_checkpoint(run)[1]
-  params = evaluate.params_from_flat(flat, state.learner.params)  # not the optimiser's moments
+  params = find_subtree(flat, state.learner.params, "params")
   assert all(
     np.array_equal(x, y) for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(state.learner.params))
   )
-  np.testing.assert_allclose(evaluate._find_suffix(flat, "norm.obs.mean"), 0.5)
+  np.testing.assert_allclose(find_subtree(flat, state.actor.norm.obs, "norm.obs").mean, 0.5)
   rec = evaluate.evaluate(run, episodes=3, repeats=2, greedy=True, num_envs=3, log=lambda *_: None)
   assert rec["algo"] == "ppo" and rec["checkpoint_step"] == 3 and rec["frames"] == 48
   assert [len(r["returns"]) for r in rec["per_repeat"]] == [3, 3]

@@ -133,9 +133,23 @@ class Algorithm:
     """An algorithm that is its own loop (`own_loop`, prediction): its iterations, whole."""
     raise NotImplementedError
 
+  def policy(self, config, spaces: tuple, checkpoint: dict) -> "TrainedPolicy":
+    """A trained run's policy (rtrl_rl/evaluate.py): its agent, the parameters out of `checkpoint`
+    (`{tree path: leaf}` of the run's newest checkpoint) and how observations are prepared."""
+    raise NotImplementedError
+
   def actor_learner(self, config, spaces: tuple) -> "ActorLearner":
     """Backend "actors": the learner's and the actor processes' parts."""
     raise NotImplementedError(f"{self.name} does not run on backend 'actors'")
+
+
+class TrainedPolicy(NamedTuple):
+  """agent, params: the network and a trained run's parameters; observe(obs [B, ...]) -> what the
+  agent sees (PPO: normalised with the statistics frozen at the checkpoint), or None: as it is."""
+
+  agent: Any
+  params: Any
+  observe: Callable | None = None
 
 
 class ActorLearner(NamedTuple):

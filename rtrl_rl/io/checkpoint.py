@@ -245,6 +245,35 @@ def _like_target(value: Any, target: Any) -> Any:
   return value
 
 
+def find_subtree(leaves: Mapping[str, Any], like: Any, name: str) -> Any:
+  """The subtree shaped like `like` in a checkpoint's leaves (`{tree path: leaf}`, as `restore`
+  returns them without a target), stored under a path that ends in `name`: e.g. the agent's
+  parameters under `.learner.params` or `.params` ("params"), whatever the state around them. The
+  shortest such prefix wins (an optimiser's moments share the sub-paths under longer ones).
+  Raises ValueError naming the leaf that is missing or has another shape."""
+  with_path, treedef = jax.tree_util.tree_flatten_with_path(like)
+  subpaths = [jax.tree_util.keystr(p) for p, _ in with_path]
+  first = subpaths[0]
+  prefixes = sorted(
+    {k[: -len(first)] for k in leaves if k.endswith(first) and k[: -len(first)].endswith(name)}, key=len
+  )
+  for prefix in prefixes:
+    if all(prefix + s in leaves for s in subpaths):
+      out = []
+      for s, (_, want) in zip(subpaths, with_path):
+        got = np.asarray(leaves[prefix + s])
+        if got.shape != tuple(want.shape):
+          raise ValueError(
+            f"checkpoint leaf {prefix + s} has shape {got.shape}; expected {tuple(want.shape)}"
+          )
+        out.append(got.astype(want.dtype))
+      return jax.tree_util.tree_unflatten(treedef, out)
+  raise ValueError(
+    f"the checkpoint holds no '<prefix>{name}{first}' with the expected structure (first checkpoint "
+    f"keys: {list(leaves)[:5]})"
+  )
+
+
 class Checkpointer:
   """Saves and restores ``(step, state pytree, metadata dict)`` in ``directory``, keeping the last few.
 

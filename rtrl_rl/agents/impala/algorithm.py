@@ -3,6 +3,9 @@ host envs (backend "actors") and the fully-jitted loop's halves on JAX envs (bac
 
 from __future__ import annotations
 
+import copy
+import os
+
 import jax
 
 from rtrl_rl import parallel
@@ -71,6 +74,22 @@ class Impala(registry.Algorithm):
       update=update,
       batch_axes=Rollout.batch_axes(),
     )
+
+  def policy(self, config, spaces, checkpoint):
+    """The checkpoint's parameters (a frozen stem's weights are in it: its file is not needed)."""
+    a = copy.deepcopy(config.agent)
+    n = a.network
+    if n.stem_grad == "frozen" and n.stem_checkpoint and not os.path.exists(n.stem_checkpoint):
+      n.stem_grad, n.stem_checkpoint = "unroll", None
+    from rtrl_rl.io import checkpoint as checkpoints  # noqa: PLC0415 - start-up time: it imports orbax
+
+    observation_space, _ = spaces
+    agent = impala_config.make_agent(a, *spaces)
+    example = jax.ShapeDtypeStruct(observation_space.shape, observation_space.dtype)
+    params = checkpoints.find_subtree(
+      checkpoint, jax.eval_shape(agent.init, jax.random.key(0), example), "params"
+    )
+    return registry.TrainedPolicy(agent, params)
 
   def actor_learner(self, config, spaces):
     a = config.agent

@@ -4,6 +4,7 @@ halves on JAX envs (backend "anakin") and the host loop (backend "sync": envpool
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,26 @@ class PPO(registry.Algorithm):
       scratch=scratch,
     )
 
+  def policy(self, config, spaces, checkpoint):
+    """The checkpoint's parameters; observations normalised with its running statistics (frozen),
+    by the function that normalised them in training."""
+    a = config.agent
+    from rtrl_rl.io import checkpoint as checkpoints  # noqa: PLC0415 - start-up time: it imports orbax
+
+    observation_space, _ = spaces
+    agent = acting.make_agent(a, *spaces)
+    example = jax.ShapeDtypeStruct(observation_space.shape, jnp.float32)
+    params = checkpoints.find_subtree(
+      checkpoint, jax.eval_shape(agent.init, jax.random.key(0), example), "params"
+    )
+    if not a.normalize_obs:
+      return registry.TrainedPolicy(agent, params)
+    stats = checkpoints.find_subtree(checkpoint, acting.stats_init(observation_space.shape), "norm.obs")
+    norm = acting.NormState(obs=stats, ret=None, ret_acc=None)
+    return registry.TrainedPolicy(
+      agent, params, lambda obs: acting.normalize_obs(a, norm, obs, update=False)[1]
+    )
+
   def host_loop(self, config, mesh=None):
     """Act `rollout_length` steps on a host env, then one jitted update. A checkpoint holds the
     learner and the normalisation statistics; a resumed run starts new episodes.
@@ -120,11 +141,18 @@ class PPO(registry.Algorithm):
       init,
       step,
       a.num_envs * a.rollout_length,
-      saved=lambda state: (state[0], state[1].norm),
-      resume=lambda state, tree, counters: (place(tree[0]), state[1]._replace(norm=tree[1])),
+      saved=lambda state: SavedHostLoop(learner=state[0], norm=state[1].norm),
+      resume=lambda state, tree, counters: (place(tree.learner), state[1]._replace(norm=tree.norm)),
       params=lambda state: state[0].params,
       total_updates=updates_per_run(a, a.num_envs * a.rollout_length),
     )
+
+
+class SavedHostLoop(NamedTuple):
+  """What a checkpoint of the host loop holds (a resumed run starts new episodes)."""
+
+  learner: Any
+  norm: Any  # the normalisation statistics (`acting.NormState`)
 
 
 def updates_per_run(agent_config, steps_per_update: int) -> int:
