@@ -296,6 +296,11 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
   assert "error:" in out.stderr and "cannot be resumed" in out.stderr and "--run_dir" in out.stderr
   assert _checkpoint_steps(run_dir) == [7]
   assert not os.path.exists(os.path.join(run_dir, "config_changes.jsonl"))  # nothing recorded
+  # the actors backend (its queue is made before the restore): refused the same way
+  proc = _train(run_dir, "--accept_config_changes")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2 and "cannot be resumed" in out, out[-3000:]
+  assert _checkpoint_steps(run_dir) == [7]
 
 
 SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8 envs x 8 steps

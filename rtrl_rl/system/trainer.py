@@ -603,16 +603,16 @@ def _run_loop(
   primary = jax.process_index() == 0
   ckpt.finish_at("updates", it.total_updates)
   counters = {"updates": 0, "frames": 0, "elapsed_s": 0.0}
-  state = it.init()
-  restored = ckpt.restore(it.saved(state), it.relayout)
-  if restored is not None:
-    tree, meta = restored
-    counters.update({k: meta[k] for k in counters if k in meta})
-    state = it.resume(state, tree, counters)
-    log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
   try:
+    state = it.init()
+    restored = ckpt.restore(it.saved(state), it.relayout)
+    if restored is not None:
+      tree, meta = restored
+      counters.update({k: meta[k] for k in counters if k in meta})
+      state = it.resume(state, tree, counters)
+      log.info("resumed from update %d (%d frames)", counters["updates"], counters["frames"])
     backend.start(state, counters)
-  except BaseException:
+  except BaseException:  # e.g. a checkpoint of another run: nothing was written, the backend is freed
     backend.shutdown()
     _close_all(None, ckpt, run_dir, *backend.closers)
     raise
