@@ -82,13 +82,8 @@ def params_crc32(params) -> int:
   return crc
 
 
-def _any_process(flag: bool) -> bool:
-  """True on every process if `flag` is true on any (keeps multi-host runs in lockstep)."""
-  return _any_process_each([flag])[0]
-
-
 def _any_process_each(flags: list[bool]) -> list[bool]:
-  """`_any_process` of each flag, in one collective."""
+  """For each flag: true on every process if it is true on any (one collective; multi-host lockstep)."""
   if jax.process_count() == 1:
     return [bool(f) for f in flags]
   gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))  # [processes, flags]
