@@ -5,7 +5,7 @@ APT_PKGS := libqt5gui5
 
 CLAIM ?= all
 
-.PHONY: setup lint format test test-long test-slurm reproduce-small train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-system bench-gpu-smoke clean
+.PHONY: setup lint format test test-long test-slurm reproduce-small train bench-cells bench-learner bench-envs bench-ppo bench-rtu bench-truncation bench-system bench-gpu-smoke clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ bench-ppo: setup
 
 bench-rtu: setup
 	$(PY) -m bench.bench_rtu
+
+# RTRL's cost against T-BPTT's truncation T (issue 16, claim 3; `make reproduce-small CLAIM=rtu_cost` too)
+bench-truncation: setup
+	$(PY) -m bench.bench_truncation
 
 bench-system: setup
 	$(PY) -m bench.bench_system

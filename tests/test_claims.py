@@ -10,6 +10,7 @@ gradient reaches the cue across unroll boundaries. `make reproduce-small CLAIM=i
 whole grid (cores x M x seeds).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import sys
 import jax
 import numpy as np
 
-from launch import reproduce
+from bench import bench_truncation
+from launch.claims import irie_m, rtu_trace
+from launch.claims.common import Final
 from rtrl_rl import envs
 from rtrl_rl.system import anakin
 from tests.test_configs import load as load_config
@@ -52,27 +55,28 @@ def test_rtrl_learns_cue_memory_with_m_below_the_span_and_tbptt_stays_at_the_bou
 
 
 def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_fails(tmp_path):
-  F = lambda m: reproduce.Final(m, m - 0.05, m + 0.05, 3)
+  F = lambda m: Final(m, m - 0.05, m + 0.05, 3)
   good = {
     f"claims_irie_m_elstm_{mode}_M{M}_L8": F(v)
     for mode, M, v in (("rtrl", 4, 0.9), ("tbptt", 4, 0.5), ("rtrl", 16, 0.95), ("tbptt", 16, 0.9))
   }
   good["claims_irie_m_ff_rtrl_M4_L8"] = F(0.5)
-  table, verdicts = reproduce._irie_m(good, str(tmp_path))
+  table, verdicts = irie_m.summarize_finals(good, str(tmp_path))
   assert "| 4 (<= span) | 0.90 ± 0.05 | 0.50 ± 0.05 | +0.40 |" in table
   assert verdicts[0].startswith("claim 1 (elstm): REPRODUCES") and "M=4: 0.90" in verdicts[0]
   assert verdicts[1].startswith("claim 2 (elstm): REPRODUCES") and "M=16: +0.05" in verdicts[1]
   assert (tmp_path / "final_vs_M.png").stat().st_size > 0
   bad = dict(good, claims_irie_m_elstm_tbptt_M4_L8=F(0.88))  # T-BPTT learning below the span
-  _, verdicts = reproduce._irie_m(bad, str(tmp_path))
+  _, verdicts = irie_m.summarize_finals(bad, str(tmp_path))
   assert verdicts[0].startswith("claim 1 (elstm): DOES NOT REPRODUCE") and "M=4: 0.88" in verdicts[0]
   assert verdicts[1].startswith("claim 2 (elstm): DOES NOT REPRODUCE")
 
 
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
   for args, says in (
-    (["--claim=bogus"], "expected one of ['irie_m']"),
+    (["--claim=bogus"], "expected one of ['irie_m', 'rtu_cost', 'rtu_trace']"),
     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),
+    (["--claim=rtu_cost", "--summarize_only", f"--results={tmp_path}"], "has not been measured"),
   ):
     out = subprocess.run(
       [sys.executable, "-m", "launch.reproduce", *args],
@@ -83,3 +87,92 @@ def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
       check=False,
     )
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def _msre(m, half=0.001, seeds=5):
+  return Final(m, m - half, m + half, seeds)
+
+
+def test_the_trace_conditioning_summary_states_each_claim_with_its_numbers_and_says_when_it_fails(tmp_path):
+  good = {
+    ("rtu_nonlinear", None): _msre(0.020),
+    ("rtu_linear", None): _msre(0.0235),
+    ("lru", None): _msre(0.035),
+    ("gru", 1): _msre(0.026),
+    ("gru", 16): _msre(0.0205),
+    ("ff", None): _msre(0.13),
+  }
+  table, verdicts = rtu_trace.summarize_msre(good, str(tmp_path))
+  assert "| RTU non-linear | RTRL | 0.0200 ± 0.0010 | 5 |" in table
+  assert "| GRU | T-BPTT, T=16 | 0.0205 ± 0.0010 | 5 |" in table
+  assert "| memoryless | none (memoryless) | 0.1300 ± 0.0010 | 5 |" in table
+  memory, nonlinear, linear, needs_t = verdicts
+  assert memory.startswith("claim 4 (memory helps): REPRODUCES") and "GRU T=1 0.0260" in memory
+  assert nonlinear.startswith("claim 4 (RTU non-linear best or tied): REPRODUCES")
+  assert "better (95% intervals apart) than RTU linear, online LRU, GRU T=1; worse than none" in nonlinear
+  assert linear.startswith("claim 4 (RTU linear best or tied): DOES NOT REPRODUCE")
+  assert "worse than RTU non-linear, GRU T=16;" in linear
+  assert needs_t.startswith("claim 4 (T-BPTT needs a long T): REPRODUCES") and "at T in {16}" in needs_t
+  assert (tmp_path / "msre_vs_T.png").stat().st_size > 0
+  bad = dict(good)
+  bad["ff", None] = _msre(0.023)  # memoryless as good as some: the claim must fail
+
+  bad[("gru", 1)] = _msre(0.0201)
+  _, verdicts = rtu_trace.summarize_msre(bad, str(tmp_path))
+  assert verdicts[0].startswith("claim 4 (memory helps): DOES NOT REPRODUCE")
+  assert "not below it: RTU linear, online LRU" in verdicts[0]
+  assert verdicts[-1].startswith("claim 4 (T-BPTT needs a long T): DOES NOT REPRODUCE")
+
+
+def test_the_trace_conditioning_claim_reads_each_runs_seeds(tmp_path):
+  for name, per_seed in (
+    ("trace_conditioning_rtu_nonlinear", [0.02, 0.022, 0.021]),
+    ("trace_conditioning_gru_T4", [0.03, 0.031, float("nan")]),
+  ):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": name}))
+    (run / "summary.json").write_text(json.dumps({"msre_per_seed": per_seed}))
+  by = rtu_trace.msre_by_variant([str(p) for p in tmp_path.iterdir()])
+  assert set(by) == {("rtu_nonlinear", None), ("gru", 4)}
+  assert by["rtu_nonlinear", None].seeds == 3 and abs(by["rtu_nonlinear", None].mean - 0.021) < 1e-12
+  assert by["gru", 4].seeds == 2 and by["rtu_nonlinear", None].lo < 0.021 < by["rtu_nonlinear", None].hi
+
+
+def _cost_rows(growth):
+  """Synthetic bench_truncation rows: T-BPTT's cost x T**growth, RTRL's one figure."""
+  R = bench_truncation.Row
+  rows = [R("prediction", "RTU non-linear", "rtrl", None, 3e-5)]
+  rows += [R("prediction", "GRU", "tbptt", T, 1e-5 * T**growth) for T in (1, 4, 16)]
+  rows += [R("ppo", "RTU non-linear", "rtrl", None, 1e-4, 0.2)]
+  rows += [R("ppo", "GRU", "tbptt", T, 4e-5, 0.02 * T**growth) for T in (1, 4, 16)]
+  return rows
+
+
+def test_the_cost_claim_says_whether_tbptt_grows_with_t_and_where_it_passes_rtrl(tmp_path):
+  lines = bench_truncation.write(_cost_rows(1.0), str(tmp_path), "header")
+  assert lines[0].startswith("claim 3 (prediction, seconds per learning step): REPRODUCES")
+  assert "GRU x16.0 from T=1 to T=16 (log-log slope 1.00)" in lines[0]
+  assert "GRU costs more than every RTRL core from T=4" in lines[0]
+  assert lines[1].startswith("claim 3 (ppo, seconds per PPO update): REPRODUCES") and "from T=16" in lines[1]
+  table = (tmp_path / "table.md").read_text()
+  assert "| RTU non-linear | RTRL (no truncation) | 30.0 | same | same |" in table
+  assert "| GRU | T-BPTT | 0.020 (40.0) | 0.080 (40.0) | 0.320 (40.0) |" in table
+  assert (tmp_path / "cost_vs_T.png").stat().st_size > 0
+  assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["core"] == "RTU non-linear"
+  flat = bench_truncation.verdicts(_cost_rows(0.1))
+  assert all("DOES NOT REPRODUCE" in line for line in flat) and "GRU never" in flat[1]
+
+
+def test_the_cost_benchmark_times_every_learner_of_the_prediction_part():
+  rows = bench_truncation.prediction_rows((1, 2), stream_steps=50, repeats=1)
+  assert [(r.core, r.T) for r in rows] == [
+    ("RTU non-linear", None),
+    ("RTU linear", None),
+    ("online LRU", None),
+    ("GRU", 1),
+    ("GRU", 2),
+    ("LRU", 1),
+    ("LRU", 2),
+  ]
+  assert all(np.isfinite(r.step_s) and r.step_s > 0 for r in rows)
