@@ -16,6 +16,8 @@ Claims (launch/claims/<name>.py):
   rtu_cost    Elelimy et al. 2024: RTRL's cost is flat in the truncation T, T-BPTT's grows (claim 3).
   rtu_trace   Elelimy et al. 2024: trace conditioning MSRE: RTUs, online LRU, GRU T-BPTT, memoryless
               (claim 4).
+  full_scale_plan  every experiment of both papers at full scale: runs, frames, hours at our measured
+              throughput, the SLURM sweep's dry run (part 6; results/full_scale_plan/plan.md).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import os
 from typing import Sequence
 
 from launch import sweep as sweeps
-from launch.claims import irie_m, rtu_cost, rtu_trace
+from launch.claims import full_scale, irie_m, rtu_cost, rtu_trace
 from launch.claims.common import Claim
 from rtrl_rl import cli, plot
 
-CLAIMS = {c.name: c for c in (irie_m.CLAIM, rtu_cost.CLAIM, rtu_trace.CLAIM)}
+CLAIMS = {c.name: c for c in (irie_m.CLAIM, rtu_cost.CLAIM, rtu_trace.CLAIM, full_scale.CLAIM)}
 
 
 def _run_sweep(claim: Claim, root: str, max_parallel: int, seeds: int | None, summarize_only: bool):

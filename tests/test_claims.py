@@ -74,7 +74,7 @@ def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_
 
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
   for args, says in (
-    (["--claim=bogus"], "expected one of ['irie_m', 'rtu_cost', 'rtu_trace']"),
+    (["--claim=bogus"], "expected one of ['full_scale_plan', 'irie_m', 'rtu_cost', 'rtu_trace']"),
     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),
     (["--claim=rtu_cost", "--summarize_only", f"--results={tmp_path}"], "has not been measured"),
   ):

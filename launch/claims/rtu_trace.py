@@ -92,7 +92,10 @@ def _label(key: tuple[str, int | None]) -> str:
 
 def summarize_msre(by: dict[tuple[str, int | None], Final], folder: str) -> tuple[str, list[str]]:
   _figure(by, os.path.join(folder, "msre_vs_T.png"))
-  order = sorted(by, key=lambda k: (k[0] == "ff", k[1] is not None, k[0] not in RTRL, k[0], k[1] or 0))
+  rank = {v: i for i, v in enumerate(LABELS)}
+  order = sorted(
+    by, key=lambda k: (k[0] == "ff", k[1] is not None, rank.get(k[0], len(rank)), k[0], k[1] or 0)
+  )
   lines = ["| core | gradient | MSRE | seeds |", "|---|---|---|---|"]
   for key in order:
     v, T = key
