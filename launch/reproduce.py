@@ -13,6 +13,7 @@ A claim that is a benchmark measures and writes its table, figure and verdicts t
 Claims (launch/claims/<name>.py):
   irie_m      Irie et al. 2024: RTRL learns when the unroll M is shorter than the memory span, T-BPTT
               does not (claim 1); RTRL's advantage is largest at small M (claim 2). Cue memory, IMPALA.
+  irie_m_rp   the same on a second task: POPGym RepeatPrevious-easy (span 3).
   rtu_cost    Elelimy et al. 2024: RTRL's cost is flat in the truncation T, T-BPTT's grows (claim 3).
   rtu_trace   Elelimy et al. 2024: trace conditioning MSRE: RTUs, online LRU, GRU T-BPTT, memoryless
               (claim 4).
@@ -31,11 +32,13 @@ from launch.claims import full_scale, irie_m, rtu_cost, rtu_trace
 from launch.claims.common import Claim
 from rtrl_rl import cli, plot
 
-CLAIMS = {c.name: c for c in (irie_m.CLAIM, rtu_cost.CLAIM, rtu_trace.CLAIM, full_scale.CLAIM)}
+CLAIMS = {
+  c.name: c for c in (irie_m.CLAIM, irie_m.CLAIM_RP, rtu_cost.CLAIM, rtu_trace.CLAIM, full_scale.CLAIM)
+}
 
 
 def _run_sweep(claim: Claim, root: str, max_parallel: int, seeds: int | None, summarize_only: bool):
-  sweep_arg = claim.sweep + (f":seeds={seeds}" if seeds else "")
+  sweep_arg = claim.sweep + ((":" if ":" not in claim.sweep else ",") + f"seeds={seeds}" if seeds else "")
   if not summarize_only:
     code = sweeps.main(
       [f"--sweep={sweep_arg}", "--backend=local", f"--root={root}", f"--max_parallel={max_parallel}"]

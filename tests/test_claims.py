@@ -72,9 +72,33 @@ def test_the_irie_m_summary_states_each_claim_with_its_numbers_and_says_when_it_
   assert verdicts[1].startswith("claim 2 (elstm): DOES NOT REPRODUCE")
 
 
+def test_the_repeat_previous_summary_judges_by_its_own_span_and_bound(tmp_path):
+  F = lambda m: Final(m, m - 0.05, m + 0.05, 3)
+  finals = {
+    "claims_irie_m_rp_rtu_rtrl_M2_L3": F(0.42),
+    "claims_irie_m_rp_rtu_tbptt_M2_L3": F(-0.37),
+    "claims_irie_m_rp_rtu_rtrl_M8_L3": F(0.45),
+    "claims_irie_m_rp_rtu_tbptt_M8_L3": F(0.29),
+    "claims_irie_m_rp_ff_rtrl_M2_L3": F(-0.49),
+    "claims_irie_m_rtu_rtrl_M2_L8": F(0.1),  # a cue-memory group: not this task's
+  }
+  table, verdicts = irie_m.summarize_finals(finals, str(tmp_path), irie_m.TASKS["repeat_previous"])
+  assert "| 2 (<= span) | 0.42 ± 0.05 | -0.37 ± 0.05 | +0.79 |" in table and "| 8 | 0.45" in table
+  assert "| feed-forward (any M) | -0.49 ± 0.05 |" in table
+  assert verdicts[0].startswith("claim 1 (RepeatPrevious, rtu): REPRODUCES")
+  assert "criterion: RTRL >= -0.09 and T-BPTT <= -0.29" in verdicts[0]  # margins of a return in [-1, 1]
+  assert verdicts[1].startswith("claim 2 (RepeatPrevious, rtu): REPRODUCES")
+  finals["claims_irie_m_rp_rtu_tbptt_M2_L3"] = F(-0.2)  # T-BPTT learning below the span
+  _, verdicts = irie_m.summarize_finals(finals, str(tmp_path), irie_m.TASKS["repeat_previous"])
+  assert verdicts[0].startswith("claim 1 (RepeatPrevious, rtu): DOES NOT REPRODUCE")
+
+
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
   for args, says in (
-    (["--claim=bogus"], "expected one of ['full_scale_plan', 'irie_m', 'rtu_cost', 'rtu_trace']"),
+    (
+      ["--claim=bogus"],
+      "expected one of ['full_scale_plan', 'irie_m', 'irie_m_rp', 'rtu_cost', 'rtu_trace']",
+    ),
     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),
     (["--claim=rtu_cost", "--summarize_only", f"--results={tmp_path}"], "has not been measured"),
   ):

@@ -46,6 +46,7 @@ CASES = [  # (config file, argument): the papers' grids, one of each kind
     for m in ("rtrl", "tbptt")
     for n in (2, 16)
   ],
+  ("claims_irie_m.py", "task=repeat_previous,core=rtu,mode=tbptt,M=2"),
   ("rtu_mujoco_pomdp.py", "env=Hopper-V,core=rtu_linear,env_family=envpool"),
   ("rtu_reacher_pomdp.py", "core=gru,env_family=envpool"),
   *[
