@@ -62,6 +62,10 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   # multi-host: a process silent this long is lost, and jax.distributed stops the others (a failed
   # collective stops them sooner)
   s.heartbeat_timeout_s = 100
+  # persistent JAX compilation cache: a later start of the same programs (a resumed run, a sweep's
+  # other seeds) loads them instead of compiling them; "" turns it off; JAX_COMPILATION_CACHE_DIR,
+  # when set, is used instead
+  s.compilation_cache = "~/.cache/rtrl_rl/jax"
   algorithm = registry.get(algo)
   c.agent = algorithm.get_config()
   algorithm.configure(c)

@@ -40,8 +40,9 @@ SET_ASIDE_DIR = "set_aside"  # damaged checkpoints and the files of a run starte
 # A run's own files besides its checkpoints (what --start_over moves aside with them).
 RUN_FILES = (CONFIG_FILE, CHANGES_FILE, "metrics.jsonl", "tb", "summary.json", "learning_curve.png")
 # Where the processes of a run are placed, chosen by the launcher on each start (a resumed SLURM job
-# gets another head node): not part of what the run computes, so they may differ on resume.
-PLACEMENT_FIELDS = ("system.process_id", "system.coordinator_address")
+# gets another head node), and where compiled programs are cached: not part of what the run
+# computes, so they may differ on resume.
+PLACEMENT_FIELDS = ("system.process_id", "system.coordinator_address", "system.compilation_cache")
 
 
 class RunDirError(Exception):

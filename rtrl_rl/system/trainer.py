@@ -251,11 +251,48 @@ class _Checkpoints:
       log.warning("closing the checkpointer after a failed write: %s", _first_line(e))
 
 
+# The cache's size limit: a limit turns on JAX's file lock, so that runs sharing the cache (a local
+# sweep, the processes of a node) never read an entry another is writing; the oldest go first.
+COMPILATION_CACHE_MAX_BYTES = 8 << 30
+
+
+def use_compilation_cache(path: str) -> str | None:
+  """Keep compiled programs in `path` (`system.compilation_cache`; "" or None: off) for later runs
+  of the same programs, this process and the processes it starts. `JAX_COMPILATION_CACHE_DIR`, when
+  set, wins. An unusable directory is reported and the run compiles as without a cache (JAX itself
+  only warns when an entry cannot be read or written, e.g. on a full disk). Returns the directory
+  in use, or None."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  if not path:
+    return None
+  path = os.path.expanduser(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise PermissionError("not writable by this user")
+  except OSError as e:
+    log.warning(
+      "system.compilation_cache=%s cannot be used (%s): programs are compiled at every start; set it "
+      "to a writable directory, or to '' to turn the cache off",
+      path,
+      getattr(e, "strerror", None) or e,
+    )
+    return None
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # actor processes inherit it
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_MAX_BYTES))
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+  return path
+
+
 def prepare(config) -> None:
   """Validate `config` (ExperimentConfigError / ValueError naming the fields) and, for a multi-host
   run, join jax.distributed: after the system fields are checked and before the environment is
-  (describing a JAX environment starts JAX's backend, which must come after joining)."""
+  (describing a JAX environment starts JAX's backend, which must come after joining). Turns on the
+  compilation cache (`use_compilation_cache`) before anything compiles."""
   s = config.system
+  use_compilation_cache(s.compilation_cache)
   if s.num_processes > 1:
     experiment.validate(config, check_env=False)
     parallel.initialize_distributed(
