@@ -17,22 +17,26 @@ import os, sys
 import jax, jax.numpy as jnp
 from rtrl_rl.system import trainer
 used = trainer.use_compilation_cache(sys.argv[1])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()
-print(used, os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+f = lambda x: jax.lax.fori_loop(0, 50, lambda i, y: jnp.tanh(y @ y.T + jnp.sin(y) * i), x)
+jax.jit(f)(jnp.ones((64, 64))).block_until_ready()  # compiles in > 0.1 s
+print(used, os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"],
+      jax.config.jax_persistent_cache_min_compile_time_secs)
 """
 
 
 def test_compiled_programs_are_kept_in_the_configured_directory(tmp_path):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  env = {
+    k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))
+  }
   cache = tmp_path / "cache" / "jax"
   out = subprocess.run(
     [sys.executable, "-c", SCRIPT, str(cache)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
   )
   assert out.returncode == 0, out.stderr[-2000:]
-  used, inherited, limit = out.stdout.split()
+  used, inherited, limit, min_seconds = out.stdout.split()
   assert used == inherited == str(cache)  # the processes the run starts inherit it
   assert int(limit) == trainer.COMPILATION_CACHE_MAX_BYTES  # a limit: JAX locks the cache's files
+  assert float(min_seconds) == trainer.COMPILATION_CACHE_MIN_SECONDS
   assert any(name.endswith("-cache") for name in os.listdir(cache)), os.listdir(cache)
 
 
