@@ -4,7 +4,8 @@
     experiment.validate(config)                   # fails before any compute, naming the fields
 
 Fields shared by every experiment live here; the learner's own fields are `config.agent` (see
-rtrl_rl/agents/impala/config.py and rtrl_rl/agents/ppo/config.py). The unroll length M lives in one
+rtrl_rl/agents/<algo>/config.py), its network `config.agent.network`, one name per fact in every
+algorithm (`RENAMED_FIELDS` maps the old names to the new). The unroll length M lives in one
 place, `config.agent.unroll_length` (IMPALA), and flows to the actors (rollout length) and the
 learner (batch shape) from there.
 """
