@@ -241,8 +241,8 @@ def main(argv=None) -> None:
     )
   print()
   print(
-    f"env {config.env.id}, cell {config.agent.cell} {dict(config.agent.cell_options)}, "
-    f"hidden {config.agent.hidden_size}, {config.agent.rollout_length * config.agent.num_envs} "
+    f"env {config.env.id}, cell {config.agent.network.cell} {dict(config.agent.network.cell_options)}, "
+    f"hidden {config.agent.network.hidden_size}, {config.agent.rollout_length * config.agent.num_envs} "
     f"steps per update (rollout_length x "
     f"num_envs), {config.agent.num_epochs} epochs of minibatches of {config.agent.minibatch_size}"
   )

@@ -103,7 +103,7 @@ def prediction_rows(Ts, stream_steps: int, repeats: int) -> list[Row]:
     name = f"{label} T={T}" if T else label
     fns[name] = stateful(lambda s, run=learner.run: run(s, stream), state, extract=lambda out: out[0])
     rows[name] = Row("prediction", label, "tbptt" if T else "rtrl", T, math.nan)
-    print(f"  prediction {name}: hidden {config.agent.hidden_size}", flush=True)
+    print(f"  prediction {name}: hidden {config.agent.network.hidden_size}", flush=True)
   t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0, number={k: 1 for k in fns})
   for name, row in rows.items():
     row.step_s = t[name] / stream_steps
@@ -157,7 +157,7 @@ def ppo_rows(Ts, repeats: int, quick: bool) -> list[Row]:
     rows[name] = Row("ppo", label, "tbptt" if T else "rtrl", T, math.nan, math.nan)
     steps = a.rollout_length * a.num_envs
     print(
-      f"  ppo {name}: hidden {a.hidden_size}, {a.num_minibatches} minibatches of {a.minibatch_size} "
+      f"  ppo {name}: hidden {a.network.hidden_size}, {a.num_minibatches} minibatches of {a.minibatch_size} "
       f"steps (sequences of {a.sequence_length})",
       flush=True,
     )

@@ -26,7 +26,7 @@ import ml_collections
 from rtrl_rl import experiment
 from rtrl_rl.agents.prediction import config as prediction_config
 
-# variant -> (cell, cell_options, mode)
+# variant -> (cell, cell_options, core_mode)
 VARIANTS = {
   "rtu_nonlinear": ("rtu", {"nonlinear": True, "activation": "relu"}, "rtrl"),
   "rtu_linear": ("rtu", {"nonlinear": False, "activation": "relu"}, "rtrl"),
@@ -87,8 +87,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     raise ValueError(
       f"configs/rtu_trace_conditioning.py: cell={variant!r}: expected one of {tuple(VARIANTS)}"
     )
-  cell, cell_options, mode = VARIANTS[variant]
-  if "T" in a and mode != "tbptt":
+  cell, cell_options, core_mode = VARIANTS[variant]
+  if "T" in a and core_mode != "tbptt":
     raise ValueError(
       f"configs/rtu_trace_conditioning.py: T={a['T']} is the truncation of the T-BPTT "
       f"variants (gru, lru_tbptt, lstm); cell={variant} learns by "
@@ -112,16 +112,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   g = c.agent = prediction_config.get_config()
   g.num_seeds = int(a.get("seeds", 1))  # independent runs, vmapped
-  g.steps = int(a.get("steps", 200_000))  # online stream length (one update per step)
+  g.total_env_steps = int(a.get("steps", 200_000))  # online stream length (one update per step)
   g.chunk_steps = int(a.get("chunk", 10_000))  # steps per jitted call and per metrics record
-  g.msre_window = int(a.get("window", min(50_000, g.steps // 4)))  # final MSRE over the last steps
-  g.cell = cell  # the core (None: memoryless)
-  g.cell_options = ml_collections.ConfigDict(cell_options)  # cells.make options (RTU: nonlinear, activation)
-  g.mode = mode  # "rtrl" (RTU, online LRU) | "tbptt" (GRU, LSTM, LRU baselines)
+  g.msre_window = int(a.get("window", min(50_000, g.total_env_steps // 4)))  # final MSRE over the last steps
+  n = g.network
+  n.cell = cell  # the core (None: memoryless)
+  n.cell_options = ml_collections.ConfigDict(cell_options)  # cells.make options (RTU: nonlinear, activation)
+  n.core_mode = core_mode  # "rtrl" (RTU, online LRU) | "tbptt" (GRU, LSTM, LRU baselines)
   g.truncation = int(a.get("T", 10))  # T-BPTT window T
   budget = int(a.get("budget", DEFAULT_BUDGET))
   # hidden size: the largest within the parameter budget
-  g.hidden_size = (
+  n.hidden_size = (
     int(a["hidden"])
     if "hidden" in a
     else prediction_config.hidden_size_for_budget(cell, budget, input_size, cell_options)

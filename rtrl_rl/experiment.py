@@ -4,7 +4,8 @@
     experiment.validate(config)                   # fails before any compute, naming the fields
 
 Fields shared by every experiment live here; the learner's own fields are `config.agent` (see
-rtrl_rl/agents/impala/config.py and rtrl_rl/agents/ppo/config.py). The unroll length M lives in one
+rtrl_rl/agents/<algo>/config.py), its network `config.agent.network`, one name per fact in every
+algorithm (`RENAMED_FIELDS` maps the old names to the new). The unroll length M lives in one
 place, `config.agent.unroll_length` (IMPALA), and flows to the actors (rollout length) and the
 learner (batch shape) from there.
 """
@@ -72,21 +73,39 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   return c
 
 
-# Fields renamed so that every algorithm speaks one vocabulary (issue 17): old path -> new path.
+# Fields renamed so that every algorithm speaks one vocabulary (issue 17): old path -> new path. The
+# network of every algorithm is `agent.network` with IMPALA's names; a field under an old path (e.g.
+# agent.cell_options.nonlinear) moved with it.
 RENAMED_FIELDS = {
   "agent.gamma": "agent.discount",
   "agent.ent_coef": "agent.entropy_cost",
   "agent.vf_coef": "agent.value_cost",
   "agent.baseline_cost": "agent.value_cost",
   "agent.seed": "seed",
+  # PPO's and prediction's flat network fields
+  "agent.torso_sizes": "agent.network.mlp_hidden_sizes",
+  "agent.activation": "agent.network.mlp_activation",
+  "agent.head_sizes": "agent.network.head_hidden_sizes",
+  "agent.cell": "agent.network.cell",
+  "agent.cell_options": "agent.network.cell_options",
+  "agent.hidden_size": "agent.network.hidden_size",
+  "agent.core_mode": "agent.network.core_mode",
+  "agent.stem_grad": "agent.network.stem_grad",
+  "agent.stem_checkpoint": "agent.network.stem_checkpoint",
+  "agent.use_last_action": "agent.network.use_last_action",
+  # prediction's
+  "agent.mode": "agent.network.core_mode",
+  "agent.steps": "agent.total_env_steps",
 }
 
 
 def renamed_field_error(paths) -> str | None:
-  """The message for the first of `paths` (dotted config paths) that is an old name, or None."""
+  """The message for the first of `paths` (dotted config paths) that is an old name, or lies under
+  one (agent.cell_options.nonlinear), or None."""
   for path in paths:
-    if path in RENAMED_FIELDS:
-      return f"config field {path} was renamed: use {RENAMED_FIELDS[path]}"
+    for old, new in RENAMED_FIELDS.items():
+      if path == old or path.startswith(old + "."):
+        return f"config field {path} was renamed: use {new}{path[len(old) :]}"
   return None
 
 
@@ -105,8 +124,8 @@ def _unknown_fields(config: ml_collections.ConfigDict, defaults: ml_collections.
   return out
 
 
-class ExperimentConfigError(ValueError):
-  """A bad experiment configuration; the message names the offending fields."""
+# The one error of a bad config (the experiment's or an agent's), reported without a traceback.
+ConfigError = registry.ConfigError
 
 
 def _positive_int(x) -> bool:
@@ -114,7 +133,7 @@ def _positive_int(x) -> bool:
 
 
 def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> None:
-  """Raise `ExperimentConfigError` naming every offending field; runs no JAX computation.
+  """Raise `ConfigError` naming every offending field; runs no JAX computation.
 
   Checks the system fields, the env id and options (`check_env`), the backend/algorithm/env
   combination, then the learner's own `validate` with the env's spaces.
@@ -195,7 +214,7 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
         or f"{path}: not a field of the {config.algo} agent's config (rtrl_rl/agents/{config.algo}/config.py)"
       )
   if errors:
-    raise ExperimentConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
+    raise ConfigError("experiment", errors)
   registry.get(config.algo).validate(config, spaces)
 
 

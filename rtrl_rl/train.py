@@ -72,7 +72,7 @@ def main(argv) -> int:
 
   try:
     trainer.prepare(config)  # validates; joins jax.distributed for multi-host runs
-  except ValueError as e:  # ExperimentConfigError, agents' ConfigError: names the fields
+  except ValueError as e:  # experiment.ConfigError (the experiment's or the agent's): names the fields
     return cli.report(e, 2)
   try:
     summary = trainer.run(
@@ -87,7 +87,7 @@ def main(argv) -> int:
     NoAcceleratorError,
     RunDirError,
     trainer.CheckpointMismatch,
-    experiment.ExperimentConfigError,
+    experiment.ConfigError,
   ) as e:
     return cli.report(e, 2)
   except trainer.RunFailed as e:

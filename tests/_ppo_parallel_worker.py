@@ -28,7 +28,7 @@ def problem():
   c = ppo.get_config()
   c.num_envs, c.rollout_length = B, T
   c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 2, 16
-  c.torso_sizes, c.head_sizes, c.hidden_size = (8,), (8,), 4
+  c.network.mlp_hidden_sizes, c.network.head_hidden_sizes, c.network.hidden_size = (8,), (8,), 4
   c.learning_rate, c.entropy_cost = 1e-2, 0.01
   configs = {}
   for name, gradient, seq_len in (("stale", "stale", 1), ("fresh", "fresh", 1), ("sequence", "stale", 2)):

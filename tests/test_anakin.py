@@ -203,7 +203,7 @@ def test_host_acting_in_one_call_per_step_equals_the_plain_host_loop():
   the first one's buffers."""
   c = ppo.get_config()
   c.num_envs, c.rollout_length, c.num_minibatches, c.minibatch_size = 3, 7, 3, 7
-  c.hidden_size, c.torso_sizes, c.head_sizes = 8, (8,), (8,)
+  c.network.hidden_size, c.network.mlp_hidden_sizes, c.network.head_hidden_sizes = 8, (8,), (8,)
   ppo.validate(c)
   make_env = lambda: envs.make("jax/cue-memory", num_envs=3, seed=4, num_cues=3, length=2)
   env, ref_env = make_env(), make_env()

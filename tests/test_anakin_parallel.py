@@ -39,9 +39,9 @@ TRAIN = [  # PPO with an RTRL RTU on cue memory: 8 envs x 8 steps per iteration
   "--config.agent.num_epochs=1",
   "--config.agent.num_minibatches=2",
   "--config.agent.minibatch_size=32",
-  "--config.agent.hidden_size=8",
-  "--config.agent.torso_sizes=(8,)",
-  "--config.agent.head_sizes=(8,)",
+  "--config.agent.network.hidden_size=8",
+  "--config.agent.network.mlp_hidden_sizes=(8,)",
+  "--config.agent.network.head_hidden_sizes=(8,)",
 ]
 STEPS_PER_ITERATION = 64
 

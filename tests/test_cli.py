@@ -85,6 +85,46 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["--config=configs/rtu_trace_conditioning.py", "--config.agent.gamma=0.9"],
     ["agent.gamma was renamed", "use agent.discount"],
   ),
+  (  # the network is agent.network in every algorithm (IMPALA's names)
+    "rtrl_rl.train",
+    ["--config=configs/rtu_popgym.py", "--config.agent.torso_sizes=(32,)"],
+    ["agent.torso_sizes was renamed", "use agent.network.mlp_hidden_sizes"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/rtu_popgym.py", "--config.agent.cell_options.nonlinear=False"],
+    ["agent.cell_options.nonlinear was renamed", "use agent.network.cell_options.nonlinear"],
+  ),
+  (
+    "rtrl_rl.agents.prediction",
+    ["--config=configs/rtu_trace_conditioning.py", "--config.agent.steps=100"],
+    ["agent.steps was renamed", "use agent.total_env_steps"],
+  ),
+  (
+    "rtrl_rl.train",
+    ["--config=configs/rtu_trace_conditioning.py", "--config.agent.mode=tbptt"],
+    ["agent.mode was renamed", "use agent.network.core_mode"],
+  ),
+  (  # an agent's config error: every problem, one message
+    "rtrl_rl.train",
+    [
+      "--config=configs/rtu_popgym.py",
+      "--config.agent.network.core_mode=bptt",
+      "--config.agent.num_epochs=0",
+      "--run_dir={tmp}/empty/ppo",
+    ],
+    ["invalid PPO config", "network.core_mode='bptt'", "num_epochs must be an int >= 1"],
+  ),
+  (
+    "rtrl_rl.agents.prediction",
+    [
+      "--config=configs/rtu_trace_conditioning.py",
+      "--config.agent.network.core_mode=rtlr",
+      "--config.agent.chunk_steps=0",
+      "--run_dir={tmp}/empty/p2",
+    ],
+    ["invalid experiment config", "agent.network.core_mode='rtlr'", "agent.chunk_steps=0"],
+  ),
   (
     "rtrl_rl.train",
     ["--config=configs/default.py", "--config.sed=1"],

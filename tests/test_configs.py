@@ -3,11 +3,14 @@
 import importlib.util
 import json
 import os
+import pickle
 
 import pytest
 
 from rtrl_rl import envs, experiment
+from rtrl_rl.agents.impala import config as impala_config
 from rtrl_rl.agents.ppo import config as ppo_config
+from rtrl_rl.agents.prediction import config as prediction_config
 from rtrl_rl.envs._popgym import LEVELS, TASKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,7 +121,7 @@ def test_rtu_paper_tbptt_cores_learn_from_sequences_of_T_steps(name):
     ("lru", 8, (1, "rtrl", "immediate")),
   ):
     a = load(name, f"core={core},T={t}").agent
-    assert (a.sequence_length, a.core_mode, a.stem_grad) == want, core
+    assert (a.sequence_length, a.network.core_mode, a.network.stem_grad) == want, core
   with pytest.raises(ValueError, match="sequence_length"):
     experiment.validate(load(name, "core=gru,T=3"))  # 3 does not divide the 2048-step rollout
 
@@ -186,7 +189,7 @@ def test_a_ppo_buffer_that_cannot_fit_is_refused_with_the_size_it_needs():
   experiment.validate(config)  # 400 MB: fits
   config.agent.num_envs, config.agent.num_minibatches = 1024, 32 * 1024  # 400 GB
   with pytest.raises(
-    experiment.ExperimentConfigError,
+    experiment.ConfigError,
     match=r"2048 x 1024 carries.*GiB.*lower "
     r"agent.rollout_length or agent.num_envs",
   ):
@@ -219,7 +222,111 @@ def test_a_ppo_config_error_names_every_problem():
   """PPO's validation collects every problem into one error, as IMPALA's and prediction's do."""
   c = ppo_config.get_config()
   c.num_epochs, c.discount, c.policy = 0, 1.5, "beta"
-  with pytest.raises(ppo_config.ConfigError) as e:
+  with pytest.raises(experiment.ConfigError) as e:
     ppo_config.validate(c)
   for words in ("num_epochs must be an int >= 1", "discount must be in [0, 1]", "policy must be one of"):
     assert words in str(e.value)
+  assert len(e.value.problems) == 3 and str(e.value).startswith("invalid PPO config:\n  ")
+
+
+# Every algorithm's network under agent.network, with IMPALA's names (issue 17).
+NETWORK_FIELDS = {
+  "impala": {"cell", "cell_options", "hidden_size", "core_mode", "stem_grad", "stem_checkpoint"},
+  "ppo": {"cell", "cell_options", "hidden_size", "core_mode", "stem_grad", "stem_checkpoint"},
+  "prediction": {"cell", "cell_options", "hidden_size", "core_mode"},
+}
+NETWORK_FIELDS["impala"] |= {
+  "torso",
+  "mlp_hidden_sizes",
+  "mlp_activation",
+  "use_last_action",
+  "head_hidden_sizes",
+}
+NETWORK_FIELDS["ppo"] |= {
+  "torso",
+  "mlp_hidden_sizes",
+  "mlp_activation",
+  "use_last_action",
+  "head_hidden_sizes",
+}
+
+
+def test_one_vocabulary_the_network_is_agent_network_with_one_name_per_fact():
+  """The same network fact has one name in every algorithm (IMPALA's), under `agent.network`; no
+  old name is left at the agent level; the run's length is `agent.total_env_steps` everywhere."""
+  for algo, fields in NETWORK_FIELDS.items():
+    agent = experiment.base_config(algo).agent
+    assert fields <= set(agent.network), (algo, fields - set(agent.network))
+    assert "total_env_steps" in agent, algo
+    old = {path.split(".", 1)[1] for path in experiment.RENAMED_FIELDS if path.startswith("agent.")}
+    assert not old & set(agent), (algo, old & set(agent))
+  for new in experiment.RENAMED_FIELDS.values():  # every new name is a field of some algorithm
+    assert any(_has(experiment.base_config(a), new) for a in experiment.ALGOS), new
+  assert experiment.base_config("ppo").agent.network.torso == "mlp"
+
+
+def _has(config, path):
+  for key in path.split("."):
+    if key not in config:
+      return False
+    config = config[key]
+  return True
+
+
+@pytest.mark.parametrize(
+  "name,old,new",
+  [
+    ("rtu_popgym.py", "torso_sizes", "agent.network.mlp_hidden_sizes"),
+    ("rtu_popgym.py", "head_sizes", "agent.network.head_hidden_sizes"),
+    ("rtu_popgym.py", "activation", "agent.network.mlp_activation"),
+    ("rtu_popgym.py", "cell", "agent.network.cell"),
+    ("rtu_popgym.py", "hidden_size", "agent.network.hidden_size"),
+    ("rtu_popgym.py", "core_mode", "agent.network.core_mode"),
+    ("rtu_popgym.py", "stem_grad", "agent.network.stem_grad"),
+    ("rtu_popgym.py", "stem_checkpoint", "agent.network.stem_checkpoint"),
+    ("rtu_popgym.py", "use_last_action", "agent.network.use_last_action"),
+    ("rtu_popgym.py", "cell_options", "agent.network.cell_options"),
+    ("rtu_trace_conditioning.py", "mode", "agent.network.core_mode"),
+    ("rtu_trace_conditioning.py", "steps", "agent.total_env_steps"),
+    ("rtu_trace_conditioning.py", "cell", "agent.network.cell"),
+    ("default.py", "hidden_size", "agent.network.hidden_size"),
+  ],
+)
+def test_one_vocabulary_an_old_network_field_in_a_config_file_names_the_new_one(name, old, new):
+  config = load(name)
+  config.agent[old] = 1
+  with pytest.raises(experiment.ConfigError) as e:
+    experiment.validate(config, check_env=False)
+  assert f"config field agent.{old} was renamed: use {new}" in str(e.value)
+
+
+def test_one_vocabulary_renamed_field_error_names_the_new_path():
+  assert experiment.renamed_field_error(["seed", "agent.torso_sizes"]) == (
+    "config field agent.torso_sizes was renamed: use agent.network.mlp_hidden_sizes"
+  )
+  assert experiment.renamed_field_error(["agent.cell_options.nonlinear"]) == (
+    "config field agent.cell_options.nonlinear was renamed: use agent.network.cell_options.nonlinear"
+  )
+  assert experiment.renamed_field_error(["agent.steps"]) == (
+    "config field agent.steps was renamed: use agent.total_env_steps"
+  )
+  assert experiment.renamed_field_error(["agent.stepsize", "agent.network.cell"]) is None
+
+
+def test_one_config_error_for_every_algorithm():
+  """One error type, `experiment.ConfigError` (a ValueError), for the experiment's and every
+  agent's config; it lists every problem (`problems`) and survives a pickle (from a process)."""
+  bad = {
+    "impala": (impala_config, {"network": {"cell": "rnn"}, "batch_size": 0}),
+    "ppo": (ppo_config, {"network": {"cell": "rnn"}, "num_epochs": 0}),
+    "prediction": (prediction_config, {"network": {"cell": "rnn"}, "chunk_steps": 0}),
+  }
+  for algo, (module, changes) in bad.items():
+    c = module.get_config()
+    c.update(changes)
+    with pytest.raises(experiment.ConfigError) as e:
+      module.validate(c)
+    assert isinstance(e.value, ValueError) and len(e.value.problems) == 2, (algo, e.value.problems)
+    assert "network.cell='rnn'" in str(e.value) or "network.cell must be one of" in str(e.value), algo
+    again = pickle.loads(pickle.dumps(e.value))
+    assert type(again) is experiment.ConfigError and str(again) == str(e.value)

@@ -72,8 +72,8 @@ def _ppo_run(run: str, layout: str = "anakin"):
   c.env.id = "gymnax/CartPole-v1"
   a = c.agent
   a.num_envs, a.rollout_length, a.num_minibatches, a.minibatch_size = 2, 8, 1, 16
-  a.cell, a.hidden_size, a.cell_options = "lru", 8, {}
-  a.torso_sizes, a.head_sizes = (8,), (8,)
+  a.network.cell, a.network.hidden_size, a.network.cell_options = "lru", 8, {}
+  a.network.mlp_hidden_sizes, a.network.head_hidden_sizes = (8,), (8,)
   os.makedirs(run)
   with open(os.path.join(run, "config.json"), "w") as f:
     json.dump(json.loads(c.to_json_best_effort()), f)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rtrl_rl.agents import impala
+from rtrl_rl.agents import impala, registry
 from rtrl_rl.agents.impala import config as config_module
 from rtrl_rl.agents.rollout import Rollout, synthetic_rollout, transitions
 from rtrl_rl.envs import Space
@@ -282,7 +282,7 @@ def test_validate_names_the_fields_before_any_compute(changes, fields, monkeypat
 
   monkeypatch.setattr(config_module, "Agent", boom)
   monkeypatch.setattr(jax.random, "PRNGKey", boom)
-  with pytest.raises(impala.ConfigError) as e:
+  with pytest.raises(registry.ConfigError) as e:
     impala.make_agent(config, OBS, ACT)
   for f in fields:
     assert f in str(e.value)

@@ -27,12 +27,15 @@ def memory_config(cell, **overrides):
   c = ppo.get_config()
   c.num_envs, c.rollout_length = 32, 16
   c.num_epochs, c.num_minibatches, c.minibatch_size = 4, 4, 128
-  c.torso_sizes, c.head_sizes, c.hidden_size = (32,), (32,), 16
-  c.cell = cell
+  c.network.mlp_hidden_sizes, c.network.head_hidden_sizes, c.network.hidden_size = (32,), (32,), 16
+  c.network.cell = cell
   c.learning_rate = 3e-3
   c.discount = 0.9
   c.normalize_reward = False  # rewards are already in [0, 1]
-  c.update(overrides)
+  for k, v in overrides.items():  # a network field (cell, core_mode, ...) in c.network
+    where = c.network if k in c.network else c
+    assert k in where, f"{k} is not a field of the PPO config"
+    where[k] = v
   return ppo.validate(c)
 
 
@@ -154,10 +157,10 @@ def repeat_previous_config(cell):
     num_minibatches=4,
     minibatch_size=256,
     hidden_size=32,
-    torso_sizes=(32,),
-    head_sizes=(32,),
+    mlp_hidden_sizes=(32,),
+    head_hidden_sizes=(32,),
   )
-  c.cell_options = {"nonlinear": False} if cell == "rtu" else {}
+  c.network.cell_options = {"nonlinear": False} if cell == "rtu" else {}
   return ppo.validate(c)
 
 

@@ -18,16 +18,24 @@ from rtrl_rl.losses import ppo_loss
 from rtrl_rl.system import anakin
 
 
+def set_fields(c, **fields):
+  """Sets the fields of a PPO config `c`, a network field (`cell`, `core_mode`, ...) in `c.network`;
+  a name that is a field of neither is an error (a ConfigDict would add it silently)."""
+  for k, v in fields.items():
+    where = c.network if k in c.network else c
+    assert k in where, f"{k} is not a field of the PPO config"
+    where[k] = v
+  return c
+
+
 def small_config(cell="rtu", **overrides):
   c = ppo.get_config()
   c.num_envs, c.rollout_length = 3, 8
   c.num_epochs, c.num_minibatches, c.minibatch_size = 2, 3, 8
-  c.torso_sizes, c.head_sizes, c.hidden_size = (8,), (8,), 6
-  c.cell = cell
+  c.network.mlp_hidden_sizes, c.network.head_hidden_sizes, c.network.hidden_size = (8,), (8,), 6
+  c.network.cell = cell
   c.learning_rate = 1e-2
-  for k, v in overrides.items():
-    c[k] = v
-  return ppo.validate(c)
+  return ppo.validate(set_fields(c, **overrides))
 
 
 def assert_trees_close(a, b, **kw):
@@ -327,11 +335,11 @@ def test_stale_sequence_gradient_is_exact_rtrl(cell):
 
 @pytest.mark.parametrize("cell", ["gru", "lru"])
 def test_tbptt_sequence_gradient_is_bptt_truncated_to_the_sequence(cell):
-  """sequence_length L with core_mode='tbptt' (the RTU paper's GRU / LRU baselines): the gradient
-  equals backprop through L steps replayed one by one from the stored carry held constant; it
-  equals full-history BPTT when the sequence starts an episode, and differs from it otherwise.
-  (stem_grad='unroll', as rtu_paper_core sets for these variants: the torso is backpropagated through
-  the same window.)"""
+  """sequence_length L with network.core_mode='tbptt' (the RTU paper's GRU / LRU baselines): the
+  gradient equals backprop through L steps replayed one by one from the stored carry held constant;
+  it equals full-history BPTT when the sequence starts an episode, and differs from it otherwise.
+  (network.stem_grad='unroll', as rtu_paper_core sets for these variants: the torso is
+  backpropagated through the same window.)"""
   with jax.enable_x64(True):
     c, env, agent, params, h = _history_problem(cell, "tbptt", sequence_length=4, stem_grad="unroll")
     loss = learning.make_loss(agent, c)
@@ -448,24 +456,25 @@ def test_running_stats_match_numpy():
 @pytest.mark.parametrize(
   "overrides, fields",
   [
-    (dict(stem_grad="frozen"), ["stem_grad", "stem_checkpoint"]),
-    (dict(stem_grad="frozen", stem_checkpoint="/nonexistent/stem.msgpack"), ["stem_checkpoint"]),
-    (dict(stem_checkpoint="/tmp/stem.msgpack"), ["stem_checkpoint", "stem_grad"]),
-    (dict(cell="gru", core_mode="rtrl"), ["core_mode", "cell"]),
-    (dict(cell="lstm"), ["core_mode", "cell"]),
+    (dict(stem_grad="frozen"), ["network.stem_grad", "network.stem_checkpoint"]),
+    (dict(stem_grad="frozen", stem_checkpoint="/nonexistent/stem.msgpack"), ["network.stem_checkpoint"]),
+    (dict(stem_checkpoint="/tmp/stem.msgpack"), ["network.stem_checkpoint", "network.stem_grad"]),
+    (dict(cell="gru", core_mode="rtrl"), ["network.core_mode", "network.cell"]),
+    (dict(cell="lstm"), ["network.core_mode", "network.cell"]),
     (dict(minibatch_size=63), ["num_minibatches", "minibatch_size", "rollout_length", "num_envs"]),
     (dict(gradient="fresher"), ["gradient"]),
-    (dict(cell=None, gradient="fresh"), ["gradient", "cell"]),
-    (dict(stem_grad="sideways"), ["stem_grad"]),
-    (dict(cell="rnn"), ["cell"]),
-    (dict(core_mode="bptt"), ["core_mode"]),
+    (dict(cell=None, gradient="fresh"), ["gradient", "network.cell"]),
+    (dict(stem_grad="sideways"), ["network.stem_grad"]),
+    (dict(cell="rnn"), ["network.cell"]),
+    (dict(core_mode="bptt"), ["network.core_mode"]),
+    (dict(torso="impala_resnet"), ["network.torso"]),
+    (dict(mlp_hidden_sizes=(8, 0)), ["network.mlp_hidden_sizes"]),
     (dict(sequence_length=3), ["sequence_length", "rollout_length", "minibatch_size"]),
     (dict(sequence_length=0), ["sequence_length"]),
   ],
 )
 def test_config_validation_names_the_fields(overrides, fields):
-  c = ppo.get_config()
-  c.update(overrides)
+  c = set_fields(ppo.get_config(), **overrides)
   with pytest.raises(ValueError) as e:
     ppo.validate(c)
   for f in fields:
@@ -488,7 +497,14 @@ def test_default_config_is_the_papers():
   )
   assert (c.max_grad_norm, c.learning_rate, c.adam_eps) == (0.5, 1e-4, 1e-5)
   assert c.normalize_obs and c.normalize_reward and c.gradient == "stale"
-  assert (c.cell, c.hidden_size, c.torso_sizes, c.head_sizes) == ("rtu", 192, (64,), (64,))
+  n = c.network
+  assert (n.torso, n.cell, n.hidden_size, n.mlp_hidden_sizes, n.head_hidden_sizes) == (
+    "mlp",
+    "rtu",
+    192,
+    (64,),
+    (64,),
+  )
 
 
 def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):

@@ -22,6 +22,7 @@ from rtrl_rl import cells, envs
 from rtrl_rl.agents import prediction as P
 from rtrl_rl.agents.prediction import config as config_lib
 from rtrl_rl.agents.prediction.algorithm import ALGORITHM as PREDICTION
+from rtrl_rl.agents.registry import ConfigError
 from rtrl_rl.envs import trace_conditioning as tc
 from rtrl_rl.system import trainer
 
@@ -42,10 +43,11 @@ def _stream(steps, seed=3, dtype=jnp.float64):
   return P.Stream(jnp.asarray(obs, dtype), jnp.asarray(cum, dtype))
 
 
-def _config(cell="rtu", opts=None, mode="rtrl", lam=0.0, lr=0.0, T=10, hidden=3):
+def _config(cell="rtu", opts=None, core_mode="rtrl", lam=0.0, lr=0.0, T=10, hidden=3):
   c = P.get_config()
-  c.cell, c.mode, c.hidden_size, c.truncation = cell, mode, hidden, T
-  c.cell_options = ml_collections.ConfigDict(opts or {})
+  n = c.network
+  n.cell, n.core_mode, n.hidden_size, c.truncation = cell, core_mode, hidden, T
+  n.cell_options = ml_collections.ConfigDict(opts or {})
   c.td_lambda, c.learning_rate, c.optimizer = lam, lr, "sgd"
   c.head_init, c.dtype, c.discount = "normal", "float64", GAMMA
   return c
@@ -132,7 +134,7 @@ def test_tbptt_truncates(cell):
     full = jax.grad(_bptt_value, argnums=1)
     grads = {}
     for big_t in (t, s):
-      learner = P.make_learner(_config(cell, mode="tbptt", T=big_t), D)
+      learner = P.make_learner(_config(cell, core_mode="tbptt", T=big_t), D)
       state, m = learner.run(learner.init(jax.random.key(2)), stream)
       grads[big_t] = (learner, state, m)
     learner, state, m = grads[s]
@@ -161,10 +163,11 @@ def test_tbptt_truncates(cell):
     assert _max_err(state.eligibility, g) < 1e-10
 
 
-@pytest.mark.parametrize("cell,mode", [("rtu", "rtrl"), ("lru", "tbptt")])
-def test_chunks_chain_exactly_and_learning_changes_params(cell, mode):
+@pytest.mark.parametrize("cell,core_mode", [("rtu", "rtrl"), ("lru", "tbptt")])
+def test_chunks_chain_exactly_and_learning_changes_params(cell, core_mode):
   stream = _stream(40, dtype=jnp.float32)
-  cfg = _config(cell, {"nonlinear": True} if cell == "rtu" else {}, mode=mode, lam=0.9, lr=1e-2, T=4)
+  opts = {"nonlinear": True} if cell == "rtu" else {}
+  cfg = _config(cell, opts, core_mode=core_mode, lam=0.9, lr=1e-2, T=4)
   cfg.dtype, cfg.optimizer = "float32", "adam"
   learner = P.make_learner(cfg, D)
   st0 = learner.init(jax.random.key(0))
@@ -209,26 +212,27 @@ def _load_experiment_config_module():
 
 def test_validate_names_the_fields():
   c = P.get_config()
-  c.cell, c.mode = "gru", "rtrl"
-  with pytest.raises(P.PredictionConfigError, match=r"mode='rtrl' with cell='gru'.*tbptt"):
+  c.network.cell, c.network.core_mode = "gru", "rtrl"
+  with pytest.raises(ConfigError, match=r"network.core_mode='rtrl' with network.cell='gru'.*tbptt"):
     P.validate(c)
   c = P.get_config()
-  c.td_lambda, c.learning_rate, c.optimizer, c.cell = 1.5, -1.0, "rmsprop", "transformer"
-  with pytest.raises(P.PredictionConfigError) as e:
+  c.td_lambda, c.learning_rate, c.optimizer, c.network.cell = 1.5, -1.0, "rmsprop", "transformer"
+  with pytest.raises(ConfigError) as e:
     P.validate(c)
-  for field in ("td_lambda", "learning_rate", "optimizer", "cell"):
+  for field in ("td_lambda", "learning_rate", "optimizer", "network.cell"):
     assert field in str(e.value)
+  assert len(e.value.problems) == 4  # every problem at once
   c = P.get_config()
-  c.cell, c.mode, c.truncation = None, "tbptt", 0
-  with pytest.raises(P.PredictionConfigError, match="cell=None"):
+  c.network.cell, c.network.core_mode, c.truncation = None, "tbptt", 0
+  with pytest.raises(ConfigError, match="network.cell=None"):
     P.validate(c)
   c = P.get_config()
-  c.steps, c.msre_window = 100, 100
-  with pytest.raises(P.PredictionConfigError, match="msre_window"):
+  c.total_env_steps, c.msre_window = 100, 100
+  with pytest.raises(ConfigError, match="msre_window=100 must be <= total_env_steps - 1"):
     P.validate(c)
   c = P.get_config()
-  c.cell_options = ml_collections.ConfigDict({"activation": "swish"})
-  with pytest.raises(P.PredictionConfigError, match="cell_options"):
+  c.network.cell_options = ml_collections.ConfigDict({"activation": "swish"})
+  with pytest.raises(ConfigError, match="network.cell_options"):
     P.validate(c)
   P.validate(P.get_config())
 
@@ -253,18 +257,20 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
     config_lib.validate_experiment(c)
     a = c.agent
     assert c.algo == "prediction" and a.discount == c.env.options.gamma == 0.9
-    n = config_lib.param_count(a.cell, a.hidden_size, 12, a.cell_options.to_dict())
+    net = a.network
+    n = config_lib.param_count(net.cell, net.hidden_size, 12, net.cell_options.to_dict())
     assert (
       n
       <= mod.DEFAULT_BUDGET
-      < config_lib.param_count(a.cell, a.hidden_size + 1, 12, a.cell_options.to_dict())
+      < config_lib.param_count(net.cell, net.hidden_size + 1, 12, net.cell_options.to_dict())
     )
     budgets[v] = n
   assert mod.get_config("cell=gru,T=7").agent.truncation == 7
-  assert mod.get_config("cell=gru,T=7").agent.mode == "tbptt"
-  assert mod.get_config("cell=lru").agent.mode == "rtrl"
-  assert mod.get_config("cell=rtu_linear").agent.cell_options.nonlinear is False
-  assert mod.get_config("cell=rtu_nonlinear,hidden=8").agent.hidden_size == 8
+  assert mod.get_config("cell=gru,T=7").agent.network.core_mode == "tbptt"
+  assert mod.get_config("cell=lru").agent.network.core_mode == "rtrl"
+  assert mod.get_config("cell=rtu_linear").agent.network.cell_options.nonlinear is False
+  assert mod.get_config("cell=rtu_nonlinear,hidden=8").agent.network.hidden_size == 8
+  assert mod.get_config("steps=5000").agent.total_env_steps == 5000
   assert abs(mod.get_config("isi=3-5").agent.discount - 0.75) < 1e-9
   with pytest.raises(ValueError, match="T=10 is the truncation"):
     mod.get_config("cell=rtu_nonlinear,T=10")
@@ -274,14 +280,15 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
     mod.get_config("cell=transformer")
   c = mod.get_config("cell=gru,T=10")
   c.agent.discount = 0.99
-  with pytest.raises(P.PredictionConfigError, match=r"agent.discount=0.99 differs from env.options.gamma"):
+  with pytest.raises(ConfigError, match=r"agent.discount=0.99 differs from env.options.gamma"):
     config_lib.validate_experiment(c)
   c = mod.get_config("cell=gru,T=10")
-  c.agent.mode = "rtrl"
+  c.agent.network.core_mode = "rtrl"
   c.env.id = "atari/Pong"
-  with pytest.raises(P.PredictionConfigError) as e:
+  with pytest.raises(ConfigError) as e:
     config_lib.validate_experiment(c)
-  assert "agent.mode='rtrl' with cell='gru'" in str(e.value) and "env.id" in str(e.value)
+  assert "agent.network.core_mode='rtrl' with network.cell='gru'" in str(e.value)
+  assert "env.id" in str(e.value)
 
 
 def test_cli_writes_metrics_and_prints_final_msre(tmp_path):

@@ -40,8 +40,9 @@ def _best_linear_memoryless(stream):
 
 def _learn(stream, cell, opts, hidden):
   c = P.get_config()
-  c.cell, c.cell_options, c.hidden_size = cell, ml_collections.ConfigDict(opts), hidden
-  c.mode, c.discount, c.td_lambda, c.learning_rate = "rtrl", GAMMA, 0.9, 1e-2
+  n = c.network
+  n.cell, n.cell_options, n.hidden_size = cell, ml_collections.ConfigDict(opts), hidden
+  n.core_mode, c.discount, c.td_lambda, c.learning_rate = "rtrl", GAMMA, 0.9, 1e-2
   learner = P.make_learner(c, 2 + DISTRACTORS)
   _, m = learner.run(learner.init(jax.random.key(0)), stream)
   return P.msre_report(m["prediction"], stream.cumulant, GAMMA, WINDOW)

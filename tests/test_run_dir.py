@@ -19,7 +19,7 @@ from rtrl_rl.io.checkpoint import Checkpointer
 
 CONFIG = {
   "seed": 0,
-  "agent": {"learning_rate": 1e-3, "hidden_size": 16},
+  "agent": {"learning_rate": 1e-3, "network": {"hidden_size": 16}},
   "system": {"process_id": 0, "coordinator_address": "", "keep_checkpoints": 3},
 }
 
@@ -152,7 +152,7 @@ def test_a_finished_run_is_left_untouched(tmp_path):
   plan = run_dir.plan_run(rd, CONFIG, ckpt)
   assert plan.finished and plan.step == 2 and _tree(rd) == before
   longer = json.loads(json.dumps(CONFIG))
-  longer["agent"]["hidden_size"] = 32
+  longer["agent"]["network"]["hidden_size"] = 32
   assert not run_dir.plan_run(rd, longer, ckpt, accept_config_changes=True).finished
 
 

@@ -21,7 +21,7 @@ TINY = [  # PPO with an RTRL linear RTU on our JAX POPGym RepeatPrevious, one en
   "--config=configs/rtu_popgym.py:task=RepeatPrevious,core=rtu_linear",
   f"--config.agent.rollout_length={ITERATION}",
   "--config.agent.num_minibatches=4",
-  "--config.agent.hidden_size=16",
+  "--config.agent.network.hidden_size=16",
   "--config.system.plot=False",
   "--config.system.log_every_s=0.1",
   "--config.system.checkpoint_every_s=0.05",  # a checkpoint about every iteration

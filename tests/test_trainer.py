@@ -283,7 +283,7 @@ def test_resuming_a_differently_shaped_run_fails_naming_the_fix(tmp_path):
       "--config.agent.rollout_length=8",
       "--config.agent.num_minibatches=2",
       "--config.agent.minibatch_size=8",
-      "--config.agent.hidden_size=4",
+      "--config.agent.network.hidden_size=4",
       "--accept_config_changes",
     ],
     cwd=ROOT,
@@ -314,9 +314,9 @@ SYNC = [  # PPO with an RTRL RTU on a POPGym task (host envs, backend "sync"): 8
   "--config.agent.num_epochs=1",
   "--config.agent.num_minibatches=2",
   "--config.agent.minibatch_size=32",
-  "--config.agent.hidden_size=8",
-  "--config.agent.torso_sizes=(8,)",
-  "--config.agent.head_sizes=(8,)",
+  "--config.agent.network.hidden_size=8",
+  "--config.agent.network.mlp_hidden_sizes=(8,)",
+  "--config.agent.network.head_hidden_sizes=(8,)",
 ]
 
 
@@ -415,7 +415,7 @@ BRAX_PPO = [  # PPO with an RTRL RTU on Brax's Reacher POMDP on the anakin loop:
   "--config.system.plot=False",
   "--config.agent.rollout_length=64",
   "--config.agent.num_minibatches=1",
-  "--config.agent.hidden_size=16",
+  "--config.agent.network.hidden_size=16",
 ]
 
 

@@ -14,7 +14,7 @@ module of `rtrl_rl/agents/` (Acme's builder: the runner sees only the builder's 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import ml_collections
 
@@ -26,6 +26,25 @@ _MODULES = {
   "prediction": "rtrl_rl.agents.prediction.algorithm",
 }
 NAMES = tuple(_MODULES)
+
+
+class ConfigError(ValueError):
+  """A bad configuration, the experiment's or an algorithm's (`config.agent`): the one error type of
+  every config check (`experiment.validate`, each algorithm's `validate`), which the command lines
+  report as one message without a traceback.
+
+  `ConfigError(what, problems)`: `problems` is every problem found (or one), each naming its
+  fields; the message is `invalid <what> config:` followed by one problem a line. A check that
+  calls another extends its own list with the other's `problems`, so all are reported at once.
+  """
+
+  def __init__(self, what: str, problems: Sequence[str] | str):
+    self.what = what
+    self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+    super().__init__(f"invalid {what} config:\n  " + "\n  ".join(self.problems))
+
+  def __reduce__(self):  # pickles (e.g. out of a process) with its two arguments
+    return type(self), (self.what, self.problems)
 
 
 class AnakinParts(NamedTuple):
@@ -112,8 +131,8 @@ class Algorithm:
     """Adjusts an experiment's other defaults to this algorithm (`experiment.base_config`)."""
 
   def validate(self, config: ml_collections.ConfigDict, spaces: tuple | None) -> None:
-    """Raises a ValueError naming every bad field of `config` (the experiment; `spaces`, the env's
-    (observation, action) spaces, or None when the env was not described)."""
+    """Raises a `ConfigError` naming every bad field of `config` (the experiment; `spaces`, the
+    env's (observation, action) spaces, or None when the env was not described)."""
     raise NotImplementedError
 
   def split_sizes(self, agent_config) -> dict[str, int]:

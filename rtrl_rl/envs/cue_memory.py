@@ -19,7 +19,7 @@ policy acts on the query step from its inputs at that step only, i.e. the query 
 everything before it, ``P(a = cue) = sum_k (1/K) pi(k) = 1/K``. (With ``reward_wrong = w`` the
 bound is ``1/K + (1 - 1/K) w``.) This holds for any feed-forward agent whose inputs do not include
 its own previous action: a policy fed ``a_{t-1}`` can use its actions as an external memory
-(repeat the cue as the action for L steps), so memory tests must keep ``use_last_action=False``.
+(repeat the cue as the action for L steps), so memory tests keep ``network.use_last_action=False``.
 An agent with memory can reach return 1.
 """
 

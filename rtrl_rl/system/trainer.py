@@ -296,7 +296,7 @@ def use_compilation_cache(path: str) -> str | None:
 
 
 def prepare(config) -> None:
-  """Validate `config` (ExperimentConfigError / ValueError naming the fields) and, for a multi-host
+  """Validate `config` (`experiment.ConfigError` naming every bad field) and, for a multi-host
   run, join jax.distributed: after the system fields are checked and before the environment is
   (describing a JAX environment starts JAX's backend, which must come after joining). Turns on the
   compilation cache (`use_compilation_cache`) before anything compiles."""
@@ -750,16 +750,17 @@ def _loop_mesh(what: str, sizes: dict[str, int]):
   """The mesh of a loop that splits `sizes` (name: size) over its devices. One process: all local
   devices when every size splits evenly over them, else None (one device, logged with the reason).
   Several processes (jax.distributed): all devices of all processes, and every size must split
-  evenly over them (ExperimentConfigError naming the sizes otherwise)."""
+  evenly over them (`experiment.ConfigError` naming the sizes otherwise)."""
   procs = jax.process_count()
   devices = jax.devices() if procs > 1 else jax.local_devices()
   if len(devices) == 1:
     return None
   uneven = [f"{name}={size}" for name, size in sizes.items() if size % len(devices)]
   if uneven and procs > 1:
-    raise experiment.ExperimentConfigError(
+    raise experiment.ConfigError(
+      "experiment",
       f"{what} on {procs} processes splits over all their {len(devices)} devices: "
-      f"{', '.join(uneven)} not divisible by {len(devices)}"
+      f"{', '.join(uneven)} not divisible by {len(devices)}",
     )
   if uneven:
     log.info("%s on one device: %s not divisible by the %d devices", what, ", ".join(uneven), len(devices))

@@ -9,7 +9,7 @@ actor = impala.RolloutCollector(env, agent, config.unroll_length)
 """
 
 from rtrl_rl.agents.impala.acting import RolloutCollector, make_policy
-from rtrl_rl.agents.impala.config import ConfigError, get_config, make_agent, validate
+from rtrl_rl.agents.impala.config import get_config, make_agent, validate
 from rtrl_rl.agents.impala.learning import (
   LearnerState,
   init_learner,
@@ -22,7 +22,6 @@ from rtrl_rl.agents.impala.learning import (
 )
 
 __all__ = [
-  "ConfigError",
   "LearnerState",
   "RolloutCollector",
   "get_config",

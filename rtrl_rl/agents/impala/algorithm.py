@@ -30,10 +30,10 @@ class Impala(registry.Algorithm):
     if s.backend == "actors" and isinstance(s.envs_per_actor, int) and s.envs_per_actor > 0:
       processes = max(1, s.num_processes)
       if a.batch_size % processes or (a.batch_size // processes) % s.envs_per_actor:
-        raise impala_config.ConfigError(
-          f"invalid experiment config:\n  agent.batch_size={a.batch_size} must split into whole actor "
-          f"records: a multiple of system.envs_per_actor={s.envs_per_actor} x system.num_processes="
-          f"{s.num_processes}"
+        raise registry.ConfigError(
+          "experiment",
+          f"agent.batch_size={a.batch_size} must split into whole actor records: a multiple of "
+          f"system.envs_per_actor={s.envs_per_actor} x system.num_processes={s.num_processes}",
         )
     impala_config.validate(a, *(spaces or (None, None)))
 

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from rtrl_rl import cells
+from rtrl_rl.agents.registry import ConfigError
 from rtrl_rl.networks import ActorCriticHeads, ImpalaResNetTorso, MLPTorso
 from rtrl_rl.networks.agent import STEM_GRADS, Agent
 
@@ -56,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   n.torso_hidden_size = 256  # ResNet: width of the final Dense layer (the features F)
   n.channels_first = ml_collections.config_dict.placeholder(bool)  # frames [C,H,W]; None: auto
   n.mlp_hidden_sizes = (64,)  # MLP torso layer widths
-  n.mlp_activation = "tanh"  # MLP torso activation
+  n.mlp_activation = "tanh"  # activation of the MLP torso and of the heads' hidden layers
   n.cell = ml_collections.config_dict.placeholder(str)  # core: "elstm"|"rtu"|"lru"|"gru"|"lstm"|None
   n.cell_options = ml_collections.ConfigDict()  # extra cells.make options (e.g. rtu nonlinear)
   n.hidden_size = 256  # N: units of the recurrent core
@@ -68,10 +69,6 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
-class ConfigError(ValueError):
-  """A bad configuration; the message names the offending fields."""
-
-
 def _positive_int(x) -> bool:
   return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x > 0
 
@@ -81,7 +78,8 @@ def _sizes_ok(xs) -> bool:
 
 
 def validate(config: ml_collections.ConfigDict, observation_space=None, action_space=None) -> None:
-  """Raise `ConfigError` naming the offending fields; runs no JAX computation.
+  """Raise `ConfigError` (rtrl_rl/agents/registry.py) naming every offending field; runs no JAX
+  computation.
 
   With the env's spaces it also checks that the torso fits the observations.
   """
@@ -127,7 +125,7 @@ def validate(config: ml_collections.ConfigDict, observation_space=None, action_s
       err(f"network.cell={n.cell!r}: unknown cell; expected one of {tuple(cells.REGISTRY)} or None")
     if not _positive_int(n.hidden_size):
       err(f"network.hidden_size={n.hidden_size!r} must be a positive int")
-    elif _positive_int(n.hidden_size):
+    elif n.cell in cells.REGISTRY:
       try:  # pure Python: checks the cell's options, builds no params
         cells.make(n.cell, n.hidden_size, **dict(n.cell_options))
       except (TypeError, ValueError) as e:
@@ -168,7 +166,7 @@ def validate(config: ml_collections.ConfigDict, observation_space=None, action_s
     if n.use_last_action and action_space.kind != "discrete":
       err(f"network.use_last_action=True needs a discrete action space, got {action_space}")
   if errors:
-    raise ConfigError("invalid IMPALA config:\n  " + "\n  ".join(errors))
+    raise ConfigError("IMPALA", errors)
 
 
 class FlatMLPTorso(nn.Module):
@@ -213,7 +211,9 @@ def make_agent(config: ml_collections.ConfigDict, observation_space, action_spac
     num_actions, policy = int(action_space.num_values), "categorical"
   else:
     num_actions, policy = int(np.prod(action_space.shape)), "gaussian"
-  heads = ActorCriticHeads(num_actions, policy=policy, hidden_sizes=tuple(n.head_hidden_sizes))
+  heads = ActorCriticHeads(
+    num_actions, policy=policy, hidden_sizes=tuple(n.head_hidden_sizes), activation=n.mlp_activation
+  )
   cell = None
   if n.cell is not None:
     cell = cells.make(n.cell, n.hidden_size, **dict(n.cell_options))

@@ -30,8 +30,10 @@ from rtrl_rl.networks.agent import Agent
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space: Space, action_space: Space) -> Agent:
-  """Torso MLP -> core (`config.cell`, or None) -> actor/critic heads, from a validated config."""
+  """Torso MLP -> core (`config.network.cell`, or None) -> actor/critic heads, from a validated
+  config. `network.mlp_activation` is the torso's and the heads' hidden layers' activation."""
   del observation_space
+  n = config.network
   policy = config.policy
   if policy == "auto":
     policy = "categorical" if action_space.kind == "discrete" else "gaussian"
@@ -44,27 +46,27 @@ def make_agent(config: ml_collections.ConfigDict, observation_space: Space, acti
       raise ValueError(f"PPO config: policy='gaussian' needs a 1-D box action space, got {action_space}")
     num_actions = int(action_space.shape[0])
   cell = None
-  if config.cell is not None:
-    options = dict(config.cell_options) if config.cell_options else {}
-    if config.cell not in ("rtu",):
+  if n.cell is not None:
+    options = dict(n.cell_options) if n.cell_options else {}
+    if n.cell not in ("rtu",):
       options = {k: v for k, v in options.items() if k not in ("nonlinear", "activation")}
-    cell = cells.make(config.cell, config.hidden_size, **options)
+    cell = cells.make(n.cell, n.hidden_size, **options)
   heads = ActorCriticHeads(
     num_actions,
     policy=policy,
-    hidden_sizes=tuple(config.head_sizes),
-    activation=config.activation,
+    hidden_sizes=tuple(n.head_hidden_sizes),
+    activation=n.mlp_activation,
     init_log_std=config.init_log_std,
   )
-  torso = MLPTorso(tuple(config.torso_sizes), config.activation)
+  torso = MLPTorso(tuple(n.mlp_hidden_sizes), n.mlp_activation)
   return Agent(
     torso=torso,
     heads=heads,
     cell=cell,
     num_actions=num_actions,
-    core_mode=config.core_mode,
-    stem_grad=config.stem_grad,
-    use_last_action=config.use_last_action,
+    core_mode=n.core_mode,
+    stem_grad=n.stem_grad,
+    use_last_action=n.use_last_action,
     reward_clip=config.reward_clip,
   )
 

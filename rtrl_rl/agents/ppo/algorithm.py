@@ -167,12 +167,13 @@ def _check_buffer_fits(config, spaces) -> None:
   need = 2 * ppo_config.stored_carry_bytes(a, *spaces)
   have = experiment.device_memory_bytes()
   if need > have:
-    raise experiment.ExperimentConfigError(
-      f"invalid experiment config:\n  the PPO rollout stores agent.rollout_length x agent.num_envs = "
-      f"{a.rollout_length} x {a.num_envs} carries of the {a.cell} core ({need / 2 / 2**30:.1f} GiB; "
-      f"with the update's working copies ~{need / 2**30:.1f} GiB) but the devices have "
-      f"{have / 2**30:.1f} GiB: lower agent.rollout_length or agent.num_envs (with several envs "
-      f"the paper's 2048 steps per update are rollout_length = 2048 / num_envs), or agent.hidden_size"
+    raise registry.ConfigError(
+      "experiment",
+      f"the PPO rollout stores agent.rollout_length x agent.num_envs = {a.rollout_length} x "
+      f"{a.num_envs} carries of the {a.network.cell} core ({need / 2 / 2**30:.1f} GiB; with the "
+      f"update's working copies ~{need / 2**30:.1f} GiB) but the devices have {have / 2**30:.1f} "
+      f"GiB: lower agent.rollout_length or agent.num_envs (with several envs the paper's 2048 steps "
+      f"per update are rollout_length = 2048 / num_envs), or agent.network.hidden_size",
     )
 
 

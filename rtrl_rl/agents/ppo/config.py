@@ -14,8 +14,10 @@ import ml_collections
 
 from rtrl_rl import cells
 from rtrl_rl.agents.ppo import acting
+from rtrl_rl.agents.registry import ConfigError
 from rtrl_rl.networks.agent import STEM_GRADS
 
+TORSOS = ("mlp",)
 GRADIENTS = ("stale", "fresh")
 POLICIES = ("auto", "categorical", "gaussian")
 
@@ -33,8 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   # time steps per minibatch; num_minibatches * minibatch_size must equal rollout_length * num_envs
   c.minibatch_size = 64
   # steps per minibatch sample: 1 = single steps from stored carries (the paper's RTRL); L > 1 = L
-  # consecutive steps of one env replayed from the stored carry (core_mode="tbptt": T-BPTT with truncation
-  # L, the paper's GRU/LRU baselines); divides rollout_length and minibatch_size
+  # consecutive steps of one env replayed from the stored carry (network.core_mode="tbptt": T-BPTT
+  # with truncation L, the paper's GRU/LRU baselines); divides rollout_length and minibatch_size
   c.sequence_length = 1
   # "stale": stored carries reused in every epoch (paper default); "fresh": carries recomputed over the
   # rollout after each epoch
@@ -55,32 +57,32 @@ def get_config() -> ml_collections.ConfigDict:
   c.obs_clip = 10.0  # clip normalised observations to [-obs_clip, obs_clip]
   c.normalize_reward = True  # scale rewards by the running std of the discounted return
   c.reward_norm_clip = 10.0  # clip normalised rewards to [-reward_norm_clip, reward_norm_clip]
-  # -- network -----------------------------------------------------------------------------------
-  c.torso_sizes = (64,)  # MLP torso widths (Dense + activation each)
-  c.activation = "tanh"  # torso and head activation
-  c.cell = "rtu"  # recurrent core: "rtu" | "elstm" | "lru" | "gru" | "lstm" | None (feed-forward)
-  c.hidden_size = 192  # the core's hidden size (RTU: d_rec; outputs 2 * d_rec)
+  # -- network: torso -> core -> heads (IMPALA's names, rtrl_rl/agents/impala/config.py) ----------
+  n = c.network = ml_collections.ConfigDict()
+  n.torso = "mlp"  # PPO's torso is an MLP on vector observations (the only one)
+  n.mlp_hidden_sizes = (64,)  # MLP torso widths (Dense + activation each)
+  n.mlp_activation = "tanh"  # activation of the MLP torso and of the heads' hidden layers
+  n.cell = "rtu"  # recurrent core: "rtu" | "elstm" | "lru" | "gru" | "lstm" | None (feed-forward)
+  n.hidden_size = 192  # the core's hidden size (RTU: d_rec; outputs 2 * d_rec)
   # extra keyword options of cells.make (RTU: nonlinear, activation)
-  c.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
-  c.core_mode = "rtrl"  # "rtrl" (exact) | "tbptt" (truncated to sequence_length steps)
-  c.stem_grad = "immediate"  # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
+  n.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
+  n.core_mode = "rtrl"  # "rtrl" (exact) | "tbptt" (truncated to sequence_length steps)
+  n.stem_grad = "immediate"  # how the torso learns: "immediate" (paper) | "unroll" | "frozen"
   # flax msgpack file with the torso params ({"torso": ...} or the torso itself); required by
   # stem_grad="frozen"
-  c.stem_checkpoint = ml_collections.config_dict.placeholder(str)
-  c.head_sizes = (64,)  # hidden widths of EACH of the actor and critic heads
+  n.stem_checkpoint = ml_collections.config_dict.placeholder(str)
+  n.use_last_action = False  # append onehot(a_{t-1}) to the core input (discrete actions only)
+  n.head_hidden_sizes = (64,)  # hidden widths of EACH of the actor and critic heads
+  # -- policy and the core's reward input -------------------------------------------------------
   c.policy = "auto"  # "auto" (from the action space) | "categorical" | "gaussian"
   c.init_log_std = 0.0  # initial state-independent log-std (Gaussian policy)
-  c.use_last_action = False  # append onehot(a_{t-1}) to the core input (discrete actions only)
   c.reward_clip = 1.0  # the last reward enters the core clipped to [-reward_clip, reward_clip]
   return c
 
 
-class ConfigError(ValueError):
-  """A bad PPO configuration; the message names every offending field."""
-
-
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Check the config; raises `ConfigError` naming every offending field. Returns the config."""
+  """Check the config; raises `ConfigError` (rtrl_rl/agents/registry.py) naming every offending
+  field. Returns the config."""
   c = config
   errors = []
   _err = errors.append
@@ -120,51 +122,64 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _err(f"clip_eps must be > 0, got {c.clip_eps!r}")
   if c.policy not in POLICIES:
     _err(f"policy must be one of {POLICIES}, got {c.policy!r}")
-  if c.stem_grad not in STEM_GRADS:
-    _err(f"stem_grad must be one of {STEM_GRADS}, got {c.stem_grad!r}")
-  if c.stem_grad == "frozen" and not c.stem_checkpoint:
+  n = c.network
+  if n.torso not in TORSOS:
+    _err(f"network.torso must be one of {TORSOS} (PPO's torso is an MLP), got {n.torso!r}")
+  for name in ("mlp_hidden_sizes", "head_hidden_sizes"):
+    sizes = n[name]
+    if not isinstance(sizes, (tuple, list)) or not all(
+      isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in sizes
+    ):
+      _err(f"network.{name} must be a tuple of positive ints, got {sizes!r}")
+  if n.stem_grad not in STEM_GRADS:
+    _err(f"network.stem_grad must be one of {STEM_GRADS}, got {n.stem_grad!r}")
+  if n.stem_grad == "frozen" and not n.stem_checkpoint:
     _err(
-      "stem_grad='frozen' needs stem_checkpoint (the run whose torso is loaded); it is unset. "
-      "Set stem_checkpoint, or use stem_grad='immediate' (the RTU paper) or 'unroll'"
+      "network.stem_grad='frozen' needs network.stem_checkpoint (the run whose torso is loaded); it "
+      "is unset. Set network.stem_checkpoint, or use network.stem_grad='immediate' (the RTU paper) "
+      "or 'unroll'"
     )
-  if c.stem_grad == "frozen" and c.stem_checkpoint and not os.path.exists(c.stem_checkpoint):
-    _err(f"stem_grad='frozen': stem_checkpoint={c.stem_checkpoint!r} does not exist")
-  if c.stem_checkpoint and c.stem_grad != "frozen":
+  if n.stem_grad == "frozen" and n.stem_checkpoint and not os.path.exists(n.stem_checkpoint):
+    _err(f"network.stem_grad='frozen': network.stem_checkpoint={n.stem_checkpoint!r} does not exist")
+  if n.stem_checkpoint and n.stem_grad != "frozen":
     _err(
-      f"stem_checkpoint is set but stem_grad={c.stem_grad!r}; a loaded stem is used with "
-      "stem_grad='frozen' only"
+      f"network.stem_checkpoint is set but network.stem_grad={n.stem_grad!r}; a loaded stem is used "
+      "with network.stem_grad='frozen' only"
     )
-  if c.cell is not None:
-    if c.cell not in cells.REGISTRY:
-      _err(f"cell must be one of {tuple(cells.REGISTRY)} or None, got {c.cell!r}")
-    if c.core_mode not in cells.MODES:
-      _err(f"core_mode must be one of {cells.MODES}, got {c.core_mode!r}")
-    if c.core_mode == "rtrl" and c.cell not in cells.RTRL_CELLS:
+  if n.cell is not None:
+    if n.cell not in cells.REGISTRY:
+      _err(f"network.cell must be one of {tuple(cells.REGISTRY)} or None, got {n.cell!r}")
+    if n.core_mode not in cells.MODES:
+      _err(f"network.core_mode must be one of {cells.MODES}, got {n.core_mode!r}")
+    if n.core_mode == "rtrl" and n.cell in cells.REGISTRY and n.cell not in cells.RTRL_CELLS:
       _err(
-        f"core_mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; "
-        f"use core_mode='tbptt' for cell={c.cell!r}"
+        f"network.core_mode='rtrl' with network.cell={n.cell!r}: exact RTRL is supported by "
+        f"{cells.RTRL_CELLS}; use network.core_mode='tbptt' for network.cell={n.cell!r}"
       )
-    if c.core_mode == "bptt":
+    if n.core_mode == "bptt":
       _err(
-        "core_mode='bptt' is not meaningful for PPO: minibatches replay sequences of "
-        "sequence_length steps from stored carries, not whole histories; use core_mode='rtrl' "
-        "(exact) or 'tbptt' (truncated to sequence_length)"
+        "network.core_mode='bptt' is not meaningful for PPO: minibatches replay sequences of "
+        "sequence_length steps from stored carries, not whole histories; use "
+        "network.core_mode='rtrl' (exact) or 'tbptt' (truncated to sequence_length)"
       )
-    if not isinstance(c.hidden_size, int) or c.hidden_size < 1:
-      _err(f"hidden_size must be an int >= 1, got {c.hidden_size!r}")
+    if not isinstance(n.hidden_size, int) or n.hidden_size < 1:
+      _err(f"network.hidden_size must be an int >= 1, got {n.hidden_size!r}")
   elif c.gradient == "fresh":
-    _err("gradient='fresh' recomputes recurrent carries, but cell=None (feed-forward); use gradient='stale'")
-  if c.use_last_action and c.policy == "gaussian":
-    _err("use_last_action=True needs discrete actions, but policy='gaussian'")
+    _err(
+      "gradient='fresh' recomputes recurrent carries, but network.cell=None (feed-forward); use "
+      "gradient='stale'"
+    )
+  if n.use_last_action and c.policy == "gaussian":
+    _err("network.use_last_action=True needs discrete actions, but policy='gaussian'")
   if errors:
-    raise ConfigError("PPO config: " + "; ".join(errors))
+    raise ConfigError("PPO", errors)
   return c
 
 
 def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, action_space) -> int:
   """Bytes of the carries a rollout stores (`rollout_length x num_envs` carries: the RTRL traces are
   the bulk of the PPO buffer, e.g. ~200 KB per step for the non-linear RTU at d_rec 192)."""
-  if config.cell is None:
+  if config.network.cell is None:
     return 0
   agent = acting.make_agent(config, observation_space, action_space)
   jax.eval_shape(
@@ -199,17 +214,18 @@ DEFAULT_TRUNCATION = 16
 def rtu_paper_core(
   config: ml_collections.ConfigDict, variant: str, truncation: int = DEFAULT_TRUNCATION
 ) -> None:
-  """Set `cell`, `core_mode`, `hidden_size`, `cell_options`, `sequence_length` and `stem_grad` to an
-  RTU-paper core variant; `truncation` is the T of the T-BPTT variants (the RTRL ones learn from
-  single steps)."""
+  """Set `network.cell`, `network.core_mode`, `network.hidden_size`, `network.cell_options`,
+  `sequence_length` and `network.stem_grad` to an RTU-paper core variant; `truncation` is the T of
+  the T-BPTT variants (the RTRL ones learn from single steps)."""
   if variant not in RTU_PAPER_CORES:
     raise ValueError(f"core={variant!r}: expected one of {sorted(RTU_PAPER_CORES)}")
-  config.cell, config.core_mode, config.hidden_size, options = RTU_PAPER_CORES[variant]
-  config.cell_options = ml_collections.ConfigDict(options)
-  tbptt = config.cell is not None and config.core_mode == "tbptt"
+  n = config.network
+  n.cell, n.core_mode, n.hidden_size, options = RTU_PAPER_CORES[variant]
+  n.cell_options = ml_collections.ConfigDict(options)
+  tbptt = n.cell is not None and n.core_mode == "tbptt"
   if tbptt and (not isinstance(truncation, int) or truncation < 1):
     raise ValueError(f"T={truncation!r}: the truncation of core={variant!r} must be an int >= 1")
   config.sequence_length = truncation if tbptt else 1
   # T-BPTT backpropagates the whole network through its window; the RTRL cores' torso gets the
   # immediate gradient (the paper).
-  config.stem_grad = "unroll" if tbptt else "immediate"
+  n.stem_grad = "unroll" if tbptt else "immediate"

@@ -14,10 +14,10 @@ the immediate one, the heads' ordinary backprop (Elelimy et al. 2024).
 Sequence minibatches (`sequence_length = L > 1`): the rollout is cut into chunks of L consecutive
 steps per env, `[T, B] -> [T/L, B]` sequences (sequence `k * B + b` covers steps `kL .. kL+L-1` of
 env b); a minibatch draws `minibatch_size / L` of them, and each is replayed by `agent.unroll` from
-its stored carry `carry[kL]`. With `core_mode="tbptt"` this is truncated BPTT with truncation L (the
-RTU paper's GRU / LRU T-BPTT baselines inside PPO: the stored carry is a constant); with
-`core_mode="rtrl"` it is still exact (backprop within the sequence plus the carried-in trace term of
-`cells.unroll`). `L = 1` is the single-step composition above, computed with `agent.step`.
+its stored carry `carry[kL]`. With `network.core_mode="tbptt"` this is truncated BPTT with
+truncation L (the RTU paper's GRU / LRU T-BPTT baselines inside PPO: the stored carry is a
+constant); with `network.core_mode="rtrl"` it is still exact (backprop within the sequence plus the
+carried-in trace term of `cells.unroll`). `L = 1` is the single-step composition above, computed with `agent.step`.
 
 gradient="stale": the stored carries serve every epoch. gradient="fresh": after each epoch the
 carries are recomputed over the whole rollout with the new weights, by a scan of `agent.step`
@@ -127,8 +127,8 @@ def init_learner(
   k_params, k_learn = jax.random.split(key)
   if params is None:
     params = agent.init(k_params, jnp.asarray(observation))
-    if config.stem_grad == "frozen":
-      params = with_stem(params, config.stem_checkpoint, "PPO config: stem_checkpoint")
+    if config.network.stem_grad == "frozen":
+      params = with_stem(params, config.network.stem_checkpoint, "PPO config: network.stem_checkpoint")
   else:
     agent.init(k_params, jnp.asarray(observation))  # binds the input sizes
   opt_state = make_optimizer(config).init(params)

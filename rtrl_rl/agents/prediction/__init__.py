@@ -10,7 +10,6 @@ The experiment config: configs/rtu_trace_conditioning.py; the entry point:
 """
 
 from rtrl_rl.agents.prediction.config import (
-  PredictionConfigError,
   get_config,
   hidden_size_for_budget,
   param_count,
@@ -36,7 +35,6 @@ from rtrl_rl.agents.prediction.learning import (
 __all__ = [
   "Learner",
   "LearnerState",
-  "PredictionConfigError",
   "Stream",
   "StreamState",
   "Window",

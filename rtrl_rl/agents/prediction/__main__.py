@@ -1,7 +1,7 @@
 """Run an online prediction experiment until rtrl_rl/train.py runs algo="prediction":
 
     python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear \
-        [--run_dir=runs/...] [--config.agent.steps=...]
+        [--run_dir=runs/...] [--config.agent.total_env_steps=...]
 
 Writes <run_dir>/config.json, <run_dir>/metrics.jsonl (one record per chunk: chunk_msre,
 td_error_sq, steps_per_s; a final record: final_msre, final_msre_normalized, ...), checkpoints and
@@ -33,7 +33,7 @@ def main(argv) -> int:
     raise cli.UsageError("--config is required, e.g. --config=configs/rtu_trace_conditioning.py")
   try:
     config_lib.validate_experiment(config)
-  except config_lib.PredictionConfigError as e:
+  except experiment.ConfigError as e:
     return cli.report(e, 2)
   run_dir = _RUN_DIR.value or os.path.join("runs", f"{config.name}_seed{config.seed}")
   cli.check_writable(run_dir, "--run_dir", directory=True)
@@ -48,7 +48,7 @@ def main(argv) -> int:
     return cli.report(e, 1)
   if summary["stopped_early"]:
     print(
-      f"stopped at step {summary['steps']}/{config.agent.steps}; rerun the same command to resume "
+      f"stopped at step {summary['steps']}/{config.agent.total_env_steps}; rerun the same command to resume "
       f"-> {run_dir}"
     )
     return 0

@@ -20,14 +20,11 @@ import math
 import ml_collections
 
 from rtrl_rl import cells, envs
+from rtrl_rl.agents.registry import ConfigError
 
-MODES = ("rtrl", "tbptt")
+CORE_MODES = ("rtrl", "tbptt")
 OPTIMIZERS = ("adam", "sgd")
 HEAD_INITS = ("zeros", "normal")
-
-
-class PredictionConfigError(ValueError):
-  """A bad prediction-learner configuration; the message names the offending fields."""
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -37,21 +34,23 @@ def get_config() -> ml_collections.ConfigDict:
   # s)
   c.num_seeds = 1
   # -- stream ----------------------------------------------------------------------------------
-  c.steps = 100_000  # length of the online stream (one update per step)
+  c.total_env_steps = 100_000  # length of the online stream (one update per step)
   c.chunk_steps = 10_000  # steps per jitted call of `run` (and per metrics record of the CLI)
   c.msre_window = 10_000  # the final MSRE averages the squared return error over the last steps
-  # -- core ------------------------------------------------------------------------------------
+  # -- network: the core (IMPALA's names, rtrl_rl/agents/impala/config.py) -> a linear value ---
+  n = c.network = ml_collections.ConfigDict()
   # "rtu" | "lru" | "elstm" (exact RTRL) | "gru" | "lstm" (T-BPTT) | None (memoryless:
   # Dense(hidden_size)+relu, or linear if hidden_size=0)
-  c.cell = "rtu"
+  n.cell = "rtu"
   # extra keyword options of cells.make (RTU: nonlinear, activation)
-  c.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
-  c.hidden_size = 32  # the core's hidden size (RTU: N units, output 2N); configs match budgets
+  n.cell_options = ml_collections.ConfigDict({"nonlinear": True, "activation": "relu"})
+  n.hidden_size = 32  # the core's hidden size (RTU: N units, output 2N); configs match budgets
   # "rtrl": exact forward RTRL (cells.step) | "tbptt": backprop over the last `truncation` inputs,
   # re-unrolled every step from the carry T back
-  c.mode = "rtrl"
-  c.truncation = 10  # T of mode="tbptt" (inputs in the window, the current one included)
+  n.core_mode = "rtrl"
   # -- TD(lambda) ------------------------------------------------------------------------------
+  # the T-BPTT window T of network.core_mode="tbptt" (inputs in the window, the current one included)
+  c.truncation = 10
   c.discount = 0.9  # gamma of the prediction target; must equal the env's gamma option
   c.td_lambda = 0.0  # eligibility-trace decay lambda (0: TD(0)); traces span all parameters
   c.head_init = "zeros"  # value-head init: "zeros" (predictions start at 0) | "normal"
@@ -74,42 +73,51 @@ def _num(v) -> bool:
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Check the config; raises PredictionConfigError naming every offending field. Returns it."""
+  """Check the config; raises `ConfigError` (rtrl_rl/agents/registry.py) naming every offending
+  field. Returns it."""
   c = config
+  n = c.network
   errors = []
   err = errors.append
-  for name, lo in (("num_seeds", 1), ("steps", 2), ("chunk_steps", 1), ("msre_window", 1)):
+  for name, lo in (("num_seeds", 1), ("total_env_steps", 2), ("chunk_steps", 1), ("msre_window", 1)):
     if not _is_int(c[name], lo):
       err(f"{name}={c[name]!r} must be an int >= {lo}")
-  if _is_int(c.steps, 2) and _is_int(c.msre_window, 1) and c.msre_window > c.steps - 1:
+  if _is_int(c.total_env_steps, 2) and _is_int(c.msre_window, 1) and c.msre_window > c.total_env_steps - 1:
     err(
-      f"msre_window={c.msre_window} must be <= steps - 1 = {c.steps - 1} (the last prediction has "
-      "no observed return)"
+      f"msre_window={c.msre_window} must be <= total_env_steps - 1 = {c.total_env_steps - 1} (the "
+      "last prediction has no observed return)"
     )
-  if c.cell is not None and c.cell not in cells.REGISTRY:
-    err(f"cell={c.cell!r}: expected one of {tuple(cells.REGISTRY)} or None (memoryless)")
-  if c.mode not in MODES:
-    err(f"mode={c.mode!r}: expected one of {MODES}")
-  elif c.cell in cells.REGISTRY:
-    if c.mode == "rtrl" and c.cell not in cells.RTRL_CELLS:
+  if n.cell is not None and n.cell not in cells.REGISTRY:
+    err(f"network.cell={n.cell!r}: expected one of {tuple(cells.REGISTRY)} or None (memoryless)")
+  if n.core_mode not in CORE_MODES:
+    err(f"network.core_mode={n.core_mode!r}: expected one of {CORE_MODES}")
+  elif n.cell in cells.REGISTRY:
+    if n.core_mode == "rtrl" and n.cell not in cells.RTRL_CELLS:
       err(
-        f"mode='rtrl' with cell={c.cell!r}: exact RTRL is supported by {cells.RTRL_CELLS}; use "
-        f"mode='tbptt' (with truncation=T) for cell={c.cell!r}"
+        f"network.core_mode='rtrl' with network.cell={n.cell!r}: exact RTRL is supported by "
+        f"{cells.RTRL_CELLS}; use network.core_mode='tbptt' (with truncation=T) for "
+        f"network.cell={n.cell!r}"
       )
-  if c.mode == "tbptt" and not _is_int(c.truncation, 1):
-    err(f"truncation={c.truncation!r} must be an int >= 1 with mode='tbptt'")
-  if c.cell is None and c.mode == "tbptt":
-    err("mode='tbptt' with cell=None: a memoryless predictor has nothing to truncate; use mode='rtrl'")
-  if c.cell is None:
-    if not _is_int(c.hidden_size, 0):
-      err(f"hidden_size={c.hidden_size!r} must be an int >= 0 with cell=None (0: linear in the observation)")
-  elif not _is_int(c.hidden_size, 1):
-    err(f"hidden_size={c.hidden_size!r} must be an int >= 1")
-  if c.cell is not None and c.cell in cells.REGISTRY and _is_int(c.hidden_size, 1):
+  if n.core_mode == "tbptt" and not _is_int(c.truncation, 1):
+    err(f"truncation={c.truncation!r} must be an int >= 1 with network.core_mode='tbptt'")
+  if n.cell is None and n.core_mode == "tbptt":
+    err(
+      "network.core_mode='tbptt' with network.cell=None: a memoryless predictor has nothing to "
+      "truncate; use network.core_mode='rtrl'"
+    )
+  if n.cell is None:
+    if not _is_int(n.hidden_size, 0):
+      err(
+        f"network.hidden_size={n.hidden_size!r} must be an int >= 0 with network.cell=None (0: "
+        "linear in the observation)"
+      )
+  elif not _is_int(n.hidden_size, 1):
+    err(f"network.hidden_size={n.hidden_size!r} must be an int >= 1")
+  if n.cell is not None and n.cell in cells.REGISTRY and _is_int(n.hidden_size, 1):
     try:
-      cells.make(c.cell, c.hidden_size, **c.cell_options.to_dict())
+      cells.make(n.cell, n.hidden_size, **n.cell_options.to_dict())
     except (TypeError, ValueError) as e:
-      err(f"cell_options={c.cell_options.to_dict()!r} for cell={c.cell!r}: {e}")
+      err(f"network.cell_options={n.cell_options.to_dict()!r} for network.cell={n.cell!r}: {e}")
   if not (_num(c.discount) and 0.0 <= c.discount < 1.0):
     err(f"discount={c.discount!r} must be in [0, 1)")
   if not (_num(c.td_lambda) and 0.0 <= c.td_lambda <= 1.0):
@@ -129,7 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.dtype not in ("float32", "float64"):
     err(f"dtype={c.dtype!r}: expected 'float32' or 'float64'")
   if errors:
-    raise PredictionConfigError("invalid prediction config:\n  " + "\n  ".join(errors))
+    raise ConfigError("prediction", errors)
   return c
 
 
@@ -162,12 +170,13 @@ def hidden_size_for_budget(cell: str | None, budget: int, input_size: int, cell_
 def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check an experiment config whose `algo` is "prediction" (configs/rtu_trace_conditioning.py):
   the env is a functional JAX env with valid options, the learner's gamma is the env's, and
-  `config.agent` passes `validate`. Raises PredictionConfigError naming the fields. Runs no JAX."""
+  `config.agent` passes `validate`. Raises `ConfigError` naming every field. Runs no JAX."""
   errors = []
   if config.get("algo") != "prediction":  # its other fields are another learner's: nothing to check
-    raise PredictionConfigError(
-      f"invalid experiment config:\n  algo={config.get('algo')!r}: this "
-      "learner runs algo='prediction' (python -m rtrl_rl.train runs the others)"
+    raise ConfigError(
+      "experiment",
+      f"algo={config.get('algo')!r}: this learner runs algo='prediction' (python -m rtrl_rl.train "
+      "runs the others)",
     )
   if not (isinstance(config.get("seed"), int) and config.seed >= 0):
     errors.append(f"seed={config.get('seed')!r} must be an int >= 0")
@@ -189,8 +198,8 @@ def validate_experiment(config: ml_collections.ConfigDict) -> ml_collections.Con
       )
   try:
     validate(config.agent)
-  except PredictionConfigError as e:
-    errors.extend("agent." + line.strip() for line in str(e).splitlines()[1:])
+  except ConfigError as e:
+    errors.extend("agent." + problem for problem in e.problems)
   if errors:
-    raise PredictionConfigError("invalid experiment config:\n  " + "\n  ".join(errors))
+    raise ConfigError("experiment", errors)
   return config

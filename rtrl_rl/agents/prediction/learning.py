@@ -93,15 +93,16 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   """The learner of `config` (rtrl_rl/agents/prediction/config.py) for observations of `input_size`."""
   config_lib.validate(config)
   dtype = jnp.dtype(config.dtype)
-  gamma, lam, mode = float(config.discount), float(config.td_lambda), config.mode
+  net = config.network
+  gamma, lam, mode = float(config.discount), float(config.td_lambda), net.core_mode
   d = int(input_size)
   opt = make_optimizer(config)
   cell = None
-  if config.cell is not None:
-    cell = cells.make(config.cell, config.hidden_size, input_size=d, **config.cell_options.to_dict())
+  if net.cell is not None:
+    cell = cells.make(net.cell, net.hidden_size, input_size=d, **net.cell_options.to_dict())
     features = cell.output_size
   else:
-    features = config.hidden_size or d
+    features = net.hidden_size or d
   big_t = int(config.truncation) if mode == "tbptt" else 0
 
   def head(p, h):
@@ -111,7 +112,7 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   def fwd_ff(params, carry, window, x, first):
     del first
     p = params["core"]
-    h = jax.nn.relu(x @ p["W"] + p["b"]) if config.hidden_size else x
+    h = jax.nn.relu(x @ p["W"] + p["b"]) if net.hidden_size else x
     return head(params["head"], h), (carry, window)
 
   def fwd_rtrl(params, carry, window, x, first):
@@ -142,7 +143,7 @@ def make_learner(config: ml_collections.ConfigDict, input_size: int) -> Learner:
   def init(key) -> LearnerState:
     k_core, k_head = jax.random.split(key)
     if cell is None:
-      h = config.hidden_size
+      h = net.hidden_size
       core = (
         {"W": jax.random.normal(k_core, (d, h), dtype) / np.sqrt(d), "b": jnp.zeros((h,), dtype)} if h else {}
       )
@@ -258,7 +259,7 @@ def msre_report(predictions, cumulants, gamma: float, last: int) -> dict:
 def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
   """An experiment config (configs/rtu_trace_conditioning.py) as the loop driver's iterations
   (rtrl_rl/system/trainer.py): `config.agent.num_seeds` streams vmapped, one iteration per chunk of
-  `chunk_steps` steps (the last one shorter) until `config.agent.steps`.
+  `chunk_steps` steps (the last one shorter) until `config.agent.total_env_steps`.
 
   The state is `(learner, stream, predictions, cumulants, steps done)`; a checkpoint holds the first
   four (the predictions and cumulants of the whole run `[seeds, steps]`, filled as chunks arrive:
@@ -288,12 +289,12 @@ def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
     k_params, k_stream = jax.vmap(jax.random.split, out_axes=1)(keys)
     state = jax.jit(jax.vmap(learner.init))(k_params)
     ss = jax.jit(jax.vmap(lambda k: stream_start(fenv, k)))(k_stream)
-    zeros = lambda: np.zeros((n, a.steps), np.dtype(a.dtype))
+    zeros = lambda: np.zeros((n, a.total_env_steps), np.dtype(a.dtype))
     return state, ss, zeros(), zeros(), 0
 
   def step(st):
     state, ss, preds, cums, done = st
-    steps = min(a.chunk_steps, a.steps - done)
+    steps = min(a.chunk_steps, a.total_env_steps - done)
     ss, stream = next_chunk(ss, steps)
     t_chunk = time.time()
     state, m = run(state, stream)
@@ -329,8 +330,8 @@ def iterations(config: ml_collections.ConfigDict) -> registry.Iterations:
     saved=lambda st: st[:4],
     resume=resume,
     params=lambda st: st[0].params,
-    total_updates=-(-a.steps // a.chunk_steps),
-    total_frames=a.steps,
+    total_updates=-(-a.total_env_steps // a.chunk_steps),
+    total_frames=a.total_env_steps,
     final=final,
   )
 
