@@ -333,7 +333,7 @@ def load_config(config: str, overrides: Mapping | None = None):
 def budget(config) -> tuple[int, int]:
   """(agent steps, frames) of one run: frames = agent steps x the env's action repeat."""
   if config.algo == "prediction":
-    steps = int(config.agent.steps) * int(config.agent.num_seeds)
+    steps = int(config.agent.total_env_steps) * int(config.agent.num_seeds)
   else:
     steps = int(config.agent.total_env_steps)
   given = config.env.get("options")

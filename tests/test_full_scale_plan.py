@@ -42,7 +42,7 @@ def _config_name(path: str) -> str:
 def _steps(config) -> int:
   """Agent steps of one run, read here independently of full_scale_plan.budget."""
   if config.algo == "prediction":
-    return config.agent.steps * config.agent.num_seeds
+    return config.agent.total_env_steps * config.agent.num_seeds
   return config.agent.total_env_steps
 
 

@@ -27,8 +27,10 @@ EXPECTED_JOBS = {
   "irie_dmlab": 54,
   "rtu_popgym": 375,
   "rtu_mujoco_pomdp": 225,
-  "claims_irie_m": 51,
-}  # 2 cores x 2 modes x 4 M x 3 seeds + 3 feed-forward
+  "claims_irie_m": 51,  # 2 cores x 2 modes x 4 M x 3 seeds + 3 feed-forward
+  "claims_rtu_trace": 9,  # 3 RTRL cores + memoryless + GRU at 5 T; seeds vmapped inside each run
+  "rtu_trace_conditioning": 14,  # 3 RTRL cores + memoryless + GRU and LRU at 5 T each
+}
 PAPER_CONFIGS = {
   "configs/irie_atari.py",
   "configs/irie_procgen.py",
@@ -37,6 +39,7 @@ PAPER_CONFIGS = {
   "configs/rtu_mujoco_pomdp.py",
   "configs/rtu_reacher_pomdp.py",
   "configs/claims_irie_m.py",
+  "configs/rtu_trace_conditioning.py",
 }
 
 
@@ -75,7 +78,8 @@ def test_dry_run_lists_expected_jobs(filename, capsys, tmp_path):
     assert argv[-1] == f"--run_dir={tmp_path}/{name}/{run.name}" == f"--run_dir={job['run_dir']}"
     assert argv[4:-1] == [f"--config.{k}={sweep.format_value(v)}" for k, v in run.overrides]
     assert all(a.startswith("--config.") for a in argv[4:-1])
-    assert "seed" in run.name
+    # one run per seed, or the seeds vmapped inside the run (online prediction)
+    assert "seed" in run.name or "seeds=" in run.config
   # every config a sweep references exists; the paper configs accept the sweep's arguments
   for config in sorted({r.config for r in runs}):
     path, _, arg = config.partition(":")
@@ -127,8 +131,11 @@ def _check_config_args(runs):
       for part in key.split("."):
         assert part in node, f"{run.name}: override {key} is not a config field"
         node = node[part]
-    seed = dict(kv.split("=") for kv in arg.split(",")).get("seed")
-    assert str(config.seed) == seed, (run.name, config.seed)
+    args = dict(kv.split("=") for kv in arg.split(","))
+    if "seeds" in args:  # vmapped seeds (configs/rtu_trace_conditioning.py)
+      assert config.agent.num_seeds == int(args["seeds"]), run.name
+    else:
+      assert str(config.seed) == args.get("seed"), (run.name, config.seed)
 
 
 def test_dry_run_cli_slurm_shows_resources(tmp_path):
