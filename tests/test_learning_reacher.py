@@ -3,9 +3,12 @@
 configs/rtu_reacher_pomdp.py as the paper sets it (non-linear RTU, d_rec 192, Adam 1e-4, 4 epochs of
 minibatches of 64 single steps from stored carries) with the 2048-step buffer shared by 16 envs
 (rollout 128), so that every env ends one 1000-step episode each 8 iterations. In the default suite:
-the return improves over the first 16 iterations. What it shows is that the whole path learns (Brax
-physics, the POMDP mask, RTRL traces stored and replayed, the update); at this budget the gain comes
-mostly from cheaper actions (Reacher charges the squared action each step), not yet from memory.
+the return improves over the first 16 iterations; under `make test-long`: over 393k agent steps
+(192 iterations) it climbs from about -2270 to better than -1000. What they show is that the whole
+path learns (Brax physics, the POMDP mask, RTRL traces stored and replayed, the update). At these
+budgets the gain comes mostly from cheaper actions (Reacher charges the squared action each step),
+not yet from memory: a feed-forward agent ran the same 401k steps to -752 against the RTU's -709
+(2026-12-07), so the paper's "non-linear RTU best on Reacher POMDP" is not shown here.
 
 The run is the user's command (`python -m rtrl_rl.train`) in a subprocess: it is bound by execution,
 which the test process's XLA optimisation level 0 (tests/conftest.py) would slow about fourfold.
@@ -16,6 +19,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from rtrl_rl.io import read_metrics
 from tests._multiprocess import ROOT
@@ -63,3 +67,12 @@ def test_rtrl_rtu_ppo_improves_its_reacher_pomdp_return_over_the_first_iteration
   assert len(returns) == 2 and all(np.isfinite(returns))
   # measured (2026-12-07): -2269, then -1906
   assert returns[1] > returns[0] + 150
+
+
+@pytest.mark.long
+def test_rtrl_rtu_ppo_learns_reacher_pomdp_over_400k_steps(tmp_path):
+  returns = _train(tmp_path / "run", 24 * CHUNK)
+  print(f"\nmean episode return per {CHUNK} iterations: {np.round(returns, 1).tolist()}")
+  assert len(returns) == 24 and all(np.isfinite(returns))
+  # measured (2026-12-07, 196 iterations): -2269 in the first chunk, -709 at the end
+  assert returns[-1] > -1000 and returns[-1] > returns[0] + 1000

@@ -62,6 +62,19 @@ def test_grouping(runs):
   ]
 
 
+def test_seeds_started_elsewhere_or_by_another_version_without_a_cache_field_group_together(tmp_path):
+  """Placement fields (where the processes ran, where programs are cached) are not the experiment:
+  seeds differing only there form one group; any other difference splits it (names disambiguated)."""
+  cfg = {'name': 'rtrl', 'agent': {'lr': 1e-3}, 'seed': 0, 'system': {'process_id': 0}}
+  _write_run(tmp_path / 'a', np.ones(5), config=cfg)
+  moved = dict(cfg, seed=1, system={'process_id': 1, 'compilation_cache': '/elsewhere'})
+  _write_run(tmp_path / 'b', np.ones(5), config=moved)
+  _write_run(tmp_path / 'c', np.ones(5), config=dict(cfg, seed=2, agent={'lr': 1e-2}))
+  groups = plot.group_runs(plot.find_runs([tmp_path]))
+  assert sorted(len(g.runs) for g in groups) == [1, 2]
+  assert all(g.name.startswith('rtrl[') for g in groups)
+
+
 def test_plot_png_not_blank_and_table_numbers(runs, tmp_path):
   ref = tmp_path / 'ref.json'
   ref.write_text(json.dumps({'rtrl': {'value': 12.5, 'source': 'Irie et al. Tab. 1'}}))
