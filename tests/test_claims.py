@@ -188,15 +188,13 @@ def test_the_cost_claim_says_whether_tbptt_grows_with_t_and_where_it_passes_rtrl
   assert all("DOES NOT REPRODUCE" in line for line in flat) and "GRU never" in flat[1]
 
 
-def test_the_cost_benchmark_times_every_learner_of_the_prediction_part():
+def test_the_cost_benchmark_times_an_rtrl_learner_once_and_a_tbptt_learner_at_each_t(monkeypatch):
+  cores = (("RTU linear", "rtu_linear", False), ("GRU", "gru", True))
+  monkeypatch.setattr(bench_truncation, "CORES", cores)  # two of the five: each compiles its own
   rows = bench_truncation.prediction_rows((1, 2), stream_steps=50, repeats=1)
-  assert [(r.core, r.T) for r in rows] == [
-    ("RTU non-linear", None),
-    ("RTU linear", None),
-    ("online LRU", None),
-    ("GRU", 1),
-    ("GRU", 2),
-    ("LRU", 1),
-    ("LRU", 2),
+  assert [(r.core, r.mode, r.T) for r in rows] == [
+    ("RTU linear", "rtrl", None),
+    ("GRU", "tbptt", 1),
+    ("GRU", "tbptt", 2),
   ]
   assert all(np.isfinite(r.step_s) and r.step_s > 0 for r in rows)

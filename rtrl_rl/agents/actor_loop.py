@@ -130,24 +130,32 @@ def _zeros_action(space, num_envs):
   return jnp.zeros((num_envs, *space.shape), jnp.float32)
 
 
-def init_actor(env, agent: Agent, normalizer: Normalizer | None, num_envs: int, key) -> ActorState:
-  """The actor state of `num_envs` copies of the JAX env `env`, reset with `key`."""
-  k_env, k_act = jax.random.split(key)
-  env_state, obs = batched(env.reset, num_envs)(jax.random.split(k_env, num_envs))
+def _start(env, agent: Agent, normalizer: Normalizer | None, env_state, ts, key) -> ActorState:
+  """The actor state of a batch of envs just reset: `ts` their first TimeStep (`[B, ...]`)."""
+  num_envs = ts.first.shape[0]
   return ActorState(
     env_state=env_state,
-    obs=obs,
-    reward=jnp.zeros((num_envs,), jnp.float32),
-    first=jnp.ones((num_envs,), bool),
-    terminated=jnp.zeros((num_envs,), bool),
-    truncated=jnp.zeros((num_envs,), bool),
+    obs=ts.obs,
+    reward=jnp.asarray(ts.reward, jnp.float32),
+    first=ts.first,
+    terminated=ts.terminated,
+    truncated=ts.truncated,
     carry=agent.initial_carry(num_envs),
     prev_action=_zeros_action(env.action_space, num_envs),
     norm=_norm_init(normalizer, env.observation_space, num_envs),
     episode_return=jnp.zeros((num_envs,), jnp.float32),
     episode_length=jnp.zeros((num_envs,), jnp.int32),
-    key=k_act,
+    key=key,
   )
+
+
+def init_actor(env, agent: Agent, normalizer: Normalizer | None, num_envs: int, key) -> ActorState:
+  """The actor state of `num_envs` copies of the JAX env `env`, reset with `key`."""
+  k_env, k_act = jax.random.split(key)
+  env_state, obs = batched(env.reset, num_envs)(jax.random.split(k_env, num_envs))
+  no = jnp.zeros((num_envs,), bool)
+  first = TimeStepArrays(obs, jnp.zeros((num_envs,), jnp.float32), no, no, jnp.ones((num_envs,), bool))
+  return _start(env, agent, normalizer, env_state, first, k_act)
 
 
 class Decision(NamedTuple):
@@ -293,7 +301,6 @@ def host_acting(env, agent: Agent, normalizer: Normalizer | None = None) -> Host
   preallocated `[T, B, ...]` buffers in place (donated), and decides the next action; the last call
   only folds and writes (the next rollout decides with the updated parameters). The env's arrays
   go to the jitted calls as they are (numpy), moved once."""
-  b = env.num_envs
 
   def record_row(a, d, ts):
     """The actor state after the env's TimeStep `ts`, and the buffers' row of this step."""
@@ -321,21 +328,7 @@ def host_acting(env, agent: Agent, normalizer: Normalizer | None = None) -> Host
     return (ts.obs, ts.reward, ts.terminated, ts.truncated, ts.first)
 
   def init(key):
-    ts = TimeStepArrays(*jax.device_put(timestep(env.reset())))
-    return ActorState(
-      env_state=None,
-      obs=ts.obs,
-      reward=jnp.asarray(ts.reward, jnp.float32),
-      first=ts.first,
-      terminated=ts.terminated,
-      truncated=ts.truncated,
-      carry=agent.initial_carry(b),
-      prev_action=_zeros_action(env.action_space, b),
-      norm=_norm_init(normalizer, env.observation_space, b),
-      episode_return=jnp.zeros((b,), jnp.float32),
-      episode_length=jnp.zeros((b,), jnp.int32),
-      key=key,
-    )
+    return _start(env, agent, normalizer, None, TimeStepArrays(*jax.device_put(timestep(env.reset()))), key)
 
   held = {}
 
