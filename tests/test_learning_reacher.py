@@ -4,11 +4,12 @@ configs/rtu_reacher_pomdp.py as the paper sets it (non-linear RTU, d_rec 192, Ad
 minibatches of 64 single steps from stored carries) with the 2048-step buffer shared by 16 envs
 (rollout 128), so that every env ends one 1000-step episode each 8 iterations. In the default suite:
 the return improves over the first 16 iterations; under `make test-long`: over 393k agent steps
-(192 iterations) it climbs from about -2270 to better than -1000. What they show is that the whole
+(192 iterations) it climbs from about -2270 to better than -500. What they show is that the whole
 path learns (Brax physics, the POMDP mask, RTRL traces stored and replayed, the update). At these
 budgets the gain comes mostly from cheaper actions (Reacher charges the squared action each step),
-not yet from memory: a feed-forward agent ran the same 401k steps to -752 against the RTU's -709
-(2026-12-07), so the paper's "non-linear RTU best on Reacher POMDP" is not shown here.
+not yet from memory: over the same 401k steps a feed-forward agent's last chunks returned -280,
+-237, -228 against the RTU's -226, -226, -216 (2026-12-07), so the paper's "non-linear RTU best on
+Reacher POMDP" is not shown here.
 
 The run is the user's command (`python -m rtrl_rl.train`) in a subprocess: it is bound by execution,
 which the test process's XLA optimisation level 0 (tests/conftest.py) would slow about fourfold.
@@ -74,5 +75,6 @@ def test_rtrl_rtu_ppo_learns_reacher_pomdp_over_400k_steps(tmp_path):
   returns = _train(tmp_path / "run", 24 * CHUNK)
   print(f"\nmean episode return per {CHUNK} iterations: {np.round(returns, 1).tolist()}")
   assert len(returns) == 24 and all(np.isfinite(returns))
-  # measured (2026-12-07, 196 iterations): -2269 in the first chunk, -709 at the end
-  assert returns[-1] > -1000 and returns[-1] > returns[0] + 1000
+  # measured (2026-12-07, 196 iterations, a metrics row per 10 s): -2087 in the second chunk, -216 in
+  # the last
+  assert returns[-1] > -500 and returns[-1] > returns[0] + 1000
