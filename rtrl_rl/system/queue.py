@@ -109,6 +109,11 @@ _PAGE = 4096
 
 # ----------------------------------------------------------------------------------------------
 # Specs and a small pytree flattener (dict / tuple / list / NamedTuple / None), picklable, no jax.
+# Kept instead of jax.tree_util on purpose (issue 17): a spec's leaves are `(shape, dtype)` pairs
+# and `ArraySpec`s, which JAX would flatten as containers; a record whose structure differs from
+# the spec fails naming the path that differs; and the shared-memory layer (this module,
+# param_store) stays importable and testable without JAX, which actor processes start only after
+# choosing its platform.
 # ----------------------------------------------------------------------------------------------
 
 
