@@ -27,7 +27,6 @@ loop to the first iteration's result (tracing + compilation + one iteration), me
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -50,11 +49,7 @@ DEFAULT_CONFIG = "configs/rtu_popgym.py:core=rtu_linear"
 
 
 def _load(config_arg: str, num_envs: int, quick: bool):
-  path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  config = experiment.load_config(config_arg)
   a = config.agent
   if quick:
     a.rollout_length = 128

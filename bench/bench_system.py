@@ -48,7 +48,6 @@ after the warm-up.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -62,7 +61,7 @@ import time
 import numpy as np
 import psutil
 
-from rtrl_rl import envs
+from rtrl_rl import envs, experiment
 from rtrl_rl.system import actors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,21 +127,6 @@ def size_overrides(name: str, args) -> dict:
 # ----------------------------------------------------------------------------------------------
 # config helpers (one source for the subprocess flags and the in-process ceilings)
 # ----------------------------------------------------------------------------------------------
-
-
-def load_config(spec: str, overrides: dict):
-  path, _, arg = spec.partition(":")
-  mod_spec = importlib.util.spec_from_file_location("_bench_cfg", os.path.join(REPO, path))
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  c = mod.get_config(arg) if arg else mod.get_config()
-  for k, v in overrides.items():
-    node = c
-    *head, last = k.split(".")
-    for h in head:
-      node = node[h]
-    node[last] = v
-  return c
 
 
 def _flag(k, v) -> str:
@@ -357,7 +341,7 @@ def bench_throughput(args) -> list[dict]:
     overrides = dict(
       sysd["overrides"], **(sysd["quick_overrides"] if args.quick else {}), **size_overrides(name, args)
     )
-    config = load_config(sysd["config"], overrides)
+    config = experiment.load_config(sysd["config"], overrides)
     if devices and "actor_device" not in config.system:
       raise SystemExit("--actor-devices: this trainer has no system.actor_device option")
     pong = name.startswith("pong")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -74,15 +73,6 @@ class Row:
   update_s: float | None = None  # ppo: seconds per PPO update on the 2048-step buffer
 
 
-def load_config(arg: str):
-  """`configs/<x>.py[:args]` -> its get_config(args)."""
-  path, _, config_arg = arg.partition(":")
-  spec = importlib.util.spec_from_file_location("bench_truncation_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(config_arg or None)
-
-
 def _variants(cores, Ts):
   for label, variant, tbptt in cores:
     for T in Ts if tbptt else (None,):
@@ -94,7 +84,7 @@ def prediction_rows(Ts, stream_steps: int, repeats: int) -> list[Row]:
   fns, rows = {}, {}
   stream = None
   for label, variant, T in _variants(CORES, Ts):
-    config = load_config(f"{PREDICTION_CONFIG}:cell={variant}" + (f",T={T}" if T else ""))
+    config = experiment.load_config(f"{PREDICTION_CONFIG}:cell={variant}" + (f",T={T}" if T else ""))
     fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
     if stream is None:  # one stream for every learner
       stream = prediction_learning.make_stream(fenv, jax.random.PRNGKey(0), stream_steps)
@@ -112,7 +102,7 @@ def prediction_rows(Ts, stream_steps: int, repeats: int) -> list[Row]:
 
 # -- PPO -------------------------------------------------------------------------------------------
 def _ppo_config(variant: str, T: int | None, quick: bool):
-  config = load_config(f"{PPO_CONFIG},core={variant}" + (f",T={T}" if T else ""))
+  config = experiment.load_config(f"{PPO_CONFIG},core={variant}" + (f",T={T}" if T else ""))
   a = config.agent
   if quick:
     a.rollout_length = 256

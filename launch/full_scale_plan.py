@@ -20,8 +20,6 @@ import argparse
 import collections
 import contextlib
 import dataclasses
-import functools
-import importlib.util
 import io
 import math
 import os
@@ -29,9 +27,10 @@ import shlex
 from typing import Callable, Mapping, Sequence
 
 from launch import sweep as sweeps
+from rtrl_rl import experiment
 from rtrl_rl.envs import registry
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = experiment.REPO
 DRY_RUN_LINES = 5  # the dry run's header and its first job
 CPU = "this 2-core CPU"
 
@@ -304,14 +303,6 @@ def _environ(values: Mapping[str, str]):
         os.environ[k] = v
 
 
-@functools.cache
-def _config_module(path: str):
-  spec = importlib.util.spec_from_file_location("_plan_config_" + path.replace("/", "_")[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def config_args(config: str) -> dict[str, str]:
   """`configs/x.py:a=1,b=2` -> {"a": "1", "b": "2"}."""
   _, _, arg = config.partition(":")
@@ -319,15 +310,6 @@ def config_args(config: str) -> dict[str, str]:
   if any("=" not in item for item in items):
     raise ValueError(f"{config}: expected key=value arguments")
   return dict(item.split("=", 1) for item in items)
-
-
-def load_config(config: str, overrides: Mapping | None = None):
-  """The ConfigDict of a run's `config` (`configs/x.py[:args]`) with its sweep overrides."""
-  path, _, arg = config.partition(":")
-  c = _config_module(os.path.join(REPO, path)).get_config(arg or None)
-  if overrides:
-    c.update_from_flattened_dict(dict(overrides))
-  return c
 
 
 def budget(config) -> tuple[int, int]:
@@ -453,7 +435,7 @@ def plan(e: Experiment) -> Planned:
     if key not in THROUGHPUT:
       raise KeyError(f"{e.name}: run {r.name}: no throughput {key!r} (add a measurement to MEASURED)")
     with _environ(e.env):
-      steps, frames = budget(load_config(r.config, r.overrides_dict))
+      steps, frames = budget(experiment.load_config(r.config, r.overrides_dict))
     by_key[key, steps, frames] += 1
   groups = tuple(Group(k, n, s, f) for (k, s, f), n in sorted(by_key.items()))
   return Planned(e, tuple(runs), groups, _grid(runs), dry_run_command(e), dry_run(e), runs[0].resources_dict)

@@ -2,6 +2,7 @@
 
     config = experiment.base_config("impala")     # configs/*.py start from this
     experiment.validate(config)                   # fails before any compute, naming the fields
+    config = experiment.load_config("configs/rtu_popgym.py:core=gru", {"seed": 1})  # a config file
 
 Fields shared by every experiment live here; the learner's own fields are `config.agent` (see
 rtrl_rl/agents/<algo>/config.py), its network `config.agent.network`, one name per fact in every
@@ -11,6 +12,11 @@ learner (batch shape) from there.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from typing import Any, Mapping
 
 import ml_collections
 import psutil
@@ -26,6 +32,35 @@ _BACKEND_USE = {  # what each backend runs on, for messages
   "anakin": "one jitted loop on JAX environments",
   "sync": "acting on host environments, then updating",
 }
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # relative config paths start here
+
+
+@functools.cache
+def config_module(path: str):
+  """The module of a config file (its `get_config` and constants), loaded once; a relative `path`
+  starts at the repository root."""
+  path = os.path.join(REPO, path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no config file {path}")
+  name = "_config_" + os.path.relpath(path, REPO).replace(os.sep, "_")[:-3]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """The config of `configs/<x>.py[:arg]` (its `get_config(arg)`, a relative path from the
+  repository root) with `overrides` applied (dotted fields, e.g. a sweep run's {"seed": 1}), as
+  `--config=<spec> --config.<field>=<value>` would give it to a command line."""
+  path, _, arg = spec.partition(":")
+  module = config_module(path)
+  config = module.get_config(arg) if arg else module.get_config()
+  if overrides:
+    config.update_from_flattened_dict(dict(overrides))
+  return config
 
 
 def base_config(algo: str = "impala") -> ml_collections.ConfigDict:

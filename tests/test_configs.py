@@ -1,6 +1,5 @@
 """Every experiment config loads and validates; bad arguments fail at load time, naming them."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -89,10 +88,7 @@ def test_rtu_popgym_runs_every_task_on_the_jitted_loop_or_the_package_on_the_hos
 
 
 def load(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(ROOT, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg) if arg is not None else module.get_config()
+  return experiment.load_config(f"configs/{name}" + (f":{arg}" if arg else ""))
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=lambda x: str(x))

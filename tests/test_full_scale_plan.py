@@ -17,6 +17,7 @@ import pytest
 
 from launch import full_scale_plan as fsp
 from launch import sweep as sweeps
+from rtrl_rl import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIGS = {  # issue 16's experiments of both papers
@@ -84,7 +85,7 @@ def test_hours_are_runs_times_steps_over_the_rate(plans):
     for r in p.runs:
       rate = fsp.THROUGHPUT[e.rate(fsp.config_args(r.config))].steps_per_s
       with fsp._environ(e.env):
-        seconds += _steps(fsp.load_config(r.config)) / rate
+        seconds += _steps(experiment.load_config(r.config)) / rate
     assert math.isclose(p.hours, seconds / 3600, rel_tol=1e-9), e.name
     for g in p.groups:
       assert math.isclose(g.hours, g.runs * g.steps / g.throughput.steps_per_s / 3600, rel_tol=1e-12)

@@ -1,7 +1,6 @@
 """Sweeps (launch/): sweep files and --dry_run, status, the SLURM job construction without a
 cluster, and a 2-job sweep end to end through submitit's LocalExecutor."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -16,6 +15,7 @@ import time
 import pytest
 
 from launch import backends, status, sweep
+from rtrl_rl import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEPS_DIR = os.path.join(ROOT, "launch", "sweeps")
@@ -111,21 +111,11 @@ def test_popgym_sweep_can_be_pointed_at_any_tasks(tmp_path):
     sweep.load_sweep(f"{path}:games=Chess", str(tmp_path))
 
 
-_CONFIG_MODULES = {}
-
-
 def _check_config_args(runs):
   """Each distinct config argument builds a config (pure Python), with the right seed."""
   for run in runs:
-    path, _, arg = run.config.partition(":")
-    if path not in _CONFIG_MODULES:
-      spec = importlib.util.spec_from_file_location(
-        "_cfg_" + os.path.basename(path)[:-3], os.path.join(ROOT, path)
-      )
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      _CONFIG_MODULES[path] = module
-    config = _CONFIG_MODULES[path].get_config(arg)
+    arg = run.config.partition(":")[2]
+    config = experiment.load_config(run.config)
     for key in run.overrides_dict:
       node = config
       for part in key.split("."):

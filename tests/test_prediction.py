@@ -5,7 +5,6 @@ history, with the step size 0 so that the parameters are the same at every step.
 """
 
 import functools
-import importlib.util
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rtrl_rl import cells, envs
+from rtrl_rl import cells, envs, experiment
 from rtrl_rl.agents import prediction as P
 from rtrl_rl.agents.prediction import config as config_lib
 from rtrl_rl.agents.prediction.algorithm import ALGORITHM as PREDICTION
@@ -201,13 +200,8 @@ def test_msre_matches_environment_measure():
 
 
 # -- configuration ------------------------------------------------------------------------------------
-def _load_experiment_config_module():
-  spec = importlib.util.spec_from_file_location(
-    "rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+def _experiment_config(arg):
+  return experiment.load_config(f"configs/rtu_trace_conditioning.py:{arg}")
 
 
 def test_validate_names_the_fields():
@@ -250,7 +244,7 @@ VARIANTS = [
 
 
 def test_experiment_config_variants_load_validate_and_match_budgets():
-  mod = _load_experiment_config_module()
+  mod = experiment.config_module("configs/rtu_trace_conditioning.py")
   budgets = {}
   for v in VARIANTS:
     c = mod.get_config(v)
@@ -320,9 +314,7 @@ def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
 def test_interrupted_run_resumes_from_its_checkpoint_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
   """A run stopped by SIGTERM after 2 of 4 chunks leaves a checkpoint; the rerun on the same
   directory continues the same streams and ends with the uninterrupted run's MSRE per seed."""
-  c = _load_experiment_config_module().get_config(
-    "cell=rtu_nonlinear,steps=800,chunk=200,window=300,seeds=2,hidden=4"
-  )
+  c = _experiment_config("cell=rtu_nonlinear,steps=800,chunk=200,window=300,seeds=2,hidden=4")
   full = P.run_experiment(c)
   make_iterations = PREDICTION.iterations
 

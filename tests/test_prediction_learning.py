@@ -2,7 +2,6 @@
 predicting zero and of memoryless predictors (a TD-trained one, and the best linear function of the
 current observation fitted in hindsight on the scored window)."""
 
-import importlib.util
 import os
 
 import jax
@@ -11,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from rtrl_rl import envs
+from rtrl_rl import envs, experiment
 from rtrl_rl.agents import prediction as P
 from rtrl_rl.agents.prediction import config as config_lib
 from rtrl_rl.envs import trace_conditioning as tc
@@ -63,12 +62,7 @@ def test_rtu_learns_trace_conditioning_short(nonlinear):
 
 
 def _experiment(variant):
-  spec = importlib.util.spec_from_file_location(
-    "rtu_tc", os.path.join(ROOT, "configs", "rtu_trace_conditioning.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config(variant)
+  c = experiment.load_config(f"configs/rtu_trace_conditioning.py:{variant}")
   config_lib.validate_experiment(c)
   return c
 

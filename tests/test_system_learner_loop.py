@@ -9,16 +9,14 @@ the trainer relies on: the host buffer of update k is refilled only after update
 the multi-host collective (the driver's agreement) is called exactly where the serial loop calls it.
 """
 
-import importlib.util
 import multiprocessing
-import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rtrl_rl import envs, parallel
+from rtrl_rl import envs, experiment, parallel
 from rtrl_rl.agents import registry
 from rtrl_rl.system import actors
 from rtrl_rl.system.queue import RolloutQueue, flatten_spec, unflatten
@@ -212,11 +210,7 @@ def test_trainer_wiring_gives_the_serial_loops_parameters_bitwise():
   """The actors backend's pieces together (records through the real queue into the two reused
   aligned buffers, the IMPALA update with the state donated taking the host arrays, pipelined)
   publish exactly the parameters of the old serial loop (fresh arrays, `global_batch`, no donation)."""
-  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "default.py")
-  spec_ = importlib.util.spec_from_file_location("_default_cfg", path)
-  mod = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(mod)
-  c = mod.get_config("rtu")
+  c = experiment.load_config("configs/default.py:rtu")
   c.agent.unroll_length, c.agent.batch_size, c.system.envs_per_actor = 5, 8, 4
   c.agent.network.hidden_size = 8
   obs, act = envs.describe(c.env.id, **c.env.options.to_dict())
