@@ -38,7 +38,9 @@ CLAIMS = {
 
 
 def _run_sweep(claim: Claim, root: str, max_parallel: int, seeds: int | None, summarize_only: bool):
-  sweep_arg = claim.sweep + ((":" if ":" not in claim.sweep else ",") + f"seeds={seeds}" if seeds else "")
+  sweep_arg = claim.sweep
+  if seeds:
+    sweep_arg += ("," if ":" in sweep_arg else ":") + f"seeds={seeds}"
   if not summarize_only:
     code = sweeps.main(
       [f"--sweep={sweep_arg}", "--backend=local", f"--root={root}", f"--max_parallel={max_parallel}"]
@@ -73,8 +75,9 @@ def reproduce(
         )
       with open(path) as f:
         return f.read().splitlines()
-    return spec.measure(root)
-  verdicts = _run_sweep(spec, root, max_parallel, seeds, summarize_only)
+    verdicts = spec.measure(root)
+  else:
+    verdicts = _run_sweep(spec, root, max_parallel, seeds, summarize_only)
   with open(os.path.join(root, "verdict.txt"), "w") as f:
     f.write("\n".join(verdicts) + "\n")
   return verdicts

@@ -20,7 +20,7 @@ class Claim:
   summarize: (finished run dirs, the claim's folder) -> (the markdown table, verdict lines); it may
     draw its own figure into the folder. curve: the metric its learning curves show (curves.png).
   measure: (the claim's folder) -> verdict lines, for a claim that is a benchmark; it writes its own
-    table and figure.
+    table and figure (launch/reproduce.py writes the verdicts).
   """
 
   name: str
