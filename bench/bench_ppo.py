@@ -63,26 +63,35 @@ def _load(config_arg: str, num_envs: int, quick: bool):
   return config
 
 
+def acting_and_update(fenv, loop, agent_config, state):
+  """The two halves of the loop `loop` (`anakin.make("ppo", fenv, agent_config)`) alone, from its
+  `state`: `act(params, actor, carry_buffer)` (the acting scan, jitted, the buffer donated), the actor
+  state after one rollout, the PPO batch of that rollout, and `update(learner, batch)` (jitted)."""
+  a = agent_config
+  normalizer = ppo_acting.normalizer(a)
+  act = jax.jit(
+    lambda p, s, b: actor_loop.act(fenv, loop.agent, normalizer, p, s, a.rollout_length, carry_buffer=b),
+    donate_argnums=(2,),
+  )
+  params = state.learner.params
+  actor, traj, _ = act(params, state.actor, actor_loop.carry_buffer(loop.agent, a.rollout_length, a.num_envs))
+  batch = learning.ppo_batch(traj, actor_loop.bootstrap_value(loop.agent, normalizer, params, actor))
+  return act, actor, batch, jax.jit(learning.make_update(loop.agent, a))
+
+
 def measure(config, repeats: int):
   """{"startup_s", "ours_s", "env_s", "update_s"} for one config (seconds per iteration)."""
   a = config.agent
   fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
   t0 = time.perf_counter()
   loop = anakin.make("ppo", fenv, a)
-  normalizer = ppo_acting.normalizer(a)
   state = loop.init(jax.random.PRNGKey(0))
   state, _ = loop.step(state)
   jax.block_until_ready(state)
   startup = time.perf_counter() - t0
 
   # The update alone, on the buffer of one real iteration.
-  params = state.learner.params
-  buf = actor_loop.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
-  actor, traj, _ = jax.jit(
-    lambda p, s, b: actor_loop.act(fenv, loop.agent, normalizer, p, s, a.rollout_length, carry_buffer=b)
-  )(params, state.actor, buf)
-  batch = learning.ppo_batch(traj, actor_loop.bootstrap_value(loop.agent, normalizer, params, actor))
-  update = jax.jit(learning.make_update(loop.agent, a))
+  _, _, batch, update = acting_and_update(fenv, loop, a, state)
   learner0 = state.learner
 
   # The env alone.

@@ -32,11 +32,10 @@ import platform
 
 import jax
 
+from bench import bench_ppo
 from bench._timing import stateful, time_interleaved
 from rtrl_rl import envs, experiment
 from rtrl_rl.agents import actor_loop
-from rtrl_rl.agents.ppo import acting as ppo_acting
-from rtrl_rl.agents.ppo import learning as ppo_learning
 from rtrl_rl.agents.prediction import learning as prediction_learning
 from rtrl_rl.system import anakin
 
@@ -114,30 +113,18 @@ def _ppo_config(variant: str, T: int | None, quick: bool):
 
 
 def ppo_rows(Ts, repeats: int, quick: bool) -> list[Row]:
-  fns, rows = {}, {}
+  fns, rows, steps = {}, {}, {}
   for label, variant, T in _variants(CORES, Ts):
     config = _ppo_config(variant, T, quick)
     a = config.agent
     fenv = envs.make_functional(config.env.id, **config.env.options.to_dict())
     loop = anakin.make("ppo", fenv, a)
-    normalizer = ppo_acting.normalizer(a)
     state = loop.init(jax.random.PRNGKey(0))
-    act = jax.jit(
-      lambda p, s, b, agent=loop.agent, normalizer=normalizer, fenv=fenv, n=a.rollout_length: actor_loop.act(
-        fenv, agent, normalizer, p, s, n, carry_buffer=b
-      ),
-      donate_argnums=(2,),
-    )
-    params = state.learner.params
-    actor, traj, _ = act(
-      params, state.actor, actor_loop.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
-    )
-    batch = ppo_learning.ppo_batch(traj, actor_loop.bootstrap_value(loop.agent, normalizer, params, actor))
-    update = jax.jit(ppo_learning.make_update(loop.agent, a))
+    act, actor, batch, update = bench_ppo.acting_and_update(fenv, loop, a, state)
     name = f"{label} T={T}" if T else label
     buffer = actor_loop.carry_buffer(loop.agent, a.rollout_length, a.num_envs)
     fns[f"act {name}"] = stateful(
-      lambda s, act=act, params=params: act(params, *s),
+      lambda s, act=act, params=state.learner.params: act(params, *s),
       (actor, buffer),
       extract=lambda out: (out[0], out[1].get("carry")),
     )
@@ -145,7 +132,7 @@ def ppo_rows(Ts, repeats: int, quick: bool) -> list[Row]:
       update(learner, batch)[0].params
     )
     rows[name] = Row("ppo", label, "tbptt" if T else "rtrl", T, math.nan, math.nan)
-    steps = a.rollout_length * a.num_envs
+    steps[name] = a.rollout_length * a.num_envs
     print(
       f"  ppo {name}: hidden {a.network.hidden_size}, {a.num_minibatches} minibatches of {a.minibatch_size} "
       f"steps (sequences of {a.sequence_length})",
@@ -153,7 +140,7 @@ def ppo_rows(Ts, repeats: int, quick: bool) -> list[Row]:
     )
   t = time_interleaved(fns, repeats=repeats, warmup=1, min_sample_s=0.0, number={k: 1 for k in fns})
   for name, row in rows.items():
-    row.step_s = t[f"act {name}"] / steps
+    row.step_s = t[f"act {name}"] / steps[name]
     row.update_s = t[f"update {name}"]
   return list(rows.values())
 
