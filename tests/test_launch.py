@@ -28,7 +28,6 @@ EXPECTED_JOBS = {
   "rtu_popgym": 375,
   "rtu_mujoco_pomdp": 225,
   "claims_irie_m": 51,  # 2 cores x 2 modes x 4 M x 3 seeds + 3 feed-forward
-  "claims_rtu_trace": 9,  # 3 RTRL cores + memoryless + GRU at 5 T; seeds vmapped inside each run
   "rtu_trace_conditioning": 14,  # 3 RTRL cores + memoryless + GRU and LRU at 5 T each
 }
 PAPER_CONFIGS = {

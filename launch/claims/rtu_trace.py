@@ -1,5 +1,5 @@
 """Elelimy et al. 2024, claim 4 of issue 16: trace conditioning. Online prediction scored by MSRE
-(configs/rtu_trace_conditioning.py, launch/sweeps/claims_rtu_trace.py): non-linear RTU, linear RTU
+(configs/rtu_trace_conditioning.py, launch/sweeps/rtu_trace_conditioning.py): non-linear RTU, linear RTU
 and online LRU by exact RTRL, GRU by T-BPTT at several truncations T, the memoryless baseline, at one
 parameter budget. The paper: RTUs are best or tied, T-BPTT needs a long enough T, every recurrent
 learner beats the memoryless one. Figure: `msre_vs_T.png`.
@@ -27,7 +27,6 @@ LABELS = {
   "lstm": "LSTM",
   "ff": "memoryless",
 }
-RTRL = ("rtu_nonlinear", "rtu_linear", "lru")
 
 
 def msre_by_variant(run_dirs: Sequence[str]) -> dict[tuple[str, int | None], Final]:
@@ -150,7 +149,7 @@ def summarize(run_dirs: Sequence[str], folder: str) -> tuple[str, list[str]]:
 CLAIM = Claim(
   name="rtu_trace",
   about="RTU paper: trace conditioning MSRE of RTUs, online LRU, GRU T-BPTT at several T, memoryless (claim 4)",
-  sweep="launch/sweeps/claims_rtu_trace.py",
+  sweep="launch/sweeps/rtu_trace_conditioning.py:seeds=5,Ts=1+2+4+8+16,tbptt=gru",
   summarize=summarize,
   curve="chunk_msre",
 )
