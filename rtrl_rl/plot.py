@@ -36,7 +36,7 @@ from absl import flags
 
 from rtrl_rl import cli
 from rtrl_rl.io.metrics import METRICS_FILE, read_metrics
-from rtrl_rl.io.run_dir import PLACEMENT_FIELDS
+from rtrl_rl.io.run_dir import PLACEMENT_FIELDS, flat_config
 
 CONFIG_FILE = 'config.json'
 _SEED_DIR_RE = re.compile(r'^(?P<name>.+?)[_-]seed[_-]?(?P<seed>\d+)$')
@@ -68,20 +68,6 @@ def find_runs(paths: Iterable[str | os.PathLike]) -> list[str]:
       if METRICS_FILE in files:
         found.add(root)
   return sorted(found)
-
-
-def _comparable(cfg: dict) -> dict:
-  """The config without its seeds and without where its processes ran and cached their programs
-  (`run_dir.PLACEMENT_FIELDS`): the seeds of one experiment started at other times or places."""
-  cfg = _strip_seeds(cfg)
-  for path in PLACEMENT_FIELDS:
-    *parents, leaf = path.split('.')
-    node = cfg
-    for p in parents:
-      node = node.get(p) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-      node.pop(leaf, None)
-  return cfg
 
 
 def _strip_seeds(cfg: Any) -> Any:
@@ -118,14 +104,17 @@ class Group:
 
 
 def group_runs(run_dirs: Sequence[str]) -> list[Group]:
-  """Groups runs by their config minus seeds and placement (``config.json``, `_comparable`) or by the
-  ``<name>_seed<k>`` directory pattern."""
+  """Groups runs by their config (``config.json``) minus the seeds and the placement fields (where the
+  processes ran and cached their programs: `run_dir.PLACEMENT_FIELDS`, so that the seeds of one
+  experiment started at other times or places stay together), or by the ``<name>_seed<k>``
+  directory pattern."""
   by_key: dict[str, Group] = {}
   for run in run_dirs:
     cfg = _load_config(run)
     if cfg is not None:
-      stripped = _comparable(cfg)
-      canon = json.dumps(stripped, sort_keys=True, default=str)
+      stripped = _strip_seeds(cfg)
+      fields = {k: v for k, v in flat_config(stripped).items() if k not in PLACEMENT_FIELDS}
+      canon = json.dumps(fields, sort_keys=True, default=str)
       key = 'cfg:' + hashlib.sha1(canon.encode()).hexdigest()
       name = next((str(cfg[f]) for f in _NAME_FIELDS if isinstance(cfg.get(f), str) and cfg[f]), None)
       name = name or _dir_base_name(run)
