@@ -8,6 +8,8 @@ angles removed: -V), 1M steps, a single environment, the paper's PPO hyper-param
     env_family: brax (default: `brax/` ids, Brax's positional backend with episodes of 1000 steps,
            on the fully-jitted `anakin` backend, as the paper's code ran) | envpool (`mujoco/` ids,
            MuJoCo physics through envpool on the host `sync` backend)
+    gradient: stale (default) | fresh;  num_envs: environments sharing the paper's 2048-step buffer
+           (experiment.rtu_paper_ppo)
 
 The paper's settings: 1M agent steps, one environment, rollout 2048, 4 epochs x 32 minibatches of 64
 single steps from stored carries (stale gradients), GAE 0.95, gamma 0.99, clip 0.2, Adam 1e-4,
@@ -32,6 +34,8 @@ def get_config(arg=None):
     steps=1_000_000,
     T=ppo_config.DEFAULT_TRUNCATION,
     env_family="brax",
+    gradient="stale",
+    num_envs=1,
   )
   if args["env"] not in ENVS:
     raise ValueError(f"env={args['env']!r}: expected one of {ENVS}")
@@ -44,4 +48,6 @@ def get_config(arg=None):
     args["T"],
     args["env_family"],
     FAMILIES,
+    gradient=args["gradient"],
+    num_envs=args["num_envs"],
   )

@@ -7,6 +7,8 @@ T:     the truncation of the T-BPTT cores lru_tbptt and gru;
 env_family: jax (default: `popgym/` ids, our JAX port, on the fully-jitted `anakin` backend, as
        the paper's code ran) | numpy (`popgym-numpy/` ids, the package itself, on the host
        `sync` backend).
+gradient: stale (default) | fresh;  num_envs: environments sharing the paper's 2048-step buffer
+       (experiment.rtu_paper_ppo)
 """
 
 from rtrl_rl import experiment
@@ -26,6 +28,8 @@ def get_config(arg=None):
     steps=5_000_000,
     T=ppo_config.DEFAULT_TRUNCATION,
     env_family="jax",
+    gradient="stale",
+    num_envs=1,
   )
   if args["task"] not in TASKS or args["level"] not in LEVELS:
     raise ValueError(
@@ -40,4 +44,6 @@ def get_config(arg=None):
     args["T"],
     args["env_family"],
     FAMILIES,
+    gradient=args["gradient"],
+    num_envs=args["num_envs"],
   )

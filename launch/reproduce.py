@@ -17,6 +17,9 @@ Claims (launch/claims/<name>.py):
   rtu_cost    Elelimy et al. 2024: RTRL's cost is flat in the truncation T, T-BPTT's grows (claim 3).
   rtu_trace   Elelimy et al. 2024: trace conditioning MSRE: RTUs, online LRU, GRU T-BPTT, memoryless
               (claim 4).
+  rtu_reacher Elelimy et al. 2024, PPO on Brax Reacher-POMDP: the non-linear RTU clearly best (claim
+              5a); stale gradients at least as good as fresh (5c).
+  rtu_popgym  Elelimy et al. 2024, PPO on POPGym RepeatFirst-easy: RTUs match or beat GRU and LRU (5b).
   full_scale_plan  every experiment of both papers at full scale: runs, frames, hours at our measured
               throughput, the SLURM sweep's dry run (part 6; results/full_scale_plan/plan.md).
 """
@@ -28,12 +31,21 @@ import os
 from typing import Sequence
 
 from launch import sweep as sweeps
-from launch.claims import full_scale, irie_m, rtu_cost, rtu_trace
+from launch.claims import full_scale, irie_m, rtu_cost, rtu_ppo, rtu_trace
 from launch.claims.common import Claim
 from rtrl_rl import cli, plot
 
 CLAIMS = {
-  c.name: c for c in (irie_m.CLAIM, irie_m.CLAIM_RP, rtu_cost.CLAIM, rtu_trace.CLAIM, full_scale.CLAIM)
+  c.name: c
+  for c in (
+    irie_m.CLAIM,
+    irie_m.CLAIM_RP,
+    rtu_cost.CLAIM,
+    rtu_trace.CLAIM,
+    rtu_ppo.CLAIM_REACHER,
+    rtu_ppo.CLAIM_POPGYM,
+    full_scale.CLAIM,
+  )
 }
 
 

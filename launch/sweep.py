@@ -297,6 +297,17 @@ def grid(
   return runs
 
 
+def list_arg(value: str, valid: Iterable[str], what: str, empty: bool = False) -> tuple[str, ...]:
+  """A sweep argument's `+`-separated names (`tasks=CountRecall+RepeatFirst`), each one of `valid`;
+  raises naming the valid ones. `empty`: "" is allowed (no names)."""
+  valid = tuple(valid)
+  names = tuple(filter(None, value.split("+")))
+  bad = [n for n in names if n not in valid]
+  if bad or not (names or empty):
+    raise ValueError(f"{what}={value!r}: expected '+'-separated names from {valid}")
+  return names
+
+
 def config_arg(**kwargs: Any) -> str:
   """`key=value,key=value` (a config file's argument after `configs/x.py:`)."""
   return ",".join(f"{k}={v}" for k, v in kwargs.items())

@@ -5,11 +5,13 @@ the JAX POPGym (the fully-jitted loop). CPU jobs.
     python -m launch.sweep --sweep=launch/sweeps/rtu_popgym.py --backend=slurm
     python -m launch.sweep --sweep=launch/sweeps/rtu_popgym.py:tasks=Battleship+MineSweeper,levels=easy
 
-Arguments (`+`-separated lists): `tasks` (any of the package's 16), `levels`, `cores`, `seeds`
-(a count: seeds 0..n-1), `env_family` (jax | numpy: the package on the host loop).
+Arguments (`+`-separated lists): `tasks` (any of the package's 16), `levels`, `cores`, `fresh` (cores
+also run with fresh gradients; default none), `seeds` (a count: seeds 0..n-1), `steps` (agent steps
+per run; default the config's 5M), `num_envs` (environments sharing the paper's 2048-step buffer),
+`env_family` (jax | numpy: the package on the host loop).
 """
 
-from launch.sweep import config_arg, grid
+from launch.sweep import config_arg, grid, list_arg
 from rtrl_rl import experiment
 from rtrl_rl.agents.ppo.config import RTU_PAPER_CORES
 from rtrl_rl.envs._popgym import LEVELS as ALL_LEVELS
@@ -19,31 +21,44 @@ TASKS = ("CountRecall", "RepeatFirst", "Concentration", "Autoencode", "HigherLow
 LEVELS = ("easy", "medium", "hard")
 CORES = ("rtu_nonlinear", "rtu_linear", "lru", "lru_tbptt", "gru")
 SEEDS = 5
-
-
-def _names(value: str, valid, what: str):
-  names = tuple(filter(None, value.split("+")))
-  bad = [n for n in names if n not in valid]
-  if bad or not names:
-    raise ValueError(f"{what}={value!r}: expected '+'-separated names from {tuple(valid)}")
-  return names
+STEPS = 5_000_000
 
 
 def get_sweep(arg=None):
   args = experiment.parse_args(
-    arg, tasks="+".join(TASKS), levels="+".join(LEVELS), cores="+".join(CORES), seeds=SEEDS, env_family="jax"
+    arg,
+    tasks="+".join(TASKS),
+    levels="+".join(LEVELS),
+    cores="+".join(CORES),
+    fresh="",
+    seeds=SEEDS,
+    steps=STEPS,
+    num_envs=1,
+    env_family="jax",
   )
-  tasks = _names(args["tasks"], ALL_TASKS, "tasks")
-  levels = _names(args["levels"], ALL_LEVELS, "levels")
-  cores = _names(args["cores"], RTU_PAPER_CORES, "cores")
-  family = args["env_family"]
+  tasks = list_arg(args["tasks"], ALL_TASKS, "tasks")
+  levels = list_arg(args["levels"], ALL_LEVELS, "levels")
+  cores = list_arg(args["cores"], RTU_PAPER_CORES, "cores")
+  fresh = list_arg(args["fresh"], cores, "fresh", empty=True)
   return grid(
-    {"task": tasks, "level": levels, "core": cores},
+    {"task": tasks, "level": levels, "core": cores, "gradient": ("stale", "fresh")},
     seeds=tuple(range(args["seeds"])),
-    name="popgym-{task}-{level}_{core}_seed{seed}",
+    where=lambda p: p["gradient"] == "stale" or p["core"] in fresh,
+    name=lambda p: (
+      f"popgym-{p['task']}-{p['level']}_{p['core']}{'_fresh' * (p['gradient'] == 'fresh')}_seed{p['seed']}"
+    ),
     config=lambda p: (
       "configs/rtu_popgym.py:"
-      + config_arg(task=p["task"], level=p["level"], core=p["core"], seed=p["seed"], env_family=family)
+      + config_arg(
+        task=p["task"],
+        level=p["level"],
+        core=p["core"],
+        seed=p["seed"],
+        steps=args["steps"],
+        gradient=p["gradient"],
+        num_envs=args["num_envs"],
+        env_family=args["env_family"],
+      )
     ),
     seed_override=None,
     resources={"nodes": 1, "gpus_per_node": 0, "cpus": 4, "time_min": 24 * 60},
