@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from bench import bench_truncation
-from launch.claims import irie_m, rtu_trace
+from launch.claims import irie_m, rtu_ppo, rtu_trace
 from launch.claims.common import Final
 from rtrl_rl import envs
 from rtrl_rl.system import anakin
@@ -93,11 +93,55 @@ def test_the_repeat_previous_summary_judges_by_its_own_span_and_bound(tmp_path):
   assert verdicts[0].startswith("claim 1 (RepeatPrevious, rtu): DOES NOT REPRODUCE")
 
 
+def test_the_reacher_summary_judges_clearly_best_by_intervals_and_stale_against_fresh(tmp_path):
+  F = lambda m, half=10.0: Final(m, m - half, m + half, 3)
+  finals = {
+    "rtu_reacher_pomdp_rtu_nonlinear": F(-150.0),
+    "rtu_reacher_pomdp_rtu_linear": F(-200.0),
+    "rtu_reacher_pomdp_rtu_linear_fresh": F(-230.0),
+    "rtu_reacher_pomdp_gru": F(-170.0),
+    "rtu_reacher_pomdp_ff": F(-260.0),
+    "rtu_popgym_RepeatFirst-easy_gru": F(0.5, 0.1),  # another claim's group
+  }
+  table, verdicts = rtu_ppo.summarize_reacher(finals, str(tmp_path))
+  assert "| Reacher-POMDP | RTU non-linear | stale | -150.00 ± 10.00 | 3 |" in table and "0.50" not in table
+  assert table.index("| RTU linear | stale") < table.index("| RTU linear | fresh")
+  assert verdicts[0].startswith("claim 5a (Reacher-POMDP): REPRODUCES") and "GRU -170.00" in verdicts[0]
+  assert verdicts[1].startswith("claim 5c (Reacher-POMDP, RTU linear): REPRODUCES")
+  assert "do not overlap" in verdicts[1]
+  assert (tmp_path / "finals.png").stat().st_size > 0
+  finals["rtu_reacher_pomdp_gru"] = F(-155.0)  # best by its mean, but inside the GRU's reach
+  finals["rtu_reacher_pomdp_rtu_linear_fresh"] = F(-195.0)
+  _, verdicts = rtu_ppo.summarize_reacher(finals, str(tmp_path))
+  assert verdicts[0].startswith("claim 5a (Reacher-POMDP): DOES NOT REPRODUCE")
+  assert verdicts[1].startswith("claim 5c (Reacher-POMDP, RTU linear): DOES NOT REPRODUCE")
+  assert "overlap: a tie within the seeds" in verdicts[1]
+
+
+def test_the_popgym_summary_says_per_rtu_whether_it_matches_the_best_baseline(tmp_path):
+  F = lambda m: Final(m, m - 0.1, m + 0.1, 3)
+  finals = {
+    "rtu_popgym_RepeatFirst-easy_rtu_nonlinear": F(-0.45),
+    "rtu_popgym_RepeatFirst-easy_rtu_linear": F(0.48),  # within the GRU's interval: a match
+    "rtu_popgym_RepeatFirst-easy_gru": F(0.55),
+    "rtu_popgym_RepeatFirst-easy_lru": F(-0.4),
+    "rtu_popgym_RepeatFirst-easy_ff": F(-0.5),
+    "rtu_popgym_CountRecall-hard_gru": F(-0.9),  # no RTU on this task: no verdict
+  }
+  table, verdicts = rtu_ppo.summarize_popgym(finals, str(tmp_path))
+  assert "| CountRecall-hard | GRU | stale | -0.90 ± 0.10 | 3 |" in table
+  assert len(verdicts) == 2
+  assert verdicts[0].startswith("claim 5b (RepeatFirst-easy, RTU non-linear): DOES NOT REPRODUCE")
+  assert "best baseline GRU 0.55 ± 0.10" in verdicts[0] and "feed-forward -0.50" in verdicts[0]
+  assert verdicts[1].startswith("claim 5b (RepeatFirst-easy, RTU linear): REPRODUCES")
+
+
 def test_reproduce_cli_names_bad_input_without_a_traceback(tmp_path):
   for args, says in (
     (
       ["--claim=bogus"],
-      "expected one of ['full_scale_plan', 'irie_m', 'irie_m_rp', 'rtu_cost', 'rtu_trace']",
+      "expected one of ['full_scale_plan', 'irie_m', 'irie_m_rp', 'rtu_cost', 'rtu_popgym', 'rtu_reacher', "
+      "'rtu_trace']",
     ),
     (["--claim=irie_m", "--summarize_only", f"--results={tmp_path}"], "no finished run"),
     (["--claim=rtu_cost", "--summarize_only", f"--results={tmp_path}"], "has not been measured"),

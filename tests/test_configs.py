@@ -122,6 +122,24 @@ def test_rtu_paper_tbptt_cores_learn_from_sequences_of_T_steps(name):
     experiment.validate(load(name, "core=gru,T=3"))  # 3 does not divide the 2048-step rollout
 
 
+@pytest.mark.parametrize("name", ["rtu_mujoco_pomdp.py", "rtu_reacher_pomdp.py", "rtu_popgym.py"])
+def test_rtu_paper_configs_take_fresh_gradients_and_envs_sharing_the_paper_buffer(name):
+  """`gradient=fresh` names its runs apart (their seeds group apart from the stale ones);
+  `num_envs=n` keeps the paper's 2048-step buffer and its 32 minibatches of 64 steps."""
+  stale, fresh = load(name, "core=rtu_linear"), load(name, "core=rtu_linear,gradient=fresh")
+  assert (stale.agent.gradient, fresh.agent.gradient) == ("stale", "fresh")
+  assert fresh.name == stale.name + "_fresh"
+  config = load(name, "core=gru,num_envs=16")
+  experiment.validate(config)
+  a = config.agent
+  assert (a.num_envs, a.rollout_length, a.num_minibatches, a.minibatch_size) == (16, 128, 32, 64)
+  assert a.sequence_length == 16  # T-BPTT windows of T=16 fit the 128-step rollout
+  with pytest.raises(ValueError, match="num_envs=3: expected a divisor of the paper's 2048-step buffer"):
+    load(name, "num_envs=3")
+  with pytest.raises(ValueError, match=r"gradient='recent'.*\('stale', 'fresh'\)"):
+    load(name, "gradient=recent")
+
+
 def test_bad_arguments_name_the_keys():
   with pytest.raises(ValueError, match=r"config argument 'gam=Breakout'.*'game'"):
     load("irie_atari.py", "gam=Breakout")

@@ -97,7 +97,8 @@ def test_popgym_sweep_can_be_pointed_at_any_tasks(tmp_path):
   )
   assert name == "rtu_popgym" and len(runs) == 4
   assert {r.config for r in runs} == {
-    f"configs/rtu_popgym.py:task={t},level=hard,core=rtu_linear,seed={s},env_family=jax"
+    f"configs/rtu_popgym.py:task={t},level=hard,core=rtu_linear,seed={s},steps=5000000,gradient=stale,"
+    "num_envs=1,env_family=jax"
     for t in ("Battleship", "MineSweeper")
     for s in (0, 1)
   }
@@ -108,6 +109,33 @@ def test_popgym_sweep_can_be_pointed_at_any_tasks(tmp_path):
     sweep.load_sweep(f"{path}:tasks=Chess", str(tmp_path))
   with pytest.raises(sweep.SweepError, match="expected key=value with key one of"):
     sweep.load_sweep(f"{path}:games=Chess", str(tmp_path))
+
+
+def test_rtu_sweeps_run_fresh_gradients_for_the_cores_named_and_take_a_budget(tmp_path):
+  """The claims' settings (launch/claims/rtu_ppo.py): `fresh=` adds a fresh-gradient run per seed
+  for the cores it names only, `steps=` and `num_envs=` reach every run's config."""
+  path = os.path.join(SWEEPS_DIR, "rtu_mujoco_pomdp.py")
+  arg = "envs=Reacher-POMDP,cores=rtu_linear+gru+ff,fresh=rtu_linear,seeds=2,steps=3000,num_envs=16"
+  _, runs = sweep.load_sweep(f"{path}:{arg}", str(tmp_path))
+  assert sorted(r.name for r in runs) == sorted(
+    f"reacher-pomdp_{c}_seed{s}" for c in ("rtu_linear", "rtu_linear_fresh", "gru", "ff") for s in (0, 1)
+  )
+  configs = {r.name: experiment.load_config(r.config) for r in runs}
+  fresh = configs["reacher-pomdp_rtu_linear_fresh_seed1"]
+  assert (fresh.agent.gradient, fresh.seed, fresh.name) == ("fresh", 1, "rtu_reacher_pomdp_rtu_linear_fresh")
+  assert {(c.agent.total_env_steps, c.agent.num_envs) for c in configs.values()} == {(3000, 16)}
+  assert {c.agent.gradient for n, c in configs.items() if "fresh" not in n} == {"stale"}
+  _, runs = sweep.load_sweep(
+    os.path.join(SWEEPS_DIR, "rtu_popgym.py") + ":tasks=RepeatFirst,levels=easy,"
+    "cores=rtu_nonlinear,fresh=rtu_nonlinear,seeds=1",
+    str(tmp_path),
+  )
+  assert [r.name for r in runs] == [
+    "popgym-RepeatFirst-easy_rtu_nonlinear_seed0",
+    "popgym-RepeatFirst-easy_rtu_nonlinear_fresh_seed0",
+  ]
+  with pytest.raises(sweep.SweepError, match=r"fresh='gru'.*\('rtu_linear',\)"):
+    sweep.load_sweep(f"{path}:cores=rtu_linear,fresh=gru", str(tmp_path))  # not one of the cores
 
 
 def _check_config_args(runs):
