@@ -138,7 +138,6 @@ def measure_host(config, repeats: int):
   learner, actor = state
   env = envs.make(config.env.id, a.num_envs, config.seed, **config.env.options.to_dict())
   agent = ppo_acting.make_agent(a, env.observation_space, env.action_space)
-  agent.init(jax.random.PRNGKey(0), jnp.zeros(env.observation_space.shape))  # binds the sizes
   normalizer = ppo_acting.normalizer(a)
   acting = actor_loop.host_acting(env, agent, normalizer)
   actor0 = acting.init(jax.random.PRNGKey(0))

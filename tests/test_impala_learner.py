@@ -102,7 +102,6 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
     # The torso is trained with gradients truncated to the unroll (stem_grad="unroll"), so its
     # outputs on rollout 1 are constants in the reference too.
     ref = dataclasses.replace(agent, core_mode="bptt")
-    jax.eval_shape(ref.init, jax.random.PRNGKey(1), jnp.zeros((3,), jnp.float64))  # binds sizes
     ref_loss_fn = impala.make_loss(ref, config)
 
     def ref_loss(p):
@@ -118,7 +117,6 @@ def test_rtrl_gradient_of_full_impala_loss_equals_bptt_through_history():
 
     # TBPTT (carry treated as a constant) gives a different recurrent-layer gradient.
     tb = dataclasses.replace(agent, core_mode="tbptt")
-    jax.eval_shape(tb.init, jax.random.PRNGKey(1), jnp.zeros((3,), jnp.float64))
     trunc = jax.jit(jax.grad(lambda p: impala.make_loss(tb, config)(p, r2)[0]))(params)
     diff = max(float(jnp.max(jnp.abs(trunc["core"][k] - want["core"][k]))) for k in want["core"])
     assert diff > 1e-6
@@ -157,7 +155,6 @@ def _ended_rollout(agent, m=7, k=3, seed=0):
 
 def test_transitions_semantics():
   agent = impala.make_agent(_config(), OBS, ACT)
-  jax.eval_shape(agent.init, jax.random.PRNGKey(0), jnp.zeros((3,)))
   r = _ended_rollout(agent, m=7, k=3)
   tr = jax.tree.map(np.asarray, transitions(r, 0.9))
   np.testing.assert_array_equal(tr.mask[:, 0], [1, 1, 1, 0, 1, 1, 1])
@@ -199,7 +196,6 @@ def test_same_seed_gives_bitwise_identical_parameters_after_20_updates():
   config = _config(m=4, b=2)
   agent = impala.make_agent(config, OBS, ACT)
   step = impala.make_learner_step(agent, config)
-  jax.eval_shape(agent.init, jax.random.PRNGKey(0), jnp.zeros((3,)))
   rollouts = [
     synthetic_rollout(
       100 + i,

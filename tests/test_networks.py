@@ -94,6 +94,31 @@ def test_impala_torso_leading_dims_and_channels_first(small_torso):
   np.testing.assert_allclose(out_cf, out, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+  'torso,shape',
+  [
+    (ImpalaResNetTorso(), (84, 84, 4)),
+    (ImpalaResNetTorso(hidden_size=0), (84, 84, 4)),  # 84 -> 42 -> 21 -> 11: 11 * 11 * 32
+    (ImpalaResNetTorso(channels=(4, 6), hidden_size=0, channels_first=True), (3, 13, 9)),  # 13->7->4, 9->5->3
+    (ImpalaResNetTorso(channels=(), hidden_size=0), (5, 6, 2)),
+    (MLPTorso((8, 5)), (7,)),
+    (MLPTorso(()), (7,)),
+  ],
+)
+def test_torso_output_size_is_what_it_computes(torso, shape):
+  """`output_size(observation_shape)`, from the config alone, is the traced features' size."""
+  frames = jax.ShapeDtypeStruct((2, *shape), jnp.uint8)
+  params = jax.eval_shape(torso.init, jax.random.PRNGKey(0), frames)
+  assert jax.eval_shape(torso.apply, params, frames).shape == (2, torso.output_size(shape))
+
+
+def test_torso_output_size_rejects_bad_rank():
+  with pytest.raises(ValueError, match='expected frames'):
+    ImpalaResNetTorso().output_size((84, 84))
+  with pytest.raises(ValueError, match='expected vector observations'):
+    MLPTorso().output_size((3, 4))
+
+
 def test_impala_torso_rejects_bad_rank():
   with pytest.raises(ValueError):
     jax.eval_shape(ImpalaResNetTorso().init, jax.random.PRNGKey(0), jnp.zeros((84, 84), jnp.uint8))

@@ -13,8 +13,10 @@ T, B, OBS, A = 6, 2, 4, 3
 
 
 def _agent(cell_name="elstm", **kw):
-  cell = cells.make(cell_name, 5) if cell_name else None
-  agent = agent_lib.Agent(torsos.MLPTorso((7,)), heads.ActorCriticHeads(A), cell, A, **kw)
+  torso = torsos.MLPTorso((7,))
+  d = agent_lib.core_input_size(torso, (OBS,), A, kw.get("use_last_action", False))
+  cell = cells.make(cell_name, 5, input_size=d) if cell_name else None
+  agent = agent_lib.Agent(torso, heads.ActorCriticHeads(A), cell, A, (OBS,), **kw)
   params = agent.init(jax.random.key(0), jnp.zeros(OBS))
   return agent, params
 
@@ -98,8 +100,41 @@ def test_bad_configurations():
     _agent(cell_name="gru")
   with pytest.raises(ValueError, match="use_last_action needs a categorical policy"):
     agent_lib.Agent(
-      torsos.MLPTorso((7,)), heads.ActorCriticHeads(2, policy="gaussian"), None, 2, use_last_action=True
+      torsos.MLPTorso((7,)),
+      heads.ActorCriticHeads(2, policy="gaussian"),
+      None,
+      2,
+      (OBS,),
+      use_last_action=True,
     )
-  agent = agent_lib.Agent(torsos.MLPTorso((7,)), heads.ActorCriticHeads(A), cells.make("rtu", 4), A)
-  with pytest.raises(ValueError, match="call agent.init"):
-    agent.initial_carry(B)
+  mlp = torsos.MLPTorso((7,))
+  with pytest.raises(
+    ValueError, match=r"cell's input_size=None is not the core's input size 8.*input_size=8\)"
+  ):
+    agent_lib.Agent(mlp, heads.ActorCriticHeads(A), cells.make("rtu", 4), A, (OBS,))
+  with pytest.raises(ValueError, match=r"input_size=9 is not the core's input size 11 .* \+ last action 3\)"):
+    agent_lib.Agent(
+      mlp, heads.ActorCriticHeads(A), cells.make("rtu", 4, input_size=9), A, (OBS,), use_last_action=True
+    )
+  agent = agent_lib.Agent(mlp, heads.ActorCriticHeads(A), cells.make("rtu", 4, input_size=8), A, (OBS,))
+  with pytest.raises(
+    ValueError, match=r"shape \(5,\), but the agent was built for observations of shape \(4,\)"
+  ):
+    agent.init(jax.random.key(0), jnp.zeros(OBS + 1))
+
+
+def test_sizes_are_known_at_construction():
+  """The carry before any init: the cell is built for the core's input size F + 1 (+ A)."""
+  mlp = torsos.MLPTorso((7,))
+  d = agent_lib.core_input_size(mlp, (OBS,), A, True)
+  assert d == 7 + 1 + A
+  agent = agent_lib.Agent(
+    mlp, heads.ActorCriticHeads(A), cells.make("rtu", 5, input_size=d), A, (OBS,), use_last_action=True
+  )
+  assert (agent.feature_size, agent.core_input_size) == (7, d)
+  carry = agent.initial_carry(B)  # no agent.init before
+  params = agent.init(jax.random.key(0), jnp.zeros(OBS))
+  (_, values), _ = agent.step(
+    params, carry, jnp.zeros((B, OBS)), jnp.zeros(B), jnp.zeros(B, jnp.int32), jnp.ones(B, bool)
+  )
+  assert values.shape == (B,)

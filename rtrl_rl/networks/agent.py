@@ -12,6 +12,10 @@ How the torso ("stem") learns (Irie et al. 2024; Elelimy et al. 2024):
   "frozen"    no gradient reaches the torso (its parameters come from another run's checkpoint).
 The core learns by `core_mode` ("rtrl": exact, untruncated; "tbptt": truncated to the unroll).
 Parameters: `{"torso": ..., "core": ..., "heads": ...}`.
+
+Every size is known when the agent is built (from the observation shape and the torso's config, no
+tracing): F = `torso.output_size(observation_shape)`, D = `core_input_size(...)` = F + 1 (+ A); the cell
+is built for D (`cells.make(..., input_size=D)`), so `initial_carry` works before any `init`.
 """
 
 from __future__ import annotations
@@ -31,15 +35,24 @@ from rtrl_rl.networks.heads import ActorCriticHeads
 STEM_GRADS = ("unroll", "immediate", "frozen")
 
 
+def core_input_size(torso: nn.Module, observation_shape, num_actions: int, use_last_action: bool) -> int:
+  """D, the core's input size: the torso's features for one observation of `observation_shape`
+  (`torso.output_size`), the last reward, and the last action's one-hot when `use_last_action`."""
+  return torso.output_size(tuple(observation_shape)) + 1 + (num_actions if use_last_action else 0)
+
+
 @dataclasses.dataclass(eq=False)
 class Agent:
   """An actor-critic with a recurrent core (`cell=None`: feed-forward).
 
   Attributes:
-    torso: flax module mapping observations `[..., *obs]` to features `[..., F]`.
+    torso: flax module mapping observations `[..., *obs]` to features `[..., F]`, with a method
+      `output_size(observation_shape) -> F` (`rtrl_rl.networks.torsos`).
     heads: `ActorCriticHeads` producing (distribution, value).
-    cell: a cell from `rtrl_rl.cells.make`, or None for a feed-forward agent.
+    cell: a cell from `rtrl_rl.cells.make(..., input_size=core_input_size(...))`, or None for a
+      feed-forward agent.
     num_actions: discrete actions (for the last-action one-hot), or the action dimension.
+    observation_shape: one observation's shape (the env's observation space), no batch dimension.
     core_mode: "rtrl" | "tbptt" | "bptt" (see `cells.unroll`).
     stem_grad: "unroll" | "immediate" | "frozen".
     use_last_action: append onehot(a_{t-1}) to the core input (discrete actions only).
@@ -50,13 +63,14 @@ class Agent:
   heads: ActorCriticHeads
   cell: cells.Cell | None
   num_actions: int
+  observation_shape: tuple[int, ...]
   core_mode: str = "rtrl"
   stem_grad: str = "unroll"
   use_last_action: bool = False
   reward_clip: float = 1.0
-  _feature_size: int | None = dataclasses.field(default=None, init=False, repr=False)
 
   def __post_init__(self):
+    self.observation_shape = tuple(int(d) for d in self.observation_shape)
     if self.stem_grad not in STEM_GRADS:
       raise ValueError(f"stem_grad must be one of {STEM_GRADS}, got {self.stem_grad!r}")
     if self.cell is not None:
@@ -69,19 +83,40 @@ class Agent:
         )
     if self.use_last_action and self.heads.policy != "categorical":
       raise ValueError("use_last_action needs a categorical policy (a one-hot of the last action)")
+    if self.cell is not None and self.cell.input_size != self.core_input_size:
+      raise ValueError(
+        f"the cell's input_size={self.cell.input_size} is not the core's input size "
+        f"{self.core_input_size} (features {self.feature_size} + last reward 1"
+        f"{f' + last action {self.num_actions}' if self.use_last_action else ''}): build it with "
+        f"cells.make(..., input_size={self.core_input_size})"
+      )
 
-  # -- parameters and carry ----------------------------------------------------------------------
+  # -- sizes, parameters and carry ---------------------------------------------------------------
+  @property
+  def feature_size(self) -> int:
+    """F: the torso's features per observation."""
+    return self.torso.output_size(self.observation_shape)
+
   @property
   def core_input_size(self) -> int:
-    if self._feature_size is None:
-      raise ValueError("the agent's input sizes are unknown: call agent.init(key, observation) first")
-    return self._feature_size + 1 + (self.num_actions if self.use_last_action else 0)
+    """D: the core's input per step (features, the last reward, the last action's one-hot)."""
+    return core_input_size(self.torso, self.observation_shape, self.num_actions, self.use_last_action)
 
   def init(self, key: jax.Array, observation: jax.Array) -> dict[str, Any]:
-    """Parameters from one example observation `[*obs]` (no batch dimension)."""
+    """Parameters from one example observation `[*obs]` (no batch dimension) of `observation_shape`."""
+    if tuple(observation.shape) != self.observation_shape:
+      raise ValueError(
+        f"agent.init: the example observation has shape {tuple(observation.shape)}, but the agent "
+        f"was built for observations of shape {self.observation_shape} (the env's observation space)"
+      )
     k_torso, k_core, k_heads = jax.random.split(key, 3)
     torso = self.torso.init(k_torso, observation[None])
-    self._feature_size = jax.eval_shape(self.torso.apply, torso, observation[None]).shape[-1]
+    features = jax.eval_shape(self.torso.apply, torso, observation[None]).shape
+    if features != (1, self.feature_size):
+      raise ValueError(
+        f"the torso's output_size({self.observation_shape}) is {self.feature_size}, but it maps an "
+        f"observation to features of shape {features[1:]}"
+      )
     core = {}
     h = self.core_input_size
     if self.cell is not None:
@@ -94,7 +129,6 @@ class Agent:
     """The core's carry for `batch_size` envs (an empty Carry for a feed-forward agent)."""
     if self.cell is None:
       return cells.Carry({}, None)
-    self.core_input_size  # pylint: disable=pointless-statement  (raises before agent.init)
     return self.cell.initial_carry(batch_size, traces=self.core_mode == "rtrl")
 
   # -- forward -----------------------------------------------------------------------------------

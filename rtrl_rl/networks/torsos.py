@@ -11,6 +11,7 @@ agents; nothing here knows about time or recurrence.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence, Union
 
 import flax.linen as nn
@@ -69,6 +70,22 @@ class ImpalaResNetTorso(nn.Module):
   input_scale: float = 1.0 / 255.0
   dtype: jnp.dtype = jnp.float32
 
+  def output_size(self, observation_shape: Sequence[int]) -> int:
+    """Features per frame of ``observation_shape`` (``[H, W, C]``, or ``[C, H, W]`` if ``channels_first``):
+    ``hidden_size``, or with ``hidden_size=0`` the flattened conv features (each stage's stride-2 SAME
+    max-pool halves the height and width, rounding up)."""
+    if len(observation_shape) != 3:
+      raise ValueError(f'expected frames [H, W, C], got observation shape {tuple(observation_shape)}')
+    if self.hidden_size:
+      return self.hidden_size
+    if self.channels_first:
+      c, h, w = observation_shape
+    else:
+      h, w, c = observation_shape
+    for _ in self.channels:
+      h, w = -(-h // 2), -(-w // 2)
+    return h * w * (self.channels[-1] if self.channels else c)
+
   @nn.compact
   def __call__(self, frames):
     if frames.ndim < 3:
@@ -103,6 +120,12 @@ class MLPTorso(nn.Module):
   activation: Activation = 'tanh'
   activate_final: bool = True
   kernel_init: Callable = nn.linear.default_kernel_init
+
+  def output_size(self, observation_shape: Sequence[int]) -> int:
+    """Features per observation of ``observation_shape`` (``[D]``)."""
+    if len(observation_shape) != 1:
+      raise ValueError(f'MLPTorso: expected vector observations [D], got shape {tuple(observation_shape)}')
+    return self.hidden_sizes[-1] if self.hidden_sizes else math.prod(observation_shape)
 
   @nn.compact
   def __call__(self, x):

@@ -95,10 +95,6 @@ class Impala(registry.Algorithm):
     a = config.agent
     observation_space, action_space = spaces
     agent = impala_config.make_agent(a, observation_space, action_space)
-    # fixes the core's sizes (cells learn their input size in init): tracing, no computation
-    jax.eval_shape(
-      agent.init, jax.random.key(0), jax.ShapeDtypeStruct(observation_space.shape, observation_space.dtype)
-    )
 
     def collector(envs, seed):
       return acting.RolloutCollector(envs, agent, a.unroll_length, seed=seed)

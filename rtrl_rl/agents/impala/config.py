@@ -19,7 +19,7 @@ import numpy as np
 from rtrl_rl import cells
 from rtrl_rl.agents.registry import ConfigError
 from rtrl_rl.networks import ActorCriticHeads, ImpalaResNetTorso, MLPTorso
-from rtrl_rl.networks.agent import STEM_GRADS, Agent
+from rtrl_rl.networks.agent import STEM_GRADS, Agent, core_input_size
 
 TORSOS = ("impala_resnet", "mlp")
 CORE_MODES = ("rtrl", "tbptt")
@@ -176,6 +176,11 @@ class FlatMLPTorso(nn.Module):
   hidden_sizes: Sequence[int]
   activation: str = "tanh"
 
+  def output_size(self, observation_shape) -> int:
+    """Features per observation: the last layer's width."""
+    del observation_shape
+    return self.hidden_sizes[-1]
+
   @nn.compact
   def __call__(self, x):
     x = jnp.asarray(x)
@@ -186,7 +191,8 @@ class FlatMLPTorso(nn.Module):
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> Agent:
-  """The Agent (torso -> core -> heads) described by `config.network` for the env's spaces.
+  """The Agent (torso -> core -> heads) described by `config.network` for the env's spaces, every
+  size known (the cell built for the core's input size).
 
   Call `agent.init(key, example_obs)` (or `learning.init_learner`) to get parameters.
   """
@@ -216,12 +222,14 @@ def make_agent(config: ml_collections.ConfigDict, observation_space, action_spac
   )
   cell = None
   if n.cell is not None:
-    cell = cells.make(n.cell, n.hidden_size, **dict(n.cell_options))
+    d = core_input_size(torso, shape, num_actions, n.use_last_action)
+    cell = cells.make(n.cell, n.hidden_size, input_size=d, **dict(n.cell_options))
   return Agent(
     torso=torso,
     heads=heads,
     cell=cell,
     num_actions=num_actions,
+    observation_shape=shape,
     core_mode=n.core_mode if cell is not None else "rtrl",
     stem_grad=n.stem_grad,
     use_last_action=n.use_last_action,

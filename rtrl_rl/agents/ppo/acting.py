@@ -26,13 +26,13 @@ from rtrl_rl import cells
 from rtrl_rl.agents.actor_loop import Normalizer
 from rtrl_rl.envs.core import Space
 from rtrl_rl.networks import ActorCriticHeads, MLPTorso
-from rtrl_rl.networks.agent import Agent
+from rtrl_rl.networks.agent import Agent, core_input_size
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space: Space, action_space: Space) -> Agent:
   """Torso MLP -> core (`config.network.cell`, or None) -> actor/critic heads, from a validated
-  config. `network.mlp_activation` is the torso's and the heads' hidden layers' activation."""
-  del observation_space
+  config and the env's spaces, every size known (the cell built for the core's input size).
+  `network.mlp_activation` is the torso's and the heads' hidden layers' activation."""
   n = config.network
   policy = config.policy
   if policy == "auto":
@@ -45,12 +45,15 @@ def make_agent(config: ml_collections.ConfigDict, observation_space: Space, acti
     if action_space.kind != "box" or len(action_space.shape) != 1:
       raise ValueError(f"PPO config: policy='gaussian' needs a 1-D box action space, got {action_space}")
     num_actions = int(action_space.shape[0])
+  torso = MLPTorso(tuple(n.mlp_hidden_sizes), n.mlp_activation)
+  shape = tuple(observation_space.shape)
   cell = None
   if n.cell is not None:
     options = dict(n.cell_options) if n.cell_options else {}
     if n.cell not in ("rtu",):
       options = {k: v for k, v in options.items() if k not in ("nonlinear", "activation")}
-    cell = cells.make(n.cell, n.hidden_size, **options)
+    d = core_input_size(torso, shape, num_actions, n.use_last_action)
+    cell = cells.make(n.cell, n.hidden_size, input_size=d, **options)
   heads = ActorCriticHeads(
     num_actions,
     policy=policy,
@@ -58,12 +61,12 @@ def make_agent(config: ml_collections.ConfigDict, observation_space: Space, acti
     activation=n.mlp_activation,
     init_log_std=config.init_log_std,
   )
-  torso = MLPTorso(tuple(n.mlp_hidden_sizes), n.mlp_activation)
   return Agent(
     torso=torso,
     heads=heads,
     cell=cell,
     num_actions=num_actions,
+    observation_shape=shape,
     core_mode=n.core_mode,
     stem_grad=n.stem_grad,
     use_last_action=n.use_last_action,

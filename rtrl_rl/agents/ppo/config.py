@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from rtrl_rl import cells
@@ -182,9 +181,6 @@ def stored_carry_bytes(config: ml_collections.ConfigDict, observation_space, act
   if config.network.cell is None:
     return 0
   agent = acting.make_agent(config, observation_space, action_space)
-  jax.eval_shape(
-    agent.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct(observation_space.shape, jnp.float32)
-  )  # binds the sizes
   carry = jax.eval_shape(lambda: agent.initial_carry(1))
   per_env = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(carry))
   return per_env * config.rollout_length * config.num_envs

@@ -129,8 +129,6 @@ def init_learner(
     params = agent.init(k_params, jnp.asarray(observation))
     if config.network.stem_grad == "frozen":
       params = with_stem(params, config.network.stem_checkpoint, "PPO config: network.stem_checkpoint")
-  else:
-    agent.init(k_params, jnp.asarray(observation))  # binds the input sizes
   opt_state = make_optimizer(config).init(params)
   return LearnerState(params, opt_state, jnp.zeros((), jnp.int32), k_learn)
 
