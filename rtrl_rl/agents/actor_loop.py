@@ -25,6 +25,7 @@ import numpy as np
 
 from rtrl_rl import cells
 from rtrl_rl.envs._jax import batched
+from rtrl_rl.envs.core import episode_step
 from rtrl_rl.networks.agent import Agent
 
 
@@ -178,15 +179,17 @@ def decide(agent: Agent, normalizer, params, a: ActorState, axis_name=None) -> D
 
 
 def record(normalizer, a: ActorState, d: Decision, ts, env_state, axis_name=None):
-  """The env half: fold the env's TimeStep `ts` into the actor state; one stored transition."""
+  """The env half: fold the env's TimeStep `ts` into the actor state; one stored transition; the
+  episode statistics (`envs.core.episode_step`, as the actor processes count them)."""
   valid = ~(a.terminated | a.truncated)
   ended = ts.terminated | ts.truncated
   if normalizer is None:
     norm, reward_n = d.norm, ts.reward.astype(jnp.float32)
   else:
     norm, reward_n = normalizer.reward(d.norm, ts.reward, ended, valid, axis_name)
-  ep_ret = a.episode_return + ts.reward
-  ep_len = a.episode_length + valid.astype(jnp.int32)
+  (ep_ret, ep_len), (next_ret, next_len) = episode_step(
+    a.episode_return, a.episode_length, ts.reward, ended, valid, xp=jnp
+  )
   stats = dict(ended=ended, ret=jnp.where(ended, ep_ret, 0.0), len=jnp.where(ended, ep_len, 0))
   transition = dict(
     obs=d.obs,
@@ -212,8 +215,8 @@ def record(normalizer, a: ActorState, d: Decision, ts, env_state, axis_name=None
     d.out.carry,
     d.out.action,
     norm,
-    jnp.where(ended, 0.0, ep_ret),
-    jnp.where(ended, 0, ep_len),
+    next_ret,
+    next_len,
     d.key,
   )
   return new, transition, stats

@@ -59,6 +59,31 @@ class TimeStep(NamedTuple):
   info: Any = None
 
 
+def episode_step(ret, length, reward, ended, valid, xp=np):
+  """One step of each env's running episode return and length: `((ret, length), (ret', length'))`.
+
+  `ret`, `length` [B]: the episode so far, before this step; `reward` [B]: this step's; `ended` [B]:
+  this step's ``terminated | truncated``; `valid` [B]: this step is an action of the episode, i.e.
+  the previous step ended none (``~(terminated | truncated)`` of the previous step; True on the
+  first step after ``reset()``). Returns the totals with this step counted (each env's finished
+  episode where `ended`) and the state for the next step (zeros where `ended`). Length counts the
+  episode's actions: an episode of observations o_0 .. o_k has length k.
+
+  `xp` is the array module, numpy (the actor processes: jax.numpy ops on host arrays would dispatch
+  to XLA one by one) or jax.numpy (inside the jitted acting step); dtypes follow `ret` and `length`.
+
+  Relies on the next-step autoreset above: the step after an episode's end is the next episode's
+  reset step, with reward 0 and ``first`` True, and ``first`` is True after no other step. Under
+  it, zeroing the state at an end and counting `valid` steps equals zeroing it at ``first`` and
+  counting every step. An env that broke the contract would see the two differ: a reward on the
+  reset step is counted into the new episode here (the ``first`` way drops it), and a ``first``
+  with no end before it does not cut the episode here.
+  """
+  ret = ret + reward
+  length = length + valid.astype(length.dtype)
+  return (ret, length), (xp.where(ended, 0.0, ret), xp.where(ended, 0, length))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Space:
   """Per-env description of an observation or action space (no batch dim).

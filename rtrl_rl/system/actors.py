@@ -36,6 +36,7 @@ import numpy as np
 
 from rtrl_rl import envs
 from rtrl_rl.agents import registry
+from rtrl_rl.envs.core import episode_step
 from rtrl_rl.system.queue import ArraySpec, QueueClosed
 
 ACTOR_DEVICES = ("cpu", "gpu")
@@ -136,24 +137,27 @@ def record_spec(config, parts) -> ActorRecord:
 
 
 class EpisodeTracker:
-  """Running return and length per env across rollouts (next-step autoreset contract)."""
+  """Running return and length per env across rollouts, by `envs.core.episode_step` (numpy), the
+  function the jitted acting step uses."""
 
   def __init__(self, num_envs: int):
     self.ret = np.zeros(num_envs, np.float64)
     self.length = np.zeros(num_envs, np.int64)
 
   def update(self, rollout) -> tuple[np.ndarray, np.ndarray]:
-    """Returns `(episode_return [M, B], episode_length [M, B])` for episodes ending at obs[1..M]."""
+    """Returns `(episode_return [M, B], episode_length [M, B])` for episodes ending at obs[1..M]
+    (NaN and 0 elsewhere); rollouts of the same envs in order, overlapping by one step."""
     m = rollout.action.shape[0]
     out_ret = np.full((m, self.ret.shape[0]), np.nan, np.float32)
     out_len = np.zeros((m, self.ret.shape[0]), np.int32)
     for t in range(1, m + 1):
-      first = rollout.first[t]
-      self.ret = np.where(first, 0.0, self.ret + rollout.reward[t])
-      self.length = np.where(first, 0, self.length + 1)
+      valid = ~(rollout.terminated[t - 1] | rollout.truncated[t - 1])
       ended = rollout.terminated[t] | rollout.truncated[t]
-      out_ret[t - 1] = np.where(ended, self.ret, np.nan)
-      out_len[t - 1] = np.where(ended, self.length, 0)
+      (ret, length), (self.ret, self.length) = episode_step(
+        self.ret, self.length, rollout.reward[t], ended, valid, xp=np
+      )
+      out_ret[t - 1] = np.where(ended, ret, np.nan)
+      out_len[t - 1] = np.where(ended, length, 0)
     return out_ret, out_len
 
 
