@@ -335,6 +335,38 @@ def test_ppo_golden_random_with_normalisation():
   np.testing.assert_allclose(loss, pg + 0.5 * vl - 0.01 * ent, rtol=1e-4, atol=1e-6)
 
 
+def test_ppo_loss_split_over_an_axis_sums_to_the_whole_minibatch_loss_and_gradient():
+  """Data-parallel PPO (`axis_name`): 4 shards of a masked minibatch, as a named vmap; the shards'
+  losses, metrics and gradients sum to those of the whole minibatch (the means are global)."""
+  rng = np.random.default_rng(7)
+  S, N, A = 4, 6, 3
+  logits = jnp.asarray(rng.normal(size=(S, N, A)), jnp.float32)
+  actions = jnp.asarray(rng.integers(0, A, (S, N)), jnp.int32)
+  old_lp, values, old_values, targets = (jnp.asarray(rng.normal(size=(S, N)), jnp.float32) for _ in range(4))
+  adv = jnp.asarray(rng.normal(loc=1.0, scale=2.0, size=(S, N)), jnp.float32)
+  mask = jnp.asarray(rng.random((S, N)) < 0.7, jnp.float32).at[0].set(0.0)  # a shard with nothing
+
+  def loss(logits, values, axis_name=None, **data):
+    return ppo_loss(Categorical(logits), values=values, ent_coef=0.01, axis_name=axis_name, **data)
+
+  data = dict(
+    actions=actions, old_log_probs=old_lp, advantages=adv, old_values=old_values, value_targets=targets
+  )
+  whole = lambda lg, v: loss(
+    lg.reshape(S * N, A), v.reshape(-1), mask=mask.reshape(-1), **{k: x.reshape(-1) for k, x in data.items()}
+  )
+  shards = jax.vmap(lambda lg, v, m, d: loss(lg, v, "shards", mask=m, **d), axis_name="shards")
+  (l_whole, m_whole), (l_shards, m_shards) = whole(logits, values), shards(logits, values, mask, data)
+  np.testing.assert_allclose(jnp.sum(l_shards), l_whole, rtol=1e-5)
+  for k in m_whole:
+    np.testing.assert_allclose(jnp.sum(m_shards[k]), m_whole[k], rtol=1e-5, atol=1e-7, err_msg=k)
+  g_whole = jax.grad(lambda lg, v: whole(lg, v)[0], (0, 1))(logits, values)
+  g_shards = jax.grad(lambda lg, v: jnp.sum(shards(lg, v, mask, data)[0]), (0, 1))(logits, values)
+  for a, b in zip(g_shards, g_whole):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert float(jnp.abs(g_shards[0][0]).max()) == 0.0  # the empty shard's samples do not count
+
+
 def test_ppo_gaussian_policy_runs_under_jit():
   rng = np.random.default_rng(6)
   N, D = 8, 2

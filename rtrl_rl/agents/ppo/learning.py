@@ -259,10 +259,12 @@ def global_minibatch_indices(
   return jnp.concatenate(rows, axis=1)
 
 
-def make_loss(agent: Agent, config: ml_collections.ConfigDict):
+def make_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name: str | None = None):
   """`loss(params, sample) -> (loss, metrics)` for a minibatch; `sample` is a dict with the PPOBatch
   fields plus "advantage" and "target": single steps (leaves `[mb, ...]`) when `sequence_length` is
-  1, else sequences, time-major (leaves `[L, mb / L, ...]`, carry `[mb / L, ...]`: before step 0)."""
+  1, else sequences, time-major (leaves `[L, mb / L, ...]`, carry `[mb / L, ...]`: before step 0).
+  `axis_name`: inside `shard_map` over it, the loss of THIS device's part of a global minibatch
+  (`rtrl_rl.losses.ppo_loss`'s shares: their sum over the axis is the global minibatch's loss)."""
   forward = _forward(agent, config.sequence_length)
 
   def loss_fn(params, s):
@@ -281,56 +283,8 @@ def make_loss(agent: Agent, config: ml_collections.ConfigDict):
       vf_coef=config.value_cost,
       ent_coef=config.entropy_cost,
       normalize_advantage=config.normalize_advantage,
+      axis_name=axis_name,
     )
-
-  return loss_fn
-
-
-def make_sharded_loss(agent: Agent, config: ml_collections.ConfigDict, axis_name: str):
-  """`loss(params, sample) -> (loss, metrics)` for THIS device's part of a global minibatch, inside
-  `shard_map` over `axis_name`: `rtrl_rl.losses.ppo_loss` with every masked mean taken over the
-  global minibatch, written as this shard's share `sum_local(x * mask) / global_count`; the sum over
-  the axis of the losses (and of their gradients, and of the metrics) is the global minibatch's.
-  Samples as in `make_loss`."""
-  forward = _forward(agent, config.sequence_length)
-
-  def loss_fn(params, s):
-    dist, value = forward(params, s)
-    dtype = value.dtype
-    mask = s["mask"].astype(dtype)
-    adv = jax.lax.stop_gradient(s["advantage"])
-    target = jax.lax.stop_gradient(s["target"])
-    old_log_prob = jax.lax.stop_gradient(s["log_prob"])
-    old_value = jax.lax.stop_gradient(s["value"])
-    count_sum = jax.lax.psum(jnp.stack([jnp.sum(mask), jnp.sum(adv * mask)]), axis_name)
-    count = jnp.maximum(count_sum[0], 1)
-    share = lambda x: jnp.sum(x * mask) / count  # this shard's part of the global masked mean
-    if config.normalize_advantage:
-      mean = count_sum[1] / count
-      std = jnp.sqrt(jax.lax.psum(share(jnp.square(adv - mean)), axis_name))
-      adv = (adv - mean) / (std + 1e-8)
-    log_prob = dist.log_prob(s["action"])
-    log_ratio = log_prob - old_log_prob
-    ratio = jnp.exp(log_ratio)
-    eps = config.clip_eps
-    pg_loss = share(jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 1.0 - eps, 1.0 + eps)))
-    value_sq = jnp.square(value - target)
-    if config.value_clip_eps is not None:
-      v_clipped = old_value + jnp.clip(value - old_value, -config.value_clip_eps, config.value_clip_eps)
-      value_sq = jnp.maximum(value_sq, jnp.square(v_clipped - target))
-    value_loss = 0.5 * share(value_sq)
-    entropy = share(dist.entropy())
-    loss = pg_loss + config.value_cost * value_loss - config.entropy_cost * entropy
-    metrics = {
-      "loss": loss,
-      "pg_loss": pg_loss,
-      "value_loss": value_loss,
-      "entropy": entropy,
-      "approx_kl": share((ratio - 1.0) - log_ratio),
-      "clip_frac": share((jnp.abs(ratio - 1.0) > eps).astype(dtype)),
-      "ratio_mean": share(ratio),
-    }
-    return loss, metrics
 
   return loss_fn
 
@@ -340,7 +294,7 @@ def _make_update(agent: Agent, config: ml_collections.ConfigDict, num_shards: in
   `num_shards`), else the per-device body of the data-parallel update (`num_shards` = axis size)."""
   optimizer = make_optimizer(config)
   sharded = axis_name is not None
-  loss_fn = make_sharded_loss(agent, config, axis_name) if sharded else make_loss(agent, config)
+  loss_fn = make_loss(agent, config, axis_name if sharded else None)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   num_mb, mb_size, seq_len = config.num_minibatches, config.minibatch_size, config.sequence_length
   mb_seqs = mb_size // seq_len  # samples (sequences) per minibatch
