@@ -64,7 +64,7 @@ def finals_by_core(by_group: dict[str, Final], setting: Setting) -> dict[tuple[s
 
 
 def _figure(table: dict[tuple[str, str, str], Final], title: str, path: str) -> None:
-  """Final return per core (bars with 95% intervals), one panel per environment."""
+  """Final return per core (mean and 95% interval), one panel per environment."""
   import matplotlib  # noqa: PLC0415 - optional dependency
 
   matplotlib.use("Agg")
@@ -75,17 +75,10 @@ def _figure(table: dict[tuple[str, str, str], Final], title: str, path: str) -> 
   for ax, env in zip(axes[0], envs):
     keys = [k for k in table if k[0] == env]
     labels = [LABELS.get(c, c) + (" (fresh)" if g == "fresh" else "") for _, c, g in keys]
-    fs = [table[k] for k in keys]
-    ax.bar(
-      range(len(keys)),
-      [f.mean for f in fs],
-      yerr=[(f.hi - f.lo) / 2 if math.isfinite(f.hi - f.lo) else 0 for f in fs],
-      capsize=4,
-      color=[
-        "C3" if c == "rtu_nonlinear" else "C0" if c in RTUS else "gray" if c == "ff" else "C2"
-        for _, c, _ in keys
-      ],
-    )
+    for i, ((_, c, _), f) in enumerate((k, table[k]) for k in keys):
+      half = (f.hi - f.lo) / 2 if math.isfinite(f.hi - f.lo) else 0.0
+      color = "C3" if c == "rtu_nonlinear" else "C0" if c in RTUS else "gray" if c == "ff" else "C2"
+      ax.errorbar([i], [f.mean], yerr=[half], fmt="o", color=color, capsize=5, markersize=7)
     ax.set_xticks(range(len(keys)), labels, rotation=25, ha="right", fontsize=8)
     ax.set_title(env)
     ax.set_ylabel("final return (mean, 95% CI)")
