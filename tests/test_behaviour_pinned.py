@@ -77,26 +77,42 @@ def _final_params(run_dir: str) -> list[np.ndarray]:
   return [np.asarray(v) for path, v in leaves.items() if ".params[" in path or path.endswith(".params")]
 
 
+def _start(run_dir: str, flags: list, log: str) -> subprocess.Popen:
+  with open(log, "w") as out:
+    return subprocess.Popen(
+      [sys.executable, "-m", "rtrl_rl.train", f"--run_dir={run_dir}", *flags, "--config.system.plot=False"],
+      cwd=ROOT,
+      stdout=out,
+      stderr=subprocess.STDOUT,
+      env=device_env(1),
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """The four runs, started together (each compiles on one core; what they compute does not depend
+  on it): {name: (run dir, process, its output file)}."""
+  root = tmp_path_factory.mktemp("pinned")
+  procs = {}
+  for name, flags in RUNS.items():
+    run_dir, log = str(root / name), str(root / f"{name}.log")
+    procs[name] = (run_dir, _start(run_dir, flags, log), log)
+  yield procs
+  for _, proc, _ in procs.values():
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_a_run_ends_with_the_recorded_parameters(tmp_path, name):
-  run_dir = str(tmp_path / "run")
-  out = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "rtrl_rl.train",
-      f"--run_dir={run_dir}",
-      *RUNS[name],
-      "--config.system.plot=False",
-    ],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
-    check=False,
-    env=device_env(1),
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
+def test_a_run_ends_with_the_recorded_parameters(runs, name):
+  run_dir, proc, log = runs[name]
+  try:
+    proc.wait(timeout=600)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == 0, open(log).read()[-3000:]
   summary = json.loads(open(os.path.join(run_dir, "summary.json")).read())
   params = _final_params(run_dir)
   assert params and all(np.all(np.isfinite(p)) for p in params)

@@ -65,34 +65,39 @@ def _assert_tree_close(got, want, rtol=1e-7, atol=1e-12):
 def test_rtrl_gradient_equals_bptt_through_the_whole_history(case, shape):
   t1, t2, b = shape
   cell, params, xs, resets, w = _problem(case, t1, t2, b)
-  want = jax.grad(lambda p: _bptt_loss(cell, p, xs, resets, w, t1)[0])(params)
-  carry = _first_unroll(cell, params, xs, resets, t1)
 
-  # Learner path: backprop within the unroll + (dL/ds_0) . T_0.
-  for outgoing in (False, True):
+  @jax.jit  # one program per case (eagerly, every operation of the scans' gradients compiles alone)
+  def gradients(params):
+    want = jax.grad(lambda p: _bptt_loss(cell, p, xs, resets, w, t1)[0])(params)
+    carry = _first_unroll(cell, params, xs, resets, t1)
 
-    def rtrl_loss(p, outgoing=outgoing):
+    # Learner path: backprop within the unroll + (dL/ds_0) . T_0.
+    def rtrl_loss(p, outgoing):
       ys, _ = cells.unroll(cell, p, carry, xs[t1:], resets[t1:], mode="rtrl", outgoing_traces=outgoing)
       return _loss(ys, w)
 
-    _assert_tree_close(jax.grad(rtrl_loss)(params), want)
+    learner = [jax.grad(lambda p, o=outgoing: rtrl_loss(p, o))(params) for outgoing in (False, True)]
 
-  # Actor / online path: one step at a time, gradient e_t . T_t.
-  def step_loss(p):
-    def body(c, inp):
-      x, r, wt = inp
-      y, c = cells.step(cell, p, c, x, r, mode="rtrl")
-      return c, _loss(y, wt)
+    # Actor / online path: one step at a time, gradient e_t . T_t.
+    def step_loss(p):
+      def body(c, inp):
+        x, r, wt = inp
+        y, c = cells.step(cell, p, c, x, r, mode="rtrl")
+        return c, _loss(y, wt)
 
-    return jax.lax.scan(body, carry, (xs[t1:], resets[t1:], w))[1].sum()
+      return jax.lax.scan(body, carry, (xs[t1:], resets[t1:], w))[1].sum()
 
-  _assert_tree_close(jax.grad(step_loss)(params), want)
-
-  # The first unroll matters: a test that would fail if the carried-in term were dropped.
-  if not bool(resets[t1 : t1 + 1].all()):
     truncated = jax.grad(
       lambda p: _loss(cells.unroll(cell, p, carry, xs[t1:], resets[t1:], mode="tbptt")[0], w)
     )(params)
+    return want, [*learner, jax.grad(step_loss)(params)], truncated
+
+  want, got, truncated = gradients(params)
+  for g in got:
+    _assert_tree_close(g, want)
+
+  # The first unroll matters: a test that would fail if the carried-in term were dropped.
+  if not bool(resets[t1 : t1 + 1].all()):
     diff = max(float(jnp.max(jnp.abs(truncated[k] - want[k]))) for k in cell.traced_params)
     assert diff > 1e-6
 
@@ -102,19 +107,23 @@ def test_outgoing_carry_is_the_full_history_jacobian(case):
   """The traces carried out of an unroll (and out of step-by-step acting) are d s_T / d params."""
   t1, t2, b = 4, 3, 2
   cell, params, xs, resets, w = _problem(case, t1, t2, b)
-  carry = _first_unroll(cell, params, xs, resets, t1)
-  _, unrolled = cells.unroll(cell, params, carry, xs[t1:], resets[t1:], mode="rtrl")
-
-  def body(c, inp):
-    return cells.step(cell, params, c, *inp, mode="rtrl")[1], None
-
-  stepped = jax.lax.scan(body, carry, (xs[t1:], resets[t1:]))[0]
-  _assert_tree_close(unrolled, stepped, rtol=1e-10)
-
   # d s_T / d p by forward-mode differentiation of the BPTT reference, one parameter at a time.
   state_fn = lambda p: _bptt_loss(cell, p, xs, resets, w, t1)[1].state
-  jac = jax.jacfwd(state_fn)(params)  # {state_leaf: {param: [B, *state, *param]}}
-  _assert_tree_close(unrolled.state, state_fn(params), rtol=1e-10)
+
+  @jax.jit  # one program (eagerly, every operation compiles alone)
+  def carries(params):
+    carry = _first_unroll(cell, params, xs, resets, t1)
+    _, unrolled = cells.unroll(cell, params, carry, xs[t1:], resets[t1:], mode="rtrl")
+
+    def body(c, inp):
+      return cells.step(cell, params, c, *inp, mode="rtrl")[1], None
+
+    stepped = jax.lax.scan(body, carry, (xs[t1:], resets[t1:]))[0]
+    return unrolled, stepped, state_fn(params), jax.jacfwd(state_fn)(params)
+
+  unrolled, stepped, bptt_state, jac = carries(params)  # jac: {state_leaf: {param: [B, *state, *param]}}
+  _assert_tree_close(unrolled, stepped, rtol=1e-10)
+  _assert_tree_close(unrolled.state, bptt_state, rtol=1e-10)
   for s_name in unrolled.state:
     for p_name in cell.traced_params:
       full = jac[s_name][p_name]  # [B, N, *param.shape]: diagonal in the unit index
@@ -155,43 +164,57 @@ def _trace(cell, params, traces, p_name, s_name):
 def test_input_gradients(case, shape):
   t1, t2, b = shape
   cell, params, xs, resets, w = _problem(case, t1, t2, b)
-  carry = _first_unroll(cell, params, xs, resets, t1)
-  x2, r2 = xs[t1:], resets[t1:]
 
-  # "unroll": backprop through the recurrence within the unroll == BPTT's gradient w.r.t. x2.
-  def bptt_x(x2):
-    return _bptt_loss(cell, params, jnp.concatenate([xs[:t1], x2]), resets, w, t1)[0]
+  @jax.jit  # one program (eagerly, every operation compiles alone)
+  def gradients(params, xs):
+    carry = _first_unroll(cell, params, xs, resets, t1)
+    x2, r2 = xs[t1:], resets[t1:]
 
-  def rtrl_x(x2, input_grad):
-    return _loss(cells.unroll(cell, params, carry, x2, r2, mode="rtrl", input_grad=input_grad)[0], w)
+    # "unroll": backprop through the recurrence within the unroll == BPTT's gradient w.r.t. x2.
+    def bptt_x(x2):
+      return _bptt_loss(cell, params, jnp.concatenate([xs[:t1], x2]), resets, w, t1)[0]
 
-  np.testing.assert_allclose(jax.grad(rtrl_x)(x2, "unroll"), jax.grad(bptt_x)(x2), rtol=1e-7, atol=1e-12)
+    def rtrl_x(x2, input_grad):
+      return _loss(cells.unroll(cell, params, carry, x2, r2, mode="rtrl", input_grad=input_grad)[0], w)
 
-  # "immediate": e_t . ds_t/dx_t with s_{t-1} held fixed; computed independently step by step.
-  states = [carry.state]
-  for t in range(t2):
-    _, c = cells.unroll(
-      cell, params, cells.Carry(states[-1], None), x2[t : t + 1], r2[t : t + 1], mode="tbptt"
+    # "immediate": e_t . ds_t/dx_t with s_{t-1} held fixed; computed independently step by step.
+    states = [carry.state]
+    for t in range(t2):
+      _, c = cells.unroll(
+        cell, params, cells.Carry(states[-1], None), x2[t : t + 1], r2[t : t + 1], mode="tbptt"
+      )
+      states.append(c.state)
+
+    def one_step(x, s_prev, reset, wt):
+      return _loss(
+        cells.unroll(cell, params, cells.Carry(s_prev, None), x[None], reset[None], mode="tbptt")[0], wt[None]
+      )
+
+    # The step path's input gradient, and the parameter gradient under either input-gradient choice.
+    step_x = jax.grad(lambda x: _loss(cells.step(cell, params, carry, x, r2[0])[0], w[0]))(x2[0])
+    g_u, g_i = (
+      jax.grad(lambda p, g=g: _loss(cells.unroll(cell, p, carry, x2, r2, input_grad=g)[0], w))(params)
+      for g in ("unroll", "immediate")
     )
-    states.append(c.state)
-
-  def one_step(x, s_prev, reset, wt):
-    return _loss(
-      cells.unroll(cell, params, cells.Carry(s_prev, None), x[None], reset[None], mode="tbptt")[0], wt[None]
+    return dict(
+      unroll=jax.grad(rtrl_x)(x2, "unroll"),
+      bptt=jax.grad(bptt_x)(x2),
+      immediate=jax.grad(rtrl_x)(x2, "immediate"),
+      want=jnp.stack([jax.grad(one_step)(x2[t], states[t], r2[t], w[t]) for t in range(t2)]),
+      step=step_x,
+      params_unroll=g_u,
+      params_immediate=g_i,
     )
 
-  want = jnp.stack([jax.grad(one_step)(x2[t], states[t], r2[t], w[t]) for t in range(t2)])
-  got = jax.grad(rtrl_x)(x2, "immediate")
-  np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
+  g = gradients(params, xs)
+  np.testing.assert_allclose(g["unroll"], g["bptt"], rtol=1e-7, atol=1e-12)
+  np.testing.assert_allclose(g["immediate"], g["want"], rtol=1e-7, atol=1e-12)
   # The step path's input gradient is the immediate one too.
-  step_x = jax.grad(lambda x: _loss(cells.step(cell, params, carry, x, r2[0])[0], w[0]))(x2[0])
-  np.testing.assert_allclose(step_x, want[0], rtol=1e-7, atol=1e-12)
+  np.testing.assert_allclose(g["step"], g["want"][0], rtol=1e-7, atol=1e-12)
   # The parameter gradient does not depend on the input-gradient choice.
-  g_u = jax.grad(lambda p: _loss(cells.unroll(cell, p, carry, x2, r2, input_grad="unroll")[0], w))(params)
-  g_i = jax.grad(lambda p: _loss(cells.unroll(cell, p, carry, x2, r2, input_grad="immediate")[0], w))(params)
-  _assert_tree_close(g_i, g_u)
+  _assert_tree_close(g["params_immediate"], g["params_unroll"])
   if t2 > 1:
-    assert float(jnp.max(jnp.abs(got - jax.grad(bptt_x)(x2)))) > 1e-6
+    assert float(jnp.max(jnp.abs(g["immediate"] - g["bptt"]))) > 1e-6
 
 
 # relu's kink makes central differences unreliable; rtu-linear-tanh runs the same trace code.
@@ -206,7 +229,9 @@ def test_finite_differences(case):
     ys, _ = cells.unroll(cell, p, carry, xs[t1:], resets[t1:], mode="rtrl", outgoing_traces=False)
     return _loss(ys, w)
 
-  grads = jax.grad(full_loss)(params)
+  # One program each (eagerly, every operation compiles alone), evaluated at every shift.
+  grads = jax.jit(jax.grad(full_loss))(params)
+  full_loss = jax.jit(full_loss)
   rng = np.random.default_rng(0)
   eps = 1e-6
   for name, value in params.items():

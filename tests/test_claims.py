@@ -30,15 +30,16 @@ BOUND = 0.5  # 1/K with K = 2 cues
 CHUNK = 200  # iterations per measurement (200 x 128 agent steps)
 
 
-def _returns(mode, stop_at=None):
-  """Mean episode return per CHUNK iterations over the config's budget (stops at `stop_at`)."""
+def _returns(mode, stop_at=None, max_chunks=None):
+  """Mean episode return per CHUNK iterations over the config's budget (stops at `stop_at`, or after
+  `max_chunks` chunks)."""
   c = load_config("claims_irie_m.py", f"core=elstm,mode={mode},M=4,delay=8,cues=2,seed=0")
   fenv = envs.make_functional(c.env.id, **c.env.options.to_dict())
   runner = anakin.make("impala", fenv, c.agent)
   state = runner.init(jax.random.PRNGKey(c.seed))
   iterations = c.agent.total_env_steps // (c.agent.unroll_length * c.agent.batch_size)
   returns = []
-  for _ in range(iterations // CHUNK):
+  for _ in range(min(iterations // CHUNK, max_chunks or iterations)):
     state, metrics = runner.run(state, CHUNK)
     returns.append(float(np.nanmean(metrics["mean_episode_return"])))
     if stop_at is not None and returns[-1] >= stop_at:
@@ -48,7 +49,9 @@ def _returns(mode, stop_at=None):
 
 def test_rtrl_learns_cue_memory_with_m_below_the_span_and_tbptt_stays_at_the_bound():
   rtrl = _returns("rtrl", stop_at=BOUND + 0.2)
-  tbptt = _returns("tbptt")
+  # T-BPTT for as many updates as RTRL needed to learn (13 of the budget's 23 chunks, measured
+  # 2026-12-07), not the whole budget: at a fixed budget, the claim's comparison (the config's doc).
+  tbptt = _returns("tbptt", max_chunks=len(rtrl))
   print(f"\nRTRL per {CHUNK} iterations: {np.round(rtrl, 3).tolist()}\nT-BPTT: {np.round(tbptt, 3).tolist()}")
   assert rtrl[-1] >= BOUND + 0.2
   assert max(tbptt[len(tbptt) // 2 :]) <= BOUND + 0.1

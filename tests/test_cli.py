@@ -3,6 +3,7 @@ envs) ends with one `error:` message naming the problem and the fix and exit cod
 traceback (the checks run before any training or evaluation); `--verbose` shows the traceback, and a
 genuine bug keeps it."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -14,10 +15,9 @@ from rtrl_rl import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def tmp(tmp_path_factory):
+def _make_tmp(d):
   """A file, an empty directory, a run directory without checkpoints, and user files that raise."""
-  d = tmp_path_factory.mktemp("cli")
+  d.mkdir()
   (d / "afile").write_text("not a directory\n")
   (d / "empty").mkdir()
   (d / "run").mkdir()
@@ -185,15 +185,32 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
 ]
 
 
-@pytest.mark.parametrize(
-  "module,args,words", CASES, ids=[f"{m.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES]
-)
-def test_user_mistake_is_one_message(tmp, module, args, words):
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory):
+  """Every case's command, run in its own copy of the directory `_make_tmp` makes, a few at a time (each
+  is a Python start-up on one core): {case index: (the directory, its tree before, the result, its tree
+  after)}."""
   env = dict(os.environ, PATH="/nonexistent")  # no sbatch / srun, whatever the host has
-  before = _tree(tmp)
-  out = run_cli(module, *(a.format(tmp=tmp) for a in args), env=env)
-  _assert_message(out, *(w.format(tmp=tmp) for w in words))
-  assert _tree(tmp) == before  # a refused command creates nothing
+  root = tmp_path_factory.mktemp("cli")
+
+  def run(i):
+    module, args, _ = CASES[i]
+    tmp = _make_tmp(root / str(i))
+    before = _tree(tmp)
+    out = run_cli(module, *(a.format(tmp=tmp) for a in args), env=env)
+    return tmp, before, out, _tree(tmp)
+
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2)) as pool:
+    return dict(enumerate(pool.map(run, range(len(CASES)))))
+
+
+@pytest.mark.parametrize(
+  "case", range(len(CASES)), ids=[f"{m.split('.')[-1]}:{' '.join(a)}" for m, a, _ in CASES]
+)
+def test_user_mistake_is_one_message(mistakes, case):
+  tmp, before, out, after = mistakes[case]
+  _assert_message(out, *(w.format(tmp=tmp) for w in CASES[case][2]))
+  assert after == before  # a refused command creates nothing
 
 
 def _tree(path):

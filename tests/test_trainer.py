@@ -78,14 +78,31 @@ def _checkpoint_steps(run_dir):
   return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
-def test_end_to_end_learns_and_exits_cleanly(tmp_path):
+def _alive(pids):
+  return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_end_to_end_learns_restarts_a_killed_actor_and_resumes_then_sigterm_stops_gracefully(tmp_path):
+  """One run (one trainer start fewer than a test each): a SIGKILLed actor is restarted and the run
+  goes on, learns and exits cleanly at its budget. Restarted on its directory with a larger budget,
+  the run resumes with its counters continuing; then SIGTERM to the whole process group (as SLURM's
+  preemption sends it to every process of the job): the actors ignore it and the trainer stops
+  them in order, with no restart, and writes its final checkpoint."""
   run_dir = str(tmp_path / "run")
   proc = _train(run_dir, "--config.agent.total_env_steps=400000", "--config.agent.learning_rate=2e-3")
-  _wait_for_updates(run_dir, 1, proc)
+  rows = _wait_for_updates(run_dir, 3, proc)
+  victim = _actor_pids(proc)[0]
+  os.kill(victim, signal.SIGKILL)  # an actor dies: it is restarted
+  deadline = time.time() + 120
+  while len(actors := _actor_pids(proc)) != 2 or victim in actors:
+    assert time.time() < deadline and proc.poll() is None, "the killed actor was not restarted"
+    time.sleep(0.2)
+  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)  # the restarted actor feeds the learner
   actors = _actor_pids(proc)
-  assert len(actors) == 2
+  assert len(actors) == 2 and victim not in actors
   out, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, out
+  assert out.count("restarting") == 1, out[-3000:]  # the SIGKILL's
   summary = _summary(out)
   assert summary["frames"] >= 400000 and not summary["stopped_early"]
   rows = [r for r in read_metrics(run_dir) if r["episodes"] > 0]
@@ -97,43 +114,24 @@ def test_end_to_end_learns_and_exits_cleanly(tmp_path):
   assert "| frames" in out and "steps/s" in out and "updates/s" in out  # the progress line
   assert not _alive(actors)
 
-
-def _alive(pids):
-  return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-
-
-def test_killed_actor_is_restarted_then_sigterm_stops_gracefully_and_the_run_resumes(tmp_path):
-  """A SIGKILLed actor is restarted; then SIGTERM to the whole process group (as SLURM's preemption
-  sends it to every process of the job): the actors ignore it and the trainer stops them in order,
-  with no further restart, and writes its final checkpoint; the run resumes."""
-  run_dir = str(tmp_path / "run")
-  proc = _train(run_dir, "--config.agent.total_env_steps=100000000", start_new_session=True)
-  rows = _wait_for_updates(run_dir, 3, proc)
-  victim = _actor_pids(proc)[0]
-  os.kill(victim, signal.SIGKILL)  # an actor dies: it is restarted
-  _wait_for_updates(run_dir, rows[-1]["updates"] + 30, proc)  # and the run goes on
+  # restarting on the same directory resumes with the counters continuing; SIGTERM stops it
+  proc = _train(
+    run_dir, "--config.agent.total_env_steps=100000000", "--accept_config_changes", start_new_session=True
+  )
+  _wait_for_updates(run_dir, summary["updates"] + 3, proc)
   actors = _actor_pids(proc)
-  assert len(actors) == 2 and victim not in actors
-
+  assert len(actors) == 2
   os.killpg(proc.pid, signal.SIGTERM)  # graceful stop
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
-  assert out.count("restarting") == 1, out[-3000:]  # the SIGKILL's; not the SIGTERM's
-  summary = _summary(out)
-  assert summary["stopped_early"] and summary["updates"] >= 33
-  assert _checkpoint_steps(run_dir)[-1] == summary["updates"]  # final checkpoint
+  assert f"resumed from update {summary['updates']}" in out, out[-3000:]
+  assert "restarting" not in out, out[-3000:]  # the actors ignored the SIGTERM
+  resumed = _summary(out)
+  assert resumed["stopped_early"] and resumed["updates"] >= summary["updates"] + 3
+  assert resumed["frames"] - summary["frames"] == (resumed["updates"] - summary["updates"]) * 160
+  assert _checkpoint_steps(run_dir)[-1] == resumed["updates"]  # final checkpoint
   time.sleep(0.5)
   assert not _alive(actors)  # no orphans
-
-  # restarting on the same directory resumes with the counters continuing
-  proc = _train(
-    run_dir, f"--config.agent.total_env_steps={(summary['updates'] + 3) * 160}", "--accept_config_changes"
-  )
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out
-  resumed = _summary(out)
-  assert resumed["updates"] == summary["updates"] + 3
-  assert resumed["frames"] == summary["frames"] + 3 * 160
 
 
 def test_actor_death_after_its_restarts_stops_the_run_with_a_checkpoint(tmp_path):
