@@ -16,7 +16,7 @@ ITI 80-120, 10 distractors). Variants (`key=value,...` after the colon):
   (MSRE window), seed=, isi=lo-hi, iti=lo-hi, distractors=, gamma= (default 1 - 1/mean(ISI), as Rafiee
   et al.: 0.9 for ISI 7-13).
 
-    python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell=gru,T=10
+    python -m rtrl_rl.train --config=configs/rtu_trace_conditioning.py:cell=gru,T=10
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ _BENCH_PPO = (
   "lru_tbptt row)"
 )
 _PREDICTION = (
-  "`python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell={cell},"
+  "`python -m rtrl_rl.train --config=configs/rtu_trace_conditioning.py:cell={cell},"
   "steps=100000 --run_dir=<tmp>`: the lowest steps_per_s of metrics.jsonl's rows (chunks of 10,000 "
   "steps, compilation excluded), one seed, 2026-12-07 12:31-12:35 UTC, load 2-4 on the 2 cores "
   "(issue 16 part 6)"

@@ -81,7 +81,7 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["agent.ent_coef was renamed", "use agent.entropy_cost"],
   ),
   (
-    "rtrl_rl.agents.prediction",
+    "rtrl_rl.train",
     ["--config=configs/rtu_trace_conditioning.py", "--config.agent.gamma=0.9"],
     ["agent.gamma was renamed", "use agent.discount"],
   ),
@@ -96,7 +96,7 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["agent.cell_options.nonlinear was renamed", "use agent.network.cell_options.nonlinear"],
   ),
   (
-    "rtrl_rl.agents.prediction",
+    "rtrl_rl.train",
     ["--config=configs/rtu_trace_conditioning.py", "--config.agent.steps=100"],
     ["agent.steps was renamed", "use agent.total_env_steps"],
   ),
@@ -116,7 +116,7 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["invalid PPO config", "network.core_mode='bptt'", "num_epochs must be an int >= 1"],
   ),
   (
-    "rtrl_rl.agents.prediction",
+    "rtrl_rl.train",
     [
       "--config=configs/rtu_trace_conditioning.py",
       "--config.agent.network.core_mode=rtlr",
@@ -142,14 +142,9 @@ CASES = [  # (module, args, words of the message: the problem and the fix)
     ["--config=configs/default.py", "--run_dir={tmp}/afile/run"],
     ["lies under {tmp}/afile", "--run_dir"],
   ),
-  ("rtrl_rl.agents.prediction", ["--config=configs/missing.py"], ["No such file"]),
+  ("rtrl_rl.train", ["--config=configs/missing.py"], ["No such file"]),
   (
-    "rtrl_rl.agents.prediction",
-    ["--config=configs/default.py", "--run_dir={tmp}/empty/p"],
-    ["algo='impala'", "python -m rtrl_rl.train"],
-  ),
-  (
-    "rtrl_rl.agents.prediction",
+    "rtrl_rl.train",
     ["--config=configs/rtu_trace_conditioning.py", "--run_dir={tmp}/afile"],
     ["is a file", "--run_dir"],
   ),

@@ -285,13 +285,13 @@ def test_experiment_config_variants_load_validate_and_match_budgets():
   assert "env.id" in str(e.value)
 
 
-def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
+def test_the_training_cli_runs_a_prediction_experiment_and_reports_its_msre(tmp_path):
   run_dir = tmp_path / "run"
   out = subprocess.run(
     [
       sys.executable,
       "-m",
-      "rtrl_rl.agents.prediction",
+      "rtrl_rl.train",
       "--config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear,steps=600,chunk=300,window=200,seeds=2,"
       "hidden=4",
       f"--run_dir={run_dir}",
@@ -303,7 +303,8 @@ def test_cli_writes_metrics_and_prints_final_msre(tmp_path):
     check=False,
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "final MSRE" in out.stdout
+  summary = json.loads(out.stdout.strip().splitlines()[-1].split(": ", 1)[1])  # "run finished in ...: {...}"
+  assert np.isfinite(summary["msre"]) and summary["num_seeds"] == 2
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
   last, final = records[-2:]
   assert (last["frames"], last["updates"]) == (600, 2) and np.isfinite(last["chunk_msre"])

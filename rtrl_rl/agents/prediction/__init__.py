@@ -6,7 +6,7 @@
     state = learner.init(key)
     state, metrics = learner.run(state, stream)     # jitted; metrics: prediction, td_error, msre
 The experiment config: configs/rtu_trace_conditioning.py; the entry point:
-    python -m rtrl_rl.agents.prediction --config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear
+    python -m rtrl_rl.train --config=configs/rtu_trace_conditioning.py:cell=rtu_nonlinear
 """
 
 from rtrl_rl.agents.prediction.config import (
