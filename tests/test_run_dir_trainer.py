@@ -1,6 +1,12 @@
 """A run directory never loses or mixes work (issue 15), end to end: `python -m rtrl_rl.train` in a
-subprocess, as a user (or a scheduler) would run it, on a small deterministic anakin job."""
+subprocess, as a user (or a scheduler) would run it, on a small deterministic anakin job.
 
+Each test is a sequence of trainer starts (each on one core, bound by its start-up), independent of
+the others' timing: a module fixture runs the selected tests' scenarios two at a time, after the
+uninterrupted reference run that most of them compare with, and each test reports its own."""
+
+import concurrent.futures
+import contextlib
 import glob
 import json
 import os
@@ -111,19 +117,46 @@ def _tree(run_dir):
   return out
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def _reference(tmp_path):
   """An uninterrupted run of 12 iterations: its summary and run dir."""
-  rd = str(tmp_path_factory.mktemp("reference") / "run")
+  rd = str(tmp_path / "run")
   code, out = _train(rd, 12)
   assert code == 0, out[-3000:]
   return _summary(out), rd
 
 
-def test_no_work_lost_across_sigint_sigterm_sigkill_and_a_damaged_checkpoint(tmp_path, reference):
+_SCENARIOS = {}
+
+
+def _scenario(fn):
+  """The body of the test `test<fn.__name__>`: `fn(tmp_path, reference)`, where `reference()` waits
+  for the reference run and returns it (`_reference`)."""
+  _SCENARIOS["test" + fn.__name__] = fn
+  return fn
+
+
+@pytest.fixture(scope="module")
+def scenarios(request, tmp_path_factory):
+  """The futures of the selected tests' scenarios, two at a time, the reference run first."""
+  selected = [item.name for item in request.session.items if item.module is request.module]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    ref = pool.submit(_reference, tmp_path_factory.mktemp("reference"))
+    yield {
+      name: pool.submit(_SCENARIOS[name], tmp_path_factory.mktemp(name[:30]), ref.result)
+      for name in selected
+      if name in _SCENARIOS
+    }
+
+
+@pytest.fixture
+def scenario(scenarios, request):
+  return scenarios[request.node.name]
+
+
+@_scenario
+def _no_work_lost_across_sigint_sigterm_sigkill_and_a_damaged_checkpoint(tmp_path, reference):
   """Interrupted by SIGINT, SIGTERM and SIGKILL of the whole process group at varied moments, its
   newest checkpoint damaged once, resumed each time: the same parameters as the uninterrupted run."""
-  ref, _ = reference
   rd = str(tmp_path / "run")
   newest = -1
   for sig, wait_for in ((signal.SIGINT, 1), (signal.SIGTERM, 2), (signal.SIGKILL, 1), (signal.SIGKILL, 2)):
@@ -141,15 +174,16 @@ def test_no_work_lost_across_sigint_sigterm_sigkill_and_a_damaged_checkpoint(tmp
   assert code == 0, out[-3000:]
   summary = _summary(out)
   assert summary["updates"] == 12 and not summary["stopped_early"]
-  assert summary["params_crc32"] == ref["params_crc32"]
+  assert summary["params_crc32"] == reference()[0]["params_crc32"]
   assert os.listdir(os.path.join(rd, "set_aside"))  # the damaged step, kept
   on_disk = json.load(open(os.path.join(rd, "summary.json")))
   assert on_disk["updates"] == max(_steps(rd)) == 12  # summary.json describes the
   assert on_disk["params_crc32"] == _checkpoint_params_crc(rd, 12)  # newest checkpoint
 
 
-def test_a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(tmp_path, reference):
-  ref, ref_dir = reference
+@_scenario
+def _a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(tmp_path, reference):
+  ref, ref_dir = reference()
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   final = max(_steps(rd))
@@ -167,8 +201,9 @@ def test_a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(
   assert len([n for n in os.listdir(os.path.join(rd, "set_aside")) if n[0].isdigit()]) == 2
 
 
-def test_unreadable_checkpoints_are_refused_until_start_over(tmp_path, reference):
-  _, ref_dir = reference
+@_scenario
+def _unreadable_checkpoints_are_refused_until_start_over(tmp_path, reference):
+  _, ref_dir = reference()
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   for m in glob.glob(f"{rd}/checkpoints/*/manifest/*"):
@@ -183,8 +218,9 @@ def test_unreadable_checkpoints_are_refused_until_start_over(tmp_path, reference
   assert len([n for n in os.listdir(os.path.join(rd, "set_aside")) if n[0].isdigit()]) == 3
 
 
-def test_config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone(tmp_path, reference):
-  ref, ref_dir = reference
+@_scenario
+def _config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone(tmp_path, reference):
+  ref, ref_dir = reference()
   rd = str(tmp_path / "run")
   subprocess.run(["cp", "-r", ref_dir, rd], check=True)
   before = _tree(rd)
@@ -204,7 +240,8 @@ def test_config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone
   assert ref["updates"] == 12
 
 
-def test_a_second_trainer_on_a_run_dir_in_use_exits_2_naming_the_holder(tmp_path):
+@_scenario
+def _a_second_trainer_on_a_run_dir_in_use_exits_2_naming_the_holder(tmp_path, reference):  # pylint: disable=unused-argument
   rd = str(tmp_path / "run")
   first = _start(rd, 10_000)
   try:
@@ -219,18 +256,25 @@ def test_a_second_trainer_on_a_run_dir_in_use_exits_2_naming_the_holder(tmp_path
   assert summary["params_crc32"] == _checkpoint_params_crc(rd, max(_steps(rd)))
 
 
-@pytest.fixture
-def small_disk(tmp_path):
+@contextlib.contextmanager
+def _small_disk(tmp_path):
   """A 4 MiB tmpfs (root mounts it; the test machines run as root)."""
   mnt = tmp_path / "disk"
   mnt.mkdir()
   subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-  yield str(mnt)
-  subprocess.run(["umount", "-l", str(mnt)], check=False)
+  try:
+    yield str(mnt)
+  finally:
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_resumes(small_disk, reference):
-  ref, _ = reference
+@_scenario
+def _a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_resumes(tmp_path, reference):
+  with _small_disk(tmp_path) as small_disk:
+    _full_disk(small_disk, reference)
+
+
+def _full_disk(small_disk, reference):
   rd = os.path.join(small_disk, "run")
   proc = _start(rd, 12)
   newest = _wait_for_checkpoint(rd, proc)
@@ -253,4 +297,28 @@ def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_res
   os.remove(filler)
   code, out = _train(rd, 12)
   assert code == 0, out[-3000:]
-  assert _summary(out)["params_crc32"] == ref["params_crc32"]
+  assert _summary(out)["params_crc32"] == reference()[0]["params_crc32"]
+
+
+def test_no_work_lost_across_sigint_sigterm_sigkill_and_a_damaged_checkpoint(scenario):
+  scenario.result()
+
+
+def test_a_damaged_or_uncommitted_newest_checkpoint_never_blocks_the_final_save(scenario):
+  scenario.result()
+
+
+def test_unreadable_checkpoints_are_refused_until_start_over(scenario):
+  scenario.result()
+
+
+def test_config_changes_are_refused_or_recorded_and_a_finished_run_is_left_alone(scenario):
+  scenario.result()
+
+
+def test_a_second_trainer_on_a_run_dir_in_use_exits_2_naming_the_holder(scenario):
+  scenario.result()
+
+
+def test_a_full_disk_is_one_paragraph_the_last_checkpoint_intact_and_the_run_resumes(scenario):
+  scenario.result()
