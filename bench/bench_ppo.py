@@ -22,6 +22,9 @@ floor = env + update (acting can at best be free). `--host`: the host loop of `s
 steps alone (one jitted call each, the action fetched) + the update. Reported: agent steps/s = T * B / seconds, and
 ours / floor (in steps/s: floor time / our time; target >= 0.9). Start-up: seconds from building the
 loop to the first iteration's result (tracing + compilation + one iteration), measured first.
+Iteration memory (the jitted loop): the bytes its compiled program holds (XLA's memory analysis:
+arguments + outputs + temporaries - outputs written into the donated buffer), next to the stored
+carries of one rollout (issue 14's bound: at most 2x).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def measure(config, repeats: int):
   state, _ = loop.step(state)
   jax.block_until_ready(state)
   startup = time.perf_counter() - t0
+  memory = iteration_memory(loop, state)
 
   # The update alone, on the buffer of one real iteration.
   _, _, batch, update = acting_and_update(fenv, loop, a, state)
@@ -122,7 +126,21 @@ def measure(config, repeats: int):
   t = time_interleaved(
     fns, repeats=repeats, warmup=1, min_sample_s=0.0, number={"ours": 1, "env": 1, "update": 1}
   )
-  return {"startup_s": startup, "ours_s": t["ours"], "env_s": t["env"], "update_s": t["update"]}
+  return {
+    "startup_s": startup,
+    "ours_s": t["ours"],
+    "env_s": t["env"],
+    "update_s": t["update"],
+    "iteration_bytes": memory,
+  }
+
+
+def iteration_memory(loop, state) -> int:
+  """Bytes one iteration of the jitted loop holds (XLA's memory analysis of its compiled program):
+  arguments (the state, the donated buffer) + outputs + temporaries - outputs written into donated
+  arguments."""
+  m = loop.lower(state).compile().memory_analysis()
+  return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
 def measure_host(config, repeats: int):
@@ -235,11 +253,13 @@ def main(argv=None) -> None:
         ratio=rows[-1][3],
         startup_s=m["startup_s"],
         stored_carries_mb=buffer_mb,
+        iteration_mb=m["iteration_bytes"] / 2**20 if "iteration_bytes" in m else None,
       )
     )
     print(
       f"  num_envs={b}: ours {rows[-1][1]:,.0f} steps/s, floor {rows[-1][2]:,.0f}, "
-      f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s",
+      f"ours/floor {rows[-1][3]:.2f}, start-up {m['startup_s']:.1f} s"
+      + (f", iteration {records[-1]['iteration_mb']:,.0f} MB" if records[-1]["iteration_mb"] else ""),
       flush=True,
     )
   print()

@@ -7,8 +7,10 @@
 Each row is one `python -m bench.bench_ppo` run in its own process (so its peak memory is its own):
 steady-state agent steps/s, ours / floor (bench/bench_ppo.py: the fully-jitted loop vs env alone +
 update alone; `host` rows: the `sync` loop vs env + policy + update), start-up (seconds to the first
-iteration's result), the stored carries of one rollout (MB) and the process's peak resident memory
-(MB, `ru_maxrss`). With num_envs B > 1 the envs share the paper's 2048-step buffer (rollout_length =
+iteration's result), the stored carries of one rollout (MB), the memory one iteration of the jitted
+loop holds (MB, XLA's memory analysis: state + donated buffer + temporaries; issue 14's bound: at most
+2x the stored carries) and the process's peak resident memory (MB, `ru_maxrss`: the benchmark's
+process, which also holds the floor's own rollout, the JAX runtime and the compiled programs). With num_envs B > 1 the envs share the paper's 2048-step buffer (rollout_length =
 2048 / B).
 
 Experiments: Ant-P on Brax (positional, the authors' setting) and on envpool MuJoCo (host loop),
@@ -75,20 +77,20 @@ def main(argv=None) -> None:
   args = ap.parse_args(argv)
   print(
     "| experiment | core | num_envs | steps/s | floor steps/s | ours/floor | start-up (s) | "
-    "stored carries (MB) | peak RSS (MB) |"
+    "stored carries (MB) | iteration memory (MB) | peak RSS (MB) |"
   )
-  print("|---|---|---|---|---|---|---|---|---|", flush=True)
+  print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
   for label, config, host, core, n in _grid(args.full):
     if args.only and args.only not in label:
       continue
     r = run_one(config, n, host, args.repeats)
     if "error" in r:
-      print(f"| {label} | {core} | {n} | failed: {r['error'][:120]} | | | | | |", flush=True)
+      print(f"| {label} | {core} | {n} | failed: {r['error'][:120]} | | | | | | |", flush=True)
       continue
     print(
       f"| {label} | {core} | {n} | {r['steps_per_s']:,.0f} | {r['floor_steps_per_s']:,.0f} | "
       f"{r['ratio']:.2f} | {r['startup_s']:.1f} | {r['stored_carries_mb']:,.0f} | "
-      f"{r['peak_rss_mb']:,.0f} |",
+      f"{'-' if r['iteration_mb'] is None else format(r['iteration_mb'], ',.0f')} | {r['peak_rss_mb']:,.0f} |",
       flush=True,
     )
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rtrl_rl import envs, experiment
 from rtrl_rl.agents import actor_loop, ppo
 from rtrl_rl.agents.ppo import learning
 from rtrl_rl.envs._jax import gymnax_functional
@@ -416,10 +417,10 @@ def test_sequence_update_replays_each_sequence_from_its_stored_carry(rollout):
   for epoch_key in jax.random.split(sub, c.num_epochs):
     perm = np.asarray(jax.random.permutation(epoch_key, num_seq)).reshape(c.num_minibatches, -1)
     for row in perm:
-      ks, envs = row // n_env, row % n_env
+      ks, env_ids = row // n_env, row % n_env
       steps = ks[None] * seq + np.arange(seq)[:, None]  # [L, n]
-      sample = {k: v[steps, envs[None]] for k, v in fields.items()}
-      sample["carry"] = jax.tree.map(lambda x: x[ks * seq, envs], b.carry)
+      sample = {k: v[steps, env_ids[None]] for k, v in fields.items()}
+      sample["carry"] = jax.tree.map(lambda x: x[ks * seq, env_ids], b.carry)
       p, o = sgd_step(p, o, sample)
   assert_trees_close(got.params, p, rtol=2e-4, atol=1e-6)
   assert not trees_close(got.params, params, rtol=1e-3)
@@ -526,3 +527,22 @@ def test_frozen_stem_is_loaded_and_gets_no_gradient(rollout, tmp_path):
   path.write_bytes(flax.serialization.to_bytes(wrong))
   with pytest.raises(ValueError, match="stem_checkpoint"):
     learning.init_learner(jax.random.key(0), frozen, c, b.obs[0, 0])
+
+
+def test_paper_iteration_memory_is_within_twice_its_stored_carries():
+  """Issue 14, point 5: at the paper's settings (non-linear RTU, d_rec 192, the 2048-step buffer,
+  here shared by 64 envs, whose carries are in the state too) the stored carries dominate (~400
+  MB), and one iteration of the jitted loop holds at most 2x their size: its arguments (the loop's
+  state and the donated buffer) + outputs + XLA's temporaries - what the outputs reuse of the
+  donated arguments (XLA's memory analysis of the compiled program; nothing is run). Rereading the
+  buffer into fresh arrays (a per-iteration copy of the carries, all minibatches gathered at once)
+  would add >= 1x."""
+  config = experiment.load_config("configs/rtu_popgym.py:core=rtu_nonlinear,num_envs=64")
+  a = config.agent
+  buffer = ppo.config.stored_carry_bytes(a, *envs.describe(config.env.id))
+  assert buffer > 350 * 2**20  # the paper's size: the carries dominate
+  loop = anakin.make("ppo", envs.make_functional(config.env.id), a)
+  m = loop.lower(jax.eval_shape(loop.init, jax.random.PRNGKey(0))).compile().memory_analysis()
+  total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  assert m.alias_size_in_bytes >= buffer  # the buffer is donated and rewritten in place
+  assert total <= 2 * buffer, (total / 2**20, buffer / 2**20)

@@ -50,7 +50,9 @@ class Anakin(NamedTuple):
   `run(state, num_iterations) -> (state, metrics as numpy arrays [num_iterations])`;
   `place(state) -> state`: a host copy of a state (e.g. a restored checkpoint) put where `step`
   takes it (with a mesh: learner replicated, actor split along the parts' `actor_axes`);
-  `steps_per_iteration`: agent steps per `step`; `total_updates`: steps of the whole run."""
+  `steps_per_iteration`: agent steps per `step`; `total_updates`: steps of the whole run;
+  `lower(state) -> jax.stages.Lowered`: the iteration lowered for a state (or its shapes, from
+  `jax.eval_shape`), for XLA's analyses, e.g. `.compile().memory_analysis()`."""
 
   init: Callable[[jax.Array], AnakinState]
   step: Callable[[AnakinState], tuple[AnakinState, dict]]
@@ -60,6 +62,7 @@ class Anakin(NamedTuple):
   place: Callable[[Any], AnakinState]
   steps_per_iteration: int
   total_updates: int
+  lower: Callable[[Any], Any]
 
 
 def make(algo: str, env, agent_config, mesh=None, agent=None, update=None) -> Anakin:
@@ -141,7 +144,12 @@ def make_runner(env, parts: registry.AnakinParts, mesh=None) -> Anakin:
     stacked = {k: np.stack([np.asarray(m[k]) for m in history]) for k in history[0]} if history else {}
     return state, stacked
 
-  return Anakin(init, step, run, parts.agent, env, place, parts.steps_per_iteration, parts.total_updates)
+  def lower(state):
+    return iteration.lower(state, jax.eval_shape(new_scratch))
+
+  return Anakin(
+    init, step, run, parts.agent, env, place, parts.steps_per_iteration, parts.total_updates, lower
+  )
 
 
 def _rekey(saved, like):
