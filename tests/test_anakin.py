@@ -1,6 +1,9 @@
 """The cue-memory task and the fully-jitted Anakin loop's IMPALA path (PPO: tests/test_ppo.py,
 tests/test_learning.py)."""
 
+import logging
+import threading
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,6 +111,29 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   ended = np.asarray(r1.terminated | r1.truncated)
   np.testing.assert_array_equal(np.asarray(tr.mask), (~ended[:-1]).astype(np.float32))
   np.testing.assert_array_equal(ended[:-1], first[1:])
+
+
+def test_init_compiles_the_iteration_in_the_background_and_the_first_step_reuses_it(caplog):
+  """`init` starts compiling the iteration for its state's shapes in another thread (start-up: it
+  overlaps the initialisation's own compilation); the first `step` compiles nothing of it again."""
+  env = cue_memory_functional(num_cues=2, length=2)
+  c = impala_config.get_config()
+  c.batch_size, c.unroll_length = 2, 3
+  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
+  c.network.cell, c.network.hidden_size = "elstm", 4
+  runner = anakin.make("impala", env, c)
+  jax.config.update("jax_log_compiles", True)  # globally: the context manager is per thread
+  try:
+    with caplog.at_level(logging.WARNING):
+      state = runner.init(jax.random.key(1))
+      runner.step(state)
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  compiled = [
+    (r.threadName, r.getMessage()) for r in caplog.records if "Finished XLA compilation of" in r.getMessage()
+  ]
+  iteration = [thread for thread, message in compiled if "jit(iteration)" in message]
+  assert len(iteration) == 1 and iteration[0] != threading.main_thread().name, compiled
 
 
 @pytest.fixture(scope="module")

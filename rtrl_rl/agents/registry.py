@@ -53,7 +53,8 @@ class AnakinParts(NamedTuple):
   agent: the network (`rtrl_rl.networks.agent.Agent`).
   num_envs, steps_per_iteration: envs acting in one iteration, agent steps per iteration.
   total_updates: iterations in the whole run (`total_env_steps` over them).
-  init_learner(key) -> learner state (with `.params`), replicated over the mesh.
+  init_learner(key) -> learner state (with `.params`), replicated over the mesh; traceable (the
+    loop reads the state's shapes with `jax.eval_shape` to compile its iteration meanwhile).
   init_actors(num_envs, key) -> actor state of that many envs (one device's share with a mesh).
   actor_axes: the actor state's env axis (a pytree prefix; None: replicated).
   collect(learner, actor, axis_name, buffer) -> (actor, batch, episode metrics): acting and the

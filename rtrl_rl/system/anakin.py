@@ -30,6 +30,7 @@ num_shards=D)`).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -117,19 +118,37 @@ def make_runner(env, parts: registry.AnakinParts, mesh=None) -> Anakin:
 
   init_actors = jax.jit(init_actors)  # eagerly, each op dispatches alone (seconds at start-up)
 
-  def init(key):
-    k_learn, k_act = jax.random.split(key)
-    return place(AnakinState(parts.init_learner(k_learn), init_actors(k_act)))
-
   def iteration(state: AnakinState, buf):
     actor, batch, ep_metrics = collect_all(state.learner, state.actor, buf)
     learner, metrics = parts.update(state.learner, batch)
     return AnakinState(learner, actor), of_batch(batch), dict(metrics, **ep_metrics)
 
   iteration = jit(iteration)
-  held = []
+  held, ahead = [], []
+
+  def init_state(key):
+    k_learn, k_act = jax.random.split(key)
+    return AnakinState(parts.init_learner(k_learn), init_actors(k_act))
+
+  def init(key):
+    """The initial state. Outside a trace, a background thread meanwhile compiles the iteration
+    for the state's shapes (XLA compiles a program on one core: the initialisation's own
+    compilation, e.g. an env's reset, and the caller's next work, e.g. restoring a checkpoint,
+    overlap it on another); the first `step` joins it."""
+    if not isinstance(key, jax.core.Tracer) and not ahead:
+      ahead.append(threading.Thread(target=_prepare, args=(jax.eval_shape(init_state, key),), daemon=True))
+      ahead[0].start()
+    return place(init_state(key))
+
+  def _prepare(shapes):
+    try:
+      lower(shapes).compile()  # into the compilation cache, where the first `step` finds it
+    except Exception:  # pylint: disable=broad-except - `step` compiles again and raises it there
+      pass
 
   def step(state: AnakinState):
+    while ahead:
+      ahead.pop().join()
     buf = held.pop() if held else new_scratch()
     state, buf, metrics = iteration(state, buf)
     held.append(buf)

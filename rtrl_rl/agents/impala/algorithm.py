@@ -51,8 +51,8 @@ class Impala(registry.Algorithm):
     if mesh is not None:
       update = parallel.data_parallel_jit(update, mesh, Rollout.batch_axes())
 
-    def init_learner(key):
-      seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    def init_learner(key):  # traceable (the loop takes the state's shapes with jax.eval_shape)
+      seed = jax.random.randint(key, (), 0, 2**31 - 1)
       return learning.init_learner(agent, config, env.observation_space, seed=seed)
 
     def collect(learner, actor, axis_name, buf):

@@ -71,8 +71,9 @@ def _jitted_init(agent: Agent):
   return jax.jit(agent.init)
 
 
-def init_learner(agent: Agent, config, observation_space, seed: int = 0) -> LearnerState:
+def init_learner(agent: Agent, config, observation_space, seed: int | jax.Array = 0) -> LearnerState:
   """Fresh parameters and optimiser state (host/default-device arrays; see parallel.replicate).
+  `seed`: an int, or an int32 scalar (traceable).
 
   With `network.stem_grad="frozen"` the torso's parameters come from `network.stem_checkpoint`.
   """
