@@ -113,15 +113,19 @@ def test_impala_anakin_builds_the_rollout_of_the_contract_and_updates():
   np.testing.assert_array_equal(ended[:-1], first[1:])
 
 
+def _small_impala_loop(batch_size, cell):
+  """IMPALA's Anakin loop on cue memory: `batch_size` envs, unroll 3, an MLP torso, a `cell` of 4."""
+  c = impala_config.get_config()
+  c.batch_size, c.unroll_length = batch_size, 3
+  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
+  c.network.cell, c.network.hidden_size = cell, 4
+  return anakin.make("impala", cue_memory_functional(num_cues=2, length=2), c)
+
+
 def test_init_compiles_the_iteration_in_the_background_and_the_first_step_reuses_it(caplog):
   """`init` starts compiling the iteration for its state's shapes in another thread (start-up: it
   overlaps the initialisation's own compilation); the first `step` compiles nothing of it again."""
-  env = cue_memory_functional(num_cues=2, length=2)
-  c = impala_config.get_config()
-  c.batch_size, c.unroll_length = 2, 3
-  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
-  c.network.cell, c.network.hidden_size = "elstm", 4
-  runner = anakin.make("impala", env, c)
+  runner = _small_impala_loop(batch_size=2, cell="elstm")
   jax.config.update("jax_log_compiles", True)  # globally: the context manager is per thread
   try:
     with caplog.at_level(logging.WARNING):
@@ -139,13 +143,7 @@ def test_init_compiles_the_iteration_in_the_background_and_the_first_step_reuses
 @pytest.fixture(scope="module")
 def host_state():
   """A host copy of a small IMPALA Anakin state (one device)."""
-  env = cue_memory_functional(num_cues=2, length=2)
-  c = impala_config.get_config()
-  c.batch_size, c.unroll_length = 4, 3
-  c.network.torso, c.network.mlp_hidden_sizes = "mlp", (8,)
-  c.network.cell, c.network.hidden_size = "rtu", 4
-  loop = anakin.make("impala", env, c)
-  return jax.device_get(loop.init(jax.random.PRNGKey(0)))
+  return jax.device_get(_small_impala_loop(batch_size=4, cell="rtu").init(jax.random.PRNGKey(0)))
 
 
 @pytest.mark.parametrize("saved_keys,like_keys", [((4,), ()), ((), (4,)), ((2,), (3,))])
