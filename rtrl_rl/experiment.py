@@ -89,6 +89,9 @@ def base_config(algo: str = "impala") -> ml_collections.ConfigDict:
   s.max_actor_restarts = 3  # restarts per actor before the run stops with a checkpoint
   s.stall_timeout_s = 60.0  # an actor alive but delivering nothing this long is restarted
   s.log_every_s = 10.0  # progress line and metrics period (seconds)
+  # > 0: a metrics row every this many updates instead of every log_every_s (rows that do not depend
+  # on the machine's speed: a deterministic run writes the same curve every time)
+  s.log_every_updates = 0
   s.checkpoint_every_s = 120.0  # checkpoint period (seconds); one is always written at the end
   s.keep_checkpoints = 3  # checkpoints kept on disk
   s.plot = True  # write learning_curve.png into the run directory at the end
@@ -194,6 +197,8 @@ def validate(config: ml_collections.ConfigDict, *, check_env: bool = True) -> No
   for name in ("log_every_s", "checkpoint_every_s", "heartbeat_timeout_s", "stall_timeout_s"):
     if not s[name] > 0:
       err(f"system.{name}={s[name]!r} must be > 0")
+  if not (isinstance(s.log_every_updates, int) and s.log_every_updates >= 0):
+    err(f"system.log_every_updates={s.log_every_updates!r} must be an int >= 0 (0: every log_every_s)")
   if s.actor_device not in ACTOR_DEVICES:
     err(f"system.actor_device={s.actor_device!r}: expected one of {ACTOR_DEVICES}")
   elif s.actor_device != "cpu" and s.backend != "actors":
@@ -337,6 +342,7 @@ def rtu_paper_ppo(
   c.seed = seed
   c.env.id = f"{prefix}/{env_name}"
   c.system.backend = backend
+  c.system.log_every_updates = 1  # a metrics row per update: the same curve on any machine
   c.agent.total_env_steps = total_env_steps
   c.agent.gradient = gradient
   c.agent.num_envs, c.agent.rollout_length = num_envs, buffer // num_envs

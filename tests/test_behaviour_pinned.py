@@ -21,6 +21,7 @@ import zlib
 import numpy as np
 import pytest
 
+from rtrl_rl.io import read_metrics
 from rtrl_rl.io.checkpoint import Checkpointer
 from tests._multiprocess import ROOT, device_env
 
@@ -36,6 +37,7 @@ RUNS = {  # name: flags of `python -m rtrl_rl.train` (3 updates each)
     "--config.agent.batch_size=8",
     "--config.agent.network.hidden_size=16",
     "--config.agent.total_env_steps=240",
+    "--config.system.log_every_updates=2",  # not what it computes: which rows it writes
   ],
   "anakin_ppo_rtu": [
     "--config=configs/rtu_popgym.py",
@@ -133,3 +135,14 @@ def test_a_run_ends_with_the_recorded_parameters(runs, name):
     np.testing.assert_allclose(p, e, rtol=1e-5, atol=1e-7, err_msg=f"{name}: parameter leaf {i}")
   if crc != recorded:  # rounding of another CPU's kernels (module doc): say so
     print(f"{name}: params_crc32 {crc} != recorded {recorded}; equal within 1e-5")
+
+
+@pytest.mark.parametrize("name,updates", [("anakin_impala_elstm", [2, 3]), ("anakin_ppo_rtu", [1, 2, 3])])
+def test_metrics_rows_follow_updates_when_log_every_updates_is_set(runs, name, updates):
+  """`system.log_every_updates=n`: a row at every n-th update and at the last, whatever the run's
+  speed (the RTU paper's PPO configs: n = 1), each with the window's episode statistics."""
+  run_dir, proc, _ = runs[name]
+  proc.wait(timeout=600)
+  rows = read_metrics(run_dir)
+  assert [row["updates"] for row in rows] == updates
+  assert all("episode_return" in row and "episodes" in row for row in rows)

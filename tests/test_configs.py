@@ -182,6 +182,12 @@ def test_invalid_combinations_fail_at_load_time_naming_the_fields():
   config.system.actor_device = "gpu"
   with pytest.raises(ValueError, match="system.actor_device='gpu' places actor processes"):
     experiment.validate(config)
+  config = load("default.py")
+  config.system.log_every_updates = -1
+  with pytest.raises(
+    ValueError, match=r"system.log_every_updates=-1 must be an int >= 0 \(0: every log_every_s\)"
+  ):
+    experiment.validate(config)
 
 
 def test_reference_scores_name_real_config_groups():

@@ -134,9 +134,11 @@ def make_runner(env, parts: registry.AnakinParts, mesh=None) -> Anakin:
     """The initial state. Outside a trace, a background thread meanwhile compiles the iteration
     for the state's shapes (XLA compiles a program on one core: the initialisation's own
     compilation, e.g. an env's reset, and the caller's next work, e.g. restoring a checkpoint,
-    overlap it on another); the first `step` joins it."""
+    overlap it on another); the first `step` joins it. Not a daemon thread: a process that ends
+    before its first step (e.g. a checkpoint that does not fit) waits for the compilation to end
+    (XLA's cannot be interrupted; a daemon thread inside it aborts the interpreter's exit)."""
     if not isinstance(key, jax.core.Tracer) and not ahead:
-      ahead.append(threading.Thread(target=_prepare, args=(jax.eval_shape(init_state, key),), daemon=True))
+      ahead.append(threading.Thread(target=_prepare, args=(jax.eval_shape(init_state, key),)))
       ahead[0].start()
     return place(init_state(key))
 

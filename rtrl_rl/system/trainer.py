@@ -683,7 +683,11 @@ def _run_loop(
       recent.append(float(metrics["mean_episode_return"]))
     now = time.monotonic()
     counters["elapsed_s"] = now - start
-    if now - clock["log"] >= s.log_every_s or counters["updates"] == it.total_updates:
+    if s.log_every_updates:
+      due = counters["updates"] % s.log_every_updates == 0
+    else:
+      due = now - clock["log"] >= s.log_every_s
+    if due or counters["updates"] == it.total_updates:
       clock["log"] = now
       row = {k: float(np.mean(v)) for k, v in metrics.items()}
       row.update(
