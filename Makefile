@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Two pytest workers (pytest-xdist), each taking whole files (a file's module fixtures run once) in the
+# order of tests/conftest.py (the longest first): most in-process tests compile on one core, so one
+# worker alone leaves the other core idle.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The formatter and the linter (ruff; settings in pyproject.toml): `make format` rewrites, `make lint` checks.
 lint: setup

@@ -12,6 +12,10 @@
   while the long tests are bound by execution, which level 0 slows. The tests compare results
   computed under the same flags.
 
+* The files that run for minutes are collected first, so that `make test`'s two workers (pytest-xdist,
+  whole files each) start them early and end together instead of one waiting on the other's last
+  long file.
+
 This runs before JAX is imported (it reads its configuration from the environment then).
 """
 
@@ -46,6 +50,26 @@ def pytest_configure(config):
     os.environ.pop("XLA_FLAGS", None)
   else:
     os.environ["XLA_FLAGS"] = subprocess_flags
+
+
+# The longest files (minutes on 2 cores, `--durations`), longest first; the others follow in their order.
+_LONG_FILES = (
+  "test_anakin_parallel.py",
+  "test_trainer.py",
+  "test_cells_exactness.py",
+  "test_run_dir_trainer.py",
+  "test_ppo.py",
+  "test_behaviour_pinned.py",
+  "test_envs_brax.py",
+  "test_learning_reacher.py",
+  "test_run_shm_stall.py",
+  "test_evaluate.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  rank = {name: i for i, name in enumerate(_LONG_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's order is kept
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
