@@ -22,7 +22,7 @@ floor = env + update (acting can at best be free). `--host`: the host loop of `s
 steps alone (one jitted call each, the action fetched) + the update. Reported: agent steps/s = T * B / seconds, and
 ours / floor (in steps/s: floor time / our time; target >= 0.9). Start-up: seconds from building the
 loop to the first iteration's result (tracing + compilation + one iteration), measured first.
-Iteration memory (the jitted loop): the bytes its compiled program holds (XLA's memory analysis:
+Iteration memory (the jitted loop): the bytes its compiled program holds (`anakin.iteration_bytes`:
 arguments + outputs + temporaries - outputs written into the donated buffer), next to the stored
 carries of one rollout (issue 14's bound: at most 2x).
 """
@@ -92,7 +92,7 @@ def measure(config, repeats: int):
   state, _ = loop.step(state)
   jax.block_until_ready(state)
   startup = time.perf_counter() - t0
-  memory = iteration_memory(loop, state)
+  memory = anakin.iteration_bytes(loop, state)
 
   # The update alone, on the buffer of one real iteration.
   _, _, batch, update = acting_and_update(fenv, loop, a, state)
@@ -133,14 +133,6 @@ def measure(config, repeats: int):
     "update_s": t["update"],
     "iteration_bytes": memory,
   }
-
-
-def iteration_memory(loop, state) -> int:
-  """Bytes one iteration of the jitted loop holds (XLA's memory analysis of its compiled program):
-  arguments (the state, the donated buffer) + outputs + temporaries - outputs written into donated
-  arguments."""
-  m = loop.lower(state).compile().memory_analysis()
-  return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
 def measure_host(config, repeats: int):

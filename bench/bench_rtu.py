@@ -8,10 +8,10 @@ Each row is one `python -m bench.bench_ppo` run in its own process (so its peak 
 steady-state agent steps/s, ours / floor (bench/bench_ppo.py: the fully-jitted loop vs env alone +
 update alone; `host` rows: the `sync` loop vs env + policy + update), start-up (seconds to the first
 iteration's result), the stored carries of one rollout (MB), the memory one iteration of the jitted
-loop holds (MB, XLA's memory analysis: state + donated buffer + temporaries; issue 14's bound: at most
-2x the stored carries) and the process's peak resident memory (MB, `ru_maxrss`: the benchmark's
-process, which also holds the floor's own rollout, the JAX runtime and the compiled programs). With num_envs B > 1 the envs share the paper's 2048-step buffer (rollout_length =
-2048 / B).
+loop holds (MB, `anakin.iteration_bytes`: state + donated buffer + temporaries; issue 14's bound: at
+most 2x the stored carries) and the process's peak resident memory (MB, `ru_maxrss`: the benchmark's
+process, which also holds the floor's own rollout, the JAX runtime and the compiled programs). With
+num_envs B > 1 the envs share the paper's 2048-step buffer (rollout_length = 2048 / B).
 
 Experiments: Ant-P on Brax (positional, the authors' setting) and on envpool MuJoCo (host loop),
 Reacher-POMDP on Brax, POPGym CountRecall-easy in JAX; cores: linear RTU, non-linear RTU, online LRU

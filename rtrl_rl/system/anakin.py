@@ -173,6 +173,14 @@ def make_runner(env, parts: registry.AnakinParts, mesh=None) -> Anakin:
   )
 
 
+def iteration_bytes(loop: Anakin, state) -> int:
+  """Bytes one iteration of `loop` holds, from XLA's memory analysis of its compiled program (nothing
+  is run): arguments (the state, the donated buffer) + outputs + temporaries - the outputs written
+  into donated arguments. `state`: a state or its shapes (`jax.eval_shape(loop.init, key)`)."""
+  m = loop.lower(state).compile().memory_analysis()
+  return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
 def _rekey(saved, like):
   """`like`-shaped keys (one per device, or one) split from the first of the `saved` keys; raw
   `uint32[..., 2]` keys or typed key arrays."""
