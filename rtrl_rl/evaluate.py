@@ -33,7 +33,7 @@ import numpy as np
 from absl import flags
 from absl import logging as absl_logging
 
-from rtrl_rl import cli, envs
+from rtrl_rl import cli, envs, experiment
 from rtrl_rl.agents import registry
 from rtrl_rl.envs import EnvError, MissingDependencyError
 
@@ -72,7 +72,7 @@ def load_config(run_dir: str):
       "a trained run (it holds config.json and checkpoints/)"
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(experiment.upgrade_saved_config(json.load(f)))
 
 
 def load_checkpoint(run_dir: str) -> tuple[int, dict, dict]:

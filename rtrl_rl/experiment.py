@@ -147,6 +147,31 @@ def renamed_field_error(paths) -> str | None:
   return None
 
 
+def upgrade_saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A run's saved config (`config.json`, JSON dicts) with every `RENAMED_FIELDS` path moved to its
+  new name, so that runs written before the renames are evaluated, resumed and compared as today's.
+  Where both names are present the new one wins (the old is dropped)."""
+
+  def copy(d):
+    return {k: copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+  out = copy(saved)
+  for old, new in RENAMED_FIELDS.items():
+    *old_parents, old_key = old.split(".")
+    parent = out
+    for key in old_parents:
+      parent = parent.get(key) if isinstance(parent, dict) else None
+    if not isinstance(parent, dict) or old_key not in parent:
+      continue
+    value = parent.pop(old_key)
+    *new_parents, new_key = new.split(".")
+    target = out
+    for key in new_parents:
+      target = target.setdefault(key, {})
+    target.setdefault(new_key, value)
+  return out
+
+
 def _unknown_fields(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict, prefix: str):
   """Dotted paths of `config` that `defaults` does not have (nested ConfigDicts compared too)."""
   out = []

@@ -3,8 +3,9 @@
 Recorded (tests/golden/behaviour/) from the code before the training layer's redesign (issue 17):
 the fully-jitted loop with IMPALA (RTRL eLSTM) and with PPO (RTRL RTU) on JAX envs, online TD
 prediction, and PPO acting on host envs (backend "sync"), each a few updates on one CPU device, run
-as a user runs them (`python -m rtrl_rl.train`). A change to the training layer that alters what
-any of them computes fails here. On the recording machine the parameters are bitwise equal
+as a user runs them (`python -m rtrl_rl.train`); and the actors backend's halves (an actor's
+rollouts and episode statistics, the learner's updates), which run asynchronously in a real run.
+A change to the training layer that alters what any of them computes fails here. On the recording machine the parameters are bitwise equal
 (`params_crc32`); another CPU may vectorise XLA's reductions differently, so the assertion allows
 float32 rounding (1e-5 relative) rather than a checksum.
 
@@ -146,3 +147,34 @@ def test_metrics_rows_follow_updates_when_log_every_updates_is_set(runs, name, u
   rows = read_metrics(run_dir)
   assert [row["updates"] for row in rows] == updates
   assert all("episode_return" in row and "episodes" in row for row in rows)
+
+
+def test_the_actors_backend_halves_compute_the_recorded_rollouts_and_updates(tmp_path):
+  """The actors backend is asynchronous (which parameters an actor acts with depends on timing), so
+  its runs are not pinned whole; its halves are: an actor's collector on host env pools, its
+  episode statistics, and the learner's updates, alternated (tests/_actors_halves.py). Recorded
+  from the code before issue 17's redesign (3fad32c), which computes the same values bitwise."""
+  out = str(tmp_path / "halves.npz")
+  proc = subprocess.run(
+    [sys.executable, os.path.join("tests", "_actors_halves.py"), out],
+    cwd=ROOT,
+    env=device_env(1),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  golden = os.path.join(GOLDEN, "actors_impala_elstm.npz")
+  with np.load(out) as got:
+    got = {k: got[k] for k in got.files}
+  if RECORD:
+    np.savez(golden, **got)
+    pytest.skip(f"recorded {golden}")
+  with np.load(golden) as g:
+    want = {k: g[k] for k in g.files}
+  assert got.keys() == want.keys()
+  # CartPole's returns are whole numbers of steps: any change to acting or the tracker shows
+  np.testing.assert_array_equal(got.pop("episode_returns"), want.pop("episode_returns"))
+  assert len(want) > 3
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=f"parameter leaf {k}")

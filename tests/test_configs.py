@@ -11,6 +11,7 @@ from rtrl_rl.agents.impala import config as impala_config
 from rtrl_rl.agents.ppo import config as ppo_config
 from rtrl_rl.agents.prediction import config as prediction_config
 from rtrl_rl.envs._popgym import LEVELS, TASKS
+from rtrl_rl.io import run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,6 +332,36 @@ def test_one_vocabulary_renamed_field_error_names_the_new_path():
     "config field agent.steps was renamed: use agent.total_env_steps"
   )
   assert experiment.renamed_field_error(["agent.stepsize", "agent.network.cell"]) is None
+
+
+def test_a_saved_config_from_before_the_renames_is_upgraded_to_the_new_paths():
+  """`config.json` of a run written before issue 17 (IMPALA's baseline_cost, the seed in agent/,
+  PPO's flat network fields): every old path moves to its new one, nested fields with it."""
+  saved = {
+    "seed": 3,
+    "agent": {
+      "seed": 3,
+      "baseline_cost": 0.25,
+      "torso_sizes": [64, 64],
+      "cell_options": {"nonlinear": True},
+      "network": {"cell": "rtu"},
+    },
+  }
+  up = experiment.upgrade_saved_config(saved)
+  assert up == {
+    "seed": 3,
+    "agent": {
+      "value_cost": 0.25,
+      "network": {"cell": "rtu", "mlp_hidden_sizes": [64, 64], "cell_options": {"nonlinear": True}},
+    },
+  }
+  assert saved["agent"]["baseline_cost"] == 0.25  # the input is left as it was
+  # both names present (a config saved while a rename was half-way): the new one wins
+  both = experiment.upgrade_saved_config({"agent": {"vf_coef": 1.0, "value_cost": 0.5}})
+  assert both == {"agent": {"value_cost": 0.5}}
+  # every upgraded path is one today's config has
+  flat = run_dir.flat_config(experiment.upgrade_saved_config(saved))
+  assert experiment.renamed_field_error(list(flat)) is None
 
 
 def test_one_config_error_for_every_algorithm():

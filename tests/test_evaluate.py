@@ -4,6 +4,7 @@ evaluation is deterministic, and PPO (jitted-loop) checkpoints evaluate with the
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,6 +64,23 @@ def test_greedy_is_deterministic_and_sampling_differs(run_dir):
   assert a["per_repeat"][0]["lengths"] == b["per_repeat"][0]["lengths"]
   with pytest.raises(evaluate.EvaluationError, match="procgen"):
     evaluate.evaluate(run_dir, split="test", **kw)
+
+
+def test_a_run_saved_before_the_renames_evaluates_as_it_did(run_dir, tmp_path):
+  """A run directory written before issue 17's renames (config.json with IMPALA's
+  agent.baseline_cost and the seed stored again as agent.seed) evaluates, to the same returns."""
+  old = str(tmp_path / "old_run")
+  shutil.copytree(run_dir, old)
+  path = os.path.join(old, "config.json")
+  config = json.load(open(path))
+  config["agent"]["baseline_cost"] = config["agent"].pop("value_cost")
+  config["agent"]["seed"] = config["seed"]
+  json.dump(config, open(path, "w"))
+  kw = dict(episodes=3, repeats=1, num_envs=3, seed=5, greedy=True, log=lambda *_: None)
+  assert (
+    evaluate.evaluate(old, **kw)["per_repeat"][0]["returns"]
+    == evaluate.evaluate(run_dir, **kw)["per_repeat"][0]["returns"]
+  )
 
 
 def _ppo_run(run: str, layout: str = "anakin"):

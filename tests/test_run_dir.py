@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from rtrl_rl import experiment
 from rtrl_rl.io import run_dir
 from rtrl_rl.io.checkpoint import Checkpointer
 
@@ -113,6 +114,23 @@ def test_checkpoints_that_are_all_damaged_are_refused_and_nothing_changes(tmp_pa
   assert sorted(os.listdir(os.path.join(aside, files))) == ["config.json", "metrics.jsonl"]
   assert len([n for n in os.listdir(aside) if n[0].isdigit()]) == 2
   assert json.load(open(os.path.join(rd, run_dir.CONFIG_FILE)))["seed"] == 3
+
+
+def test_a_checkpoint_saved_before_a_rename_is_compared_under_the_new_names(tmp_path):
+  """A run written before issue 17 saved IMPALA's value cost as agent.baseline_cost. Compared as
+  it was, the field sits on one side only and resuming would silently change 0.25 to 0.5; with
+  the trainer's `upgrade` it is agent.value_cost, and the change is refused like any other."""
+  old = json.loads(json.dumps(CONFIG))
+  old["agent"]["baseline_cost"] = 0.25
+  rd, ckpt = _run_with_steps(tmp_path, [1], config=old)
+  new = json.loads(json.dumps(CONFIG))
+  new["agent"]["value_cost"] = 0.5
+  assert run_dir.plan_run(rd, new, ckpt).changes == {}  # the hole: no common field
+  with pytest.raises(run_dir.RunDirError, match=r"agent.value_cost: 0.25 -> 0.5"):
+    run_dir.plan_run(rd, new, ckpt, upgrade=experiment.upgrade_saved_config)
+  new["agent"]["value_cost"] = 0.25
+  plan = run_dir.plan_run(rd, new, ckpt, upgrade=experiment.upgrade_saved_config)
+  assert plan.step == 1 and plan.changes == {}
 
 
 def test_a_changed_config_is_refused_listing_the_fields_unless_accepted_then_recorded(tmp_path):

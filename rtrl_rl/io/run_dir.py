@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import socket
-from typing import Any
+from typing import Any, Callable
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -167,12 +167,20 @@ def _show(v: Any) -> str:
 
 
 def plan_run(
-  run_dir: str, config: dict, checkpointer, *, start_over: bool = False, accept_config_changes: bool = False
+  run_dir: str,
+  config: dict,
+  checkpointer,
+  *,
+  start_over: bool = False,
+  accept_config_changes: bool = False,
+  upgrade: Callable[[dict], dict] | None = None,
 ) -> Plan:
   """Decides how a run uses `run_dir` (its caller holds the `RunLock`); reads only.
 
   config: the run's resolved config as JSON (`json.loads(config.to_json_best_effort())`).
   checkpointer: the run's `io.checkpoint.Checkpointer`.
+  upgrade: maps a saved config written by an older version to today's field names before the two
+    are compared (`experiment.upgrade_saved_config`).
   Raises RunDirError when the directory holds checkpoints that cannot be restored (unless
   `start_over`) or that were written with another config (unless `accept_config_changes`).
   """
@@ -193,6 +201,8 @@ def plan_run(
   if saved is None and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
     with open(os.path.join(run_dir, CONFIG_FILE)) as f:  # checkpoints written before configs travelled
       saved = json.load(f)
+  if saved is not None and upgrade is not None:
+    saved = upgrade(saved)
   changes = config_changes(saved, config) if saved is not None else {}
   if changes and not accept_config_changes:
     listed = "; ".join(f"{k}: {_show(o)} -> {_show(n)}" for k, (o, n) in list(changes.items())[:12])

@@ -373,6 +373,7 @@ def _agreed_plan(
         ckpt.checkpointer,
         start_over=start_over,
         accept_config_changes=accept_config_changes,
+        upgrade=experiment.upgrade_saved_config,
       )
     except run_dirs.RunDirError as e:
       error = e
