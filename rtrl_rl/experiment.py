@@ -13,6 +13,7 @@ learner (batch shape) from there.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -151,11 +152,7 @@ def upgrade_saved_config(saved: Mapping[str, Any]) -> dict[str, Any]:
   """A run's saved config (`config.json`, JSON dicts) with every `RENAMED_FIELDS` path moved to its
   new name, so that runs written before the renames are evaluated, resumed and compared as today's.
   Where both names are present the new one wins (the old is dropped)."""
-
-  def copy(d):
-    return {k: copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
-
-  out = copy(saved)
+  out = copy.deepcopy(dict(saved))
   for old, new in RENAMED_FIELDS.items():
     *old_parents, old_key = old.split(".")
     parent = out

@@ -5,13 +5,12 @@ updates, each collection with the parameters of the update before (no queue, no 
 backend computes without its timing). Writes the final parameters (`jax.tree.leaves` order) and the
 returns of the episodes that ended, as the actor's `EpisodeTracker`s report them."""
 
-import importlib.util
 import sys
 
 import jax
 import numpy as np
 
-from rtrl_rl import envs
+from rtrl_rl import envs, experiment
 from rtrl_rl.agents import registry
 from rtrl_rl.agents.rollout import concatenate
 from rtrl_rl.system import actors
@@ -20,17 +19,17 @@ UPDATES = 3
 
 
 def config():
-  spec = importlib.util.spec_from_file_location("default_config", "configs/default.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  c.agent.unroll_length = 10
-  c.agent.batch_size = 8
-  c.agent.network.mlp_hidden_sizes = (16,)
-  c.agent.network.hidden_size = 16
-  c.system.envs_per_actor = 4
-  c.system.records_per_pool = 2
-  return c
+  return experiment.load_config(
+    "configs/default.py",
+    {
+      "agent.unroll_length": 10,
+      "agent.batch_size": 8,
+      "agent.network.mlp_hidden_sizes": (16,),
+      "agent.network.hidden_size": 16,
+      "system.envs_per_actor": 4,
+      "system.records_per_pool": 2,
+    },
+  )
 
 
 def main(out: str) -> None:

@@ -5,8 +5,8 @@ the fully-jitted loop with IMPALA (RTRL eLSTM) and with PPO (RTRL RTU) on JAX en
 prediction, and PPO acting on host envs (backend "sync"), each a few updates on one CPU device, run
 as a user runs them (`python -m rtrl_rl.train`); and the actors backend's halves (an actor's
 rollouts and episode statistics, the learner's updates), which run asynchronously in a real run.
-A change to the training layer that alters what any of them computes fails here. On the recording machine the parameters are bitwise equal
-(`params_crc32`); another CPU may vectorise XLA's reductions differently, so the assertion allows
+A change to the training layer that alters what any of them computes fails here. On the recording
+machine the parameters are bitwise equal (`params_crc32`); another CPU may vectorise XLA's reductions differently, so the assertion allows
 float32 rounding (1e-5 relative) rather than a checksum.
 
 Re-record (only for an intended change of behaviour, saying why in the commit):
